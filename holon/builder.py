@@ -1,0 +1,325 @@
+"""`Workflow`: the fluent, immutable builder, and the validation done while building.
+
+```python
+wf = (
+    Workflow("BuildAndDeploy", "Build, test, deploy")
+    .Input(Repo)
+    .State(Build)
+    .Flow({START: lambda ctx: "Clone", "Clone": clone, "Test": test})
+)
+```
+
+Each builder call returns a new `Workflow`; the one it was called on is unchanged. A
+mistake is reported by the call that makes it, with the workflow and step named.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel
+
+from holon._naming import snake_case_aliases
+from holon.directives import END, START, Marker
+from holon.errors import WorkflowDefinitionError
+
+if typing.TYPE_CHECKING:
+    from holon.stores.base import Store
+
+__all__ = ["PersistenceConfig", "StepSpec", "Workflow"]
+
+StepFunction = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One step of a flow as the builder understood it."""
+
+    name: str
+    fn: StepFunction
+    edges: frozenset[str]
+    """Step names (or `END`) the return annotation says this step can go to."""
+    edges_complete: bool
+    """False when the annotation is missing or admits other targets (`str`, `Next`,
+    `Wait`, `Parallel`), so `edges` is a lower bound."""
+
+
+@dataclass(frozen=True)
+class PersistenceConfig:
+    """Where and whether runs of a workflow are stored."""
+
+    store: str | Store | None = None
+    """A store URL or object; None means `HOLON_STORE`, else `.holon/holon.db`."""
+    key_prefix: str = ""
+    enabled: bool = True
+    """False keeps runs in memory only: nothing survives the process."""
+
+
+@snake_case_aliases
+class Workflow:
+    """A workflow definition: name, schemas, steps, persistence. Immutable.
+
+    Args:
+        name: how the workflow is known to runners, the store and operators.
+        description: one line for humans.
+        version: an explicit version; by default a fingerprint of the step names,
+            known edges and schemas.
+    """
+
+    __slots__ = (
+        "_agents",
+        "_description",
+        "_execute",
+        "_input",
+        "_name",
+        "_persistence",
+        "_state",
+        "_steps",
+        "_version",
+    )
+
+    def __init__(self, name: str, description: str = "", version: str | None = None) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise WorkflowDefinitionError(f"a workflow needs a non-empty name, got {name!r}")
+        if version is not None and (not isinstance(version, str) or not version):
+            raise WorkflowDefinitionError(
+                f"workflow {name!r}: version must be a non-empty string, got {version!r}",
+                workflow=name,
+            )
+        self._name = name
+        self._description = description
+        self._version = version
+        self._input: type[BaseModel] | None = None
+        self._state: type[BaseModel] | None = None
+        self._steps: Mapping[str, StepSpec] | None = None
+        self._execute: StepFunction | None = None
+        self._agents: Mapping[str, Any] = types.MappingProxyType({})
+        self._persistence = PersistenceConfig()  # set last: it marks the object as built
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if hasattr(self, "_persistence"):  # fully built: no more changes
+            raise AttributeError(
+                f"Workflow {self._name!r} is immutable; builder calls return a new Workflow"
+            )
+        object.__setattr__(self, name, value)
+
+    def _with(self, **changes: Any) -> Workflow:
+        clone = object.__new__(Workflow)
+        for slot in Workflow.__slots__:
+            object.__setattr__(clone, slot, changes.get(slot, getattr(self, slot)))
+        return clone
+
+    def _fail(self, message: str, step: str | None = None) -> WorkflowDefinitionError:
+        return WorkflowDefinitionError(
+            f"workflow {self._name!r}: {message}", workflow=self._name, step=step
+        )
+
+    # -- builder calls --------------------------------------------------------------
+
+    def Input(self, model: type[BaseModel]) -> Workflow:
+        """The pydantic model every run's input is validated against."""
+        return self._with(_input=self._check_model("Input", model))
+
+    def State(self, model: type[BaseModel]) -> Workflow:
+        """The pydantic model of the run's evolving state. Its fields need defaults, since
+        a run starts from `Model()`."""
+        checked = self._check_model("State", model)
+        try:
+            checked()
+        except Exception as exc:
+            raise self._fail(
+                f".State({checked.__name__}) must be constructible with no arguments (the "
+                f"state a run starts from); give every field a default ({exc})"
+            ) from None
+        return self._with(_state=checked)
+
+    def Flow(self, steps: Mapping[str, StepFunction]) -> Workflow:
+        """The graph: step name -> function of `ctx` returning the next step's name,
+        `END`, `Next(...)`, `Wait(...)` or `Parallel(...)`. `START` names the entry."""
+        if self._execute is not None:
+            raise self._fail("has both .Execute() and .Flow(); a workflow uses one of them")
+        if not isinstance(steps, Mapping):
+            raise self._fail(
+                f".Flow() takes a dict of step name -> function, got {type(steps).__name__}"
+            )
+        if START not in steps:
+            raise self._fail(".Flow() has no START entry; add {START: lambda ctx: 'First'}")
+        specs: dict[str, StepSpec] = {}
+        for key, fn in steps.items():
+            name = key.value if isinstance(key, Marker) else key
+            if not isinstance(name, str) or not name:
+                raise self._fail(f"step names are non-empty strings, got {key!r}")
+            if name == END.value:
+                raise self._fail("END is where a flow stops; it cannot be a step")
+            if not callable(fn):
+                raise self._fail(f"step {name!r} is {fn!r}, not a function of ctx", step=name)
+            edges, complete = _edges_from_annotation(fn)
+            specs[name] = StepSpec(name=name, fn=fn, edges=edges, edges_complete=complete)
+        known = set(specs) | {END.value}
+        for spec in specs.values():
+            unknown = sorted(spec.edges - known)
+            if unknown:
+                raise self._fail(
+                    f"step {spec.name!r} may return {unknown[0]!r} (from its return "
+                    f"annotation), which is not a step of the flow; known steps: "
+                    f"{sorted(set(specs) - {START.value})}",
+                    step=spec.name,
+                )
+        if all(spec.edges_complete for spec in specs.values()):
+            unreachable = sorted(set(specs) - _reachable(specs))
+            if unreachable:
+                raise self._fail(
+                    f"no step leads to {unreachable} (every step's return "
+                    f"annotation is known, and none names it)",
+                    step=unreachable[0],
+                )
+        return self._with(_steps=types.MappingProxyType(specs))
+
+    def Execute(self, fn: StepFunction) -> Workflow:
+        """Imperative model: `async def fn(ctx) -> result`, re-run from the top on
+        resume with recorded steps short-circuited."""
+        if self._steps is not None:
+            raise self._fail("has both .Flow() and .Execute(); a workflow uses one of them")
+        if not callable(fn):
+            raise self._fail(f".Execute() takes a function of ctx, got {fn!r}")
+        return self._with(_execute=fn)
+
+    def Persistence(
+        self,
+        store: str | Store | None = None,
+        key_prefix: str = "",
+        enabled: bool = True,
+    ) -> Workflow:
+        """Where runs are stored: a URL (`sqlite:///path`, `memory://`) or store object.
+
+        Without it, runs go to `HOLON_STORE` or the embedded `.holon/holon.db`.
+        `enabled=False` keeps runs in memory only.
+        """
+        if not isinstance(key_prefix, str):
+            raise self._fail(f".Persistence(key_prefix=...) must be a string, got {key_prefix!r}")
+        return self._with(_persistence=PersistenceConfig(store, key_prefix, enabled))
+
+    def Agents(self, agents: Mapping[str, Any]) -> Workflow:
+        """Agents the steps reach as `ctx.Agents[name]`."""
+        if not isinstance(agents, Mapping) or not all(isinstance(k, str) for k in agents):
+            raise self._fail(f".Agents() takes a dict of name -> agent, got {agents!r}")
+        return self._with(_agents=types.MappingProxyType(dict(agents)))
+
+    # -- reading --------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def description(self) -> str:
+        return self._description
+
+    @property
+    def input_model(self) -> type[BaseModel] | None:
+        return self._input
+
+    @property
+    def state_model(self) -> type[BaseModel] | None:
+        return self._state
+
+    @property
+    def steps(self) -> Mapping[str, StepSpec]:
+        """The flow's steps by name (empty for an `.Execute()` workflow)."""
+        return self._steps or types.MappingProxyType({})
+
+    @property
+    def execute_fn(self) -> StepFunction | None:
+        return self._execute
+
+    @property
+    def persistence(self) -> PersistenceConfig:
+        return self._persistence
+
+    @property
+    def agents(self) -> Mapping[str, Any]:
+        return self._agents
+
+    @property
+    def version(self) -> str:
+        """The explicit version, or a fingerprint of steps, known edges and schemas."""
+        if self._version is not None:
+            return self._version
+        shape = {
+            "steps": {name: sorted(spec.edges) for name, spec in sorted(self.steps.items())},
+            "execute": _qualname(self._execute) if self._execute else None,
+            "input": self._input.model_json_schema() if self._input else None,
+            "state": self._state.model_json_schema() if self._state else None,
+        }
+        digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
+        return digest[:12]
+
+    def check_runnable(self) -> None:
+        """Raise unless the workflow has a Flow or an Execute function."""
+        if self._steps is None and self._execute is None:
+            raise self._fail("has neither .Flow() nor .Execute(); nothing to run")
+
+    def Mermaid(self) -> str:
+        """The flow as a Mermaid flowchart, edges taken from return annotations."""
+        from holon.mermaid import flow_to_mermaid
+
+        return flow_to_mermaid(self)
+
+    def __repr__(self) -> str:
+        kind = "Flow" if self._steps is not None else "Execute" if self._execute else "empty"
+        return f"Workflow({self._name!r}, version={self.version!r}, {kind})"
+
+    def _check_model(self, call: str, model: Any) -> type[BaseModel]:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise self._fail(f".{call}() takes a pydantic model class, got {model!r}")
+        return model
+
+
+def _qualname(fn: Callable[..., Any]) -> str:
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _edges_from_annotation(fn: StepFunction) -> tuple[frozenset[str], bool]:
+    """The step names a step's return annotation admits, and whether that list is all."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:
+        return frozenset(), False
+    if "return" not in hints:
+        return frozenset(), False
+    edges: set[str] = set()
+    complete = _collect_edges(hints["return"], edges)
+    return frozenset(edges), complete
+
+
+def _collect_edges(annotation: Any, edges: set[str]) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        complete = True
+        for value in typing.get_args(annotation):
+            if isinstance(value, str):
+                edges.add(value.value if isinstance(value, Marker) else value)
+            else:
+                complete = False
+        return complete
+    if origin in (Union, types.UnionType):
+        results = [_collect_edges(arg, edges) for arg in typing.get_args(annotation)]
+        return all(results)
+    return False
+
+
+def _reachable(specs: Mapping[str, StepSpec]) -> set[str]:
+    seen = {START.value}
+    frontier = [START.value]
+    while frontier:
+        for target in specs[frontier.pop()].edges:
+            if target in specs and target not in seen:
+                seen.add(target)
+                frontier.append(target)
+    return seen

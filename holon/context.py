@@ -1,0 +1,143 @@
+"""`ctx`: what a step sees of its run, and how it changes the run's state."""
+
+from __future__ import annotations
+
+import logging
+import types
+from collections.abc import Mapping
+from typing import Any, Generic, TypeVar, cast
+
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
+
+from holon._naming import snake_case_aliases
+from holon.errors import StateValidationError
+
+__all__ = ["Context", "validate_state"]
+
+InputT = TypeVar("InputT")
+StateT = TypeVar("StateT")
+
+logger = logging.getLogger("holon.step")
+
+
+def validate_state(
+    model: type[BaseModel] | None, state: dict[str, Any], *, run_id: str, step: str | None
+) -> dict[str, Any]:
+    """Validate a whole state against the State model; return its JSON form."""
+    if model is None:
+        return state
+    try:
+        return model.model_validate(state).model_dump(mode="json")
+    except PydanticValidationError as exc:
+        raise StateValidationError(
+            f"state of run {run_id!r}{f' in step {step!r}' if step else ''} does not match "
+            f"{model.__name__}: {_describe(exc)}",
+            errors=[dict(e) for e in exc.errors(include_url=False)],
+            run_id=run_id,
+            step=step,
+        ) from None
+
+
+def _describe(exc: PydanticValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+    return "; ".join(parts)
+
+
+@snake_case_aliases
+class Context(Generic[InputT, StateT]):
+    """The `ctx` a step receives. Annotate as `ctx: Context[MyInput, MyState]`.
+
+    Attributes:
+        Input: the run's input, an instance of the Input model (a dict without one).
+        RunId: the run's id.
+        StepName: the running step's name (a branch's name inside `Parallel`).
+        Attempt: 1 on the first attempt of this step occurrence, 2 after a crash or
+            retry, and so on.
+        IdempotencyKey: stable for this run, step and occurrence across retries and
+            crashes, different in every other run: pass it to external systems so a
+            repeated attempt is recognised as the same mutation.
+        StepResults: results recorded so far, by step name.
+        Decision: the decision that closed the last wait (e.g. the approval), else None.
+        Agents: the agents given to `.Agents({...})`.
+    """
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        step: str,
+        attempt: int,
+        idempotency_key: str,
+        input: InputT,
+        state: dict[str, Any],
+        state_model: type[BaseModel] | None,
+        results: Mapping[str, Any],
+        decision: Any,
+        agents: Mapping[str, Any],
+    ) -> None:
+        self.RunId = run_id
+        self.StepName = step
+        self.Attempt = attempt
+        self.IdempotencyKey = idempotency_key
+        self.Input = input
+        self.StepResults: Mapping[str, Any] = types.MappingProxyType(dict(results))
+        self.Decision = decision
+        self.Agents = agents
+        self._state = state
+        self._state_model = state_model
+        self._state_view: Any = None
+        self.state_patch: dict[str, Any] = {}
+        """What this step changed, applied to the run's state when the step commits."""
+        self.log_entries: list[dict[str, Any]] = []
+
+    @property
+    def State(self) -> StateT:
+        """The current state: an instance of the State model (a dict without one)."""
+        if self._state_view is None:
+            merged = {**self._state, **self.state_patch}
+            self._state_view = (
+                self._state_model.model_validate(merged) if self._state_model else merged
+            )
+        return cast(StateT, self._state_view)
+
+    def SetState(self, patch: Mapping[str, Any] | None = None, /, **fields: Any) -> None:
+        """Update some state fields: `ctx.SetState(artifact="out.tar")` or
+        `ctx.SetState({"artifact": "out.tar"})`.
+
+        The patch is validated against the State model now, so a bad value fails this
+        step, not a later one. Changes are stored with the step's checkpoint.
+        """
+        update = {**(patch or {}), **fields}
+        if not all(isinstance(k, str) for k in update):
+            raise StateValidationError(
+                f"SetState keys are field names, got {list(update)!r}",
+                run_id=self.RunId,
+                step=self.StepName,
+            )
+        if self._state_model is not None:
+            unknown = sorted(set(update) - set(self._state_model.model_fields))
+            if unknown and self._state_model.model_config.get("extra") != "allow":
+                raise StateValidationError(
+                    f"SetState in step {self.StepName!r} of run {self.RunId!r}: "
+                    f"{self._state_model.__name__} has no field {unknown[0]!r}; fields: "
+                    f"{sorted(self._state_model.model_fields)}",
+                    run_id=self.RunId,
+                    step=self.StepName,
+                )
+        merged = {**self._state, **self.state_patch, **update}
+        validated = validate_state(self._state_model, merged, run_id=self.RunId, step=self.StepName)
+        for key in update:
+            self.state_patch[key] = validated.get(key, update[key])
+        self._state_view = None
+
+    def Log(self, message: str, **data: Any) -> None:
+        """Record a message in the run's timeline (with this step's checkpoint)."""
+        self.log_entries.append({"message": str(message), **data})
+        logger.info("%s/%s: %s", self.RunId, self.StepName, message)
+
+    def __repr__(self) -> str:
+        return f"Context(run={self.RunId!r}, step={self.StepName!r}, attempt={self.Attempt})"

@@ -1,0 +1,197 @@
+"""`RunHandle`: watch and steer one run, from any process that reaches its store."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from holon._naming import snake_case_aliases
+from holon.errors import InvalidRunState, RunFailed
+from holon.stores.base import RunRecord, RunStatus, TimelineEvent, WaitRecord
+
+if TYPE_CHECKING:
+    from holon.runner import WorkflowRunner
+
+__all__ = ["RunHandle"]
+
+
+@snake_case_aliases
+class RunHandle:
+    """One run. Every method reads or writes the store, so a handle obtained with
+    `runner.Get(run_id)` in another process steers the same run."""
+
+    def __init__(self, runner: WorkflowRunner, run_id: str) -> None:
+        self._runner = runner
+        self.run_id = run_id
+        self.RunId = run_id
+
+    def __repr__(self) -> str:
+        return f"RunHandle({self.run_id!r})"
+
+    async def Record(self) -> RunRecord:
+        """Everything stored about the run."""
+        return await self._runner.operator.load(self.run_id)
+
+    async def Status(self) -> RunStatus:
+        return (await self.Record()).status
+
+    def _change(self) -> anyio.Event:
+        """Set by this process's next write to the run. Take it before reading; other
+        processes' writes are seen by reading again after `poll_interval`."""
+        return self._runner.store.signals.event(self.run_id)
+
+    async def _changed(self, change: anyio.Event, timeout: float) -> None:
+        await self._runner.store.signals.wait(change, timeout)
+
+    async def WaitUntil(
+        self, *statuses: RunStatus | str, timeout: float | None = None
+    ) -> RunRecord:
+        """Wait until the run is in one of `statuses` (or terminal); returns the record.
+
+        Raises `TimeoutError` when `timeout` seconds pass first.
+        """
+        wanted = {RunStatus(s) for s in statuses}
+        with anyio.fail_after(timeout):
+            while True:
+                change = self._change()
+                record = await self.Record()
+                if record.status in wanted or record.status.terminal:
+                    return record
+                await self._changed(change, self._runner.poll_interval)
+
+    async def Result(self, timeout: float | None = None) -> Any:
+        """Wait for the run to end and return its result.
+
+        The result is the `output` of `Next(END, output=...)` (or the `.Execute()`
+        function's return value), else the final state as a dict. A run that ended
+        otherwise raises `RunFailed` with its status and error.
+        """
+        record = await self.WaitUntil(timeout=timeout)
+        if record.status == RunStatus.COMPLETED:
+            return record.body.output
+        error = record.body.error
+        detail = f": {error.type}: {error.message}" if error else ""
+        raise RunFailed(
+            f"run {self.run_id!r} ended {record.status.value}"
+            f"{f' in step {error.step!r}' if error and error.step else ''}{detail}",
+            status=record.status.value,
+            error=error.model_dump() if error else None,
+            run_id=self.run_id,
+            step=error.step if error else None,
+        )
+
+    async def Pause(self, by: str | None = None) -> RunStatus:
+        """Pause the run at its next step boundary: the running step finishes and is
+        checkpointed first. A waiting or queued run pauses at once. Returns the status
+        right after the request (`running` until the executor reaches the boundary)."""
+        return (await self._runner.operator.pause(self.run_id, by)).status
+
+    async def Resume(
+        self,
+        goto: str | None = None,
+        state: Mapping[str, Any] | None = None,
+        by: str | None = None,
+    ) -> RunStatus:
+        """Continue a paused run.
+
+        Args:
+            goto: run this step next instead of the one at the cursor (also abandons a
+                wait, so it works on a waiting run too).
+            state: fields to change in the state first, validated against the State model.
+        """
+        record = await self._runner.operator.resume(self.run_id, goto=goto, state=state, by=by)
+        if record.status == RunStatus.QUEUED:
+            self._runner.kick(self.run_id)
+        return record.status
+
+    async def Stop(self, by: str | None = None, timeout: float | None = None) -> RunStatus:
+        """End the run as `stopped`, cancelling a running step.
+
+        A step running in this process is cancelled at once; one running in another
+        process is cancelled at that executor's next heartbeat (a third of the lease
+        TTL), or, if that executor died, once its lease expires. Waits at most `timeout`
+        seconds (default: twice the lease TTL) and returns the status.
+        """
+        operator = self._runner.operator
+        record = await operator.load(self.run_id)
+        if record.status == RunStatus.STOPPED:
+            return record.status
+        if record.status.terminal:
+            raise InvalidRunState(
+                f"run {self.run_id!r} already ended {record.status.value}; cannot stop it",
+                status=record.status.value,
+                run_id=self.run_id,
+            )
+        await operator.request_stop(self.run_id, by)
+        execution = self._runner.engine.executions.get(self.run_id)
+        if execution is not None:
+            execution.request_stop()
+        limit = timeout if timeout is not None else 2 * self._runner.lease_ttl
+        with anyio.move_on_after(limit):
+            while True:
+                change = self._change()
+                record = await operator.load(self.run_id)
+                if record.status.terminal:
+                    break
+                if not record.lease_live(self._runner.clock.now()):
+                    record = await operator.stop_idle(self.run_id, by)
+                    break
+                await self._changed(change, self._runner.poll_interval)
+        return record.status
+
+    async def Approve(self, by: str, comment: str | None = None) -> RunStatus:
+        """Approve the gate the run waits at, as identity `by`.
+
+        Raises `NotAnApprover` if `by` is not listed (nothing is recorded), and
+        `NotWaiting` if the run waits for no approval. Approving twice records once.
+        """
+        record = await self._runner.operator.decide(
+            self.run_id, verdict="approve", by=by, comment=comment
+        )
+        if record.status == RunStatus.QUEUED:
+            self._runner.kick(self.run_id)
+        return record.status
+
+    async def Reject(self, by: str, comment: str | None = None) -> RunStatus:
+        """Reject the gate: the run goes to the wait's `on_reject` step, or ends
+        `rejected`."""
+        record = await self._runner.operator.decide(
+            self.run_id, verdict="reject", by=by, comment=comment
+        )
+        if record.status == RunStatus.QUEUED:
+            self._runner.kick(self.run_id)
+        return record.status
+
+    async def Waiting(self) -> WaitRecord | None:
+        """What the run waits for (kind, approvers, decisions so far), or None."""
+        record = await self.Record()
+        return record.body.wait if record.status in (RunStatus.WAITING, RunStatus.PAUSED) else None
+
+    async def Timeline(self, after: int = 0) -> list[TimelineEvent]:
+        """The run's timeline events with sequence number above `after`."""
+        return await self._runner.store.timeline(self.run_id, after)
+
+    async def Watch(
+        self, after: int = 0, timeout: float | None = None
+    ) -> AsyncIterator[TimelineEvent]:
+        """Timeline events as they happen, from sequence `after`; ends after the events
+        of a terminal status. `timeout` bounds the whole watch (TimeoutError)."""
+        deadline = math.inf if timeout is None else anyio.current_time() + timeout
+        seen = after
+        while True:
+            change = self._change()
+            events = await self._runner.store.timeline(self.run_id, seen)
+            for event in events:
+                seen = event.seq
+                yield event
+            if not events:
+                record = await self.Record()
+                if record.status.terminal and record.event_seq <= seen:
+                    return
+                remaining = deadline - anyio.current_time()
+                if remaining <= 0:
+                    raise TimeoutError(f"Watch of run {self.run_id!r} timed out")
+                await self._changed(change, min(self._runner.poll_interval, remaining))

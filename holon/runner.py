@@ -1,0 +1,293 @@
+"""`WorkflowRunner`: starts runs, executes them in this process, and recovers orphans.
+
+```python
+async with WorkflowRunner(BuildAndDeploy) as runner:
+    handle = await runner.Run({"repo": "acme/app"})
+    result = await handle.Result()
+```
+
+The runner owns a task group in which runs execute. Leaving it cancels in-flight steps;
+their runs stay resumable from the last checkpoint, and any runner with the same store
+picks them up: on start and then every `poll_interval` seconds, a runner claims runs
+of its workflow whose lease expired (the process that held them died) or that are
+queued with nobody executing them.
+
+Without `async with`, the first call starts the runner in the background of the
+running asyncio loop; it stops when the loop closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from types import TracebackType
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
+
+from holon._naming import snake_case_aliases
+from holon.builder import Workflow
+from holon.clock import Clock, SystemClock
+from holon.control import Operator
+from holon.directives import START
+from holon.engine import Engine
+from holon.errors import HolonError, InputValidationError, RunNotFound
+from holon.handle import RunHandle
+from holon.stores import MemoryStore, open_store
+from holon.stores.base import (
+    Cursor,
+    LeaseGrant,
+    NewEvent,
+    Page,
+    RunBody,
+    RunRecord,
+    RunStatus,
+    RunSummary,
+    Store,
+)
+
+__all__ = ["WorkflowRunner"]
+
+logger = logging.getLogger("holon.runner")
+
+
+@snake_case_aliases
+class WorkflowRunner:
+    """Starts, steers and executes runs of one workflow.
+
+    Args:
+        workflow: the workflow to run.
+        store: a store object or URL; by default the workflow's `.Persistence(store=...)`,
+            else `HOLON_STORE`, else `sqlite:///.holon/holon.db`.
+        lease_ttl: seconds a run's lease lasts without renewal. A crashed process's
+            runs are picked up this long after its last heartbeat.
+        poll_interval: seconds between looks for orphaned or queued runs, and between
+            re-reads while waiting on runs changed by other processes.
+        execute: False makes a runner that only starts and steers runs, leaving
+            execution to other runners or workers.
+        clock: where time comes from (tests pass a `ManualClock`).
+        owner: this executor's name in leases; by default host:pid:random.
+    """
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        store: Store | str | None = None,
+        *,
+        lease_ttl: float = 10.0,
+        poll_interval: float | None = None,
+        execute: bool = True,
+        clock: Clock | None = None,
+        owner: str | None = None,
+    ) -> None:
+        if not isinstance(workflow, Workflow):
+            raise TypeError(f"WorkflowRunner takes a Workflow, got {workflow!r}")
+        workflow.check_runnable()
+        if lease_ttl <= 0:
+            raise ValueError(f"lease_ttl must be positive, got {lease_ttl}")
+        self.workflow = workflow
+        self.store, self._owns_store = _pick_store(workflow, store)
+        self.lease_ttl = lease_ttl
+        self.poll_interval = poll_interval if poll_interval is not None else min(1.0, lease_ttl / 4)
+        self.execute = execute
+        self.clock: Clock = clock or SystemClock()
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        workflows = {workflow.name: workflow}
+        self.engine = Engine(
+            self.store, workflows, owner=self.owner, lease_ttl=lease_ttl, clock=self.clock
+        )
+        self.operator = Operator(self.store, self.clock, workflows)
+        self._group: TaskGroup | None = None
+        self._background: asyncio.Task[None] | None = None
+        self._ready = anyio.Event()
+        self._closing: anyio.Event | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> WorkflowRunner:
+        await self.store.open()
+        group = anyio.create_task_group()
+        await group.__aenter__()
+        self._group = group
+        if self.execute:
+            group.start_soon(self._recover_forever)
+        self._ready.set()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        group, self._group = self._group, None
+        try:
+            if group is not None:
+                group.cancel_scope.cancel()
+                await group.__aexit__(None, None, None)
+        finally:
+            if self._owns_store:
+                await self.store.close()
+        return None
+
+    async def _started(self) -> None:
+        """Start in the background when the caller did not use `async with`."""
+        if self._group is not None:
+            return
+        if self._background is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                raise HolonError(
+                    "outside asyncio, use `async with WorkflowRunner(wf) as "
+                    "runner:` so the runner has a task group to execute in"
+                ) from None
+            self._background = loop.create_task(self._serve())
+        await self._ready.wait()
+
+    async def _serve(self) -> None:
+        async with self:
+            await anyio.sleep_forever()
+
+    # -- execution ---------------------------------------------------------------------
+
+    def kick(self, run_id: str) -> None:
+        """Try to execute `run_id` here now (it may be leased elsewhere: then nothing)."""
+        if self.execute and self._group is not None:
+            self._group.start_soon(self._acquire_and_execute, run_id)
+
+    async def _acquire_and_execute(self, run_id: str) -> None:
+        grant = await self.store.acquire_lease(run_id, self.owner, self.lease_ttl, self.clock.now())
+        if grant is not None:
+            await self._execute(grant)
+
+    async def _execute(self, grant: LeaseGrant) -> None:
+        try:
+            await self.engine.execute(grant)
+        except Exception:
+            # A store outage must not take the runner down; the lease expires and the
+            # run is recovered later.
+            logger.exception("run %s: execution aborted", grant.run_id)
+
+    async def _recover_forever(self) -> None:
+        while True:
+            try:
+                await self.recover_now()
+            except Exception:
+                logger.exception("recovery pass failed; retrying")
+            await self.clock.sleep(self.poll_interval)
+
+    async def recover_now(self) -> int:
+        """Claim and start runs that need an executor; returns how many were claimed."""
+        if self._group is None:
+            return 0
+        grants = await self.store.claim(
+            self.owner, [self.workflow.name], 100, self.lease_ttl, self.clock.now()
+        )
+        for grant in grants:
+            self._group.start_soon(self._execute, grant)
+        return len(grants)
+
+    # -- starting and finding runs -------------------------------------------------------
+
+    async def Run(self, input: Any = None, run_id: str | None = None) -> RunHandle:
+        """Start a run and return its handle.
+
+        The input is validated first: an invalid one raises `InputValidationError` and
+        creates nothing. A given `run_id` makes the start idempotent: the same id again
+        returns the existing run, whatever its status.
+        """
+        run_input = self._validate_input(input)
+        await self._started()
+        if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
+            raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
+        now = self.clock.now()
+        state_model = self.workflow.state_model
+        record = RunRecord(
+            run_id=run_id or uuid.uuid4().hex,
+            workflow=self.workflow.name,
+            version=self.workflow.version,
+            status=RunStatus.QUEUED,
+            input=run_input,
+            body=RunBody(
+                cursor=Cursor(step=START.value),
+                state=state_model().model_dump(mode="json") if state_model else {},
+            ),
+            created_at=now,
+            updated_at=now,
+        )
+        events = [
+            NewEvent(
+                kind="started",
+                at=now,
+                data={"workflow": record.workflow, "version": record.version},
+            ),
+            NewEvent(kind="step_started", at=now, step=START.value),
+        ]
+        stored, created = await self.store.create_run(record, events)
+        if created:
+            self.kick(stored.run_id)
+        return RunHandle(self, stored.run_id)
+
+    def _validate_input(self, value: Any) -> Any:
+        model = self.workflow.input_model
+        if model is None:
+            from holon._json import to_json_value
+
+            return to_json_value(value, what="input", run_id="(new)", step=None)
+        if isinstance(value, BaseModel) and not isinstance(value, model):
+            value = value.model_dump()
+        try:
+            validated = model.model_validate(value)
+        except PydanticValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
+                for e in exc.errors(include_url=False)
+            )
+            raise InputValidationError(
+                f"input of workflow {self.workflow.name!r} does not match "
+                f"{model.__name__}: {problems}",
+                errors=[dict(e) for e in exc.errors(include_url=False)],
+                workflow=self.workflow.name,
+            ) from None
+        return validated.model_dump(mode="json")
+
+    async def Get(self, run_id: str) -> RunHandle:
+        """The handle of an existing run; `RunNotFound` if there is none."""
+        await self._started()
+        if await self.store.load_run(run_id) is None:
+            raise RunNotFound(f"no run {run_id!r} in {self.store.url}", run_id=run_id)
+        return RunHandle(self, run_id)
+
+    async def List(
+        self,
+        status: RunStatus | str | None = None,
+        workflow: str | None = None,
+        *,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[RunSummary]:
+        """Runs in the store, newest first; pass `page.next_cursor` for the next page."""
+        await self._started()
+        return await self.store.list_runs(
+            status=RunStatus(status) if status is not None else None,
+            workflow=workflow,
+            limit=limit,
+            cursor=cursor,
+        )
+
+
+def _pick_store(workflow: Workflow, store: Store | str | None) -> tuple[Store, bool]:
+    persistence = workflow.persistence
+    if store is None and not persistence.enabled:
+        return MemoryStore(), True
+    chosen = store if store is not None else persistence.store
+    if chosen is None or isinstance(chosen, str):
+        return open_store(chosen, key_prefix=persistence.key_prefix), True
+    return chosen, False

@@ -1,0 +1,84 @@
+"""Stores: where runs live. `open_store(url)` picks one from a URL.
+
+| URL | store |
+| --- | --- |
+| `memory://` | `MemoryStore`: this process only; for tests |
+| `sqlite:///path/to/file.db` | `SQLiteStore`: the embedded default, `.holon/holon.db` |
+"""
+
+from __future__ import annotations
+
+import os
+
+from holon.errors import StoreError
+from holon.stores.base import (
+    TERMINAL_STATUSES,
+    Checkpoint,
+    Committed,
+    Control,
+    Cursor,
+    Decision,
+    ErrorInfo,
+    Lease,
+    LeaseGrant,
+    NewEvent,
+    Page,
+    RunBody,
+    RunRecord,
+    RunStatus,
+    RunSummary,
+    Store,
+    TimelineEvent,
+    WaitRecord,
+)
+from holon.stores.memory import MemoryStore
+from holon.stores.sqlite import SQLiteStore
+
+__all__ = [
+    "DEFAULT_STORE_URL",
+    "TERMINAL_STATUSES",
+    "Checkpoint",
+    "Committed",
+    "Control",
+    "Cursor",
+    "Decision",
+    "ErrorInfo",
+    "Lease",
+    "LeaseGrant",
+    "MemoryStore",
+    "NewEvent",
+    "Page",
+    "RunBody",
+    "RunRecord",
+    "RunStatus",
+    "RunSummary",
+    "SQLiteStore",
+    "Store",
+    "TimelineEvent",
+    "WaitRecord",
+    "default_store_url",
+    "open_store",
+]
+
+DEFAULT_STORE_URL = "sqlite:///.holon/holon.db"
+
+
+def default_store_url() -> str:
+    """`HOLON_STORE` when set, else the embedded SQLite file `.holon/holon.db`."""
+    return os.environ.get("HOLON_STORE") or DEFAULT_STORE_URL
+
+
+def open_store(url: str | None = None, *, key_prefix: str = "") -> Store:
+    """Make the store a URL names (not yet opened: `await store.open()`).
+
+    Args:
+        url: `memory://`, `sqlite:///path`; None means `default_store_url()`.
+        key_prefix: keeps deployments that share one database apart.
+    """
+    url = url or default_store_url()
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme == "memory":
+        return MemoryStore(url)
+    if scheme == "sqlite":
+        return SQLiteStore(url, namespace=key_prefix)
+    raise StoreError(f"unknown store URL {url!r}: expected memory:// or sqlite:///path/to/file.db")

@@ -1,0 +1,387 @@
+"""The store contract: the records holon persists and the operations every store offers.
+
+A run record has three parts that change at different times:
+
+* the **checkpoint** (`status`, `body`, `results`, `seq`), rewritten by `commit` at each
+  step boundary, guarded by the expected `seq` and, for the run's executor, by its
+  fencing token;
+* the **lease** (`lease`, `fence`), taken by `acquire_lease`/`claim` and kept alive by
+  `renew_lease`; every acquisition increments the fencing token;
+* the **control request** (`control`), set by `request` (pause or stop) without touching
+  the checkpoint, so an operator never races the executor's commit.
+
+Every operation is atomic. Stores hold JSON only: nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
+
+import anyio
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "ChangeSignals",
+    "Checkpoint",
+    "Committed",
+    "Control",
+    "Cursor",
+    "Decision",
+    "ErrorInfo",
+    "Lease",
+    "LeaseGrant",
+    "NewEvent",
+    "Page",
+    "RunBody",
+    "RunRecord",
+    "RunStatus",
+    "RunSummary",
+    "Store",
+    "TimelineEvent",
+    "WaitRecord",
+]
+
+
+class RunStatus(enum.StrEnum):
+    """Where a run is in its life. The last five are terminal."""
+
+    QUEUED = "queued"
+    """Ready to execute; no executor holds it yet."""
+    RUNNING = "running"
+    """Leased by an executor that is running its steps."""
+    WAITING = "waiting"
+    """Halted on a `Wait`; holds no task, only its record."""
+    PAUSED = "paused"
+    """Halted by an operator; `Resume()` continues it."""
+    COMPLETED = "completed"
+    FAILED = "failed"
+    STOPPED = "stopped"
+    REJECTED = "rejected"
+    """An approval was refused and the wait had no `on_reject` step."""
+    EXPIRED = "expired"
+    """A wait timed out and had no `on_timeout` step."""
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        RunStatus.COMPLETED,
+        RunStatus.FAILED,
+        RunStatus.STOPPED,
+        RunStatus.REJECTED,
+        RunStatus.EXPIRED,
+    }
+)
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class Cursor(_Record):
+    """What the run does next."""
+
+    step: str
+    """The step to run next; while fanning out, the step that returned `Parallel`."""
+    branches: list[str] = Field(default_factory=list)
+    """The branches of a fan-out in progress (empty for a plain step)."""
+    branch_refs: dict[str, str] = Field(default_factory=dict)
+    """For callable branches: branch name -> `module:qualname` of the callable."""
+    join: str | None = None
+    """The step to run once every branch finished."""
+    done: list[str] = Field(default_factory=list)
+    """Branches whose result is checkpointed."""
+
+    @property
+    def fanning_out(self) -> bool:
+        return self.join is not None
+
+
+class Decision(_Record):
+    """One decision on a wait: who, when, what, and why."""
+
+    decision_id: str
+    verdict: Literal["approve", "reject", "answer"]
+    by: str
+    at: float
+    comment: str | None = None
+    value: Any = None
+
+
+class WaitRecord(_Record):
+    """What a waiting run waits for. Conditions describe themselves in `spec`."""
+
+    wait_id: str
+    """Unique within the run: `<step>#<occurrence>`, so a decision for an older wait is
+    told apart from one for the current wait."""
+    kind: str
+    step: str
+    next: str
+    on_reject: str | None = None
+    on_timeout: str | None = None
+    spec: dict[str, Any] = Field(default_factory=dict)
+    decisions: list[Decision] = Field(default_factory=list)
+    opened_at: float
+    deadline: float | None = None
+
+
+class ErrorInfo(_Record):
+    """Why a run failed."""
+
+    type: str
+    message: str
+    step: str | None = None
+    traceback: str | None = None
+
+
+class Control(_Record):
+    """An operator's pending request to an executing run."""
+
+    kind: Literal["pause", "stop"]
+    at: float
+    by: str | None = None
+
+
+class Lease(_Record):
+    owner: str
+    token: int
+    expires_at: float
+
+
+class RunBody(_Record):
+    """The part of a run that each checkpoint rewrites whole."""
+
+    cursor: Cursor | None = None
+    state: dict[str, Any] = Field(default_factory=dict)
+    counts: dict[str, int] = Field(default_factory=dict)
+    """Completed occurrences per step, for idempotency keys of steps that run again."""
+    attempt: int = 1
+    """Attempt number of the step at the cursor (a crash mid-step adds one)."""
+    wait: WaitRecord | None = None
+    decision: Any = None
+    """The decision that closed the last wait; the next step reads it as `ctx.Decision`."""
+    paused_from: RunStatus | None = None
+    """The status a paused run returns to on `Resume()` (`waiting` when paused mid-wait)."""
+    output: Any = None
+    error: ErrorInfo | None = None
+
+
+class RunRecord(_Record):
+    """Everything stored about one run."""
+
+    run_id: str
+    workflow: str
+    version: str
+    status: RunStatus
+    input: Any
+    body: RunBody
+    results: dict[str, Any] = Field(default_factory=dict)
+    """Latest result per step name (branch results and `Next(output=...)`)."""
+    seq: int = 0
+    """Checkpoint sequence number; every commit increments it."""
+    event_seq: int = 0
+    """Sequence number of the last timeline event."""
+    control: Control | None = None
+    lease: Lease | None = None
+    fence: int = 0
+    """The last fencing token issued for this run."""
+    wake_at: float | None = None
+    """When a waiting run must be looked at again (a deadline), if ever."""
+    created_at: float
+    updated_at: float
+
+    def lease_live(self, now: float) -> bool:
+        return self.lease is not None and self.lease.expires_at > now
+
+
+class RunSummary(_Record):
+    """One row of a listing."""
+
+    run_id: str
+    workflow: str
+    version: str
+    status: RunStatus
+    created_at: float
+    updated_at: float
+
+
+class TimelineEvent(_Record):
+    """One entry of a run's timeline."""
+
+    run_id: str
+    seq: int
+    kind: str
+    at: float
+    step: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """A timeline event before the store numbers it."""
+
+    kind: str
+    at: float
+    step: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Checkpoint:
+    """One atomic write of a run's progress."""
+
+    status: RunStatus
+    body: RunBody
+    at: float
+    results: dict[str, Any] = field(default_factory=dict)
+    """Step results added by this checkpoint (merged into the stored ones)."""
+    events: list[NewEvent] = field(default_factory=list)
+    wake_at: float | None = None
+    release_lease: bool = False
+    clear_control: bool = False
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What a commit returns: the new sequence numbers and any pending control request."""
+
+    seq: int
+    event_seq: int
+    control: Control | None
+
+
+@dataclass(frozen=True)
+class LeaseGrant:
+    run_id: str
+    token: int
+    recovered: bool
+    """True when the run was `running` under an earlier lease that expired: its previous
+    executor died mid-step."""
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """A page of a listing; pass `next_cursor` back to get the next page."""
+
+    items: list[T]
+    next_cursor: str | None = None
+
+
+class ChangeSignals:
+    """In-process wake-ups for readers waiting on a run to change.
+
+    Stores call `notify(run_id)` after every write. Writes by other processes are not
+    signalled, so waiters pass a timeout and read the store again when it runs out.
+    """
+
+    def __init__(self) -> None:
+        self._events: dict[str, anyio.Event] = {}
+
+    def notify(self, run_id: str) -> None:
+        event = self._events.pop(run_id, None)
+        if event is not None:
+            event.set()
+
+    def event(self, run_id: str) -> anyio.Event:
+        """The event the next write to `run_id` sets. Take it *before* reading the run,
+        then wait on it, so a write between the read and the wait is not missed."""
+        event = self._events.get(run_id)
+        if event is None:
+            event = self._events[run_id] = anyio.Event()
+        return event
+
+    @staticmethod
+    async def wait(event: anyio.Event, timeout: float) -> None:
+        with anyio.move_on_after(timeout):
+            await event.wait()
+
+
+@runtime_checkable
+class Store(Protocol):
+    """The operations every store implements, each atomic.
+
+    The contract test suite (`tests/test_store_contract.py`) is the executable form of
+    this description; every store passes it.
+    """
+
+    url: str
+    signals: ChangeSignals
+
+    async def open(self) -> None:
+        """Connect and create what is missing (tables, scripts). Idempotent."""
+
+    async def close(self) -> None: ...
+
+    async def create_run(
+        self, record: RunRecord, events: Sequence[NewEvent]
+    ) -> tuple[RunRecord, bool]:
+        """Store a new run, or return the existing one with that id and `False`."""
+
+    async def load_run(self, run_id: str) -> RunRecord | None:
+        """The whole record, results included, in one read. Raises `CorruptRecord`."""
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        workflow: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[RunSummary]:
+        """Runs, newest first, filtered and paged."""
+
+    async def acquire_lease(
+        self, run_id: str, owner: str, ttl: float, now: float
+    ) -> LeaseGrant | None:
+        """Lease a `queued` run, or a `running` one whose lease expired, to `owner`.
+
+        Sets the status to `running` and issues the next fencing token. Returns None
+        when the run is not runnable or another owner's lease is live.
+        """
+
+    async def renew_lease(self, run_id: str, token: int, ttl: float, now: float) -> Control | None:
+        """Extend the lease; returns the pending control request. Raises `StaleLease`."""
+
+    async def release_lease(self, run_id: str, token: int) -> None:
+        """Drop the lease if `token` still holds it (a no-op otherwise)."""
+
+    async def commit(
+        self, run_id: str, *, expected_seq: int, token: int | None, checkpoint: Checkpoint
+    ) -> Committed:
+        """Write a checkpoint atomically.
+
+        Refused with `SeqConflict` when the stored `seq` is not `expected_seq`, and with
+        `StaleLease` when `token` is given and is not the current fencing token.
+        Control-plane writes (decisions, resume, stop of an idle run) pass `token=None`.
+        """
+
+    async def request(self, run_id: str, control: Control) -> RunRecord:
+        """Record an operator's pause or stop request; the checkpoint is not touched."""
+
+    async def claim(
+        self, owner: str, workflows: Sequence[str], limit: int, ttl: float, now: float
+    ) -> list[LeaseGrant]:
+        """Lease up to `limit` runs of `workflows` that need an executor: queued runs,
+        running runs whose lease expired, and waiting runs whose `wake_at` has passed
+        (those keep their status; the executor decides what the deadline means)."""
+
+    async def timeline(
+        self, run_id: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[TimelineEvent]:
+        """Timeline events with `seq > after_seq`, oldest first."""
+
+    async def put_definition(self, name: str, version: str, document: dict[str, Any]) -> None:
+        """Record a workflow definition in the catalogue (name + version is the key)."""
+
+    async def definitions(self) -> list[dict[str, Any]]:
+        """Every stored definition document."""

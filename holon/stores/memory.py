@@ -1,0 +1,286 @@
+"""`memory://`: a store in this process's memory.
+
+For tests — including your own: it keeps the same contract as the durable stores
+(JSON only, fencing, sequence checks), so a workflow tested against it behaves the same
+on SQLite or Redis. Nothing survives the process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from holon.errors import RunNotFound, SeqConflict, StaleLease
+from holon.stores import _codec
+from holon.stores.base import (
+    ChangeSignals,
+    Checkpoint,
+    Committed,
+    Control,
+    Lease,
+    LeaseGrant,
+    NewEvent,
+    Page,
+    RunRecord,
+    RunStatus,
+    RunSummary,
+    TimelineEvent,
+)
+
+__all__ = ["MemoryStore"]
+
+
+@dataclass
+class _Row:
+    """A run as the memory store keeps it: JSON text for everything the engine wrote, so
+    that readers never share objects with writers."""
+
+    run_id: str
+    workflow: str
+    version: str
+    status: RunStatus
+    input_json: str
+    body_json: str
+    created_at: float
+    updated_at: float
+    results: dict[str, str] = field(default_factory=dict)
+    seq: int = 0
+    event_seq: int = 0
+    control: Control | None = None
+    lease: Lease | None = None
+    fence: int = 0
+    wake_at: float | None = None
+    events: list[TimelineEvent] = field(default_factory=list)
+
+    def summary(self) -> RunSummary:
+        return RunSummary(
+            run_id=self.run_id,
+            workflow=self.workflow,
+            version=self.version,
+            status=self.status,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+        )
+
+
+class MemoryStore:
+    """A store in memory. `MemoryStore()` or `open_store("memory://")`."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self.signals = ChangeSignals()
+        self._rows: dict[str, _Row] = {}
+        self._order: list[str] = []
+        self._definitions: dict[tuple[str, str], dict[str, Any]] = {}
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    def _row(self, run_id: str) -> _Row:
+        row = self._rows.get(run_id)
+        if row is None:
+            raise RunNotFound(f"no run {run_id!r} in {self.url}", run_id=run_id)
+        return row
+
+    def _append(self, row: _Row, events: Sequence[NewEvent]) -> None:
+        for event in events:
+            row.event_seq += 1
+            row.events.append(
+                TimelineEvent(
+                    run_id=row.run_id,
+                    seq=row.event_seq,
+                    kind=event.kind,
+                    at=event.at,
+                    step=event.step,
+                    data=_codec.load(_codec.dump(event.data), run_id=row.run_id, what="event"),
+                )
+            )
+
+    async def create_run(
+        self, record: RunRecord, events: Sequence[NewEvent]
+    ) -> tuple[RunRecord, bool]:
+        if record.run_id in self._rows:
+            existing = await self.load_run(record.run_id)
+            assert existing is not None
+            return existing, False
+        row = _Row(
+            run_id=record.run_id,
+            workflow=record.workflow,
+            version=record.version,
+            status=record.status,
+            input_json=_codec.dump(record.input),
+            body_json=record.body.model_dump_json(),
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            wake_at=record.wake_at,
+        )
+        self._rows[record.run_id] = row
+        self._order.append(record.run_id)
+        self._append(row, events)
+        self.signals.notify(record.run_id)
+        created = await self.load_run(record.run_id)
+        assert created is not None
+        return created, True
+
+    async def load_run(self, run_id: str) -> RunRecord | None:
+        row = self._rows.get(run_id)
+        if row is None:
+            return None
+        return RunRecord(
+            run_id=row.run_id,
+            workflow=row.workflow,
+            version=row.version,
+            status=row.status,
+            input=_codec.load(row.input_json, run_id=run_id, what="input"),
+            body=_codec.load_body(row.body_json, run_id=run_id),
+            results={
+                name: _codec.load(text, run_id=run_id, what=f"result of {name!r}")
+                for name, text in row.results.items()
+            },
+            seq=row.seq,
+            event_seq=row.event_seq,
+            control=row.control,
+            lease=row.lease,
+            fence=row.fence,
+            wake_at=row.wake_at,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        workflow: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[RunSummary]:
+        start = int(cursor) if cursor else 0
+        newest_first = self._order[::-1]
+        items: list[RunSummary] = []
+        position = start
+        while position < len(newest_first) and len(items) < limit:
+            row = self._rows[newest_first[position]]
+            position += 1
+            if status is not None and row.status != status:
+                continue
+            if workflow is not None and row.workflow != workflow:
+                continue
+            items.append(row.summary())
+        more = position < len(newest_first)
+        return Page(items=items, next_cursor=str(position) if more else None)
+
+    def _grant(self, row: _Row, owner: str, ttl: float, now: float) -> LeaseGrant:
+        recovered = row.status == RunStatus.RUNNING
+        row.fence += 1
+        row.lease = Lease(owner=owner, token=row.fence, expires_at=now + ttl)
+        if row.status == RunStatus.QUEUED:
+            row.status = RunStatus.RUNNING
+        self.signals.notify(row.run_id)
+        return LeaseGrant(run_id=row.run_id, token=row.fence, recovered=recovered)
+
+    @staticmethod
+    def _claimable(row: _Row, now: float, *, timers: bool) -> bool:
+        if row.lease is not None and row.lease.expires_at > now:
+            return False
+        if row.status in (RunStatus.QUEUED, RunStatus.RUNNING):
+            return True
+        return (
+            timers
+            and row.status == RunStatus.WAITING
+            and (row.wake_at is not None and row.wake_at <= now)
+        )
+
+    async def acquire_lease(
+        self, run_id: str, owner: str, ttl: float, now: float
+    ) -> LeaseGrant | None:
+        row = self._row(run_id)
+        if not self._claimable(row, now, timers=False):
+            return None
+        return self._grant(row, owner, ttl, now)
+
+    async def renew_lease(self, run_id: str, token: int, ttl: float, now: float) -> Control | None:
+        row = self._row(run_id)
+        if row.lease is None or row.lease.token != token:
+            raise StaleLease(
+                f"run {run_id!r}: lease token {token} is no longer current", run_id=run_id
+            )
+        row.lease = Lease(owner=row.lease.owner, token=token, expires_at=now + ttl)
+        return row.control
+
+    async def release_lease(self, run_id: str, token: int) -> None:
+        row = self._rows.get(run_id)
+        if row is not None and row.lease is not None and row.lease.token == token:
+            row.lease = None
+            self.signals.notify(run_id)
+
+    async def commit(
+        self, run_id: str, *, expected_seq: int, token: int | None, checkpoint: Checkpoint
+    ) -> Committed:
+        row = self._row(run_id)
+        if token is not None and (row.lease is None or row.lease.token != token):
+            raise StaleLease(
+                f"run {run_id!r}: commit with lease token {token} refused; the current "
+                f"token is {row.lease.token if row.lease else 'none (released)'}",
+                run_id=run_id,
+            )
+        if row.seq != expected_seq:
+            raise SeqConflict(
+                f"run {run_id!r}: commit expected checkpoint {expected_seq}, the store has "
+                f"{row.seq}",
+                run_id=run_id,
+            )
+        row.status = checkpoint.status
+        row.body_json = checkpoint.body.model_dump_json()
+        for name, value in checkpoint.results.items():
+            row.results[name] = _codec.dump(value)
+        row.seq += 1
+        row.wake_at = checkpoint.wake_at
+        row.updated_at = checkpoint.at
+        if checkpoint.release_lease:
+            row.lease = None
+        if checkpoint.clear_control:
+            row.control = None
+        self._append(row, checkpoint.events)
+        self.signals.notify(run_id)
+        return Committed(seq=row.seq, event_seq=row.event_seq, control=row.control)
+
+    async def request(self, run_id: str, control: Control) -> RunRecord:
+        row = self._row(run_id)
+        row.control = control
+        self.signals.notify(run_id)
+        record = await self.load_run(run_id)
+        assert record is not None
+        return record
+
+    async def claim(
+        self, owner: str, workflows: Sequence[str], limit: int, ttl: float, now: float
+    ) -> list[LeaseGrant]:
+        wanted = set(workflows)
+        grants: list[LeaseGrant] = []
+        for run_id in self._order:
+            if len(grants) >= limit:
+                break
+            row = self._rows[run_id]
+            if row.workflow in wanted and self._claimable(row, now, timers=True):
+                grants.append(self._grant(row, owner, ttl, now))
+        return grants
+
+    async def timeline(
+        self, run_id: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[TimelineEvent]:
+        row = self._row(run_id)
+        events = [e for e in row.events if e.seq > after_seq]
+        return events[:limit] if limit is not None else events
+
+    async def put_definition(self, name: str, version: str, document: dict[str, Any]) -> None:
+        self._definitions[(name, version)] = _codec.load(
+            _codec.dump(document), run_id="-", what="definition"
+        )
+
+    async def definitions(self) -> list[dict[str, Any]]:
+        return list(self._definitions.values())

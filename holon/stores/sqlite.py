@@ -1,0 +1,618 @@
+"""`sqlite:///path/to/file.db`: the embedded default store.
+
+One file, safe to share between several processes on one machine: WAL journal, every
+write in a `BEGIN IMMEDIATE` transaction, one transaction per checkpoint, and
+`synchronous=FULL` unless the URL says otherwise (`?synchronous=NORMAL` trades the last
+few commits on power loss for speed; a process crash loses nothing either way).
+
+Statements run on the event loop's thread while the database answers at once, which is
+nearly always and avoids a thread hop per step; when another process holds the write
+lock, the statement is retried on a worker thread that waits up to `busy_timeout`
+milliseconds (default 5000), so the event loop never blocks on a lock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+import anyio
+import anyio.to_thread
+
+from holon.errors import CorruptRecord, RunNotFound, SeqConflict, StaleLease, StoreError
+from holon.stores import _codec
+from holon.stores.base import (
+    ChangeSignals,
+    Checkpoint,
+    Committed,
+    Control,
+    LeaseGrant,
+    NewEvent,
+    Page,
+    RunRecord,
+    RunStatus,
+    RunSummary,
+    TimelineEvent,
+)
+
+__all__ = ["SQLiteStore"]
+
+T = TypeVar("T")
+
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS holon_runs (
+    ns TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    workflow TEXT NOT NULL,
+    version TEXT NOT NULL,
+    status TEXT NOT NULL,
+    input TEXT NOT NULL,
+    body TEXT NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0,
+    event_seq INTEGER NOT NULL DEFAULT 0,
+    control TEXT,
+    lease_owner TEXT,
+    lease_expires REAL,
+    fence INTEGER NOT NULL DEFAULT 0,
+    wake_at REAL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (ns, run_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS holon_runs_by_status ON holon_runs (ns, status, created_at);
+CREATE INDEX IF NOT EXISTS holon_runs_by_workflow ON holon_runs (ns, workflow, created_at);
+CREATE INDEX IF NOT EXISTS holon_runs_by_created ON holon_runs (ns, created_at);
+CREATE TABLE IF NOT EXISTS holon_results (
+    ns TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (ns, run_id, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS holon_events (
+    ns TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    at REAL NOT NULL,
+    step TEXT,
+    data TEXT NOT NULL,
+    PRIMARY KEY (ns, run_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS holon_definitions (
+    ns TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    document TEXT NOT NULL,
+    PRIMARY KEY (ns, name, version)
+) WITHOUT ROWID;
+"""
+
+_RUN_COLUMNS = (
+    "run_id, workflow, version, status, input, body, seq, event_seq, control, "
+    "lease_owner, lease_expires, fence, wake_at, created_at, updated_at"
+)
+
+
+class SQLiteStore:
+    """A store in one SQLite file.
+
+    Args:
+        url: `sqlite:///relative/path.db`, `sqlite:////absolute/path.db`, or
+            `sqlite:///:memory:`; query options `synchronous` (OFF, NORMAL, FULL, EXTRA)
+            and `busy_timeout` (milliseconds).
+        namespace: keeps deployments that share one file apart (the `key_prefix`).
+    """
+
+    def __init__(self, url: str, *, namespace: str = "") -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "sqlite":
+            raise StoreError(f"not a sqlite URL: {url!r}")
+        raw_path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if not raw_path:
+            raise StoreError(f"{url!r} names no database file; use sqlite:///path/to/file.db")
+        options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        unknown = set(options) - {"synchronous", "busy_timeout"}
+        if unknown:
+            raise StoreError(f"{url!r}: unknown option(s) {sorted(unknown)}")
+        synchronous = options.get("synchronous", "FULL").upper()
+        if synchronous not in _SYNCHRONOUS:
+            raise StoreError(
+                f"{url!r}: synchronous={synchronous!r} is not one of {list(_SYNCHRONOUS)}"
+            )
+        try:
+            self._busy_timeout_ms = int(options.get("busy_timeout", "5000"))
+        except ValueError:
+            raise StoreError(f"{url!r}: busy_timeout must be milliseconds") from None
+        self.url = url
+        self.path = raw_path
+        self.synchronous = synchronous
+        self.namespace = namespace
+        self.signals = ChangeSignals()
+        self._conn: sqlite3.Connection | None = None
+        self._lock = anyio.Lock()
+
+    # -- plumbing -----------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._conn is not None:
+            return
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=0
+            )
+            conn.execute("PRAGMA busy_timeout=0")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite store {self.path!r}: {exc}") from None
+        self._conn = conn
+        await self._run(lambda c: c.executescript(_SCHEMA))
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            async with self._lock:
+                self._conn.close()
+                self._conn = None
+
+    async def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `operation` inline; if the file is locked, wait for it on a thread."""
+        conn = self._conn
+        if conn is None:
+            raise StoreError(f"SQLite store {self.path!r} is not open (call open() first)")
+        async with self._lock:
+            try:
+                return operation(conn)
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise StoreError(f"SQLite store {self.path!r}: {exc}") from None
+            return await anyio.to_thread.run_sync(self._run_waiting, conn, operation)
+
+    def _run_waiting(
+        self, conn: sqlite3.Connection, operation: Callable[[sqlite3.Connection], T]
+    ) -> T:
+        conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+        try:
+            return operation(conn)
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"SQLite store {self.path!r}: {exc}") from None
+        finally:
+            conn.execute("PRAGMA busy_timeout=0")
+
+    @staticmethod
+    def _write(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = body()
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return result
+
+    @staticmethod
+    def _read(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
+        conn.execute("BEGIN")
+        try:
+            return body()
+        finally:
+            conn.execute("COMMIT")
+
+    def _insert_events(
+        self, conn: sqlite3.Connection, run_id: str, first_seq: int, events: Sequence[NewEvent]
+    ) -> None:
+        if events:
+            conn.executemany(
+                "INSERT INTO holon_events (ns, run_id, seq, kind, at, step, data) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        self.namespace,
+                        run_id,
+                        first_seq + i,
+                        e.kind,
+                        e.at,
+                        e.step,
+                        _codec.dump(e.data),
+                    )
+                    for i, e in enumerate(events)
+                ],
+            )
+
+    def _decode(self, row: tuple[Any, ...], results: list[tuple[str, str]]) -> RunRecord:
+        (
+            run_id,
+            workflow,
+            version,
+            status,
+            input_text,
+            body_text,
+            seq,
+            event_seq,
+            control,
+            lease_owner,
+            lease_expires,
+            fence,
+            wake_at,
+            created_at,
+            updated_at,
+        ) = row
+        try:
+            run_status = RunStatus(status)
+        except ValueError:
+            raise _corrupt(run_id, f"unknown status {status!r}") from None
+        return RunRecord(
+            run_id=run_id,
+            workflow=workflow,
+            version=version,
+            status=run_status,
+            input=_codec.load(input_text, run_id=run_id, what="input"),
+            body=_codec.load_body(body_text, run_id=run_id),
+            results={
+                name: _codec.load(text, run_id=run_id, what=f"result of {name!r}")
+                for name, text in results
+            },
+            seq=seq,
+            event_seq=event_seq,
+            control=_codec.load_control(control, run_id=run_id),
+            lease=_codec.load_lease(lease_owner, fence, lease_expires),
+            fence=fence,
+            wake_at=wake_at,
+            created_at=created_at,
+            updated_at=updated_at,
+        )
+
+    def _select_run(self, conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
+        row = conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM holon_runs WHERE ns = ? AND run_id = ?",
+            (self.namespace, run_id),
+        ).fetchone()
+        if row is None:
+            return None
+        results = conn.execute(
+            "SELECT name, value FROM holon_results WHERE ns = ? AND run_id = ?",
+            (self.namespace, run_id),
+        ).fetchall()
+        return self._decode(row, results)
+
+    # -- runs ---------------------------------------------------------------------
+
+    async def create_run(
+        self, record: RunRecord, events: Sequence[NewEvent]
+    ) -> tuple[RunRecord, bool]:
+        def insert(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO holon_runs (ns, run_id, workflow, version, status, "
+                "input, body, event_seq, wake_at, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    self.namespace,
+                    record.run_id,
+                    record.workflow,
+                    record.version,
+                    record.status.value,
+                    _codec.dump(record.input),
+                    record.body.model_dump_json(),
+                    len(events),
+                    record.wake_at,
+                    record.created_at,
+                    record.updated_at,
+                ),
+            )
+            if cursor.rowcount == 0:
+                return False
+            self._insert_events(conn, record.run_id, 1, events)
+            return True
+
+        created = await self._run(lambda c: self._write(c, lambda: insert(c)))
+        stored = await self.load_run(record.run_id)
+        assert stored is not None
+        if created:
+            self.signals.notify(record.run_id)
+        return stored, created
+
+    async def load_run(self, run_id: str) -> RunRecord | None:
+        return await self._run(lambda c: self._read(c, lambda: self._select_run(c, run_id)))
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        workflow: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[RunSummary]:
+        where = ["ns = ?"]
+        params: list[Any] = [self.namespace]
+        if status is not None:
+            where.append("status = ?")
+            params.append(RunStatus(status).value)
+        if workflow is not None:
+            where.append("workflow = ?")
+            params.append(workflow)
+        if cursor:
+            created_text, _, last_id = cursor.partition("|")
+            try:
+                created = float(created_text)
+            except ValueError:
+                raise StoreError(f"invalid listing cursor {cursor!r}") from None
+            where.append("(created_at, run_id) < (?, ?)")
+            params += [created, last_id]
+        sql = (
+            "SELECT run_id, workflow, version, status, created_at, updated_at FROM holon_runs "
+            f"WHERE {' AND '.join(where)} ORDER BY created_at DESC, run_id DESC LIMIT ?"
+        )
+        params.append(limit + 1)
+        rows = await self._run(lambda c: c.execute(sql, params).fetchall())
+        items = [
+            RunSummary(
+                run_id=r[0],
+                workflow=r[1],
+                version=r[2],
+                status=RunStatus(r[3]),
+                created_at=r[4],
+                updated_at=r[5],
+            )
+            for r in rows[:limit]
+        ]
+        next_cursor = None
+        if len(rows) > limit:
+            last = items[-1]
+            next_cursor = f"{last.created_at!r}|{last.run_id}"
+        return Page(items=items, next_cursor=next_cursor)
+
+    # -- leases -------------------------------------------------------------------
+
+    def _grant(
+        self, conn: sqlite3.Connection, run_id: str, status: str, owner: str, expires: float
+    ) -> LeaseGrant:
+        (fence,) = conn.execute(
+            "UPDATE holon_runs SET fence = fence + 1, lease_owner = ?, lease_expires = ?, "
+            "status = CASE WHEN status = 'queued' THEN 'running' ELSE status END "
+            "WHERE ns = ? AND run_id = ? RETURNING fence",
+            (owner, expires, self.namespace, run_id),
+        ).fetchone()
+        return LeaseGrant(run_id=run_id, token=fence, recovered=status == "running")
+
+    async def acquire_lease(
+        self, run_id: str, owner: str, ttl: float, now: float
+    ) -> LeaseGrant | None:
+        def acquire(conn: sqlite3.Connection) -> LeaseGrant | None:
+            row = conn.execute(
+                "SELECT status, lease_owner, lease_expires FROM holon_runs "
+                "WHERE ns = ? AND run_id = ?",
+                (self.namespace, run_id),
+            ).fetchone()
+            if row is None:
+                raise RunNotFound(f"no run {run_id!r} in {self.url}", run_id=run_id)
+            status, lease_owner, lease_expires = row
+            if status not in ("queued", "running"):
+                return None
+            if lease_owner is not None and lease_expires > now:
+                return None
+            return self._grant(conn, run_id, status, owner, now + ttl)
+
+        grant = await self._run(lambda c: self._write(c, lambda: acquire(c)))
+        if grant is not None:
+            self.signals.notify(run_id)
+        return grant
+
+    async def renew_lease(self, run_id: str, token: int, ttl: float, now: float) -> Control | None:
+        def renew(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "UPDATE holon_runs SET lease_expires = ? WHERE ns = ? AND run_id = ? "
+                "AND lease_owner IS NOT NULL AND fence = ? RETURNING control",
+                (now + ttl, self.namespace, run_id, token),
+            ).fetchone()
+            if row is None:
+                raise StaleLease(
+                    f"run {run_id!r}: lease token {token} is no longer current", run_id=run_id
+                )
+            control: str | None = row[0]
+            return control
+
+        control_text = await self._run(lambda c: self._write(c, lambda: renew(c)))
+        return _codec.load_control(control_text, run_id=run_id)
+
+    async def release_lease(self, run_id: str, token: int) -> None:
+        await self._run(
+            lambda c: c.execute(
+                "UPDATE holon_runs SET lease_owner = NULL, lease_expires = NULL "
+                "WHERE ns = ? AND run_id = ? AND fence = ?",
+                (self.namespace, run_id, token),
+            )
+        )
+        self.signals.notify(run_id)
+
+    async def claim(
+        self, owner: str, workflows: Sequence[str], limit: int, ttl: float, now: float
+    ) -> list[LeaseGrant]:
+        if not workflows or limit <= 0:
+            return []
+        marks = ", ".join("?" * len(workflows))
+
+        def claim(conn: sqlite3.Connection) -> list[LeaseGrant]:
+            rows = conn.execute(
+                "SELECT run_id, status FROM holon_runs WHERE ns = ? "
+                f"AND workflow IN ({marks}) "
+                "AND (lease_owner IS NULL OR lease_expires <= ?) "
+                "AND (status IN ('queued', 'running') "
+                "     OR (status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ?)) "
+                "ORDER BY created_at LIMIT ?",
+                (self.namespace, *workflows, now, now, limit),
+            ).fetchall()
+            return [self._grant(conn, run_id, status, owner, now + ttl) for run_id, status in rows]
+
+        grants = await self._run(lambda c: self._write(c, lambda: claim(c)))
+        for grant in grants:
+            self.signals.notify(grant.run_id)
+        return grants
+
+    # -- checkpoints ----------------------------------------------------------------
+
+    async def commit(
+        self, run_id: str, *, expected_seq: int, token: int | None, checkpoint: Checkpoint
+    ) -> Committed:
+        body_json = checkpoint.body.model_dump_json()
+        events = checkpoint.events
+
+        def write(conn: sqlite3.Connection) -> Committed:
+            fence_clause = "" if token is None else " AND lease_owner IS NOT NULL AND fence = ?"
+            params: list[Any] = [
+                checkpoint.status.value,
+                body_json,
+                len(events),
+                checkpoint.wake_at,
+                checkpoint.at,
+                int(checkpoint.release_lease),
+                int(checkpoint.release_lease),
+                int(checkpoint.clear_control),
+                self.namespace,
+                run_id,
+                expected_seq,
+            ]
+            if token is not None:
+                params.append(token)
+            row = conn.execute(
+                "UPDATE holon_runs SET status = ?, body = ?, seq = seq + 1, "
+                "event_seq = event_seq + ?, wake_at = ?, updated_at = ?, "
+                "lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END, "
+                "lease_expires = CASE WHEN ? THEN NULL ELSE lease_expires END, "
+                "control = CASE WHEN ? THEN NULL ELSE control END "
+                f"WHERE ns = ? AND run_id = ? AND seq = ?{fence_clause} "
+                "RETURNING seq, event_seq, control",
+                params,
+            ).fetchone()
+            if row is None:
+                self._explain_refusal(conn, run_id, expected_seq, token)
+            seq, event_seq, control = row
+            if checkpoint.results:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO holon_results (ns, run_id, name, value) "
+                    "VALUES (?, ?, ?, ?)",
+                    [
+                        (self.namespace, run_id, name, _codec.dump(value))
+                        for name, value in checkpoint.results.items()
+                    ],
+                )
+            self._insert_events(conn, run_id, event_seq - len(events) + 1, events)
+            return Committed(
+                seq=seq,
+                event_seq=event_seq,
+                control=_codec.load_control(control, run_id=run_id),
+            )
+
+        committed = await self._run(lambda c: self._write(c, lambda: write(c)))
+        self.signals.notify(run_id)
+        return committed
+
+    def _explain_refusal(
+        self, conn: sqlite3.Connection, run_id: str, expected_seq: int, token: int | None
+    ) -> None:
+        row = conn.execute(
+            "SELECT seq, fence, lease_owner FROM holon_runs WHERE ns = ? AND run_id = ?",
+            (self.namespace, run_id),
+        ).fetchone()
+        if row is None:
+            raise RunNotFound(f"no run {run_id!r} in {self.url}", run_id=run_id)
+        seq, fence, lease_owner = row
+        if token is not None and (lease_owner is None or fence != token):
+            current = fence if lease_owner is not None else "none (released)"
+            raise StaleLease(
+                f"run {run_id!r}: commit with lease token {token} refused; the current "
+                f"token is {current}",
+                run_id=run_id,
+            )
+        raise SeqConflict(
+            f"run {run_id!r}: commit expected checkpoint {expected_seq}, the store has {seq}",
+            run_id=run_id,
+        )
+
+    async def request(self, run_id: str, control: Control) -> RunRecord:
+        def write(conn: sqlite3.Connection) -> RunRecord:
+            cursor = conn.execute(
+                "UPDATE holon_runs SET control = ? WHERE ns = ? AND run_id = ?",
+                (control.model_dump_json(), self.namespace, run_id),
+            )
+            if cursor.rowcount == 0:
+                raise RunNotFound(f"no run {run_id!r} in {self.url}", run_id=run_id)
+            record = self._select_run(conn, run_id)
+            assert record is not None
+            return record
+
+        record = await self._run(lambda c: self._write(c, lambda: write(c)))
+        self.signals.notify(run_id)
+        return record
+
+    async def timeline(
+        self, run_id: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[TimelineEvent]:
+        def read(conn: sqlite3.Connection) -> list[TimelineEvent]:
+            rows = conn.execute(
+                "SELECT seq, kind, at, step, data FROM holon_events "
+                "WHERE ns = ? AND run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (self.namespace, run_id, after_seq, -1 if limit is None else limit),
+            ).fetchall()
+            if not rows and self._select_exists(conn, run_id) is False:
+                raise RunNotFound(f"no run {run_id!r} in {self.url}", run_id=run_id)
+            return [
+                TimelineEvent(
+                    run_id=run_id,
+                    seq=seq,
+                    kind=kind,
+                    at=at,
+                    step=step,
+                    data=_codec.load(data, run_id=run_id, what="event"),
+                )
+                for seq, kind, at, step, data in rows
+            ]
+
+        return await self._run(lambda c: self._read(c, lambda: read(c)))
+
+    def _select_exists(self, conn: sqlite3.Connection, run_id: str) -> bool:
+        row = conn.execute(
+            "SELECT 1 FROM holon_runs WHERE ns = ? AND run_id = ?", (self.namespace, run_id)
+        ).fetchone()
+        return row is not None
+
+    # -- catalogue ----------------------------------------------------------------
+
+    async def put_definition(self, name: str, version: str, document: dict[str, Any]) -> None:
+        text = _codec.dump(document)
+        await self._run(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO holon_definitions (ns, name, version, document) "
+                "VALUES (?, ?, ?, ?)",
+                (self.namespace, name, version, text),
+            )
+        )
+
+    async def definitions(self) -> list[dict[str, Any]]:
+        rows = await self._run(
+            lambda c: c.execute(
+                "SELECT name, version, document FROM holon_definitions WHERE ns = ? "
+                "ORDER BY name, version",
+                (self.namespace,),
+            ).fetchall()
+        )
+        return [
+            _codec.load(doc, run_id="-", what=f"definition {name}@{version}")
+            for name, version, doc in rows
+        ]
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    message = str(exc).lower()
+    return "locked" in message or "busy" in message
+
+
+def _corrupt(run_id: str, detail: str) -> Exception:
+    return CorruptRecord(f"run {run_id!r}: {detail}", run_id=run_id)
