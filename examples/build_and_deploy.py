@@ -101,16 +101,20 @@ async def main() -> None:
         await handle.WaitUntil("waiting")
         waiting = await handle.Waiting()
         assert waiting is not None
-        print(f"waiting for approval: {waiting.spec['question']} (approvers: "
-              f"{waiting.spec['approvers']})")
+        print(
+            f"waiting for approval: {waiting.spec['question']} (approvers: "
+            f"{waiting.spec['approvers']})"
+        )
         await handle.Approve(by="ops-lead", comment="ship it")
         result = await handle.Result(timeout=30)
         print(f"completed: {result}")
         print("timeline:")
         for event in await handle.Timeline():
             at = dt.datetime.fromtimestamp(event.at).strftime("%H:%M:%S.%f")[:-3]
-            print(f"  {event.seq:>3} {at} {event.kind:<17} {event.step or '':<11} "
-                  f"{_short(event.data)}")
+            print(
+                f"  {event.seq:>3} {at} {event.kind:<17} {event.step or '':<11} "
+                f"{_short(event.data)}"
+            )
 
 
 def _short(data: dict[str, Any]) -> str:

@@ -145,10 +145,8 @@ class Engine:
                     await self.store.release_lease(grant.run_id, grant.token)
 
     async def _quarantine(self, grant: LeaseGrant, exc: CorruptRecord) -> None:
-        quarantine = getattr(self.store, "quarantine", None)
-        logger.error("run %s: %s", grant.run_id, exc)
-        if quarantine is not None:
-            await quarantine(grant.run_id, grant.token, str(exc), self.clock.now())
+        logger.error("run %s: %s; marking it failed", grant.run_id, exc)
+        await self.store.quarantine(grant.run_id, str(exc), self.clock.now())
 
     async def _heartbeat(self, execution: Execution) -> None:
         interval = self.lease_ttl / 3

@@ -43,6 +43,7 @@ __all__ = [
     "Store",
     "TimelineEvent",
     "WaitRecord",
+    "quarantined_body",
 ]
 
 
@@ -171,6 +172,11 @@ class RunBody(_Record):
     """The status a paused run returns to on `Resume()` (`waiting` when paused mid-wait)."""
     output: Any = None
     error: ErrorInfo | None = None
+
+
+def quarantined_body(reason: str) -> RunBody:
+    """The body written over a record that cannot be decoded."""
+    return RunBody(error=ErrorInfo(type="CorruptRecord", message=f"corrupt record: {reason}"))
 
 
 class RunRecord(_Record):
@@ -367,6 +373,10 @@ class Store(Protocol):
 
     async def request(self, run_id: str, control: Control) -> RunRecord:
         """Record an operator's pause or stop request; the checkpoint is not touched."""
+
+    async def quarantine(self, run_id: str, reason: str, at: float) -> None:
+        """Mark a run whose record cannot be decoded `failed` with `reason`, replacing its
+        body without reading it and dropping its lease. Other runs are untouched."""
 
     async def claim(
         self, owner: str, workflows: Sequence[str], limit: int, ttl: float, now: float

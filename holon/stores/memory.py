@@ -26,6 +26,7 @@ from holon.stores.base import (
     RunStatus,
     RunSummary,
     TimelineEvent,
+    quarantined_body,
 )
 
 __all__ = ["MemoryStore"]
@@ -256,6 +257,20 @@ class MemoryStore:
         record = await self.load_run(run_id)
         assert record is not None
         return record
+
+    async def quarantine(self, run_id: str, reason: str, at: float) -> None:
+        row = self._row(run_id)
+        row.status = RunStatus.FAILED
+        row.body_json = quarantined_body(reason).model_dump_json()
+        row.seq += 1
+        row.lease = None
+        row.control = None
+        row.updated_at = at
+        self._append(
+            row,
+            [NewEvent(kind="failed", at=at, data={"error": "CorruptRecord", "message": reason})],
+        )
+        self.signals.notify(run_id)
 
     async def claim(
         self, owner: str, workflows: Sequence[str], limit: int, ttl: float, now: float

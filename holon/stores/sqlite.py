@@ -36,6 +36,7 @@ from holon.stores.base import (
     RunStatus,
     RunSummary,
     TimelineEvent,
+    quarantined_body,
 )
 
 __all__ = ["SQLiteStore"]
@@ -551,6 +552,29 @@ class SQLiteStore:
         record = await self._run(lambda c: self._write(c, lambda: write(c)))
         self.signals.notify(run_id)
         return record
+
+    async def quarantine(self, run_id: str, reason: str, at: float) -> None:
+        body = quarantined_body(reason).model_dump_json()
+        data = _codec.dump({"error": "CorruptRecord", "message": reason})
+
+        def write(conn: sqlite3.Connection) -> None:
+            row = conn.execute(
+                "UPDATE holon_runs SET status = 'failed', body = ?, seq = seq + 1, "
+                "event_seq = event_seq + 1, control = NULL, lease_owner = NULL, "
+                "lease_expires = NULL, wake_at = NULL, updated_at = ? "
+                "WHERE ns = ? AND run_id = ? RETURNING event_seq",
+                (body, at, self.namespace, run_id),
+            ).fetchone()
+            if row is None:
+                raise RunNotFound(f"no run {run_id!r} in {self.url}", run_id=run_id)
+            conn.execute(
+                "INSERT INTO holon_events (ns, run_id, seq, kind, at, step, data) "
+                "VALUES (?, ?, ?, 'failed', ?, NULL, ?)",
+                (self.namespace, run_id, row[0], at, data),
+            )
+
+        await self._run(lambda c: self._write(c, lambda: write(c)))
+        self.signals.notify(run_id)
 
     async def timeline(
         self, run_id: str, after_seq: int = 0, limit: int | None = None

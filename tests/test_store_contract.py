@@ -1,0 +1,333 @@
+"""The store contract (DESIGN §4): every store passes every test here."""
+
+from __future__ import annotations
+
+import pytest
+
+from holon.errors import RunNotFound, SeqConflict, StaleLease
+from holon.stores.base import (
+    Checkpoint,
+    Control,
+    Cursor,
+    NewEvent,
+    RunBody,
+    RunRecord,
+    RunStatus,
+    Store,
+)
+
+pytestmark = pytest.mark.anyio
+
+NOW = 1_000.0
+
+
+def record(run_id: str, workflow: str = "wf", *, created: float = NOW) -> RunRecord:
+    return RunRecord(
+        run_id=run_id,
+        workflow=workflow,
+        version="v1",
+        status=RunStatus.QUEUED,
+        input={"topic": "ünïcode ✓", "n": 3},
+        body=RunBody(cursor=Cursor(step="__start__"), state={"count": 0}),
+        created_at=created,
+        updated_at=created,
+    )
+
+
+def event(kind: str, step: str | None = None, **data: object) -> NewEvent:
+    return NewEvent(kind=kind, at=NOW, step=step, data=dict(data))
+
+
+async def create(store: Store, run_id: str, workflow: str = "wf", created: float = NOW) -> None:
+    await store.create_run(record(run_id, workflow, created=created), [event("started")])
+
+
+def checkpoint(status: RunStatus = RunStatus.RUNNING, **kwargs: object) -> Checkpoint:
+    body = RunBody(cursor=Cursor(step="B"), state={"count": 1})
+    return Checkpoint(status=status, body=body, at=NOW + 1, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_create_is_idempotent_on_run_id(store: Store) -> None:
+    first, created = await store.create_run(record("r1"), [event("started")])
+    assert created and first.seq == 0 and first.event_seq == 1
+    again = record("r1", workflow="other")
+    second, created_again = await store.create_run(again, [event("started")])
+    assert not created_again
+    assert second.workflow == "wf"
+    assert len(await store.timeline("r1")) == 1
+
+
+async def test_load_round_trips_the_record(store: Store) -> None:
+    await create(store, "r1")
+    loaded = await store.load_run("r1")
+    assert loaded is not None
+    assert loaded.input == {"topic": "ünïcode ✓", "n": 3}
+    assert loaded.body.state == {"count": 0}
+    assert loaded.status == RunStatus.QUEUED
+    assert loaded.lease is None and loaded.control is None
+    assert await store.load_run("missing") is None
+
+
+async def test_list_runs_filters_and_pages_newest_first(store: Store) -> None:
+    for i in range(7):
+        await create(store, f"r{i}", workflow="a" if i % 2 else "b", created=NOW + i)
+    page = await store.list_runs(limit=3)
+    assert [s.run_id for s in page.items] == ["r6", "r5", "r4"]
+    assert page.next_cursor is not None
+    page2 = await store.list_runs(limit=3, cursor=page.next_cursor)
+    assert [s.run_id for s in page2.items] == ["r3", "r2", "r1"]
+    page3 = await store.list_runs(limit=3, cursor=page2.next_cursor)
+    assert [s.run_id for s in page3.items] == ["r0"] and page3.next_cursor is None
+    only_a = await store.list_runs(workflow="a")
+    assert [s.run_id for s in only_a.items] == ["r5", "r3", "r1"]
+    grant = await store.acquire_lease("r3", "w", 10, NOW)
+    assert grant is not None
+    running = await store.list_runs(status=RunStatus.RUNNING)
+    assert [s.run_id for s in running.items] == ["r3"]
+
+
+async def test_acquire_sets_running_and_fences(store: Store) -> None:
+    await create(store, "r1")
+    grant = await store.acquire_lease("r1", "w1", 10, NOW)
+    assert grant is not None and grant.token == 1 and not grant.recovered
+    loaded = await store.load_run("r1")
+    assert loaded is not None and loaded.status == RunStatus.RUNNING
+    assert loaded.lease is not None and loaded.lease.owner == "w1"
+    assert await store.acquire_lease("r1", "w2", 10, NOW + 5) is None
+    taken = await store.acquire_lease("r1", "w2", 10, NOW + 11)
+    assert taken is not None and taken.token == 2 and taken.recovered
+
+
+async def test_acquire_refuses_runs_that_are_not_runnable(store: Store) -> None:
+    await create(store, "r1")
+    grant = await store.acquire_lease("r1", "w", 10, NOW)
+    assert grant is not None
+    await store.commit(
+        "r1",
+        expected_seq=0,
+        token=grant.token,
+        checkpoint=checkpoint(RunStatus.WAITING, release_lease=True),
+    )
+    assert await store.acquire_lease("r1", "w", 10, NOW) is None
+    with pytest.raises(RunNotFound):
+        await store.acquire_lease("missing", "w", 10, NOW)
+
+
+async def test_renew_extends_and_reports_control(store: Store) -> None:
+    await create(store, "r1")
+    grant = await store.acquire_lease("r1", "w1", 10, NOW)
+    assert grant is not None
+    assert await store.renew_lease("r1", grant.token, 10, NOW + 8) is None
+    assert await store.acquire_lease("r1", "w2", 10, NOW + 12) is None  # renewed to 18
+    await store.request("r1", Control(kind="stop", at=NOW, by="op"))
+    control = await store.renew_lease("r1", grant.token, 10, NOW + 9)
+    assert control is not None and control.kind == "stop" and control.by == "op"
+    taken = await store.acquire_lease("r1", "w2", 10, NOW + 30)
+    assert taken is not None
+    with pytest.raises(StaleLease):
+        await store.renew_lease("r1", grant.token, 10, NOW + 31)
+
+
+async def test_commit_writes_checkpoint_results_and_events(store: Store) -> None:
+    await create(store, "r1")
+    grant = await store.acquire_lease("r1", "w", 10, NOW)
+    assert grant is not None
+    committed = await store.commit(
+        "r1",
+        expected_seq=0,
+        token=grant.token,
+        checkpoint=checkpoint(
+            results={"A": {"x": [1, 2]}},
+            events=[event("step_completed", "A"), event("step_started", "B")],
+        ),
+    )
+    assert committed.seq == 1 and committed.event_seq == 3 and committed.control is None
+    loaded = await store.load_run("r1")
+    assert loaded is not None
+    assert loaded.seq == 1 and loaded.body.state == {"count": 1}
+    assert loaded.results == {"A": {"x": [1, 2]}}
+    assert loaded.updated_at == NOW + 1
+    await store.commit(
+        "r1", expected_seq=1, token=grant.token, checkpoint=checkpoint(results={"B": "b"})
+    )
+    loaded = await store.load_run("r1")
+    assert loaded is not None and loaded.results == {"A": {"x": [1, 2]}, "B": "b"}
+    events = await store.timeline("r1")
+    assert [(e.seq, e.kind, e.step) for e in events] == [
+        (1, "started", None),
+        (2, "step_completed", "A"),
+        (3, "step_started", "B"),
+    ]
+
+
+async def test_commit_with_stale_token_is_refused_and_changes_nothing(store: Store) -> None:
+    await create(store, "r1")
+    old = await store.acquire_lease("r1", "w1", 10, NOW)
+    new = await store.acquire_lease("r1", "w2", 10, NOW + 20)
+    assert old is not None and new is not None
+    with pytest.raises(StaleLease):
+        await store.commit(
+            "r1", expected_seq=0, token=old.token, checkpoint=checkpoint(events=[event("x")])
+        )
+    loaded = await store.load_run("r1")
+    assert loaded is not None and loaded.seq == 0 and loaded.body.state == {"count": 0}
+    assert len(await store.timeline("r1")) == 1
+    await store.commit("r1", expected_seq=0, token=new.token, checkpoint=checkpoint())
+
+
+async def test_commit_with_old_sequence_is_refused(store: Store) -> None:
+    await create(store, "r1")
+    grant = await store.acquire_lease("r1", "w", 10, NOW)
+    assert grant is not None
+    await store.commit("r1", expected_seq=0, token=grant.token, checkpoint=checkpoint())
+    with pytest.raises(SeqConflict):
+        await store.commit(
+            "r1", expected_seq=0, token=grant.token, checkpoint=checkpoint(events=[event("x")])
+        )
+    with pytest.raises(SeqConflict):
+        await store.commit("r1", expected_seq=0, token=None, checkpoint=checkpoint())
+    loaded = await store.load_run("r1")
+    assert loaded is not None and loaded.seq == 1 and loaded.event_seq == 1
+
+
+async def test_commit_after_release_with_token_is_refused(store: Store) -> None:
+    await create(store, "r1")
+    grant = await store.acquire_lease("r1", "w", 10, NOW)
+    assert grant is not None
+    await store.commit(
+        "r1",
+        expected_seq=0,
+        token=grant.token,
+        checkpoint=checkpoint(RunStatus.WAITING, release_lease=True),
+    )
+    loaded = await store.load_run("r1")
+    assert loaded is not None and loaded.lease is None and loaded.fence == 1
+    with pytest.raises(StaleLease):
+        await store.commit("r1", expected_seq=1, token=grant.token, checkpoint=checkpoint())
+    await store.commit("r1", expected_seq=1, token=None, checkpoint=checkpoint(RunStatus.QUEUED))
+    regrant = await store.acquire_lease("r1", "w", 10, NOW)
+    assert regrant is not None and regrant.token == 2 and not regrant.recovered
+
+
+async def test_release_lease_only_with_current_token(store: Store) -> None:
+    await create(store, "r1")
+    grant = await store.acquire_lease("r1", "w", 10, NOW)
+    assert grant is not None
+    await store.release_lease("r1", grant.token + 1)
+    loaded = await store.load_run("r1")
+    assert loaded is not None and loaded.lease is not None
+    await store.release_lease("r1", grant.token)
+    loaded = await store.load_run("r1")
+    assert loaded is not None and loaded.lease is None and loaded.status == RunStatus.RUNNING
+    again = await store.acquire_lease("r1", "w2", 10, NOW)
+    assert again is not None and again.recovered
+
+
+async def test_control_request_survives_commits_until_cleared(store: Store) -> None:
+    await create(store, "r1")
+    grant = await store.acquire_lease("r1", "w", 10, NOW)
+    assert grant is not None
+    requested = await store.request("r1", Control(kind="pause", at=NOW, by="op"))
+    assert requested.control is not None and requested.seq == 0
+    committed = await store.commit("r1", expected_seq=0, token=grant.token, checkpoint=checkpoint())
+    assert committed.control is not None and committed.control.kind == "pause"
+    committed = await store.commit(
+        "r1",
+        expected_seq=1,
+        token=grant.token,
+        checkpoint=checkpoint(RunStatus.PAUSED, clear_control=True, release_lease=True),
+    )
+    assert committed.control is None
+    with pytest.raises(RunNotFound):
+        await store.request("missing", Control(kind="stop", at=NOW))
+
+
+async def test_claim_takes_what_needs_an_executor(store: Store) -> None:
+    await create(store, "queued", created=NOW)
+    await create(store, "orphan", created=NOW + 1)
+    await create(store, "live", created=NOW + 2)
+    await create(store, "timer", created=NOW + 3)
+    await create(store, "sleeping", created=NOW + 4)
+    await create(store, "done", created=NOW + 5)
+    await create(store, "elsewhere", workflow="other", created=NOW + 6)
+    for run_id in ("orphan", "live", "timer", "sleeping", "done"):
+        assert await store.acquire_lease(run_id, "w0", 10, NOW) is not None
+    for run_id, wake_at in (("timer", NOW + 50), ("sleeping", NOW + 500)):
+        loaded = await store.load_run(run_id)
+        assert loaded is not None
+        await store.commit(
+            run_id,
+            expected_seq=0,
+            token=loaded.fence,
+            checkpoint=checkpoint(RunStatus.WAITING, wake_at=wake_at, release_lease=True),
+        )
+    await store.commit(
+        "done",
+        expected_seq=0,
+        token=1,
+        checkpoint=checkpoint(RunStatus.COMPLETED, release_lease=True),
+    )
+    await store.renew_lease("live", 1, 1000, NOW)
+    grants = await store.claim("w1", ["wf"], 10, 10, NOW + 60)
+    claimed = {g.run_id: g for g in grants}
+    assert set(claimed) == {"queued", "orphan", "timer"}
+    assert claimed["orphan"].recovered and not claimed["queued"].recovered
+    timer = await store.load_run("timer")
+    assert timer is not None and timer.status == RunStatus.WAITING
+    assert timer.lease is not None and timer.lease.owner == "w1"
+    assert await store.claim("w2", ["wf"], 10, 10, NOW + 61) == []
+
+
+async def test_claim_respects_limit(store: Store) -> None:
+    for i in range(5):
+        await create(store, f"r{i}", created=NOW + i)
+    first = await store.claim("w", ["wf"], 2, 10, NOW)
+    assert [g.run_id for g in first] == ["r0", "r1"]
+    second = await store.claim("w", ["wf"], 10, 10, NOW)
+    assert [g.run_id for g in second] == ["r2", "r3", "r4"]
+    assert await store.claim("w", [], 10, 10, NOW) == []
+
+
+async def test_timeline_after_and_limit(store: Store) -> None:
+    await create(store, "r1")
+    grant = await store.acquire_lease("r1", "w", 10, NOW)
+    assert grant is not None
+    await store.commit(
+        "r1",
+        expected_seq=0,
+        token=grant.token,
+        checkpoint=checkpoint(
+            events=[event("a", "A", n=1), event("b", "B", n=2), event("c", None)]
+        ),
+    )
+    tail = await store.timeline("r1", after_seq=2)
+    assert [(e.seq, e.kind, e.data) for e in tail] == [(3, "b", {"n": 2}), (4, "c", {})]
+    assert [e.seq for e in await store.timeline("r1", limit=2)] == [1, 2]
+    with pytest.raises(RunNotFound):
+        await store.timeline("missing")
+
+
+async def test_quarantine_fails_one_run_only(store: Store) -> None:
+    await create(store, "bad")
+    await create(store, "good")
+    grant = await store.acquire_lease("bad", "w", 10, NOW)
+    assert grant is not None
+    await store.quarantine("bad", "body is not JSON", NOW + 1)
+    bad = await store.load_run("bad")
+    good = await store.load_run("good")
+    assert bad is not None and good is not None
+    assert bad.status == RunStatus.FAILED and bad.lease is None
+    assert bad.body.error is not None and "corrupt record" in bad.body.error.message
+    assert good.status == RunStatus.QUEUED
+    assert (await store.timeline("bad"))[-1].kind == "failed"
+
+
+async def test_definitions_catalogue(store: Store) -> None:
+    await store.put_definition("wf", "v1", {"name": "wf", "version": "v1", "steps": ["A"]})
+    await store.put_definition("wf", "v2", {"name": "wf", "version": "v2", "steps": ["A", "B"]})
+    await store.put_definition("wf", "v1", {"name": "wf", "version": "v1", "steps": ["A*"]})
+    docs = sorted(await store.definitions(), key=lambda d: d["version"])
+    assert docs == [
+        {"name": "wf", "version": "v1", "steps": ["A*"]},
+        {"name": "wf", "version": "v2", "steps": ["A", "B"]},
+    ]
