@@ -239,11 +239,11 @@ class Workflow:
         return self._execute
 
     @property
-    def persistence(self) -> PersistenceConfig:
+    def persistence_config(self) -> PersistenceConfig:
         return self._persistence
 
     @property
-    def agents(self) -> Mapping[str, Any]:
+    def agent_map(self) -> Mapping[str, Any]:
         return self._agents
 
     @property

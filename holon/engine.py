@@ -537,7 +537,7 @@ class Engine:
             state_model=workflow.state_model,
             results=record.results,
             decision=record.body.decision,
-            agents=workflow.agents,
+            agents=workflow.agent_map,
         )
 
     def _side_events(self, step: str, ctx: Context[Any, Any]) -> list[NewEvent]:

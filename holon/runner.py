@@ -106,7 +106,7 @@ class WorkflowRunner:
         self._group: TaskGroup | None = None
         self._background: asyncio.Task[None] | None = None
         self._ready = anyio.Event()
-        self._closing: anyio.Event | None = None
+        self._close_requested = anyio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -153,7 +153,17 @@ class WorkflowRunner:
 
     async def _serve(self) -> None:
         async with self:
-            await anyio.sleep_forever()
+            await self._close_requested.wait()
+
+    async def Close(self) -> None:
+        """Stop a runner started without `async with` (in-flight steps are cancelled;
+        their runs stay resumable). Inside `async with`, leaving the block does this."""
+        if self._background is not None:
+            self._close_requested.set()
+            await self._background
+            self._background = None
+            self._close_requested = anyio.Event()
+            self._ready = anyio.Event()
 
     # -- execution ---------------------------------------------------------------------
 
@@ -284,7 +294,7 @@ class WorkflowRunner:
 
 
 def _pick_store(workflow: Workflow, store: Store | str | None) -> tuple[Store, bool]:
-    persistence = workflow.persistence
+    persistence = workflow.persistence_config
     if store is None and not persistence.enabled:
         return MemoryStore(), True
     chosen = store if store is not None else persistence.store

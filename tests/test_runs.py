@@ -1,0 +1,215 @@
+"""Running flows end to end on every store: steps, state, outputs, Parallel, context."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+from pydantic import BaseModel
+
+from holon import (
+    END,
+    START,
+    Context,
+    Next,
+    Parallel,
+    RunFailed,
+    RunStatus,
+    Workflow,
+    WorkflowRunner,
+)
+from holon.stores.base import Store
+
+pytestmark = pytest.mark.anyio
+
+
+class Topic(BaseModel):
+    topic: str
+
+
+class Notes(BaseModel):
+    count: int = 0
+    summary: str | None = None
+
+
+def kinds(events: list[Any]) -> list[tuple[str, str | None]]:
+    return [(e.kind, e.step) for e in events]
+
+
+async def test_linear_flow_with_state_outputs_and_timeline(store: Store) -> None:
+    async def fetch(ctx: Context[Topic, Notes]) -> Next:
+        ctx.SetState(count=ctx.State.count + 3)
+        return Next("Summarise", output={"papers": [f"{ctx.Input.topic}-{i}" for i in range(3)]})
+
+    def summarise(ctx: Context[Topic, Notes]) -> str:
+        papers = ctx.StepResults["Fetch"]["papers"]
+        ctx.SetState({"summary": " + ".join(papers)})
+        return END
+
+    wf = (
+        Workflow("research")
+        .Input(Topic)
+        .State(Notes)
+        .Flow({START: lambda ctx: "Fetch", "Fetch": fetch, "Summarise": summarise})
+    )
+    async with WorkflowRunner(wf, store) as runner:
+        handle = await runner.Run({"topic": "qc"})
+        result = await handle.Result(timeout=10)
+        assert result == {"count": 3, "summary": "qc-0 + qc-1 + qc-2"}
+        record = await handle.Record()
+        assert record.status == RunStatus.COMPLETED and record.lease is None
+        assert record.results == {"Fetch": {"papers": ["qc-0", "qc-1", "qc-2"]}}
+        assert kinds(await handle.Timeline()) == [
+            ("started", None),
+            ("step_started", "__start__"),
+            ("step_completed", "__start__"),
+            ("step_started", "Fetch"),
+            ("step_completed", "Fetch"),
+            ("state_changed", "Fetch"),
+            ("step_started", "Summarise"),
+            ("step_completed", "Summarise"),
+            ("state_changed", "Summarise"),
+            ("completed", None),
+        ]
+        seqs = [e.seq for e in await handle.Timeline()]
+        assert seqs == list(range(1, len(seqs) + 1))
+
+
+async def test_next_end_output_is_the_result(store: Store) -> None:
+    wf = Workflow("wf").Flow({START: lambda ctx: Next(END, output={"answer": 42})})
+    async with WorkflowRunner(wf, store) as runner:
+        assert await (await runner.Run()).Result(timeout=10) == {"answer": 42}
+
+
+async def test_context_ids_attempts_and_idempotency_keys(store: Store) -> None:
+    seen: list[tuple[str, str, int, str]] = []
+
+    def loop(ctx: Context[Any, Notes]) -> str:
+        seen.append((ctx.RunId, ctx.StepName, ctx.Attempt, ctx.IdempotencyKey))
+        ctx.SetState(count=ctx.State.count + 1)
+        return "Loop" if ctx.State.count < 3 else END
+
+    wf = Workflow("wf").State(Notes).Flow({START: lambda ctx: "Loop", "Loop": loop})
+    async with WorkflowRunner(wf, store) as runner:
+        one = await runner.Run(run_id="one")
+        await one.Result(timeout=10)
+        two = await runner.Run(run_id="two")
+        await two.Result(timeout=10)
+    keys_one = [key for run, _, _, key in seen if run == "one"]
+    keys_two = [key for run, _, _, key in seen if run == "two"]
+    assert len(set(keys_one)) == 3, "each occurrence of a looping step gets its own key"
+    assert not set(keys_one) & set(keys_two), "keys differ across runs"
+    assert all(step == "Loop" and attempt == 1 for _, step, attempt, _ in seen)
+
+
+async def test_same_run_id_returns_the_same_run(store: Store) -> None:
+    calls = 0
+
+    def count(ctx: object) -> str:
+        nonlocal calls
+        calls += 1
+        return END
+
+    wf = Workflow("wf").Flow({START: count})
+    async with WorkflowRunner(wf, store) as runner:
+        first = await runner.Run(run_id="order-17")
+        await first.Result(timeout=10)
+        second = await runner.Run(run_id="order-17")
+        assert second.run_id == first.run_id
+        assert await second.Status() == RunStatus.COMPLETED
+    assert calls == 1
+
+
+async def test_parallel_branches_by_name_and_callable(store: Store) -> None:
+    both_started = anyio.Event()
+    started: set[str] = set()
+
+    async def branch(ctx: Context[Any, Any]) -> dict[str, str]:
+        started.add(ctx.StepName)
+        if len(started) == 2:
+            both_started.set()
+        await both_started.wait()  # proves the branches run concurrently
+        return {"built": ctx.StepName}
+
+    async def build_win(ctx: Context[Any, Any]) -> str:
+        return "win.zip"
+
+    def join(ctx: Context[Any, Any]) -> Next:
+        return Next(END, output=dict(ctx.StepResults))
+
+    wf = Workflow("wf").Flow(
+        {
+            START: lambda ctx: Parallel(["Linux", "Mac"], "Bundle"),
+            "Linux": branch,
+            "Mac": branch,
+            "Bundle": lambda ctx: Parallel([build_win], "Join"),
+            "Join": join,
+        }
+    )
+    async with WorkflowRunner(wf, store) as runner:
+        handle = await runner.Run()
+        result = await handle.Result(timeout=10)
+    assert result == {"Linux": {"built": "Linux"}, "Mac": {"built": "Mac"}, "build_win": "win.zip"}
+    events = kinds(await handle.Timeline())
+    assert ("parallel_started", "__start__") in events
+    assert ("branch_completed", "build_win") in events
+
+
+async def test_failing_branch_fails_the_run_and_cancels_siblings(store: Store) -> None:
+    cancelled = anyio.Event()
+
+    async def slow(ctx: object) -> str:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cancelled.set()
+        return "never"
+
+    async def broken(ctx: object) -> str:
+        raise RuntimeError("disk full")
+
+    wf = Workflow("wf").Flow(
+        {
+            START: lambda ctx: Parallel(["Slow", "Broken"], "Join"),
+            "Slow": slow,
+            "Broken": broken,
+            "Join": lambda ctx: END,
+        }
+    )
+    async with WorkflowRunner(wf, store) as runner:
+        handle = await runner.Run()
+        with pytest.raises(RunFailed, match="in step 'Broken': RuntimeError: disk full") as info:
+            await handle.Result(timeout=10)
+        assert info.value.status == "failed" and info.value.step == "Broken"
+    assert cancelled.is_set()
+    failed = (await handle.Timeline())[-1]
+    assert failed.kind == "failed" and "disk full" in failed.data["traceback"]
+
+
+async def test_list_filters_by_status_and_workflow(store: Store) -> None:
+    wf = Workflow("listed").Flow({START: lambda ctx: END})
+    async with WorkflowRunner(wf, store) as runner:
+        for i in range(3):
+            await (await runner.Run(run_id=f"r{i}")).Result(timeout=10)
+        page = await runner.List(status="completed", workflow="listed", limit=2)
+        assert [s.run_id for s in page.items] == ["r2", "r1"]
+        rest = await runner.List(status="completed", limit=2, cursor=page.next_cursor)
+        assert [s.run_id for s in rest.items] == ["r0"]
+        assert (await runner.List(status=RunStatus.FAILED)).items == []
+
+
+async def test_snake_case_aliases_work() -> None:
+    wf = Workflow("wf").Flow({START: lambda ctx: Next(END, output=1)})
+    async with WorkflowRunner(wf, "memory://") as runner:
+        handle = await runner.run()  # type: ignore[attr-defined]
+        assert await handle.result(timeout=10) == 1  # type: ignore[attr-defined]
+        assert await handle.status() == RunStatus.COMPLETED  # type: ignore[attr-defined]
+
+
+async def test_runner_without_async_with_starts_in_the_background(tmp_path: Any) -> None:
+    wf = Workflow("wf").Flow({START: lambda ctx: Next(END, output="done")})
+    runner = WorkflowRunner(wf, f"sqlite:///{tmp_path / 'one-liner.db'}")
+    handle = await runner.Run()
+    assert await handle.Result(timeout=10) == "done"
+    await runner.Close()
