@@ -14,11 +14,9 @@ import logging
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
 
 from holon._json import digest, to_json_value
 from holon.builder import StepSpec, Workflow
@@ -33,56 +31,24 @@ from holon.errors import (
     StepOutputError,
     UnknownStepError,
 )
+from holon.execution import Execution, LeaseLost, idempotency_key, unknown_step, wants
+from holon.fan_out import FanOut
 from holon.stores.base import (
     Checkpoint,
     Committed,
-    Control,
     Cursor,
     ErrorInfo,
     LeaseGrant,
     NewEvent,
     RunBody,
-    RunRecord,
     RunStatus,
     Store,
     WaitRecord,
 )
 
-__all__ = ["Engine", "Execution", "idempotency_key"]
+__all__ = ["Engine"]
 
 logger = logging.getLogger("holon.engine")
-
-
-def idempotency_key(run_id: str, step: str, occurrence: int) -> str:
-    """Stable for a run, step and occurrence; the same across retries and crashes."""
-    return f"{run_id}:{step}:{occurrence}"
-
-
-class _LeaseLost(Exception):
-    """Internal: the run was taken over or changed under us; stop writing."""
-
-
-@dataclass
-class Execution:
-    """One run being executed in this process."""
-
-    run_id: str
-    token: int
-    workflow: Workflow
-    record: RunRecord
-    control: Control | None = None
-    step_scope: anyio.CancelScope | None = None
-    stop_requested: bool = False
-    lease_lost: bool = False
-    input_value: Any = None
-    branch_functions: dict[str, Callable[..., Any]] = field(default_factory=dict)
-    lock: anyio.Lock = field(default_factory=anyio.Lock)
-
-    def request_stop(self) -> None:
-        """Cancel the running step now (an operator's Stop in this process)."""
-        self.stop_requested = True
-        if self.step_scope is not None:
-            self.step_scope.cancel()
 
 
 class Engine:
@@ -103,6 +69,7 @@ class Engine:
         self.lease_ttl = lease_ttl
         self.clock = clock
         self.executions: dict[str, Execution] = {}
+        self.fan_out = FanOut(self)
 
     # -- entry ------------------------------------------------------------------------
 
@@ -134,7 +101,7 @@ class Engine:
                 heartbeat_group.start_soon(self._heartbeat, execution)
                 try:
                     await self._drive(execution, recovered=grant.recovered)
-                except _LeaseLost:
+                except LeaseLost:
                     logger.warning("run %s: lease lost; this executor stops", grant.run_id)
                 finally:
                     heartbeat_group.cancel_scope.cancel()
@@ -177,43 +144,43 @@ class Engine:
         if recovered:
             body = record.body.model_copy(update={"attempt": record.body.attempt + 1})
             step = record.body.cursor.step if record.body.cursor else None
-            await self._commit(
+            await self.commit(
                 execution,
                 RunStatus.RUNNING,
                 body,
                 events=[
-                    self._event("recovered", step, attempt=body.attempt, owner=self.owner),
+                    self.event("recovered", step, attempt=body.attempt, owner=self.owner),
                 ],
             )
         while True:
-            if execution.stop_requested or _wants(execution.control, "stop"):
-                await self._halt(execution, RunStatus.STOPPED, "stopped")
+            if execution.stop_requested or wants(execution.control, "stop"):
+                await self.halt(execution, RunStatus.STOPPED, "stopped")
                 return
-            if _wants(execution.control, "pause"):
-                await self._halt(execution, RunStatus.PAUSED, "paused")
+            if wants(execution.control, "pause"):
+                await self.halt(execution, RunStatus.PAUSED, "paused")
                 return
             cursor = execution.record.body.cursor
             if cursor is None:
-                await self._fail(execution, None, HolonError("run has no cursor"))
+                await self.fail(execution, None, HolonError("run has no cursor"))
                 return
             if cursor.fanning_out:
-                await self._fan_out(execution, cursor)
+                await self.fan_out.run(execution, cursor)
             else:
                 await self._step(execution, cursor.step)
             if execution.record.status != RunStatus.RUNNING:
                 return
 
-    async def _halt(self, execution: Execution, status: RunStatus, kind: str) -> None:
+    async def halt(self, execution: Execution, status: RunStatus, kind: str) -> None:
         record = execution.record
         by = execution.control.by if execution.control else None
-        await self._commit(
+        await self.commit(
             execution,
             status,
             record.body,
             release=True,
             clear_control=True,
             events=[
-                self._event(kind, record.body.cursor.step if record.body.cursor else None, by=by)
+                self.event(kind, record.body.cursor.step if record.body.cursor else None, by=by)
             ],
         )
 
@@ -221,22 +188,22 @@ class Engine:
         workflow = execution.workflow
         spec = workflow.steps.get(name)
         if spec is None:
-            await self._fail(execution, name, _unknown_step(workflow, name, name, "cursor"))
+            await self.fail(execution, name, unknown_step(workflow, name, name, "cursor"))
             return
-        ctx = self._context(execution, name)
+        ctx = self.context(execution, name)
         started = time.perf_counter()
         outcome, error, stopped = await self._call(execution, spec.fn, ctx)
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
         if stopped:
-            await self._halt(execution, RunStatus.STOPPED, "stopped")
+            await self.halt(execution, RunStatus.STOPPED, "stopped")
             return
         if error is not None:
-            await self._fail(execution, name, error)
+            await self.fail(execution, name, error)
             return
         try:
             await self._transition(execution, spec, ctx, outcome, duration_ms)
         except (UnknownStepError, StepOutputError, TypeError, ValueError) as exc:
-            await self._fail(execution, name, exc)
+            await self.fail(execution, name, exc)
 
     async def _call(
         self, execution: Execution, fn: Callable[..., Any], ctx: Context[Any, Any]
@@ -257,7 +224,7 @@ class Engine:
                 execution.step_scope = None
         if execution.stop_requested and not execution.lease_lost:
             return None, None, True
-        raise _LeaseLost()
+        raise LeaseLost()
 
     async def _transition(
         self,
@@ -280,7 +247,7 @@ class Engine:
         state = {**body.state, **ctx.state_patch}
         counts = {**body.counts, name: body.counts.get(name, 0) + 1}
         events = [
-            self._event(
+            self.event(
                 "step_completed",
                 name,
                 duration_ms=duration_ms,
@@ -288,13 +255,13 @@ class Engine:
                 attempt=body.attempt,
             ),
         ]
-        events += self._side_events(name, ctx)
+        events += self.side_events(name, ctx)
         update: dict[str, Any] = {"state": state, "counts": counts, "attempt": 1}
 
         if isinstance(outcome, Wait):
             wait = self._open_wait(execution, name, outcome, counts[name])
             events.append(
-                self._event(
+                self.event(
                     "waiting",
                     name,
                     wait_id=wait.wait_id,
@@ -306,7 +273,7 @@ class Engine:
             new_body = body.model_copy(
                 update={**update, "wait": wait, "cursor": Cursor(step=wait.next)}
             )
-            await self._commit(
+            await self.commit(
                 execution,
                 RunStatus.WAITING,
                 new_body,
@@ -317,21 +284,21 @@ class Engine:
             )
             return
         if isinstance(outcome, Parallel):
-            cursor = self._plan_fan_out(execution, name, outcome)
+            cursor = self.fan_out.plan(execution, name, outcome)
             events.append(
-                self._event("parallel_started", name, branches=cursor.branches, join=cursor.join)
+                self.event("parallel_started", name, branches=cursor.branches, join=cursor.join)
             )
             new_body = body.model_copy(update={**update, "cursor": cursor})
-            await self._commit(
+            await self.commit(
                 execution, RunStatus.RUNNING, new_body, results=results, events=events
             )
             return
-        target = self._target(execution.workflow, name, outcome)
+        target = self.target(execution.workflow, name, outcome)
         if target == END.value:
             final = output if output is not None else state
-            events.append(self._event("completed", None, output_digest=digest(final)))
+            events.append(self.event("completed", None, output_digest=digest(final)))
             new_body = body.model_copy(update={**update, "cursor": None, "output": final})
-            await self._commit(
+            await self.commit(
                 execution,
                 RunStatus.COMPLETED,
                 new_body,
@@ -341,11 +308,11 @@ class Engine:
                 clear_control=True,
             )
             return
-        events.append(self._event("step_started", target))
+        events.append(self.event("step_started", target))
         new_body = body.model_copy(update={**update, "cursor": Cursor(step=target)})
-        await self._commit(execution, RunStatus.RUNNING, new_body, results=results, events=events)
+        await self.commit(execution, RunStatus.RUNNING, new_body, results=results, events=events)
 
-    def _target(self, workflow: Workflow, step: str, outcome: Any) -> str:
+    def target(self, workflow: Workflow, step: str, outcome: Any) -> str:
         if isinstance(outcome, Marker):
             outcome = outcome.value
         if not isinstance(outcome, str):
@@ -354,7 +321,7 @@ class Engine:
                 "END, Next(...), Wait(...) or Parallel(...)"
             )
         if outcome != END.value and outcome not in workflow.steps:
-            raise _unknown_step(workflow, step, outcome, "returned")
+            raise unknown_step(workflow, step, outcome, "returned")
         return outcome
 
     def _open_wait(
@@ -363,7 +330,7 @@ class Engine:
         workflow = execution.workflow
         for target in (wait.next, wait.on_reject):
             if target is not None:
-                self._target(workflow, step, target)
+                self.target(workflow, step, target)
         spec = to_json_value(
             wait.condition.spec(), what="wait condition", run_id=execution.run_id, step=step
         )
@@ -381,149 +348,9 @@ class Engine:
 
     # -- fan-out ------------------------------------------------------------------------
 
-    def _plan_fan_out(self, execution: Execution, step: str, parallel: Parallel) -> Cursor:
-        workflow = execution.workflow
-        self._target(workflow, step, parallel.join)
-        names: list[str] = []
-        for branch in parallel.branches:
-            if isinstance(branch, str):
-                if branch not in workflow.steps:
-                    raise _unknown_step(workflow, step, branch, "named as a Parallel branch")
-                name = branch
-            elif callable(branch):
-                name = _branch_name(workflow, branch)
-                execution.branch_functions[name] = branch
-            else:
-                raise TypeError(
-                    f"step {step!r}: Parallel branch {branch!r} is neither a step "
-                    "name nor a function"
-                )
-            if name in names:
-                raise ValueError(f"step {step!r}: Parallel names branch {name!r} twice")
-            names.append(name)
-        return Cursor(step=step, branches=names, join=parallel.join)
-
-    async def _branch_function(
-        self, execution: Execution, cursor: Cursor, name: str
-    ) -> Callable[..., Any]:
-        spec = execution.workflow.steps.get(name)
-        if spec is not None:
-            return spec.fn
-        if name not in execution.branch_functions:
-            # After a restart the callables are gone: ask the step that fanned out again.
-            parent = execution.workflow.steps.get(cursor.step)
-            if parent is not None:
-                outcome = parent.fn(self._context(execution, cursor.step))
-                if inspect.isawaitable(outcome):
-                    outcome = await outcome
-                if isinstance(outcome, Parallel):
-                    self._plan_fan_out(execution, cursor.step, outcome)
-        try:
-            return execution.branch_functions[name]
-        except KeyError:
-            raise UnknownStepError(
-                f"step {cursor.step!r} no longer returns a Parallel branch named {name!r}",
-                run_id=execution.run_id,
-                step=cursor.step,
-            ) from None
-
-    async def _fan_out(self, execution: Execution, cursor: Cursor) -> None:
-        pending = [b for b in cursor.branches if b not in cursor.done]
-        failures: list[tuple[str, BaseException]] = []
-        try:
-            functions = {b: await self._branch_function(execution, cursor, b) for b in pending}
-        except HolonError as exc:
-            await self._fail(execution, cursor.step, exc)
-            return
-
-        async def branch(name: str, group: TaskGroup) -> None:
-            ctx = self._context(execution, name)
-            started = time.perf_counter()
-            try:
-                value = functions[name](ctx)
-                if inspect.isawaitable(value):
-                    value = await value
-                if isinstance(value, (Next, Wait, Parallel)):
-                    raise TypeError(
-                        f"Parallel branch {name!r} returned {value!r}; a branch "
-                        "returns its result, the join step decides what is next"
-                    )
-                result = to_json_value(value, what="result", run_id=execution.run_id, step=name)
-            except Exception as exc:
-                failures.append((name, exc))
-                group.cancel_scope.cancel()
-                return
-            duration_ms = round((time.perf_counter() - started) * 1000, 3)
-            async with execution.lock:
-                try:
-                    await self._commit_branch(execution, name, ctx, result, duration_ms)
-                except _LeaseLost:
-                    execution.lease_lost = True
-                    group.cancel_scope.cancel()
-
-        with anyio.CancelScope() as scope:
-            execution.step_scope = scope
-            if execution.stop_requested:
-                scope.cancel()
-            async with anyio.create_task_group() as group:
-                for name in pending:
-                    group.start_soon(branch, name, group)
-        execution.step_scope = None
-        if execution.lease_lost:
-            raise _LeaseLost()
-        if failures:
-            name, error = failures[0]
-            await self._fail(execution, name, error)
-        elif execution.stop_requested:
-            await self._halt(execution, RunStatus.STOPPED, "stopped")
-        elif scope.cancelled_caught:
-            raise _LeaseLost()
-
-    async def _commit_branch(
-        self,
-        execution: Execution,
-        name: str,
-        ctx: Context[Any, Any],
-        result: Any,
-        duration_ms: float,
-    ) -> None:
-        body = execution.record.body
-        cursor = body.cursor
-        assert cursor is not None and cursor.join is not None
-        done = [*cursor.done, name]
-        counts = {**body.counts, name: body.counts.get(name, 0) + 1}
-        events = [
-            self._event(
-                "branch_completed",
-                name,
-                duration_ms=duration_ms,
-                output_digest=digest(result),
-                attempt=body.attempt,
-            )
-        ]
-        events += self._side_events(name, ctx)
-        if set(done) >= set(cursor.branches):
-            next_cursor = Cursor(step=cursor.join)
-            events.append(self._event("step_started", cursor.join))
-            attempt = 1
-        else:
-            next_cursor = cursor.model_copy(update={"done": done})
-            attempt = body.attempt
-        new_body = body.model_copy(
-            update={
-                "state": {**body.state, **ctx.state_patch},
-                "counts": counts,
-                "cursor": next_cursor,
-                "attempt": attempt,
-            }
-        )
-        await self._commit(
-            execution, RunStatus.RUNNING, new_body, results={name: result}, events=events
-        )
-
     # -- helpers ------------------------------------------------------------------------
 
-    def _context(self, execution: Execution, step: str) -> Context[Any, Any]:
+    def context(self, execution: Execution, step: str) -> Context[Any, Any]:
         record = execution.record
         workflow = execution.workflow
         occurrence = record.body.counts.get(step, 0) + 1
@@ -540,13 +367,13 @@ class Engine:
             agents=workflow.agent_map,
         )
 
-    def _side_events(self, step: str, ctx: Context[Any, Any]) -> list[NewEvent]:
+    def side_events(self, step: str, ctx: Context[Any, Any]) -> list[NewEvent]:
         events = []
         if ctx.state_patch:
-            events.append(self._event("state_changed", step, patch=ctx.state_patch))
+            events.append(self.event("state_changed", step, patch=ctx.state_patch))
         for entry in ctx.log_entries:
             events.append(
-                self._event(
+                self.event(
                     "log",
                     step,
                     **to_json_value(entry, what="log entry", run_id=ctx.RunId, step=step),
@@ -554,10 +381,10 @@ class Engine:
             )
         return events
 
-    def _event(self, kind: str, step: str | None, **data: Any) -> NewEvent:
+    def event(self, kind: str, step: str | None, **data: Any) -> NewEvent:
         return NewEvent(kind=kind, at=self.clock.now(), step=step, data=data)
 
-    async def _fail(self, execution: Execution, step: str | None, error: BaseException) -> None:
+    async def fail(self, execution: Execution, step: str | None, error: BaseException) -> None:
         info = ErrorInfo(
             type=type(error).__name__,
             message=str(error),
@@ -566,20 +393,20 @@ class Engine:
         )
         body = execution.record.body.model_copy(update={"error": info})
         logger.info("run %s failed in step %s: %s", execution.run_id, step, error)
-        await self._commit(
+        await self.commit(
             execution,
             RunStatus.FAILED,
             body,
             release=True,
             clear_control=True,
             events=[
-                self._event(
+                self.event(
                     "failed", step, error=info.type, message=info.message, traceback=info.traceback
                 )
             ],
         )
 
-    async def _commit(
+    async def commit(
         self,
         execution: Execution,
         status: RunStatus,
@@ -612,7 +439,7 @@ class Engine:
                 )
         except (StaleLease, SeqConflict) as exc:
             logger.warning("run %s: checkpoint refused: %s", record.run_id, exc)
-            raise _LeaseLost() from exc
+            raise LeaseLost() from exc
         execution.record = record.model_copy(
             update={
                 "status": status,
@@ -626,24 +453,3 @@ class Engine:
         )
         execution.control = committed.control
         return committed
-
-
-def _wants(control: Control | None, kind: str) -> bool:
-    return control is not None and control.kind == kind
-
-
-def _unknown_step(workflow: Workflow, step: str, value: str, how: str) -> UnknownStepError:
-    known = sorted(n for n in workflow.steps if n != "__start__")
-    return UnknownStepError(
-        f"workflow {workflow.name!r}: step {step!r} {how} {value!r}, which is not a step of "
-        f"the flow; known steps: {known}",
-        step=step,
-        workflow=workflow.name,
-    )
-
-
-def _branch_name(workflow: Workflow, fn: Callable[..., Any]) -> str:
-    for name, spec in workflow.steps.items():
-        if spec.fn is fn:
-            return name
-    return str(getattr(fn, "__name__", None) or repr(fn))

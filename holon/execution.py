@@ -1,0 +1,75 @@
+"""What the engine keeps about a run while executing it, and small shared helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from holon.builder import Workflow
+from holon.errors import UnknownStepError
+from holon.stores.base import Control, RunRecord
+
+__all__ = [
+    "Execution",
+    "LeaseLost",
+    "branch_name",
+    "idempotency_key",
+    "unknown_step",
+    "wants",
+]
+
+
+def idempotency_key(run_id: str, step: str, occurrence: int) -> str:
+    """Stable for a run, step and occurrence; the same across retries and crashes."""
+    return f"{run_id}:{step}:{occurrence}"
+
+
+class LeaseLost(Exception):
+    """Internal: the run was taken over or changed under us; stop writing."""
+
+
+@dataclass
+class Execution:
+    """One run being executed in this process."""
+
+    run_id: str
+    token: int
+    workflow: Workflow
+    record: RunRecord
+    control: Control | None = None
+    step_scope: anyio.CancelScope | None = None
+    stop_requested: bool = False
+    lease_lost: bool = False
+    input_value: Any = None
+    branch_functions: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+
+    def request_stop(self) -> None:
+        """Cancel the running step now (an operator's Stop in this process)."""
+        self.stop_requested = True
+        if self.step_scope is not None:
+            self.step_scope.cancel()
+
+
+def wants(control: Control | None, kind: str) -> bool:
+    return control is not None and control.kind == kind
+
+
+def unknown_step(workflow: Workflow, step: str, value: str, how: str) -> UnknownStepError:
+    known = sorted(n for n in workflow.steps if n != "__start__")
+    return UnknownStepError(
+        f"workflow {workflow.name!r}: step {step!r} {how} {value!r}, which is not a step of "
+        f"the flow; known steps: {known}",
+        step=step,
+        workflow=workflow.name,
+    )
+
+
+def branch_name(workflow: Workflow, fn: Callable[..., Any]) -> str:
+    for name, spec in workflow.steps.items():
+        if spec.fn is fn:
+            return name
+    return str(getattr(fn, "__name__", None) or repr(fn))

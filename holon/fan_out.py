@@ -1,0 +1,170 @@
+"""Fan-out: running the branches of a `Parallel` and checkpointing each as it finishes."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from holon._json import digest, to_json_value
+from holon.context import Context
+from holon.directives import Next, Parallel, Wait
+from holon.errors import HolonError, UnknownStepError
+from holon.execution import Execution, LeaseLost, branch_name, unknown_step
+from holon.stores.base import Cursor, RunStatus
+
+if TYPE_CHECKING:
+    from holon.engine import Engine
+
+__all__ = ["FanOut"]
+
+
+class FanOut:
+    """Plans and runs fan-outs for an engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def plan(self, execution: Execution, step: str, parallel: Parallel) -> Cursor:
+        workflow = execution.workflow
+        self.engine.target(workflow, step, parallel.join)
+        names: list[str] = []
+        for branch in parallel.branches:
+            if isinstance(branch, str):
+                if branch not in workflow.steps:
+                    raise unknown_step(workflow, step, branch, "named as a Parallel branch")
+                name = branch
+            elif callable(branch):
+                name = branch_name(workflow, branch)
+                execution.branch_functions[name] = branch
+            else:
+                raise TypeError(
+                    f"step {step!r}: Parallel branch {branch!r} is neither a step "
+                    "name nor a function"
+                )
+            if name in names:
+                raise ValueError(f"step {step!r}: Parallel names branch {name!r} twice")
+            names.append(name)
+        return Cursor(step=step, branches=names, join=parallel.join)
+
+    async def _branch_function(
+        self, execution: Execution, cursor: Cursor, name: str
+    ) -> Callable[..., Any]:
+        spec = execution.workflow.steps.get(name)
+        if spec is not None:
+            return spec.fn
+        if name not in execution.branch_functions:
+            # After a restart the callables are gone: ask the step that fanned out again.
+            parent = execution.workflow.steps.get(cursor.step)
+            if parent is not None:
+                outcome = parent.fn(self.engine.context(execution, cursor.step))
+                if inspect.isawaitable(outcome):
+                    outcome = await outcome
+                if isinstance(outcome, Parallel):
+                    self.plan(execution, cursor.step, outcome)
+        try:
+            return execution.branch_functions[name]
+        except KeyError:
+            raise UnknownStepError(
+                f"step {cursor.step!r} no longer returns a Parallel branch named {name!r}",
+                run_id=execution.run_id,
+                step=cursor.step,
+            ) from None
+
+    async def run(self, execution: Execution, cursor: Cursor) -> None:
+        pending = [b for b in cursor.branches if b not in cursor.done]
+        failures: list[tuple[str, BaseException]] = []
+        try:
+            functions = {b: await self._branch_function(execution, cursor, b) for b in pending}
+        except HolonError as exc:
+            await self.engine.fail(execution, cursor.step, exc)
+            return
+
+        async def branch(name: str, group: TaskGroup) -> None:
+            ctx = self.engine.context(execution, name)
+            started = time.perf_counter()
+            try:
+                value = functions[name](ctx)
+                if inspect.isawaitable(value):
+                    value = await value
+                if isinstance(value, (Next, Wait, Parallel)):
+                    raise TypeError(
+                        f"Parallel branch {name!r} returned {value!r}; a branch "
+                        "returns its result, the join step decides what is next"
+                    )
+                result = to_json_value(value, what="result", run_id=execution.run_id, step=name)
+            except Exception as exc:
+                failures.append((name, exc))
+                group.cancel_scope.cancel()
+                return
+            duration_ms = round((time.perf_counter() - started) * 1000, 3)
+            async with execution.lock:
+                try:
+                    await self._commit_branch(execution, name, ctx, result, duration_ms)
+                except LeaseLost:
+                    execution.lease_lost = True
+                    group.cancel_scope.cancel()
+
+        with anyio.CancelScope() as scope:
+            execution.step_scope = scope
+            if execution.stop_requested:
+                scope.cancel()
+            async with anyio.create_task_group() as group:
+                for name in pending:
+                    group.start_soon(branch, name, group)
+        execution.step_scope = None
+        if execution.lease_lost:
+            raise LeaseLost()
+        if failures:
+            name, error = failures[0]
+            await self.engine.fail(execution, name, error)
+        elif execution.stop_requested:
+            await self.engine.halt(execution, RunStatus.STOPPED, "stopped")
+        elif scope.cancelled_caught:
+            raise LeaseLost()
+
+    async def _commit_branch(
+        self,
+        execution: Execution,
+        name: str,
+        ctx: Context[Any, Any],
+        result: Any,
+        duration_ms: float,
+    ) -> None:
+        body = execution.record.body
+        cursor = body.cursor
+        assert cursor is not None and cursor.join is not None
+        done = [*cursor.done, name]
+        counts = {**body.counts, name: body.counts.get(name, 0) + 1}
+        events = [
+            self.engine.event(
+                "branch_completed",
+                name,
+                duration_ms=duration_ms,
+                output_digest=digest(result),
+                attempt=body.attempt,
+            )
+        ]
+        events += self.engine.side_events(name, ctx)
+        if set(done) >= set(cursor.branches):
+            next_cursor = Cursor(step=cursor.join)
+            events.append(self.engine.event("step_started", cursor.join))
+            attempt = 1
+        else:
+            next_cursor = cursor.model_copy(update={"done": done})
+            attempt = body.attempt
+        new_body = body.model_copy(
+            update={
+                "state": {**body.state, **ctx.state_patch},
+                "counts": counts,
+                "cursor": next_cursor,
+                "attempt": attempt,
+            }
+        )
+        await self.engine.commit(
+            execution, RunStatus.RUNNING, new_body, results={name: result}, events=events
+        )
