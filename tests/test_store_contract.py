@@ -331,3 +331,42 @@ async def test_definitions_catalogue(store: Store) -> None:
         {"name": "wf", "version": "v1", "steps": ["A*"]},
         {"name": "wf", "version": "v2", "steps": ["A", "B"]},
     ]
+
+
+async def test_waiting_index_is_replaced_cleared_and_paged(store: Store) -> None:
+    for i in range(5):
+        await create(store, f"r{i}")
+        await store.commit(
+            f"r{i}",
+            expected_seq=0,
+            token=None,
+            checkpoint=checkpoint(
+                RunStatus.WAITING, wait_keys=["event:paid", f"approver:{'ab'[i % 2]}"]
+            ),
+        )
+    page = await store.find_waiting("event:paid", limit=2)
+    assert page.items == ["r0", "r1"] and page.next_cursor is not None
+    page = await store.find_waiting("event:paid", limit=2, cursor=page.next_cursor)
+    assert page.items == ["r2", "r3"]
+    page = await store.find_waiting("event:paid", limit=2, cursor=page.next_cursor)
+    assert page.items == ["r4"] and page.next_cursor is None
+    assert (await store.find_waiting("approver:b")).items == ["r1", "r3"]
+    # None leaves the keys alone; a list replaces them; [] clears them.
+    await store.commit("r1", expected_seq=1, token=None, checkpoint=checkpoint(RunStatus.WAITING))
+    assert (await store.find_waiting("approver:b")).items == ["r1", "r3"]
+    await store.commit(
+        "r1",
+        expected_seq=2,
+        token=None,
+        checkpoint=checkpoint(RunStatus.WAITING, wait_keys=["event:shipped"]),
+    )
+    assert (await store.find_waiting("approver:b")).items == ["r3"]
+    assert (await store.find_waiting("event:shipped")).items == ["r1"]
+    await store.commit(
+        "r3", expected_seq=1, token=None, checkpoint=checkpoint(RunStatus.QUEUED, wait_keys=[])
+    )
+    assert (await store.find_waiting("approver:b")).items == []
+    assert "r3" not in (await store.find_waiting("event:paid")).items
+    await store.quarantine("r0", "garbled", NOW)
+    assert "r0" not in (await store.find_waiting("event:paid")).items
+    assert (await store.find_waiting("nothing")).items == []

@@ -252,6 +252,10 @@ class Checkpoint:
     wake_at: float | None = None
     release_lease: bool = False
     clear_control: bool = False
+    wait_keys: list[str] | None = None
+    """Keys to index the run under while it waits (e.g. `event:order.paid`,
+    `approver:alice`), replacing any it had; `[]` clears them; None leaves them as
+    they are. `find_waiting(key)` reads this index."""
 
 
 @dataclass(frozen=True)
@@ -389,6 +393,12 @@ class Store(Protocol):
         self, run_id: str, after_seq: int = 0, limit: int | None = None
     ) -> list[TimelineEvent]:
         """Timeline events with `seq > after_seq`, oldest first."""
+
+    async def find_waiting(
+        self, key: str, *, limit: int = 100, cursor: str | None = None
+    ) -> Page[str]:
+        """Ids of runs indexed under `key` by a checkpoint's `wait_keys`, paged, in
+        run-id order. An index entry is a hint: callers check the run record."""
 
     async def put_definition(self, name: str, version: str, document: dict[str, Any]) -> None:
         """Record a workflow definition in the catalogue (name + version is the key)."""

@@ -52,6 +52,7 @@ class _Row:
     lease: Lease | None = None
     fence: int = 0
     wake_at: float | None = None
+    wait_keys: list[str] = field(default_factory=list)
     events: list[TimelineEvent] = field(default_factory=list)
 
     def summary(self) -> RunSummary:
@@ -74,6 +75,7 @@ class MemoryStore:
         self._rows: dict[str, _Row] = {}
         self._order: list[str] = []
         self._definitions: dict[tuple[str, str], dict[str, Any]] = {}
+        self._waiting: dict[str, set[str]] = {}
 
     async def open(self) -> None:
         pass
@@ -246,6 +248,8 @@ class MemoryStore:
             row.lease = None
         if checkpoint.clear_control:
             row.control = None
+        if checkpoint.wait_keys is not None:
+            self._index_waiting(row, checkpoint.wait_keys)
         self._append(row, checkpoint.events)
         self.signals.notify(run_id)
         return Committed(seq=row.seq, event_seq=row.event_seq, control=row.control)
@@ -258,6 +262,20 @@ class MemoryStore:
         assert record is not None
         return record
 
+    def _index_waiting(self, row: _Row, keys: list[str]) -> None:
+        for key in row.wait_keys:
+            self._waiting.get(key, set()).discard(row.run_id)
+        for key in keys:
+            self._waiting.setdefault(key, set()).add(row.run_id)
+        row.wait_keys = list(keys)
+
+    async def find_waiting(
+        self, key: str, *, limit: int = 100, cursor: str | None = None
+    ) -> Page[str]:
+        ids = sorted(i for i in self._waiting.get(key, ()) if cursor is None or i > cursor)
+        page = ids[:limit]
+        return Page(items=page, next_cursor=page[-1] if len(ids) > limit else None)
+
     async def quarantine(self, run_id: str, reason: str, at: float) -> None:
         row = self._row(run_id)
         row.status = RunStatus.FAILED
@@ -266,6 +284,7 @@ class MemoryStore:
         row.lease = None
         row.control = None
         row.updated_at = at
+        self._index_waiting(row, [])
         self._append(
             row,
             [NewEvent(kind="failed", at=at, data={"error": "CorruptRecord", "message": reason})],

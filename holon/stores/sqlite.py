@@ -85,6 +85,13 @@ CREATE TABLE IF NOT EXISTS holon_events (
     data TEXT NOT NULL,
     PRIMARY KEY (ns, run_id, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS holon_waiting (
+    ns TEXT NOT NULL,
+    key TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    PRIMARY KEY (ns, key, run_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS holon_waiting_by_run ON holon_waiting (ns, run_id);
 CREATE TABLE IF NOT EXISTS holon_definitions (
     ns TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -505,6 +512,8 @@ class SQLiteStore:
                     ],
                 )
             self._insert_events(conn, run_id, event_seq - len(events) + 1, events)
+            if checkpoint.wait_keys is not None:
+                self._index_waiting(conn, run_id, checkpoint.wait_keys)
             return Committed(
                 seq=seq,
                 event_seq=event_seq,
@@ -572,9 +581,33 @@ class SQLiteStore:
                 "VALUES (?, ?, ?, 'failed', ?, NULL, ?)",
                 (self.namespace, run_id, row[0], at, data),
             )
+            self._index_waiting(conn, run_id, [])
 
         await self._run(lambda c: self._write(c, lambda: write(c)))
         self.signals.notify(run_id)
+
+    def _index_waiting(self, conn: sqlite3.Connection, run_id: str, keys: list[str]) -> None:
+        conn.execute(
+            "DELETE FROM holon_waiting WHERE ns = ? AND run_id = ?", (self.namespace, run_id)
+        )
+        if keys:
+            conn.executemany(
+                "INSERT OR IGNORE INTO holon_waiting (ns, key, run_id) VALUES (?, ?, ?)",
+                [(self.namespace, key, run_id) for key in keys],
+            )
+
+    async def find_waiting(
+        self, key: str, *, limit: int = 100, cursor: str | None = None
+    ) -> Page[str]:
+        rows = await self._run(
+            lambda c: c.execute(
+                "SELECT run_id FROM holon_waiting WHERE ns = ? AND key = ? AND run_id > ? "
+                "ORDER BY run_id LIMIT ?",
+                (self.namespace, key, cursor or "", limit + 1),
+            ).fetchall()
+        )
+        ids = [r[0] for r in rows[:limit]]
+        return Page(items=ids, next_cursor=ids[-1] if len(rows) > limit else None)
 
     async def timeline(
         self, run_id: str, after_seq: int = 0, limit: int | None = None
