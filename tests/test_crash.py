@@ -1,0 +1,282 @@
+"""Fault injection with real processes on a real SQLite file.
+
+A child process (`tests/crash_worker.py`) runs a workflow and tells this test, on its
+stdout, when it is inside the step to crash in; the test SIGKILLs it there, and a
+second, fresh process picks the run up. The steps log every attempt with its
+idempotency key, so the test proves what ran again and what did not.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from anyio.abc import Process
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from holon import WorkflowRunner
+from holon.stores import SQLiteStore
+from holon.stores.base import RunRecord, RunStatus, TimelineEvent
+from tests.crash_worker import WORKFLOWS
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parent.parent
+STEP_TIMEOUT = 15.0
+"""Bound on every wait for a child: generous for a slow CI machine, yet a hang fails."""
+
+Message = dict[str, Any]
+
+
+class Child:
+    """A running `crash_worker` process and what it has said so far."""
+
+    def __init__(self, process: Process, name: str, stderr_path: Path) -> None:
+        self.process = process
+        self.name = name
+        self.stderr_path = stderr_path
+        assert process.stdout is not None
+        self._stdout = BufferedByteReceiveStream(process.stdout)
+        self.said: list[Message] = []
+
+    def diagnosis(self) -> str:
+        stderr = self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
+        return (
+            f"child {self.name!r} (pid {self.process.pid}, exit code "
+            f"{self.process.returncode}) said {self.said!r}\n--- its stderr ---\n{stderr}"
+        )
+
+    async def expect(self, what: str, matches: Callable[[Message], bool]) -> Message:
+        """Read the child's messages until one matches; fail clearly on exit or timeout."""
+        with anyio.move_on_after(STEP_TIMEOUT):
+            while True:
+                try:
+                    line = await self._stdout.receive_until(b"\n", 1 << 20)
+                except (anyio.EndOfStream, anyio.IncompleteRead):
+                    await self.process.wait()
+                    pytest.fail(f"exited before {what}: {self.diagnosis()}")
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    pytest.fail(f"printed a line that is not JSON, {line!r}: {self.diagnosis()}")
+                self.said.append(message)
+                if matches(message):
+                    return dict(message)
+        pytest.fail(f"no {what} within {STEP_TIMEOUT} s: {self.diagnosis()}")
+
+    async def finish(self) -> int:
+        """Wait for the child to exit by itself; its exit code."""
+        with anyio.move_on_after(STEP_TIMEOUT):
+            return await self.process.wait()
+        pytest.fail(f"did not exit within {STEP_TIMEOUT} s: {self.diagnosis()}")
+
+    async def kill(self) -> None:
+        """SIGKILL: no cleanup, no `finally`, no lease release in the child."""
+        self.process.kill()
+        code = await self.process.wait()
+        assert code == -signal.SIGKILL, f"expected death by SIGKILL: {self.diagnosis()}"
+
+
+@asynccontextmanager
+async def child(tmp_path: Path, name: str, *args: str) -> AsyncIterator[Child]:
+    """Start `python -m tests.crash_worker ARGS`; it is killed on the way out, whatever
+    happened."""
+    stderr_path = tmp_path / f"{name}.stderr"
+    with stderr_path.open("wb") as stderr:
+        process = await anyio.open_process(
+            [sys.executable, "-m", "tests.crash_worker", *args],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
+    try:
+        yield Child(process, name, stderr_path)
+    finally:
+        with anyio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            await process.aclose()
+
+
+def attempts(log: Path) -> list[Message]:
+    """Every step attempt the children (and the in-test runs) logged, in order."""
+    if not log.exists():
+        return []
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def by_step(log: Path) -> dict[str, list[Message]]:
+    grouped: dict[str, list[Message]] = {}
+    for entry in attempts(log):
+        grouped.setdefault(entry["step"], []).append(entry)
+    return grouped
+
+
+async def stored(db: Path, run_id: str) -> tuple[RunRecord, list[TimelineEvent]]:
+    store = SQLiteStore(f"sqlite:///{db}")
+    await store.open()
+    try:
+        record = await store.load_run(run_id)
+        assert record is not None, f"run {run_id!r} is not in {db}"
+        return record, await store.timeline(run_id)
+    finally:
+        await store.close()
+
+
+async def run_without_crash(tmp_path: Path, workflow: str) -> Any:
+    """The same workflow, start to end, in this process: the result a crash must not
+    change."""
+    db = tmp_path / "reference.db"
+    log = tmp_path / "reference.log"
+    async with WorkflowRunner(WORKFLOWS[workflow], store=f"sqlite:///{db}") as runner:
+        handle = await runner.Run({"log": str(log)})
+        return await handle.Result(timeout=STEP_TIMEOUT)
+
+
+def kinds(events: list[TimelineEvent], *wanted: str) -> list[tuple[str, str | None]]:
+    return [(e.kind, e.step) for e in events if e.kind in wanted]
+
+
+async def test_sigkill_inside_a_step_resumes_from_the_last_checkpoint(tmp_path: Path) -> None:
+    db, log, run_id = tmp_path / "runs.db", tmp_path / "steps.log", f"crash-{uuid.uuid4().hex}"
+    common = ["--db", str(db), "--workflow", "linear", "--run-id", run_id]
+
+    async with child(
+        tmp_path, "first", "start", *common, "--log", str(log), "--hang-in", "S3"
+    ) as first:
+        inside = await first.expect("step S3", lambda m: m.get("event") == "inside")
+        assert inside["step"] == "S3"
+        await first.kill()
+    assert [e["step"] for e in attempts(log)] == ["S1", "S2", "S3"]
+    crashed, _ = await stored(db, run_id)
+    assert crashed.status == RunStatus.RUNNING and crashed.lease is not None
+    assert crashed.body.cursor is not None and crashed.body.cursor.step == "S3"
+
+    async with child(tmp_path, "second", "resume", *common) as second:
+        result = await second.expect("the result", lambda m: m.get("event") == "result")
+        assert await second.finish() == 0, second.diagnosis()
+
+    steps = by_step(log)
+    assert [len(steps[s]) for s in ("S1", "S2", "S3", "S4", "S5")] == [1, 1, 2, 1, 1], steps
+    first_try, second_try = steps["S3"]
+    assert first_try["key"] == second_try["key"] == f"{run_id}:S3:1"
+    assert (first_try["attempt"], second_try["attempt"]) == (1, 2)
+    assert first_try["pid"] != second_try["pid"]
+    assert {e["pid"] for e in steps["S1"] + steps["S2"]} == {first_try["pid"]}
+    assert {e["pid"] for e in steps["S4"] + steps["S5"]} == {second_try["pid"]}
+
+    assert result["value"] == await run_without_crash(tmp_path, "linear")
+    assert result["value"] == {
+        "trail": ["S1", "S2", "S3", "S4", "S5"],
+        "total": 11_111,
+        "base": 0,
+        "draft": None,
+    }
+    record, timeline = await stored(db, run_id)
+    assert record.status == RunStatus.COMPLETED and record.lease is None
+    assert record.fence > crashed.fence, "the successor must hold a newer fencing token"
+    assert kinds(timeline, "step_completed", "recovered") == [
+        ("step_completed", "__start__"),
+        ("step_completed", "S1"),
+        ("step_completed", "S2"),
+        ("recovered", "S3"),
+        ("step_completed", "S3"),
+        ("step_completed", "S4"),
+        ("step_completed", "S5"),
+    ]
+    recovered = next(e for e in timeline if e.kind == "recovered")
+    assert recovered.data["attempt"] == 2
+    assert timeline[-1].kind == "completed"
+
+
+async def test_sigkill_inside_a_parallel_branch_reruns_only_that_branch(tmp_path: Path) -> None:
+    db, log, run_id = tmp_path / "runs.db", tmp_path / "steps.log", f"crash-{uuid.uuid4().hex}"
+    common = ["--db", str(db), "--workflow", "fan", "--run-id", run_id]
+
+    async with child(
+        tmp_path, "first", "start", *common, "--log", str(log), "--hang-in", "Slow"
+    ) as first:
+        # Both must hold before the kill: Fast's result is durable, Slow is mid-flight.
+        await first.expect(
+            "Fast's checkpoint",
+            lambda m: m.get("event") == "committed" and ["branch_completed", "Fast"] in m["events"],
+        )
+        if not any(m.get("event") == "inside" for m in first.said):
+            await first.expect("branch Slow", lambda m: m.get("event") == "inside")
+        await first.kill()
+    crashed, _ = await stored(db, run_id)
+    cursor = crashed.body.cursor
+    assert cursor is not None and cursor.done == ["Fast"] and cursor.join == "Join"
+    assert crashed.results["Fast"] == {"branch": "Fast", "value": 41}
+
+    async with child(tmp_path, "second", "resume", *common) as second:
+        result = await second.expect("the result", lambda m: m.get("event") == "result")
+        assert await second.finish() == 0, second.diagnosis()
+
+    steps = by_step(log)
+    assert {s: len(a) for s, a in steps.items()} == {"Prep": 1, "Fast": 1, "Slow": 2, "Join": 1}
+    first_try, second_try = steps["Slow"]
+    assert first_try["key"] == second_try["key"] == f"{run_id}:Slow:1"
+    assert first_try["pid"] != second_try["pid"] == steps["Join"][0]["pid"]
+    assert steps["Fast"][0]["pid"] == first_try["pid"]
+
+    expected = {
+        "Fast": {"branch": "Fast", "value": 41},
+        "Slow": {"branch": "Slow", "value": 42},
+    }
+    assert result["value"] == expected == await run_without_crash(tmp_path, "fan")
+    record, timeline = await stored(db, run_id)
+    assert record.status == RunStatus.COMPLETED
+    assert kinds(timeline, "branch_completed", "recovered") == [
+        ("branch_completed", "Fast"),
+        ("recovered", "Fan"),
+        ("branch_completed", "Slow"),
+    ]
+
+
+async def test_a_waiting_run_outlives_its_process_and_a_new_process_approves_it(
+    tmp_path: Path,
+) -> None:
+    db, log, run_id = tmp_path / "runs.db", tmp_path / "steps.log", f"wait-{uuid.uuid4().hex}"
+    common = ["--db", str(db), "--workflow", "approval", "--run-id", run_id]
+
+    async with child(tmp_path, "first", "start", *common, "--log", str(log)) as first:
+        await first.expect("the wait", lambda m: m.get("event") == "waiting")
+        assert await first.finish() == 0, first.diagnosis()
+    waiting, _ = await stored(db, run_id)
+    assert waiting.status == RunStatus.WAITING
+    assert waiting.lease is None, "a waiting run must hold no lease, so no process is needed"
+    assert waiting.body.wait is not None and waiting.body.wait.spec["approvers"] == ["editor"]
+
+    async with child(tmp_path, "second", "approve", *common, "--by", "editor") as second:
+        result = await second.expect("the result", lambda m: m.get("event") == "result")
+        assert await second.finish() == 0, second.diagnosis()
+
+    assert result["value"] == {"draft": "v1", "approved_by": ["editor"]}
+    steps = by_step(log)
+    assert {s: len(a) for s, a in steps.items()} == {"Draft": 1, "Publish": 1}
+    assert steps["Draft"][0]["pid"] != steps["Publish"][0]["pid"]
+    record, timeline = await stored(db, run_id)
+    assert record.status == RunStatus.COMPLETED
+    assert [e.kind for e in timeline if e.kind in ("waiting", "decision", "completed")] == [
+        "waiting",
+        "decision",
+        "completed",
+    ]
+    decision = next(e for e in timeline if e.kind == "decision")
+    assert decision.step == "Gate"
+    assert decision.data["by"] == "editor" and decision.data["verdict"] == "approve"
+    assert decision.data["comment"] == "looks good"
+    waited = next(e for e in timeline if e.kind == "waiting")
+    assert waited.seq < decision.seq < timeline[-1].seq
