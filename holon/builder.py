@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from holon._naming import snake_case_aliases
 from holon.directives import END, START, Marker
 from holon.errors import WorkflowDefinitionError
+from holon.policies import Retry, StepPolicy, check_policies
 
 if typing.TYPE_CHECKING:
     from holon.stores.base import Store
@@ -48,6 +49,9 @@ class StepSpec:
     edges_complete: bool
     """False when the annotation is missing or admits other targets (`str`, `Next`,
     `Wait`, `Parallel`), so `edges` is a lower bound."""
+    retry: Retry | None = None
+    timeout: float | None = None
+    compensate: StepFunction | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class Workflow:
 
     __slots__ = (
         "_agents",
+        "_defaults",
         "_description",
         "_execute",
         "_input",
@@ -100,6 +105,7 @@ class Workflow:
         self._steps: Mapping[str, StepSpec] | None = None
         self._execute: StepFunction | None = None
         self._agents: Mapping[str, Any] = types.MappingProxyType({})
+        self._defaults = StepPolicy(fn=_no_step)
         self._persistence = PersistenceConfig()  # set last: it marks the object as built
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -157,10 +163,19 @@ class Workflow:
                 raise self._fail(f"step names are non-empty strings, got {key!r}")
             if name == END.value:
                 raise self._fail("END is where a flow stops; it cannot be a step")
-            if not callable(fn):
+            policy = fn if isinstance(fn, StepPolicy) else StepPolicy(fn)
+            if not callable(policy.fn):
                 raise self._fail(f"step {name!r} is {fn!r}, not a function of ctx", step=name)
-            edges, complete = _edges_from_annotation(fn)
-            specs[name] = StepSpec(name=name, fn=fn, edges=edges, edges_complete=complete)
+            edges, complete = _edges_from_annotation(policy.fn)
+            specs[name] = StepSpec(
+                name=name,
+                fn=policy.fn,
+                edges=edges,
+                edges_complete=complete,
+                retry=policy.retry,
+                timeout=policy.timeout,
+                compensate=policy.compensate,
+            )
         known = set(specs) | {END.value}
         for spec in specs.values():
             unknown = sorted(spec.edges - known)
@@ -205,6 +220,14 @@ class Workflow:
             raise self._fail(f".Persistence(key_prefix=...) must be a string, got {key_prefix!r}")
         return self._with(_persistence=PersistenceConfig(store, key_prefix, enabled))
 
+    def Defaults(self, retry: Retry | None = None, timeout: float | None = None) -> Workflow:
+        """Policies for every step (and `ctx.Task`) that sets none of its own."""
+        try:
+            check_policies(retry, timeout, None, where=f"workflow {self._name!r} .Defaults()")
+        except (TypeError, ValueError) as exc:
+            raise self._fail(str(exc)) from None
+        return self._with(_defaults=StepPolicy(fn=_no_step, retry=retry, timeout=timeout))
+
     def Agents(self, agents: Mapping[str, Any]) -> Workflow:
         """Agents the steps reach as `ctx.Agents[name]`."""
         if not isinstance(agents, Mapping) or not all(isinstance(k, str) for k in agents):
@@ -243,6 +266,14 @@ class Workflow:
         return self._persistence
 
     @property
+    def default_retry(self) -> Retry | None:
+        return self._defaults.retry
+
+    @property
+    def default_timeout(self) -> float | None:
+        return self._defaults.timeout
+
+    @property
     def agent_map(self) -> Mapping[str, Any]:
         return self._agents
 
@@ -279,6 +310,10 @@ class Workflow:
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise self._fail(f".{call}() takes a pydantic model class, got {model!r}")
         return model
+
+
+def _no_step(ctx: Any) -> None:
+    """Placeholder function of the workflow-wide default policy."""
 
 
 def _qualname(fn: Callable[..., Any]) -> str:

@@ -9,18 +9,19 @@ and learns of operators' stop requests while a step runs.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
 
 from holon._json import digest, to_json_value
+from holon.attempts import Attempts
 from holon.builder import StepSpec, Workflow
 from holon.clock import Clock
+from holon.compensation import Compensator
 from holon.context import Context
 from holon.directives import END, Marker, Next, Parallel, Wait
 from holon.errors import (
@@ -36,6 +37,7 @@ from holon.fan_out import FanOut
 from holon.stores.base import (
     Checkpoint,
     Committed,
+    Compensation,
     Cursor,
     ErrorInfo,
     LeaseGrant,
@@ -70,6 +72,8 @@ class Engine:
         self.clock = clock
         self.executions: dict[str, Execution] = {}
         self.fan_out = FanOut(self)
+        self.attempts = Attempts(self)
+        self.compensator = Compensator(self)
 
     # -- entry ------------------------------------------------------------------------
 
@@ -141,8 +145,15 @@ class Engine:
             # A waiting run handed over because its deadline passed: the waits issue
             # decides what that means; until then there is nothing to do.
             return
+        if record.body.compensating:
+            await self.compensator.run(execution)
+            return
         if recovered:
-            body = record.body.model_copy(update={"attempt": record.body.attempt + 1})
+            # A crash during a backoff interrupted no attempt: the count stays.
+            in_backoff = record.body.retry_at is not None
+            body = record.body.model_copy(
+                update={"attempt": record.body.attempt + (0 if in_backoff else 1)}
+            )
             step = record.body.cursor.step if record.body.cursor else None
             await self.commit(
                 execution,
@@ -190,41 +201,28 @@ class Engine:
         if spec is None:
             await self.fail(execution, name, unknown_step(workflow, name, name, "cursor"))
             return
-        ctx = self.context(execution, name)
         started = time.perf_counter()
-        outcome, error, stopped = await self._call(execution, spec.fn, ctx)
+        outcome = await self.attempts.run(
+            execution,
+            name,
+            spec.fn,
+            lambda attempt: self.context(execution, name, attempt),
+            retry=spec.retry or workflow.default_retry,
+            timeout=spec.timeout if spec.timeout is not None else workflow.default_timeout,
+            durable=True,
+            own_scope=True,
+        )
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
-        if stopped:
+        if outcome.stopped:
             await self.halt(execution, RunStatus.STOPPED, "stopped")
             return
-        if error is not None:
-            await self.fail(execution, name, error)
+        if outcome.error is not None or outcome.ctx is None:
+            await self.fail(execution, name, outcome.error or HolonError("step did not run"))
             return
         try:
-            await self._transition(execution, spec, ctx, outcome, duration_ms)
+            await self._transition(execution, spec, outcome.ctx, outcome.value, duration_ms)
         except (UnknownStepError, StepOutputError, TypeError, ValueError) as exc:
             await self.fail(execution, name, exc)
-
-    async def _call(
-        self, execution: Execution, fn: Callable[..., Any], ctx: Context[Any, Any]
-    ) -> tuple[Any, BaseException | None, bool]:
-        """Run a step function; returns (outcome, error, stopped)."""
-        with anyio.CancelScope() as scope:
-            execution.step_scope = scope
-            if execution.stop_requested:
-                scope.cancel()
-            try:
-                outcome = fn(ctx)
-                if inspect.isawaitable(outcome):
-                    outcome = await outcome
-                return outcome, None, False
-            except Exception as exc:
-                return None, exc, False
-            finally:
-                execution.step_scope = None
-        if execution.stop_requested and not execution.lease_lost:
-            return None, None, True
-        raise LeaseLost()
 
     async def _transition(
         self,
@@ -256,7 +254,12 @@ class Engine:
             ),
         ]
         events += self.side_events(name, ctx)
-        update: dict[str, Any] = {"state": state, "counts": counts, "attempt": 1}
+        update: dict[str, Any] = {"state": state, "counts": counts, "attempt": 1, "retry_at": None}
+        if spec.compensate is not None:
+            update["compensations"] = [
+                *body.compensations,
+                Compensation(step=name, idempotency_key=ctx.IdempotencyKey, output=output),
+            ]
 
         if isinstance(outcome, Wait):
             wait = self._open_wait(execution, name, outcome, counts[name])
@@ -350,15 +353,22 @@ class Engine:
 
     # -- helpers ------------------------------------------------------------------------
 
-    def context(self, execution: Execution, step: str) -> Context[Any, Any]:
+    def context(
+        self,
+        execution: Execution,
+        step: str,
+        attempt: int | None = None,
+        key: str | None = None,
+    ) -> Context[Any, Any]:
+        """The ctx for `step` (attempt and idempotency key default to the cursor's)."""
         record = execution.record
         workflow = execution.workflow
         occurrence = record.body.counts.get(step, 0) + 1
         return Context(
             run_id=record.run_id,
             step=step,
-            attempt=record.body.attempt,
-            idempotency_key=idempotency_key(record.run_id, step, occurrence),
+            attempt=record.body.attempt if attempt is None else attempt,
+            idempotency_key=key or idempotency_key(record.run_id, step, occurrence),
             input=execution.input_value,
             state=record.body.state,
             state_model=workflow.state_model,
@@ -385,14 +395,19 @@ class Engine:
         return NewEvent(kind=kind, at=self.clock.now(), step=step, data=data)
 
     async def fail(self, execution: Execution, step: str | None, error: BaseException) -> None:
+        """End the run `failed`, after undoing its compensable steps if it has any."""
         info = ErrorInfo(
             type=type(error).__name__,
             message=str(error),
             step=step,
             traceback="".join(traceback.format_exception(error)),
         )
-        body = execution.record.body.model_copy(update={"error": info})
         logger.info("run %s failed in step %s: %s", execution.run_id, step, error)
+        body = execution.record.body
+        if body.compensations and not body.compensating:
+            await self.compensator.start(execution, info)
+            return
+        body = body.model_copy(update={"error": info, "retry_at": None})
         await self.commit(
             execution,
             RunStatus.FAILED,

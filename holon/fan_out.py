@@ -15,7 +15,7 @@ from holon.context import Context
 from holon.directives import Next, Parallel, Wait
 from holon.errors import HolonError, UnknownStepError
 from holon.execution import Execution, LeaseLost, branch_name, unknown_step
-from holon.stores.base import Cursor, RunStatus
+from holon.stores.base import Compensation, Cursor, RunStatus
 
 if TYPE_CHECKING:
     from holon.engine import Engine
@@ -84,13 +84,27 @@ class FanOut:
             await self.engine.fail(execution, cursor.step, exc)
             return
 
+        workflow = execution.workflow
+
         async def branch(name: str, group: TaskGroup) -> None:
-            ctx = self.engine.context(execution, name)
+            spec = workflow.steps.get(name)
             started = time.perf_counter()
+            outcome = await self.engine.attempts.run(
+                execution,
+                name,
+                functions[name],
+                lambda attempt: self.engine.context(execution, name, attempt),
+                retry=(spec.retry if spec else None) or workflow.default_retry,
+                timeout=spec.timeout
+                if spec and spec.timeout is not None
+                else workflow.default_timeout,
+                durable=False,
+                own_scope=False,
+            )
             try:
-                value = functions[name](ctx)
-                if inspect.isawaitable(value):
-                    value = await value
+                if outcome.error is not None or outcome.ctx is None:
+                    raise outcome.error or HolonError(f"branch {name!r} did not run")
+                value = outcome.value
                 if isinstance(value, (Next, Wait, Parallel)):
                     raise TypeError(
                         f"Parallel branch {name!r} returned {value!r}; a branch "
@@ -104,7 +118,14 @@ class FanOut:
             duration_ms = round((time.perf_counter() - started) * 1000, 3)
             async with execution.lock:
                 try:
-                    await self._commit_branch(execution, name, ctx, result, duration_ms)
+                    await self._commit_branch(
+                        execution,
+                        name,
+                        outcome.ctx,
+                        result,
+                        duration_ms,
+                        compensate=spec.compensate if spec else None,
+                    )
                 except LeaseLost:
                     execution.lease_lost = True
                     group.cancel_scope.cancel()
@@ -134,6 +155,8 @@ class FanOut:
         ctx: Context[Any, Any],
         result: Any,
         duration_ms: float,
+        *,
+        compensate: Callable[..., Any] | None,
     ) -> None:
         body = execution.record.body
         cursor = body.cursor
@@ -163,6 +186,12 @@ class FanOut:
                 "counts": counts,
                 "cursor": next_cursor,
                 "attempt": attempt,
+                "compensations": body.compensations
+                if compensate is None
+                else [
+                    *body.compensations,
+                    Compensation(step=name, idempotency_key=ctx.IdempotencyKey, output=result),
+                ],
             }
         )
         await self.engine.commit(

@@ -28,6 +28,7 @@ __all__ = [
     "ChangeSignals",
     "Checkpoint",
     "Committed",
+    "Compensation",
     "Control",
     "Cursor",
     "Decision",
@@ -109,11 +110,15 @@ class Decision(_Record):
     """One decision on a wait: who, when, what, and why."""
 
     decision_id: str
-    verdict: Literal["approve", "reject", "answer"]
+    verdict: Literal["approve", "reject", "answer", "event"]
     by: str
     at: float
     comment: str | None = None
     value: Any = None
+    digest: str | None = None
+    """The payload digest the decider named, if any."""
+    roles: list[str] = Field(default_factory=list)
+    """The roles the decider held (when a `role:` entry admitted them)."""
 
 
 class WaitRecord(_Record):
@@ -131,6 +136,10 @@ class WaitRecord(_Record):
     decisions: list[Decision] = Field(default_factory=list)
     opened_at: float
     deadline: float | None = None
+    """When the wait times out (for a timer: when it fires)."""
+    escalate_at: float | None = None
+    """When `escalate_to` join the approvers, until `escalated_at` is set."""
+    escalated_at: float | None = None
 
 
 class ErrorInfo(_Record):
@@ -156,6 +165,17 @@ class Lease(_Record):
     expires_at: float
 
 
+class Compensation(_Record):
+    """A completed step to undo if the run fails later."""
+
+    step: str
+    idempotency_key: str
+    output: Any = None
+    undo: str | None = None
+    """`module:qualname` of the undo function when it is not the flow step's own
+    `compensate=` (as for `ctx.Task(..., compensate=...)`)."""
+
+
 class RunBody(_Record):
     """The part of a run that each checkpoint rewrites whole."""
 
@@ -172,6 +192,28 @@ class RunBody(_Record):
     """The status a paused run returns to on `Resume()` (`waiting` when paused mid-wait)."""
     output: Any = None
     error: ErrorInfo | None = None
+    version: str | None = None
+    """The definition version the run continues on after it was adopted by a newer one
+    (None: still the version it started on, `RunRecord.version`)."""
+    started_by: str | None = None
+    """The identity that started the run (`Run(started_by=...)`)."""
+    closed_wait: WaitRecord | None = None
+    """The wait closed last, with its decisions: a repeated decision is told apart from
+    a late one by it."""
+    events_seen: list[str] = Field(default_factory=list)
+    """Ids of the latest events delivered to the run, so a redelivery is recorded once."""
+    retry_at: float | None = None
+    """While a failed step waits out its backoff: when its next attempt is due. Durable,
+    so an executor that takes over after a crash waits out the rest of it."""
+    last_wait_id: str | None = None
+    """The id of the wait opened last; `.Execute()` matches a decision to its `WaitFor`."""
+    compensations: list[Compensation] = Field(default_factory=list)
+    """Completed steps that have a compensation, oldest first: undone in reverse order
+    if the run fails."""
+    compensating: bool = False
+    """The run failed and its compensations are running."""
+    compensated: bool = False
+    """The run failed and every compensation completed."""
 
 
 def quarantined_body(reason: str) -> RunBody:
@@ -405,3 +447,12 @@ class Store(Protocol):
 
     async def definitions(self) -> list[dict[str, Any]]:
         """Every stored definition document."""
+
+    async def count_runs(self, *, workflow: str | None = None) -> dict[RunStatus, int]:
+        """How many runs there are in each status (statuses with none are left out),
+        of one workflow or of all."""
+
+    async def delete_runs(self, run_ids: Sequence[str]) -> list[str]:
+        """Delete finished runs (terminal status) with their results, timeline and wait
+        index entries, in one atomic write; returns the ids deleted. Ids of runs that
+        are missing or not finished are skipped."""
