@@ -370,3 +370,73 @@ async def test_waiting_index_is_replaced_cleared_and_paged(store: Store) -> None
     await store.quarantine("r0", "garbled", NOW)
     assert "r0" not in (await store.find_waiting("event:paid")).items
     assert (await store.find_waiting("nothing")).items == []
+
+
+async def finish(store: Store, run_id: str, status: RunStatus, at: float = NOW + 1) -> None:
+    loaded = await store.load_run(run_id)
+    assert loaded is not None
+    body = RunBody(cursor=None, state={"count": 1})
+    await store.commit(
+        run_id,
+        expected_seq=loaded.seq,
+        token=None,
+        checkpoint=Checkpoint(
+            status=status,
+            body=body,
+            at=at,
+            results={"A": 1},
+            events=[event(status.value)],
+            wait_keys=["event:x"] if status == RunStatus.WAITING else None,
+        ),
+    )
+
+
+async def test_count_runs_by_status(store: Store) -> None:
+    assert await store.count_runs() == {}
+    for i in range(3):
+        await create(store, f"a{i}", workflow="a", created=NOW + i)
+    await create(store, "b0", workflow="b")
+    await finish(store, "a0", RunStatus.COMPLETED)
+    await finish(store, "a1", RunStatus.WAITING)
+    assert await store.count_runs(workflow="a") == {
+        RunStatus.COMPLETED: 1,
+        RunStatus.WAITING: 1,
+        RunStatus.QUEUED: 1,
+    }
+    assert await store.count_runs() == {
+        RunStatus.COMPLETED: 1,
+        RunStatus.WAITING: 1,
+        RunStatus.QUEUED: 2,
+    }
+    assert await store.count_runs(workflow="nothing") == {}
+
+
+async def test_delete_runs_removes_finished_runs_only(store: Store) -> None:
+    for i, status in enumerate(
+        [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.STOPPED, RunStatus.WAITING]
+    ):
+        await create(store, f"r{i}", created=NOW + i)
+        await finish(store, f"r{i}", status)
+    await create(store, "queued", created=NOW + 10)
+    deleted = await store.delete_runs(["r2", "r0", "r3", "queued", "missing", "r0"])
+    assert deleted == ["r2", "r0"]
+    for gone in ("r0", "r2"):
+        assert await store.load_run(gone) is None
+        with pytest.raises(RunNotFound):
+            await store.timeline(gone)
+    listed = [s.run_id for s in (await store.list_runs()).items]
+    assert listed == ["queued", "r3", "r1"]
+    kept = await store.load_run("r1")
+    assert kept is not None and kept.results == {"A": 1}
+    assert (await store.find_waiting("event:x")).items == ["r3"]
+    assert await store.count_runs() == {
+        RunStatus.FAILED: 1,
+        RunStatus.WAITING: 1,
+        RunStatus.QUEUED: 1,
+    }
+    assert await store.delete_runs([]) == []
+    # A deleted id can be used again: nothing of the old run is left behind.
+    await create(store, "r0")
+    assert [e.kind for e in await store.timeline("r0")] == ["started"]
+    fresh = await store.load_run("r0")
+    assert fresh is not None and fresh.results == {}

@@ -14,6 +14,7 @@ from typing import Any
 from holon.errors import RunNotFound, SeqConflict, StaleLease
 from holon.stores import _codec
 from holon.stores.base import (
+    TERMINAL_STATUSES,
     ChangeSignals,
     Checkpoint,
     Committed,
@@ -318,3 +319,26 @@ class MemoryStore:
 
     async def definitions(self) -> list[dict[str, Any]]:
         return list(self._definitions.values())
+
+    async def count_runs(self, *, workflow: str | None = None) -> dict[RunStatus, int]:
+        counts: dict[RunStatus, int] = {}
+        for row in self._rows.values():
+            if workflow is None or row.workflow == workflow:
+                counts[row.status] = counts.get(row.status, 0) + 1
+        return counts
+
+    async def delete_runs(self, run_ids: Sequence[str]) -> list[str]:
+        deleted: list[str] = []
+        for run_id in dict.fromkeys(run_ids):
+            row = self._rows.get(run_id)
+            if row is None or row.status not in TERMINAL_STATUSES:
+                continue
+            self._index_waiting(row, [])
+            del self._rows[run_id]
+            deleted.append(run_id)
+        if deleted:
+            gone = set(deleted)
+            self._order = [i for i in self._order if i not in gone]
+            for run_id in deleted:
+                self.signals.notify(run_id)
+        return deleted

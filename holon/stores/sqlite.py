@@ -25,6 +25,7 @@ import anyio.to_thread
 from holon.errors import CorruptRecord, RunNotFound, SeqConflict, StaleLease, StoreError
 from holon.stores import _codec
 from holon.stores.base import (
+    TERMINAL_STATUSES,
     ChangeSignals,
     Checkpoint,
     Committed,
@@ -664,6 +665,49 @@ class SQLiteStore:
             _codec.load(doc, run_id="-", what=f"definition {name}@{version}")
             for name, version, doc in rows
         ]
+
+    # -- retention ----------------------------------------------------------------
+
+    async def count_runs(self, *, workflow: str | None = None) -> dict[RunStatus, int]:
+        sql = "SELECT status, COUNT(*) FROM holon_runs WHERE ns = ?"
+        params: list[Any] = [self.namespace]
+        if workflow is not None:
+            sql += " AND workflow = ?"
+            params.append(workflow)
+        rows = await self._run(lambda c: c.execute(sql + " GROUP BY status", params).fetchall())
+        return {RunStatus(status): count for status, count in rows}
+
+    async def delete_runs(self, run_ids: Sequence[str]) -> list[str]:
+        ids = list(dict.fromkeys(run_ids))
+        finished = sorted(s.value for s in TERMINAL_STATUSES)
+
+        def delete(conn: sqlite3.Connection) -> list[str]:
+            deleted: list[str] = []
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"DELETE FROM holon_runs WHERE ns = ? AND run_id IN ({marks}) "
+                    f"AND status IN ({', '.join('?' * len(finished))}) RETURNING run_id",
+                    (self.namespace, *chunk, *finished),
+                ).fetchall()
+                gone = [r[0] for r in rows]
+                if not gone:
+                    continue
+                gone_marks = ", ".join("?" * len(gone))
+                for table in ("holon_results", "holon_events", "holon_waiting"):
+                    conn.execute(
+                        f"DELETE FROM {table} WHERE ns = ? AND run_id IN ({gone_marks})",
+                        (self.namespace, *gone),
+                    )
+                deleted += gone
+            return deleted
+
+        deleted = await self._run(lambda c: self._write(c, lambda: delete(c)))
+        for run_id in deleted:
+            self.signals.notify(run_id)
+        order = {run_id: i for i, run_id in enumerate(ids)}
+        return sorted(deleted, key=order.__getitem__)
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
