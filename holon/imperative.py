@@ -1,0 +1,624 @@
+"""`.Execute(fn)`: the imperative model, replayed from the top on resume.
+
+```python
+async def research(ctx: ExecuteContext[Topic, Any]) -> dict:
+    papers = await ctx.Task(fetch_papers, ctx.Input.topic)         # checkpointed
+    notes = await ctx.Step("analyse", analyse(papers))             # named checkpoint
+    arxiv, wiki = await ctx.Parallel(ctx.Task(search, "arxiv"), ctx.Task(search, "wiki"))
+    ok = await ctx.WaitFor(HumanApproval(approvers=["editor"]))    # durable halt
+    return {"notes": notes, "published": ok}
+```
+
+Every `Task`, `Step` and `WaitFor` gets a position, in the order the calls are made
+(`ctx.Task()` takes its position when called, before it is awaited, so the positions of
+a `Parallel` do not depend on which task finishes first). A completed call is journaled
+at its position with its result. When the run resumes, the function runs again from the
+top and each journaled call returns its recorded result without running; the first
+call with no record runs for real. A call whose name differs from the one journaled at
+its position fails the run with `NonDeterminismError`: the code changed under a run in
+flight, and holon never hands one step's result to another.
+
+`ctx.State` is key-value state, replayed with the journal: each journal entry carries
+the state changes made before it, so state is rebuilt exactly as it was, even when the
+code between steps is not deterministic.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import anyio
+from pydantic import BaseModel
+
+from holon._json import digest, to_json_value
+from holon._naming import snake_case_aliases
+from holon.compensation import undo_reference
+from holon.context import Context, validate_state
+from holon.directives import Wait, WaitCondition
+from holon.errors import HolonError, NonDeterminismError, StateValidationError
+from holon.execution import EXECUTE_STEP, Execution, LeaseLost, idempotency_key, wants
+from holon.policies import Retry, check_policies
+from holon.stores.base import Compensation, RunStatus
+
+if TYPE_CHECKING:
+    from holon.engine import Engine
+
+__all__ = ["ExecuteContext", "Imperative", "TaskCall", "TaskState"]
+
+InputT = TypeVar("InputT")
+StateT = TypeVar("StateT")
+T = TypeVar("T")
+
+_current_step: contextvars.ContextVar[Context[Any, Any] | None] = contextvars.ContextVar(
+    "holon_current_step", default=None
+)
+
+
+class _Suspended(BaseException):
+    """Unwinds the workflow function when the run halts (a wait or a pause). A
+    BaseException, so a user's `except Exception` does not swallow it."""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    value: Any
+    state_set: dict[str, Any]
+    state_unset: list[str]
+
+
+@dataclass
+class TaskCall(Generic[T]):
+    """A checkpointed call made by `ctx.Task(...)`; it runs (or replays) when awaited."""
+
+    ctx: ExecuteContext[Any, Any]
+    position: int
+    name: str
+    base: str
+    occurrence: int
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    retry: Retry | None = None
+    timeout: float | None = None
+    undo: str | None = None
+    awaited: bool = field(default=False, init=False)
+
+    def __await__(self) -> Generator[Any, None, T]:
+        if self.awaited:
+            raise RuntimeError(f"task {self.name!r} was awaited twice")
+        self.awaited = True
+        return self.ctx._run(self).__await__()
+
+
+@snake_case_aliases
+class TaskState:
+    """`ctx.State` of an `.Execute()` workflow: durable key-value state.
+
+    Changes are validated at once against the State model (when the workflow has one)
+    and stored with the next checkpoint.
+    """
+
+    def __init__(self, initial: dict[str, Any], model: type[BaseModel] | None, run_id: str):
+        self._values = dict(initial)
+        self._model = model
+        self._run_id = run_id
+        self.pending_set: dict[str, Any] = {}
+        self.pending_unset: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._values.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        self._change({**self._values, key: value}, set_keys=[key], unset_keys=[])
+
+    def delete(self, key: str) -> None:
+        if key in self._values:
+            rest = {k: v for k, v in self._values.items() if k != key}
+            self._change(rest, set_keys=[], unset_keys=[key])
+
+    def clear(self) -> None:
+        self._change({}, set_keys=[], unset_keys=list(self._values))
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._values
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def _change(self, proposed: dict[str, Any], set_keys: list[str], unset_keys: list[str]) -> None:
+        if not all(isinstance(k, str) for k in set_keys):
+            raise StateValidationError(
+                f"state keys are strings, got {set_keys!r}", run_id=self._run_id
+            )
+        proposed = {
+            k: to_json_value(v, what=f"state {k!r}", run_id=self._run_id, step=None)
+            for k, v in proposed.items()
+        }
+        validated = validate_state(self._model, proposed, run_id=self._run_id, step=None)
+        for key in unset_keys:
+            self.pending_set.pop(key, None)
+            if key in validated:  # a model field falls back to its default
+                self.pending_set[key] = validated[key]
+            else:
+                self.pending_unset.add(key)
+        for key in set_keys:
+            self.pending_unset.discard(key)
+            self.pending_set[key] = validated[key]
+        self._values = validated
+
+    def apply(self, state_set: Mapping[str, Any], state_unset: list[str]) -> None:
+        """Apply journaled changes (replay); they replace anything pending."""
+        values = {k: v for k, v in self._values.items() if k not in state_unset}
+        values.update(state_set)
+        self._values = values
+        self.pending_set.clear()
+        self.pending_unset.clear()
+
+    def rebase(self, stored: dict[str, Any]) -> None:
+        """At the first live call: continue from the stored state (which also holds
+        operators' `Resume(state=...)` patches) plus what replay changed since."""
+        values = {k: v for k, v in stored.items() if k not in self.pending_unset}
+        values.update(self.pending_set)
+        self._values = values
+
+    def take_pending(self) -> tuple[dict[str, Any], list[str]]:
+        pending = (dict(self.pending_set), sorted(self.pending_unset))
+        self.pending_set.clear()
+        self.pending_unset.clear()
+        return pending
+
+
+@snake_case_aliases
+class ExecuteContext(Generic[InputT, StateT]):
+    """The `ctx` an `.Execute()` function receives.
+
+    Attributes:
+        Input: the run's input (an instance of the Input model, if any).
+        RunId: the run's id.
+        State: durable key-value state (`get`, `set`, `delete`, `clear`).
+        Agents: the agents given to `.Agents({...})`.
+    """
+
+    def __init__(self, driver: Imperative, execution: Execution) -> None:
+        record = execution.record
+        workflow = execution.workflow
+        self._driver = driver
+        self._execution = execution
+        self.RunId = record.run_id
+        self.Input: InputT = execution.input_value
+        self.Agents = workflow.agent_map
+        self.State = TaskState({}, workflow.state_model, record.run_id)
+        if workflow.state_model is not None:
+            self.State.apply(workflow.state_model().model_dump(mode="json"), [])
+        self._journal = _journal(record.results)
+        self._positions = 0
+        self._occurrences: dict[str, int] = {}
+        self._live = False
+        self.pending: dict[str, Any] = {}
+        """Journal entries to write with the next checkpoint (a consumed decision)."""
+        self.last_step: str | None = None
+
+    # -- what a running task sees ------------------------------------------------------
+
+    @property
+    def IdempotencyKey(self) -> str:
+        """The key of the task running now: stable across its retries and restarts."""
+        return _running("IdempotencyKey").IdempotencyKey
+
+    @property
+    def Attempt(self) -> int:
+        """The attempt number of the task running now."""
+        return _running("Attempt").Attempt
+
+    @property
+    def StepName(self) -> str:
+        """The name of the task running now."""
+        return _running("StepName").StepName
+
+    def Log(self, message: str, **data: Any) -> None:
+        """Record a message in the timeline, with the next checkpoint."""
+        self._driver.logs.append({"message": str(message), **data})
+
+    # -- checkpointed calls ------------------------------------------------------------
+
+    def _take_position(self, base: str) -> tuple[int, str, int]:
+        position = self._positions
+        self._positions += 1
+        occurrence = self._occurrences.get(base, 0) + 1
+        self._occurrences[base] = occurrence
+        name = base if occurrence == 1 else f"{base}#{occurrence}"
+        return position, name, occurrence
+
+    def Task(
+        self,
+        fn: Callable[..., Awaitable[T]] | Callable[..., T],
+        /,
+        *args: Any,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        compensate: Callable[..., Any] | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> TaskCall[T]:
+        """A checkpointed call of `fn(*args, **kwargs)`, named after the function (with
+        `#2`, `#3`... when called again). Await it, or pass it to `ctx.Parallel`.
+
+        `retry=`, `timeout=` and `compensate=` are the step policies; a compensation
+        must be a module-level function `undo(ctx, output)` so it can be found after a
+        restart. The names `retry`, `timeout`, `compensate` and `name` are holon's, not
+        passed to `fn`.
+        """
+        if not callable(fn):
+            raise TypeError(f"ctx.Task() takes a function, got {fn!r}")
+        base = name or getattr(fn, "__name__", None) or "task"
+        check_policies(retry, timeout, compensate, where=f"ctx.Task({base})")
+        undo = undo_reference(compensate) if compensate is not None else None
+        position, step_name, occurrence = self._take_position(base)
+        return TaskCall(
+            self, position, step_name, base, occurrence, fn, args, kwargs, retry, timeout, undo
+        )
+
+    async def Step(
+        self,
+        name: str,
+        work: Awaitable[T] | Callable[[], Awaitable[T]] | Callable[[], T],
+        *,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+    ) -> T:
+        """A checkpoint with an explicit name around an awaitable or a callable.
+
+        When the step is already recorded, its result is returned and an awaitable
+        passed in is closed without running.
+        """
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"ctx.Step() needs a name, got {name!r}")
+        if retry is not None and not callable(work):
+            raise TypeError(
+                f"ctx.Step({name!r}): retry= needs a callable (an awaitable can "
+                "be awaited only once)"
+            )
+        position, step_name, occurrence = self._take_position(name)
+        call: TaskCall[T] = TaskCall(
+            self,
+            position,
+            step_name,
+            name,
+            occurrence,
+            work if callable(work) else _already(work),
+            (),
+            {},
+            retry,
+            timeout,
+        )
+        try:
+            return await call
+        finally:
+            if not callable(work) and inspect.iscoroutine(work):
+                work.close()  # recorded, or failed before awaiting it: never "never awaited"
+
+    async def Parallel(self, *calls: TaskCall[Any]) -> list[Any]:
+        """Await tasks concurrently; each result is checkpointed as it finishes.
+        Returns the results in the order given. The first failure cancels the rest."""
+        for call in calls:
+            if not isinstance(call, TaskCall):
+                raise TypeError(f"ctx.Parallel() takes ctx.Task(...) calls, got {call!r}")
+        results: list[Any] = [None] * len(calls)
+
+        async def one(index: int, call: TaskCall[Any]) -> None:
+            results[index] = await call
+
+        async with anyio.create_task_group() as group:
+            for index, call in enumerate(calls):
+                group.start_soon(one, index, call)
+        return results
+
+    async def WaitFor(self, condition: WaitCondition) -> Any:
+        """Halt the run durably until `condition` is met, and return the decision:
+        for `HumanApproval`, True when approved and False when rejected or timed out;
+        for other conditions, the answer, event payload or timer record."""
+        if not isinstance(condition, WaitCondition):
+            raise TypeError(f"ctx.WaitFor() takes a wait condition, got {condition!r}")
+        position, name, occurrence = self._take_position(f"wait_for_{condition.kind}")
+        recorded = self._replay(position, name)
+        if recorded is not _MISSING:
+            return recorded
+        return await self._driver.wait_for(self, condition, position, name, occurrence)
+
+    # -- replay ------------------------------------------------------------------------
+
+    def _replay(self, position: int, name: str) -> Any:
+        entry = self._journal.get(position)
+        if entry is None:
+            if not self._live:
+                self._live = True
+                self.State.rebase(self._execution.record.body.state)
+            return _MISSING
+        if entry.name != name:
+            raise NonDeterminismError(
+                f"run {self.RunId!r}: at position {position} the journal records step "
+                f"{entry.name!r}, but the code now asks for {name!r}; the workflow's code "
+                "changed under a run in flight",
+                run_id=self.RunId,
+                step=name,
+                position=position,
+                recorded=entry.name,
+                requested=name,
+            )
+        self.State.apply(entry.state_set, entry.state_unset)
+        return entry.value
+
+    async def _run(self, call: TaskCall[T]) -> T:
+        recorded = self._replay(call.position, call.name)
+        if recorded is not _MISSING:
+            return recorded  # type: ignore[no-any-return]
+        return await self._driver.run_task(self, call)  # type: ignore[no-any-return]
+
+
+class _Missing:
+    pass
+
+
+_MISSING: Any = _Missing()
+
+
+def _already(awaitable: Awaitable[T]) -> Callable[[], Awaitable[T]]:
+    def give() -> Awaitable[T]:
+        return awaitable
+
+    return give
+
+
+def _running(what: str) -> Context[Any, Any]:
+    ctx = _current_step.get()
+    if ctx is None:
+        raise HolonError(
+            f"ctx.{what} belongs to the task running now; read it inside a "
+            "function run by ctx.Task(...) or ctx.Step(...)"
+        )
+    return ctx
+
+
+def current_step() -> Context[Any, Any] | None:
+    """The context of the `.Execute()` task running now, or None."""
+    return _current_step.get()
+
+
+def _journal(results: Mapping[str, Any]) -> dict[int, _Entry]:
+    journal: dict[int, _Entry] = {}
+    for name, entry in results.items():
+        if isinstance(entry, dict) and isinstance(entry.get("at"), int):
+            state = entry.get("state") or {}
+            journal[entry["at"]] = _Entry(
+                name, entry.get("value"), state.get("set", {}), state.get("unset", [])
+            )
+    return journal
+
+
+class Imperative:
+    """Runs `.Execute()` workflows for an engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.logs: list[dict[str, Any]] = []
+
+    async def run(self, execution: Execution) -> None:
+        engine = self.engine
+        fn = execution.workflow.execute_fn
+        assert fn is not None
+        ctx: ExecuteContext[Any, Any] = ExecuteContext(self, execution)
+        error: BaseException | None = None
+        value: Any = None
+        with anyio.CancelScope() as scope:
+            execution.step_scope = scope
+            if execution.stop_requested:
+                scope.cancel()
+            try:
+                value = fn(ctx)
+                if inspect.isawaitable(value):
+                    value = await value
+            except _Suspended:
+                return
+            except Exception as exc:
+                error = exc
+            finally:
+                execution.step_scope = None
+        if scope.cancelled_caught:
+            if execution.stop_requested and not execution.lease_lost:
+                await engine.halt(execution, RunStatus.STOPPED, "stopped")
+                return
+            raise LeaseLost()
+        if error is not None:
+            await engine.fail(execution, ctx.last_step or EXECUTE_STEP, error)
+            return
+        try:
+            output = to_json_value(value, what="result", run_id=execution.run_id, step=EXECUTE_STEP)
+        except HolonError as exc:
+            await engine.fail(execution, EXECUTE_STEP, exc)
+            return
+        async with execution.lock:
+            await self._checkpoint(
+                execution,
+                ctx,
+                RunStatus.COMPLETED,
+                {},
+                output=output,
+                events=[engine.event("completed", None, output_digest=digest(output))],
+            )
+
+    async def run_task(self, ctx: ExecuteContext[Any, Any], call: TaskCall[Any]) -> Any:
+        engine = self.engine
+        execution = ctx._execution
+        workflow = execution.workflow
+        if wants(execution.control, "pause"):
+            async with execution.lock:
+                await self._checkpoint(
+                    execution,
+                    ctx,
+                    RunStatus.PAUSED,
+                    {},
+                    events=[
+                        engine.event(
+                            "paused",
+                            call.name,
+                            by=execution.control.by if execution.control else None,
+                        )
+                    ],
+                )
+            raise _Suspended()
+        key = idempotency_key(execution.run_id, call.base, call.occurrence)
+        ctx.last_step = call.name
+        started = time.perf_counter()
+        outcome = await engine.attempts.run(
+            execution,
+            call.name,
+            lambda step_ctx: _invoke(call, step_ctx),
+            lambda attempt: engine.context(execution, call.name, attempt, key=key),
+            retry=call.retry or workflow.default_retry,
+            timeout=call.timeout if call.timeout is not None else workflow.default_timeout,
+            durable=False,
+            own_scope=False,
+        )
+        if outcome.error is not None:
+            raise outcome.error
+        value = to_json_value(outcome.value, what="result", run_id=execution.run_id, step=call.name)
+        duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        compensation = (
+            None
+            if call.undo is None
+            else Compensation(step=call.name, idempotency_key=key, output=value, undo=call.undo)
+        )
+        async with execution.lock:
+            state_set, state_unset = ctx.State.take_pending()
+            entry = {
+                "at": call.position,
+                "value": value,
+                "state": {"set": state_set, "unset": state_unset},
+            }
+            await self._checkpoint(
+                execution,
+                ctx,
+                RunStatus.RUNNING,
+                {call.name: entry},
+                compensation=compensation,
+                events=[
+                    engine.event(
+                        "step_completed",
+                        call.name,
+                        position=call.position,
+                        duration_ms=duration_ms,
+                        output_digest=digest(value),
+                        attempt=outcome.ctx.Attempt if outcome.ctx else 1,
+                    )
+                ],
+            )
+        return outcome.value if isinstance(outcome.value, BaseModel) else value
+
+    async def wait_for(
+        self,
+        ctx: ExecuteContext[Any, Any],
+        condition: WaitCondition,
+        position: int,
+        name: str,
+        occurrence: int,
+    ) -> Any:
+        engine = self.engine
+        execution = ctx._execution
+        body = execution.record.body
+        wait_id = f"{name}#{occurrence}"
+        closed = body.closed_wait
+        if body.wait is None and closed is not None and closed.wait_id == wait_id:
+            value = _decision_value(condition, body.decision)
+            state_set, state_unset = ctx.State.take_pending()
+            ctx.pending[name] = {
+                "at": position,
+                "value": value,
+                "state": {"set": state_set, "unset": state_unset},
+            }
+            return value
+        directive = Wait(condition, EXECUTE_STEP, on_reject=EXECUTE_STEP, on_timeout=EXECUTE_STEP)
+        async with execution.lock:
+            await engine.suspend(
+                execution,
+                name,
+                directive,
+                occurrence,
+                events=[],
+                results=self._take_pending(ctx),
+                state=ctx.State.as_dict(),
+            )
+        raise _Suspended()
+
+    def _take_pending(self, ctx: ExecuteContext[Any, Any]) -> dict[str, Any]:
+        pending, ctx.pending = ctx.pending, {}
+        return pending
+
+    async def _checkpoint(
+        self,
+        execution: Execution,
+        ctx: ExecuteContext[Any, Any],
+        status: RunStatus,
+        results: dict[str, Any],
+        *,
+        events: list[Any],
+        output: Any = None,
+        compensation: Compensation | None = None,
+    ) -> None:
+        engine = self.engine
+        body = execution.record.body
+        update: dict[str, Any] = {"state": ctx.State.as_dict(), "attempt": 1}
+        if compensation is not None:
+            update["compensations"] = [*body.compensations, compensation]
+        if status == RunStatus.COMPLETED:
+            update.update(output=output, cursor=None)
+        logs = [
+            engine.event(
+                "log",
+                ctx.last_step,
+                **to_json_value(entry, what="log entry", run_id=ctx.RunId, step=ctx.last_step),
+            )
+            for entry in self.logs
+        ]
+        self.logs.clear()
+        terminal = status != RunStatus.RUNNING
+        await engine.commit(
+            execution,
+            status,
+            body.model_copy(update=update),
+            results={**self._take_pending(ctx), **results},
+            events=[*logs, *events],
+            release=terminal,
+            clear_control=terminal,
+        )
+
+
+def _decision_value(condition: WaitCondition, decision: Any) -> Any:
+    if condition.kind == "approval" and isinstance(decision, dict):
+        return bool(decision.get("approved"))
+    return decision
+
+
+async def _invoke(call: TaskCall[Any], step_ctx: Context[Any, Any]) -> Any:
+    token = _current_step.set(step_ctx)
+    try:
+        value = call.fn(*call.args, **call.kwargs)
+        if inspect.isawaitable(value):
+            value = await value
+        return value
+    finally:
+        _current_step.reset(token)
