@@ -36,6 +36,7 @@ if typing.TYPE_CHECKING:
 __all__ = ["PersistenceConfig", "StepSpec", "Workflow"]
 
 StepFunction = Callable[..., Any]
+StateMigration = Callable[[dict[str, Any]], Any]
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class Workflow:
         "_description",
         "_execute",
         "_input",
+        "_migrations",
         "_name",
         "_persistence",
         "_state",
@@ -106,6 +108,7 @@ class Workflow:
         self._execute: StepFunction | None = None
         self._agents: Mapping[str, Any] = types.MappingProxyType({})
         self._defaults = StepPolicy(fn=_no_step)
+        self._migrations: Mapping[str, StateMigration] = types.MappingProxyType({})
         self._persistence = PersistenceConfig()  # set last: it marks the object as built
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -228,6 +231,26 @@ class Workflow:
             raise self._fail(str(exc)) from None
         return self._with(_defaults=StepPolicy(fn=_no_step, retry=retry, timeout=timeout))
 
+    def Migrate(self, from_version: str, fn: StateMigration) -> Workflow:
+        """How to upgrade the state of a run that started on `from_version`.
+
+        `fn` takes the stored state (a dict) and returns the state for this definition
+        (a dict or a State instance). A run of `from_version` met by this definition has
+        its state upgraded, validated and checkpointed before it goes on.
+
+        ```python
+        v2 = v2.Migrate(v1.version, lambda old: {"items": [{"text": n} for n in old["notes"]]})
+        ```
+        """
+        if not isinstance(from_version, str) or not from_version:
+            raise self._fail(f".Migrate() needs the version it upgrades from, got {from_version!r}")
+        if not callable(fn):
+            raise self._fail(f".Migrate({from_version!r}, ...) takes a function of the state")
+        if from_version in self._migrations:
+            raise self._fail(f"has two .Migrate() calls from version {from_version!r}")
+        migrations = types.MappingProxyType({**self._migrations, from_version: fn})
+        return self._with(_migrations=migrations)
+
     def Agents(self, agents: Mapping[str, Any]) -> Workflow:
         """Agents the steps reach as `ctx.Agents[name]`."""
         if not isinstance(agents, Mapping) or not all(isinstance(k, str) for k in agents):
@@ -276,6 +299,11 @@ class Workflow:
     @property
     def agent_map(self) -> Mapping[str, Any]:
         return self._agents
+
+    @property
+    def migrations(self) -> Mapping[str, StateMigration]:
+        """State upgrades by the version they upgrade from (see `.Migrate()`)."""
+        return self._migrations
 
     @property
     def version(self) -> str:

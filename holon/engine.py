@@ -47,6 +47,7 @@ from holon.stores.base import (
     Store,
     WaitRecord,
 )
+from holon.versioning import adopt
 
 __all__ = ["Engine"]
 
@@ -90,14 +91,13 @@ class Engine:
         if workflow is None:
             await self.store.release_lease(grant.run_id, grant.token)
             return
-        model = workflow.input_model
         execution = Execution(
             run_id=grant.run_id,
             token=grant.token,
             workflow=workflow,
             record=record,
             control=record.control,
-            input_value=model.model_validate(record.input) if model else record.input,
+            input_value=record.input,  # parsed by `adopt`, which pauses a misfit run
         )
         self.executions[grant.run_id] = execution
         try:
@@ -140,6 +140,8 @@ class Engine:
     # -- the loop -----------------------------------------------------------------------
 
     async def _drive(self, execution: Execution, *, recovered: bool) -> None:
+        if not await adopt(self, execution):
+            return
         record = execution.record
         if record.status != RunStatus.RUNNING:
             # A waiting run handed over because its deadline passed: the waits issue

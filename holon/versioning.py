@@ -1,0 +1,227 @@
+"""Runs in flight meet a changed definition: continue, migrate, or pause.
+
+A run records the version of the definition it started on (`RunRecord.version`). When
+an executor picks a run up, `adopt` fits the run to the executor's definition before any
+step runs:
+
+* versions match: the stored input and state are validated against the definition's
+  schemas; a record that fails them is never handed to a step (the run pauses with
+  reason `invalid stored state`, and the message gives the path to the bad field);
+* the definition has a `.Migrate(from_version, fn)` for the run's version: `fn`
+  upgrades the stored state, which is validated and checkpointed (`state_migrated`);
+* the step at the cursor (and every step the run is committed to: the join and pending
+  branches of a fan-out, the targets of an open wait) exists in the new definition, and
+  input and state validate: the run continues on the new version (`version_changed`);
+* otherwise the run is paused with reason `incompatible definition`, the problems listed
+  in the `paused` event. An operator decides with `Resume(goto=..., state=...)`; the
+  check runs again then. A run is never crash-looped and never sent to a wrong step.
+
+A run adopted by a new version records it in `RunBody.version`; `RunRecord.version`
+keeps the version it started on.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
+
+from holon._json import to_json_value
+from holon.builder import Workflow
+from holon.context import validate_state
+from holon.errors import HolonError, InputValidationError, StateValidationError
+from holon.execution import Execution, wants
+from holon.stores.base import RunBody, RunRecord, RunStatus
+
+if TYPE_CHECKING:
+    from holon.engine import Engine
+
+__all__ = [
+    "INCOMPATIBLE",
+    "INVALID_STATE",
+    "adopt",
+    "cursor_problems",
+    "parse_input",
+    "run_version",
+]
+
+INCOMPATIBLE = "incompatible definition"
+"""Reason of the pause when a run cannot continue on the definition that met it."""
+
+INVALID_STATE = "invalid stored state"
+"""Reason of the pause when a run's stored data fails its own version's schemas."""
+
+
+def run_version(record: RunRecord) -> str:
+    """The version of the definition the run currently runs on."""
+    return record.body.version or record.version
+
+
+def parse_input(workflow: Workflow, record: RunRecord) -> Any:
+    """The run's stored input as the Input model; `InputValidationError` names the path."""
+    model = workflow.input_model
+    if model is None:
+        return record.input
+    try:
+        return model.model_validate(record.input)
+    except PydanticValidationError as exc:
+        raise InputValidationError(
+            f"stored input of run {record.run_id!r} does not match {model.__name__}: {_paths(exc)}",
+            errors=[dict(e) for e in exc.errors(include_url=False)],
+            run_id=record.run_id,
+            workflow=workflow.name,
+        ) from None
+
+
+def cursor_problems(workflow: Workflow, body: RunBody) -> list[str]:
+    """What the run is committed to that the definition does not have."""
+    if workflow.execute_fn is not None:
+        return []  # `.Execute()` replays from the top; its own check guards the steps
+    wanted: list[tuple[str, str]] = []
+    cursor = body.cursor
+    if cursor is not None:
+        wanted.append(("the step at the cursor", cursor.step))
+        if cursor.join is not None:
+            wanted.append(("the join", cursor.join))
+            wanted += [("the pending branch", b) for b in cursor.branches if b not in cursor.done]
+    if body.wait is not None:
+        for what, target in (
+            ("the wait's next step", body.wait.next),
+            ("the wait's on_reject step", body.wait.on_reject),
+            ("the wait's on_timeout step", body.wait.on_timeout),
+        ):
+            if target is not None:
+                wanted.append((what, target))
+    for compensation in body.compensations:
+        if compensation.undo is None:
+            wanted.append(("the compensable step", compensation.step))
+    problems = []
+    for what, name in dict.fromkeys(wanted):
+        if name not in workflow.steps:
+            problems.append(f"{what} {name!r} is not a step of version {workflow.version!r}")
+    return problems
+
+
+async def adopt(engine: Engine, execution: Execution) -> bool:
+    """Fit a leased run to the engine's definition before it executes.
+
+    Sets `execution.input_value`. Returns False when the run was paused instead.
+    """
+    workflow = execution.workflow
+    record = execution.record
+    try:
+        execution.input_value = parse_input(workflow, record)
+    except InputValidationError as exc:
+        bad_input: InputValidationError | None = exc
+    else:
+        bad_input = None
+    if record.status not in (RunStatus.RUNNING, RunStatus.WAITING):
+        return True
+    if wants(execution.control, "stop") or execution.stop_requested:
+        return True  # the engine stops it; nothing of it needs to fit
+    started_on = run_version(record)
+    changed = started_on != workflow.version
+    if bad_input is not None and not changed:
+        # Its own definition refuses the input: no operator action can make it run.
+        await engine.fail(execution, None, bad_input)
+        return False
+    problems = [bad_input.message] if bad_input else []
+    body = record.body
+    events = []
+    if changed and started_on in workflow.migrations:
+        try:
+            migrated = _migrate(workflow, started_on, body.state, record.run_id)
+        except HolonError as exc:
+            problems.append(exc.message)
+        else:
+            body = body.model_copy(update={"state": migrated})
+            events.append(
+                engine.event(
+                    "state_migrated",
+                    _step(body),
+                    from_version=started_on,
+                    to_version=workflow.version,
+                )
+            )
+    try:
+        state = validate_state(workflow.state_model, body.state, run_id=record.run_id, step=None)
+    except StateValidationError as exc:
+        problems.append(exc.message)
+        state = body.state
+    if changed:
+        problems += cursor_problems(workflow, body)
+    if problems:
+        await _pause(engine, execution, INCOMPATIBLE if changed else INVALID_STATE, problems)
+        return False
+    if not changed:
+        return True
+    events.append(
+        engine.event(
+            "version_changed",
+            _step(body),
+            from_version=started_on,
+            to_version=workflow.version,
+            state_fields_added=sorted(set(state) - set(record.body.state)),
+            state_fields_dropped=sorted(set(record.body.state) - set(state)),
+        )
+    )
+    new_body = body.model_copy(update={"state": state, "version": workflow.version})
+    await engine.commit(execution, record.status, new_body, events=events, wake_at=record.wake_at)
+    return True
+
+
+def _migrate(workflow: Workflow, from_version: str, state: dict[str, Any], run_id: str) -> Any:
+    fn = workflow.migrations[from_version]
+    try:
+        upgraded = fn(dict(state))
+    except Exception as exc:
+        raise HolonError(
+            f"the migration of run {run_id!r} from version {from_version!r} raised "
+            f"{type(exc).__name__}: {exc}",
+            run_id=run_id,
+            workflow=workflow.name,
+        ) from exc
+    if isinstance(upgraded, BaseModel):
+        upgraded = upgraded.model_dump(mode="json")
+    if not isinstance(upgraded, dict):
+        raise HolonError(
+            f"the migration of run {run_id!r} from version {from_version!r} returned "
+            f"{type(upgraded).__name__}, not a dict or State model",
+            run_id=run_id,
+            workflow=workflow.name,
+        )
+    return to_json_value(upgraded, what="migrated state", run_id=run_id, step=None)
+
+
+async def _pause(engine: Engine, execution: Execution, reason: str, problems: list[str]) -> None:
+    record = execution.record
+    paused_from = RunStatus.WAITING if record.status == RunStatus.WAITING else None
+    await engine.commit(
+        execution,
+        RunStatus.PAUSED,
+        record.body.model_copy(update={"paused_from": paused_from}),
+        release=True,
+        clear_control=True,
+        events=[
+            engine.event(
+                "paused",
+                _step(record.body),
+                reason=reason,
+                problems=problems,
+                from_version=run_version(record),
+                to_version=execution.workflow.version,
+            )
+        ],
+    )
+
+
+def _step(body: RunBody) -> str | None:
+    return body.cursor.step if body.cursor else None
+
+
+def _paths(exc: PydanticValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
+        for e in exc.errors(include_url=False)
+    )
