@@ -4,6 +4,8 @@
 | --- | --- |
 | `memory://` | `MemoryStore`: this process only; for tests |
 | `sqlite:///path/to/file.db` | `SQLiteStore`: the embedded default, `.holon/holon.db` |
+| `redis://host:port/db`, `rediss://...` | `RedisStore`: many workers on many machines |
+| `redis+cluster://host:port` | `RedisStore` on a Redis Cluster |
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from holon.stores.base import (
     WaitRecord,
 )
 from holon.stores.memory import MemoryStore
+from holon.stores.redis import RedisStore, safe_url
 from holon.stores.sqlite import SQLiteStore
 
 __all__ = [
@@ -48,6 +51,7 @@ __all__ = [
     "MemoryStore",
     "NewEvent",
     "Page",
+    "RedisStore",
     "RunBody",
     "RunRecord",
     "RunStatus",
@@ -72,7 +76,8 @@ def open_store(url: str | None = None, *, key_prefix: str = "") -> Store:
     """Make the store a URL names (not yet opened: `await store.open()`).
 
     Args:
-        url: `memory://`, `sqlite:///path`; None means `default_store_url()`.
+        url: `memory://`, `sqlite:///path`, `redis://host:port/db` or
+            `redis+cluster://host:port`; None means `default_store_url()`.
         key_prefix: keeps deployments that share one database apart.
     """
     url = url or default_store_url()
@@ -81,4 +86,9 @@ def open_store(url: str | None = None, *, key_prefix: str = "") -> Store:
         return MemoryStore(url)
     if scheme == "sqlite":
         return SQLiteStore(url, namespace=key_prefix)
-    raise StoreError(f"unknown store URL {url!r}: expected memory:// or sqlite:///path/to/file.db")
+    if scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
+        return RedisStore(url, key_prefix=key_prefix)
+    raise StoreError(
+        f"unknown store URL {safe_url(url)!r}: expected memory://, sqlite:///path/to/file.db, "
+        "redis://host:port/db or redis+cluster://host:port"
+    )

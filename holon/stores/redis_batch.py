@@ -1,0 +1,158 @@
+"""Group commit for the Redis store: concurrent writes share one pipeline.
+
+Every write of the Redis store is a short list of commands (an `EVALSHA` and, on a
+Cluster, a few index hints). Writers queue their commands; whoever finds no pipeline in
+flight becomes the *leader*, sends everything queued as one pipeline, hands each writer
+its replies, and passes the lead to the first writer that queued meanwhile. One writer
+alone pays one round trip per write; a thousand concurrent writers share a few.
+
+Every script is idempotent (commits by their commit id, lease acquisitions by their
+request id), so a batch whose connection broke before the replies came back is sent
+again as a whole.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+__all__ = ["Batcher", "Command"]
+
+logger = logging.getLogger("holon.stores.redis")
+
+Command = tuple[Any, ...]
+"""One Redis command: its name and arguments."""
+
+Send = Callable[[Sequence[Command]], Awaitable[list[Any]]]
+
+_RETRY_DELAYS = (0.0, 0.05, 0.2, 0.5, 1.0)
+
+
+@dataclass(eq=False)
+class _Call:
+    commands: Sequence[Command]
+    done: anyio.Event = field(default_factory=anyio.Event)
+    replies: list[Any] | None = None
+    error: BaseException | None = None
+    lead: bool = False
+
+
+class Batcher:
+    """Sends queued command lists in shared pipelines, one pipeline at a time.
+
+    Args:
+        send: sends commands as one pipeline and returns one reply per command, with
+            errors as exception objects in place of their reply.
+        reload: loads the scripts again (after a `NOSCRIPT` reply).
+        describe: names the server in connection errors.
+        max_batch: the most commands one pipeline carries.
+    """
+
+    def __init__(
+        self,
+        send: Send,
+        reload: Callable[[], Awaitable[None]],
+        describe: Callable[[BaseException], Exception],
+        *,
+        max_batch: int = 2000,
+    ) -> None:
+        self._send = send
+        self._reload = reload
+        self._describe = describe
+        self._max_batch = max_batch
+        self._queue: list[_Call] = []
+        self._busy = False
+        self.pipelines = 0
+        """Pipelines sent so far (for tests and benchmarks)."""
+
+    async def call(self, commands: Sequence[Command]) -> list[Any]:
+        """Send `commands` (in order, in one pipeline) and return their replies.
+
+        Cancellation waits until the commands are answered: once queued, a write is
+        either applied and acknowledged or reported failed, never abandoned midway.
+        """
+        call = _Call(commands)
+        self._queue.append(call)
+        with anyio.CancelScope(shield=True):
+            if self._busy:
+                await call.done.wait()
+            if call.replies is None and call.error is None:
+                # We lead: nobody is sending, or the previous leader handed over to us.
+                self._busy = True
+                try:
+                    await self._lead(call)
+                finally:
+                    self._hand_over()
+        if call.error is not None:
+            raise call.error
+        assert call.replies is not None
+        return call.replies
+
+    def _hand_over(self) -> None:
+        if self._queue:
+            successor = self._queue[0]
+            successor.lead = True
+            successor.done.set()
+        else:
+            self._busy = False
+
+    async def _lead(self, own: _Call) -> None:
+        while own.replies is None and own.error is None:
+            batch: list[_Call] = []
+            size = 0
+            while self._queue and (
+                not batch or size + len(self._queue[0].commands) <= self._max_batch
+            ):
+                call = self._queue.pop(0)
+                batch.append(call)
+                size += len(call.commands)
+            await self._flush(batch)
+            for call in batch:
+                if call is not own:
+                    call.done.set()
+
+    async def _flush(self, batch: list[_Call]) -> None:
+        pending = batch
+        reloaded = False
+        for attempt, delay in enumerate(_RETRY_DELAYS):
+            if delay:
+                await anyio.sleep(delay)
+            commands = [c for call in pending for c in call.commands]
+            try:
+                replies = await self._send(commands)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                if attempt == len(_RETRY_DELAYS) - 1:
+                    error = self._describe(exc)
+                    for call in pending:
+                        call.error = error
+                    return
+                logger.warning("Redis connection lost (%s); sending the batch again", exc)
+                continue
+            except Exception as exc:
+                for call in pending:
+                    call.error = self._describe(exc)
+                return
+            self.pipelines += 1
+            again: list[_Call] = []
+            position = 0
+            for call in pending:
+                mine = replies[position : position + len(call.commands)]
+                position += len(call.commands)
+                if any(isinstance(r, NoScriptError) for r in mine) and not reloaded:
+                    again.append(call)
+                else:
+                    call.replies = mine
+            if not again:
+                return
+            await self._reload()
+            reloaded = True
+            pending = again
+        for call in pending:  # pragma: no cover - only after repeated NOSCRIPT
+            call.error = self._describe(RuntimeError("scripts could not be loaded"))
