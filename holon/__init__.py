@@ -12,12 +12,29 @@ async with WorkflowRunner(wf) as runner:
 
 from holon.builder import StepSpec, Workflow
 from holon.clock import Clock, ManualClock, SystemClock
+from holon.conditions import payload_digest
 from holon.context import Context
-from holon.directives import END, START, HumanApproval, Next, Parallel, Wait, WaitCondition
+from holon.directives import (
+    END,
+    START,
+    Event,
+    HumanApproval,
+    HumanInput,
+    Next,
+    Parallel,
+    Sleep,
+    Until,
+    Wait,
+    WaitCondition,
+)
 from holon.errors import (
     CorruptRecord,
+    DecisionConflict,
+    DecisionRefused,
+    DigestMismatch,
     HolonError,
     InputValidationError,
+    InvalidAnswer,
     InvalidRunState,
     NotAnApprover,
     NotWaiting,
@@ -36,6 +53,7 @@ from holon.handle import RunHandle
 from holon.runner import WorkflowRunner
 from holon.stores import MemoryStore, SQLiteStore, Store, open_store
 from holon.stores.base import RunRecord, RunStatus, RunSummary, TimelineEvent, WaitRecord
+from holon.waits import WaitInfo
 
 __version__ = "0.1.0"
 
@@ -45,9 +63,15 @@ __all__ = [
     "Clock",
     "Context",
     "CorruptRecord",
+    "DecisionConflict",
+    "DecisionRefused",
+    "DigestMismatch",
+    "Event",
     "HolonError",
     "HumanApproval",
+    "HumanInput",
     "InputValidationError",
+    "InvalidAnswer",
     "InvalidRunState",
     "ManualClock",
     "MemoryStore",
@@ -63,6 +87,7 @@ __all__ = [
     "RunSummary",
     "SQLiteStore",
     "SeqConflict",
+    "Sleep",
     "StaleLease",
     "StateValidationError",
     "StepOutputError",
@@ -72,13 +97,16 @@ __all__ = [
     "SystemClock",
     "TimelineEvent",
     "UnknownStepError",
+    "Until",
     "ValidationError",
     "Wait",
     "WaitCondition",
+    "WaitInfo",
     "WaitRecord",
     "Workflow",
     "WorkflowDefinitionError",
     "WorkflowRunner",
     "__version__",
     "open_store",
+    "payload_digest",
 ]

@@ -1,4 +1,4 @@
-"""Operator verbs on stored runs: pause, resume, stop, approve, reject.
+"""Operator verbs on stored runs: pause, resume, stop, and decisions and events for waits.
 
 These write without a lease. Each reads the run, decides, and commits with the
 sequence number it read (compare-and-set); if anything else committed in between, it
@@ -8,18 +8,18 @@ the executor is asked (`Store.request`) and applies the request at its next boun
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal
 
 from holon._json import to_json_value
 from holon.builder import Workflow
 from holon.clock import Clock
 from holon.context import validate_state
+from holon.decisions import EventDelivery, Proposal, deliver, evaluate, raced
 from holon.directives import START
 from holon.errors import (
     InvalidRunState,
     NotAnApprover,
-    NotWaiting,
     RunNotFound,
     SeqConflict,
     StateValidationError,
@@ -30,12 +30,12 @@ from holon.stores.base import (
     Checkpoint,
     Control,
     Cursor,
-    Decision,
     NewEvent,
     RunRecord,
     RunStatus,
     Store,
 )
+from holon.waits import wake_time
 
 __all__ = ["Operator"]
 
@@ -127,6 +127,7 @@ class Operator:
                 release_lease=True,
                 clear_control=True,
                 events=[self._event("stopped", _step(current), by=by)],
+                wait_keys=[],
             )
 
         return await self._cas(run_id, decide)
@@ -214,132 +215,107 @@ class Operator:
                 at=self.clock.now(),
                 clear_control=True,
                 events=events,
-                wake_at=current.wake_at if back_to_wait else None,
+                wake_at=wake_time(body.wait) if back_to_wait else None,
+                wait_keys=[] if goto is not None else None,
             )
 
         return await self._cas(run_id, decide)
 
-    # -- decisions -------------------------------------------------------------------------
+    # -- decisions and events --------------------------------------------------------------
+
+    async def _judge(self, run_id: str, attempt: Proposal | EventDelivery) -> RunRecord:
+        """Apply the gate's rules to `attempt` and commit the outcome (compare-and-set).
+
+        A commit that loses a race is judged again on the newer record, marked as having
+        raced, so a decision overtaken by another one gets `DecisionConflict`.
+        """
+        for _ in range(_MAX_CAS_ATTEMPTS):
+            record = await self.load(run_id)
+            now = self.clock.now()
+            outcome = (
+                evaluate(record, attempt, now)
+                if isinstance(attempt, Proposal)
+                else deliver(record, attempt, now)
+            )
+            if outcome.checkpoint is not None:
+                try:
+                    await self.store.commit(
+                        run_id, expected_seq=record.seq, token=None, checkpoint=outcome.checkpoint
+                    )
+                except SeqConflict:
+                    attempt = raced(attempt, outcome)
+                    continue
+                record = await self.load(run_id)
+            if outcome.error is not None:
+                raise outcome.error
+            return record
+        raise StoreError(
+            f"run {run_id!r} kept changing; gave up after {_MAX_CAS_ATTEMPTS} attempts",
+            run_id=run_id,
+        )
 
     async def decide(
         self,
         run_id: str,
         *,
-        verdict: str,
+        verdict: Literal["approve", "reject"],
         by: str,
-        comment: str | None,
+        comment: str | None = None,
+        digest: str | None = None,
+        roles: Iterable[str] = (),
+        wait_id: str | None = None,
     ) -> RunRecord:
-        """Approve or reject the approval gate a run waits at."""
-        if not isinstance(by, str) or not by:
-            raise NotAnApprover(
-                f"a decision needs the identity of who decides, got {by!r}",
-                by=str(by),
-                run_id=run_id,
-            )
-
-        def decide(current: RunRecord) -> Checkpoint | None:
-            wait = current.body.wait
-            if current.status != RunStatus.WAITING or wait is None:
-                raise NotWaiting(
-                    f"run {run_id!r} is {current.status.value}, not waiting for a decision; "
-                    f"{by!r}'s {verdict} was not recorded",
-                    status=current.status.value,
-                    run_id=run_id,
-                )
-            if wait.kind != "approval":
-                raise NotWaiting(
-                    f"run {run_id!r} waits for {wait.kind}, not an approval",
-                    status=current.status.value,
-                    run_id=run_id,
-                )
-            approvers = wait.spec.get("approvers", [])
-            if by not in approvers:
-                raise NotAnApprover(
-                    f"{by!r} is not an approver of run {run_id!r} at step {wait.step!r}; "
-                    f"approvers: {approvers}",
-                    by=by,
-                    run_id=run_id,
-                )
-            if any(d.by == by and d.verdict == verdict for d in wait.decisions):
-                return None  # the same decision again: recorded once
-            now = self.clock.now()
-            decision = Decision(
-                decision_id=f"{wait.wait_id}:{by}:{verdict}",
-                verdict=verdict,  # type: ignore[arg-type]
-                by=by,
-                at=now,
-                comment=comment,
-            )
-            decisions = [*wait.decisions, decision]
-            events = [
-                self._event(
-                    "decision",
-                    wait.step,
-                    verdict=verdict,
-                    by=by,
-                    comment=comment,
-                    wait_id=wait.wait_id,
-                )
-            ]
-            summary = {
-                "approved": verdict == "approve",
-                "by": by,
-                "comment": comment,
-                "decisions": [d.model_dump(mode="json") for d in decisions],
-            }
-            if verdict == "reject":
-                if wait.on_reject is None:
-                    events.append(self._event("rejected", wait.step, by=by))
-                    body = current.body.model_copy(
-                        update={
-                            "wait": wait.model_copy(update={"decisions": decisions}),
-                            "decision": summary,
-                            "cursor": None,
-                        }
-                    )
-                    return Checkpoint(
-                        status=RunStatus.REJECTED,
-                        body=body,
-                        at=now,
-                        events=events,
-                        clear_control=True,
-                    )
-                return self._close_wait(current, decisions, summary, wait.on_reject, events)
-            approvals = {d.by for d in decisions if d.verdict == "approve"}
-            if len(approvals) < int(wait.spec.get("min_approvals", 1)):
-                body = current.body.model_copy(
-                    update={"wait": wait.model_copy(update={"decisions": decisions})}
-                )
-                return Checkpoint(
-                    status=RunStatus.WAITING,
-                    body=body,
-                    at=now,
-                    events=events,
-                    wake_at=current.wake_at,
-                )
-            summary["by"] = sorted(approvals)
-            return self._close_wait(current, decisions, summary, wait.next, events)
-
-        return await self._cas(run_id, decide)
-
-    def _close_wait(
-        self,
-        current: RunRecord,
-        decisions: list[Decision],
-        summary: dict[str, Any],
-        target: str,
-        events: list[NewEvent],
-    ) -> Checkpoint:
-        body = current.body.model_copy(
-            update={
-                "wait": None,
-                "decision": summary,
-                "cursor": Cursor(step=target),
-                "attempt": 1,
-            }
+        """Approve or reject the approval gate a run waits at (see `holon.decisions`)."""
+        _check_identity(run_id, by)
+        proposal = Proposal(
+            verdict=verdict,
+            by=by,
+            roles=_roles(roles),
+            comment=comment,
+            digest=digest,
+            wait_id=wait_id,
         )
-        events.append(self._event("step_started", target))
-        return Checkpoint(status=RunStatus.QUEUED, body=body, at=self.clock.now(), events=events)
+        return await self._judge(run_id, proposal)
+
+    async def answer(
+        self,
+        run_id: str,
+        *,
+        value: Any,
+        by: str,
+        comment: str | None = None,
+        wait_id: str | None = None,
+    ) -> RunRecord:
+        """Answer the `HumanInput` a run waits at."""
+        _check_identity(run_id, by)
+        proposal = Proposal(verdict="answer", by=by, comment=comment, value=value, wait_id=wait_id)
+        return await self._judge(run_id, proposal)
+
+    async def send(
+        self, run_id: str, *, name: str, payload: Any, event_id: str | None = None
+    ) -> RunRecord:
+        """Deliver event `name` to a run waiting on it; idempotent on `event_id`."""
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"an event name is a non-empty string, got {name!r}")
+        if event_id is not None and (not isinstance(event_id, str) or not event_id):
+            raise TypeError(f"event_id is a non-empty string, got {event_id!r}")
+        data = to_json_value(payload, what="event payload", run_id=run_id, step=None)
+        return await self._judge(run_id, EventDelivery(name=name, payload=data, event_id=event_id))
+
+
+def _check_identity(run_id: str, by: str) -> None:
+    if not isinstance(by, str) or not by:
+        raise NotAnApprover(
+            f"a decision needs the identity of who decides, got {by!r}",
+            by=str(by),
+            run_id=run_id,
+        )
+
+
+def _roles(roles: Iterable[str]) -> frozenset[str]:
+    if isinstance(roles, str) or not all(isinstance(r, str) and r for r in roles):
+        raise TypeError(f"roles= takes a list of role names, got {roles!r}")
+    return frozenset(roles)
 
 
 def _step(record: RunRecord) -> str | None:

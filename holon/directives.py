@@ -14,16 +14,22 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from holon.conditions import Event, HumanApproval, HumanInput, Sleep, Until, WaitCondition
 
 __all__ = [
     "END",
     "START",
+    "Event",
     "HumanApproval",
+    "HumanInput",
     "Marker",
     "Next",
     "Parallel",
+    "Sleep",
+    "Until",
     "Wait",
     "WaitCondition",
 ]
@@ -54,58 +60,6 @@ class Next:
     output: Any = None
 
 
-class WaitCondition:
-    """What a `Wait` waits for. Each condition knows how to describe itself as JSON."""
-
-    kind: str = "condition"
-
-    def spec(self) -> dict[str, Any]:
-        """The JSON description stored in the run's wait record."""
-        raise NotImplementedError
-
-
-@dataclass(frozen=True)
-class HumanApproval(WaitCondition):
-    """Wait until `min_approvals` distinct listed approvers approve; one rejection closes it.
-
-    Args:
-        approvers: identities allowed to decide.
-        min_approvals: how many distinct approvals open the gate.
-        question: what the approvers are asked, shown to them.
-        payload: JSON shown to the approvers alongside the question.
-    """
-
-    approvers: Sequence[str]
-    min_approvals: int = 1
-    question: str | None = None
-    payload: Any = None
-    kind: str = field(default="approval", init=False)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.approvers, str) or not all(
-            isinstance(a, str) and a for a in self.approvers
-        ):
-            raise TypeError(
-                f"HumanApproval(approvers=...) takes a list of identity strings, "
-                f"got {self.approvers!r}"
-            )
-        if not self.approvers:
-            raise ValueError("HumanApproval(approvers=...) needs at least one approver")
-        if not 1 <= self.min_approvals <= len(self.approvers):
-            raise ValueError(
-                f"HumanApproval(min_approvals={self.min_approvals}) must be between 1 and "
-                f"the number of approvers ({len(self.approvers)})"
-            )
-
-    def spec(self) -> dict[str, Any]:
-        return {
-            "approvers": list(self.approvers),
-            "min_approvals": self.min_approvals,
-            "question": self.question,
-            "payload": self.payload,
-        }
-
-
 @dataclass(frozen=True)
 class Wait:
     """Halt the run durably until `condition` is met, then go to `next`.
@@ -115,11 +69,21 @@ class Wait:
         next: the step to run once the condition is met.
         on_reject: the step to run when an approver rejects; without it the run ends
             `rejected`.
+        on_timeout: the step to run when the condition's `timeout` passes; without it
+            the run ends `expired`.
     """
 
     condition: WaitCondition
     next: str
     on_reject: str | None = None
+    on_timeout: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.condition, WaitCondition):
+            raise TypeError(
+                f"Wait(condition, next) takes a condition such as HumanApproval(...), "
+                f"Event(...) or Sleep(...), got {self.condition!r}"
+            )
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from holon.attempts import Attempts
 from holon.builder import StepSpec, Workflow
 from holon.clock import Clock
 from holon.compensation import Compensator
+from holon.conditions import wait_kind
 from holon.context import Context
 from holon.directives import END, Marker, Next, Parallel, Wait
 from holon.errors import (
@@ -47,7 +48,9 @@ from holon.stores.base import (
     Store,
     WaitRecord,
 )
+from holon.timers import Timers
 from holon.versioning import adopt
+from holon.waits import wait_keys, wake_time
 
 __all__ = ["Engine"]
 
@@ -73,6 +76,7 @@ class Engine:
         self.clock = clock
         self.executions: dict[str, Execution] = {}
         self.fan_out = FanOut(self)
+        self.timers = Timers(self)
         self.attempts = Attempts(self)
         self.compensator = Compensator(self)
 
@@ -143,9 +147,13 @@ class Engine:
         if not await adopt(self, execution):
             return
         record = execution.record
-        if record.status != RunStatus.RUNNING:
-            # A waiting run handed over because its deadline passed: the waits issue
-            # decides what that means; until then there is nothing to do.
+        if record.status == RunStatus.WAITING:
+            # Handed over because its wake-up time passed: a timer, timeout or escalation.
+            await self.timers.wake(execution)
+            if execution.record.status != RunStatus.RUNNING:
+                return
+            record = execution.record
+        elif record.status != RunStatus.RUNNING:
             return
         if record.body.compensating:
             await self.compensator.run(execution)
@@ -285,7 +293,8 @@ class Engine:
                 results=results,
                 events=events,
                 release=True,
-                wake_at=wait.deadline,
+                wake_at=wake_time(wait),
+                wait_keys=wait_keys(wait),
             )
             return
         if isinstance(outcome, Parallel):
@@ -333,7 +342,7 @@ class Engine:
         self, execution: Execution, step: str, wait: Wait, occurrence: int
     ) -> WaitRecord:
         workflow = execution.workflow
-        for target in (wait.next, wait.on_reject):
+        for target in (wait.next, wait.on_reject, wait.on_timeout):
             if target is not None:
                 self.target(workflow, step, target)
         spec = to_json_value(
@@ -341,14 +350,18 @@ class Engine:
         )
         if not isinstance(spec, dict):
             raise TypeError(f"wait condition of step {step!r} described itself as {spec!r}")
+        now = self.clock.now()
         return WaitRecord(
             wait_id=f"{step}#{occurrence}",
-            kind=wait.condition.kind,
+            kind=wait_kind(wait.condition),
             step=step,
             next=wait.next,
             on_reject=wait.on_reject,
+            on_timeout=wait.on_timeout,
             spec=spec,
-            opened_at=self.clock.now(),
+            opened_at=now,
+            deadline=wait.condition.deadline(now),
+            escalate_at=wait.condition.escalate_at(now),
         )
 
     # -- fan-out ------------------------------------------------------------------------
@@ -434,6 +447,7 @@ class Engine:
         release: bool = False,
         clear_control: bool = False,
         wake_at: float | None = None,
+        wait_keys: list[str] | None = None,
     ) -> Committed:
         record = execution.record
         checkpoint = Checkpoint(
@@ -445,6 +459,7 @@ class Engine:
             wake_at=wake_at,
             release_lease=release,
             clear_control=clear_control,
+            wait_keys=wait_keys,
         )
         try:
             with anyio.CancelScope(shield=True):

@@ -11,7 +11,11 @@ HolonError
 ├── RunNotFound                  no run with that id in the store
 ├── InvalidRunState              a verb that does not apply to the run's status
 │   └── NotWaiting               a decision for a run that waits for nothing (or not that)
-├── NotAnApprover                a decision by someone the gate does not list
+├── DecisionRefused              a decision the wait does not accept (in the timeline)
+│   ├── NotAnApprover            by someone the gate does not list, or who may not approve
+│   ├── DigestMismatch           naming a payload digest other than the one shown
+│   └── InvalidAnswer            an answer outside the options or failing the schema
+├── DecisionConflict             a decision that lost a race to another one
 ├── RunFailed                    Result() of a run that ended other than `completed`
 └── StoreError                   the store refused or could not do an operation
     ├── StaleLease               a commit whose fencing token is no longer current
@@ -29,8 +33,12 @@ from typing import Any
 
 __all__ = [
     "CorruptRecord",
+    "DecisionConflict",
+    "DecisionRefused",
+    "DigestMismatch",
     "HolonError",
     "InputValidationError",
+    "InvalidAnswer",
     "InvalidRunState",
     "NotAnApprover",
     "NotWaiting",
@@ -117,12 +125,49 @@ class NotWaiting(InvalidRunState):
     """A decision was sent to a run that is not waiting for it."""
 
 
-class NotAnApprover(HolonError, PermissionError):
-    """The identity deciding is not among the gate's approvers."""
+class DecisionRefused(HolonError):
+    """A decision the wait does not accept. The attempt is recorded in the run's timeline
+    (`decision_refused`, with who and why) and the run keeps waiting."""
 
-    def __init__(self, message: str, *, by: str, run_id: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        by: str,
+        run_id: str | None = None,
+        wait_id: str | None = None,
+        errors: list[dict[str, Any]] | None = None,
+    ) -> None:
         super().__init__(message, run_id=run_id)
         self.by = by
+        self.wait_id = wait_id
+        self.errors = errors or []
+
+
+class NotAnApprover(DecisionRefused, PermissionError):
+    """The identity deciding is not among the gate's approvers (or, with
+    `forbid_self_approval`, started the run)."""
+
+
+class DigestMismatch(DecisionRefused):
+    """The decision names a payload digest other than the wait's: the approver saw
+    something else than what is being approved."""
+
+
+class InvalidAnswer(DecisionRefused, ValueError):
+    """An answer to a `HumanInput` outside its options, or failing its schema."""
+
+
+class DecisionConflict(HolonError):
+    """Another decision closed the wait (or contradicts this one) between this
+    decision's read of the run and its write: the first decision won."""
+
+    def __init__(
+        self, message: str, *, by: str, run_id: str | None = None, wait_id: str | None = None
+    ) -> None:
+        super().__init__(message, run_id=run_id)
+        self.by = by
+        self.wait_id = wait_id
 
 
 class RunFailed(HolonError):

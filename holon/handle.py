@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from holon._naming import snake_case_aliases
 from holon.errors import InvalidRunState, RunFailed
-from holon.stores.base import RunRecord, RunStatus, TimelineEvent, WaitRecord
+from holon.stores.base import RunRecord, RunStatus, TimelineEvent
+from holon.waits import WaitInfo, describe
 
 if TYPE_CHECKING:
     from holon.runner import WorkflowRunner
@@ -142,33 +143,103 @@ class RunHandle:
                 await self._changed(change, self._runner.poll_interval)
         return record.status
 
-    async def Approve(self, by: str, comment: str | None = None) -> RunStatus:
-        """Approve the gate the run waits at, as identity `by`.
+    def _kicked(self, record: RunRecord) -> RunStatus:
+        if record.status == RunStatus.QUEUED:
+            self._runner.kick(self.run_id)
+        return record.status
 
-        Raises `NotAnApprover` if `by` is not listed (nothing is recorded), and
-        `NotWaiting` if the run waits for no approval. Approving twice records once.
+    async def Approve(
+        self,
+        by: str,
+        comment: str | None = None,
+        digest: str | None = None,
+        *,
+        roles: Iterable[str] = (),
+        wait_id: str | None = None,
+    ) -> RunStatus:
+        """Approve the gate the run waits at, as identity `by`; returns the run's status.
+
+        Args:
+            by: who approves; listed among the approvers, or holding one of the listed
+                `role:` entries in `roles`.
+            comment: recorded with the decision.
+            digest: the SHA-256 of the payload the approver saw (`Waiting().digest`, or
+                computed from the payload); refused with `DigestMismatch` if the wait's
+                payload has another digest.
+            roles: the roles `by` holds, as the caller's authenticator vouches.
+            wait_id: the wait meant (`Waiting().wait_id`); a decision for a wait that is
+                no longer open is refused with `NotWaiting`.
+
+        Raises `NotAnApprover` (not listed, or the run's starter when self-approval is
+        forbidden), `DigestMismatch`, `NotWaiting`, or `DecisionConflict` when another
+        decision closed the gate first. Refusals are recorded in the timeline; approving
+        twice is recorded once.
         """
         record = await self._runner.operator.decide(
-            self.run_id, verdict="approve", by=by, comment=comment
+            self.run_id,
+            verdict="approve",
+            by=by,
+            comment=comment,
+            digest=digest,
+            roles=roles,
+            wait_id=wait_id,
         )
-        if record.status == RunStatus.QUEUED:
-            self._runner.kick(self.run_id)
-        return record.status
+        return self._kicked(record)
 
-    async def Reject(self, by: str, comment: str | None = None) -> RunStatus:
+    async def Reject(
+        self,
+        by: str,
+        comment: str | None = None,
+        digest: str | None = None,
+        *,
+        roles: Iterable[str] = (),
+        wait_id: str | None = None,
+    ) -> RunStatus:
         """Reject the gate: the run goes to the wait's `on_reject` step, or ends
-        `rejected`."""
+        `rejected`. Same arguments and refusals as `Approve`."""
         record = await self._runner.operator.decide(
-            self.run_id, verdict="reject", by=by, comment=comment
+            self.run_id,
+            verdict="reject",
+            by=by,
+            comment=comment,
+            digest=digest,
+            roles=roles,
+            wait_id=wait_id,
         )
-        if record.status == RunStatus.QUEUED:
-            self._runner.kick(self.run_id)
-        return record.status
+        return self._kicked(record)
 
-    async def Waiting(self) -> WaitRecord | None:
-        """What the run waits for (kind, approvers, decisions so far), or None."""
-        record = await self.Record()
-        return record.body.wait if record.status in (RunStatus.WAITING, RunStatus.PAUSED) else None
+    async def Answer(
+        self,
+        value: Any,
+        by: str,
+        comment: str | None = None,
+        *,
+        wait_id: str | None = None,
+    ) -> RunStatus:
+        """Answer the `HumanInput` the run waits at; the next step reads the answer as
+        `ctx.Decision`.
+
+        An answer outside the options, of the wrong type, or failing the schema is
+        refused with `InvalidAnswer` (the reason in its message, recorded in the
+        timeline) and the run keeps waiting.
+        """
+        record = await self._runner.operator.answer(
+            self.run_id, value=value, by=by, comment=comment, wait_id=wait_id
+        )
+        return self._kicked(record)
+
+    async def Send(self, event: str, payload: Any = None, event_id: str | None = None) -> RunStatus:
+        """Deliver `event` to this run, which must wait on it with a matching payload
+        (else `NotWaiting`). The same `event_id` again is recorded once."""
+        record = await self._runner.operator.send(
+            self.run_id, name=event, payload=payload, event_id=event_id
+        )
+        return self._kicked(record)
+
+    async def Waiting(self) -> WaitInfo | None:
+        """What the run waits for (kind, approvers and approvals still needed, payload
+        digest, deadline), or None when it waits for nothing."""
+        return describe(await self.Record())
 
     async def Timeline(self, after: int = 0) -> list[TimelineEvent]:
         """The run's timeline events with sequence number above `after`."""

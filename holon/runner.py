@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
@@ -37,7 +38,13 @@ from holon.clock import Clock, SystemClock
 from holon.control import Operator
 from holon.directives import START
 from holon.engine import Engine
-from holon.errors import HolonError, InputValidationError, RunNotFound
+from holon.errors import (
+    DecisionConflict,
+    HolonError,
+    InputValidationError,
+    NotWaiting,
+    RunNotFound,
+)
 from holon.handle import RunHandle
 from holon.stores import MemoryStore, open_store
 from holon.stores.base import (
@@ -51,6 +58,7 @@ from holon.stores.base import (
     RunSummary,
     Store,
 )
+from holon.waits import WaitInfo, can_decide, describe
 
 __all__ = ["WorkflowRunner"]
 
@@ -206,17 +214,23 @@ class WorkflowRunner:
 
     # -- starting and finding runs -------------------------------------------------------
 
-    async def Run(self, input: Any = None, run_id: str | None = None) -> RunHandle:
+    async def Run(
+        self, input: Any = None, run_id: str | None = None, *, started_by: str | None = None
+    ) -> RunHandle:
         """Start a run and return its handle.
 
         The input is validated first: an invalid one raises `InputValidationError` and
         creates nothing. A given `run_id` makes the start idempotent: the same id again
-        returns the existing run, whatever its status.
+        returns the existing run, whatever its status. `started_by` is the identity
+        starting the run, recorded with it (and barred from approving it where an
+        approval says `forbid_self_approval=True`).
         """
         run_input = self._validate_input(input)
         await self._started()
         if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
             raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
+        if started_by is not None and (not isinstance(started_by, str) or not started_by):
+            raise ValueError(f"started_by must be a non-empty string, got {started_by!r}")
         now = self.clock.now()
         state_model = self.workflow.state_model
         record = RunRecord(
@@ -228,6 +242,7 @@ class WorkflowRunner:
             body=RunBody(
                 cursor=Cursor(step=START.value),
                 state=state_model().model_dump(mode="json") if state_model else {},
+                started_by=started_by,
             ),
             created_at=now,
             updated_at=now,
@@ -236,7 +251,11 @@ class WorkflowRunner:
             NewEvent(
                 kind="started",
                 at=now,
-                data={"workflow": record.workflow, "version": record.version},
+                data={
+                    "workflow": record.workflow,
+                    "version": record.version,
+                    "started_by": started_by,
+                },
             ),
             NewEvent(kind="step_started", at=now, step=START.value),
         ]
@@ -291,6 +310,86 @@ class WorkflowRunner:
             limit=limit,
             cursor=cursor,
         )
+
+    # -- waits ----------------------------------------------------------------------------
+
+    async def Send(self, event: str, payload: Any = None, event_id: str | None = None) -> list[str]:
+        """Deliver `event` to every run in the store waiting on it with a matching
+        `match`; returns the ids of the runs that have it.
+
+        Each run records the delivery once per `event_id`, so sending again after a
+        failure is safe. Runs are found through the store's index of waiting runs, a
+        page at a time, so any number of waiting runs costs memory for one page only.
+        """
+        await self._started()
+        reached: list[str] = []
+        cursor: str | None = None
+        while True:
+            page = await self.store.find_waiting(f"event:{event}", limit=100, cursor=cursor)
+            for run_id in page.items:
+                try:
+                    record = await self.operator.send(
+                        run_id, name=event, payload=payload, event_id=event_id
+                    )
+                except (NotWaiting, DecisionConflict, RunNotFound):
+                    continue  # the index is a hint: this run waits for something else now
+                reached.append(run_id)
+                if record.status == RunStatus.QUEUED:
+                    self.kick(run_id)
+            if page.next_cursor is None:
+                return reached
+            cursor = page.next_cursor
+
+    async def Pending(
+        self,
+        approver: str,
+        roles: Iterable[str] = (),
+        *,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[WaitInfo]:
+        """The approvals `approver` (holding `roles`) can act on now, in run-id order;
+        pass `page.next_cursor` back for the next page.
+
+        Gates the identity already decided on, or may not approve (it started the run
+        and self-approval is forbidden), are left out.
+        """
+        await self._started()
+        if not isinstance(approver, str) or not approver:
+            raise ValueError(f"Pending(approver=...) takes an identity, got {approver!r}")
+        if limit <= 0:
+            raise ValueError(f"limit must be positive, got {limit}")
+        held = frozenset(roles)
+        keys = [f"approver:{approver}", *(f"approver:role:{r}" for r in sorted(held))]
+        found: list[WaitInfo] = []
+        after = cursor
+        while True:
+            pages = [await self.store.find_waiting(k, limit=limit, cursor=after) for k in keys]
+            more = [p.items[-1] for p in pages if p.next_cursor is not None and p.items]
+            bound = min(more) if more else None
+            candidates = sorted({i for p in pages for i in p.items if bound is None or i <= bound})
+            for position, run_id in enumerate(candidates):
+                record = await self.store.load_run(run_id)
+                info = describe(record) if record is not None else None
+                if record is not None and info is not None and _can_act(record, approver, held):
+                    found.append(info)
+                if len(found) == limit:
+                    rest = position + 1 < len(candidates) or bound is not None
+                    return Page(items=found, next_cursor=run_id if rest else None)
+            if bound is None:
+                return Page(items=found)
+            after = bound
+
+
+def _can_act(record: RunRecord, approver: str, roles: frozenset[str]) -> bool:
+    wait = record.body.wait
+    if record.status != RunStatus.WAITING or wait is None or wait.kind != "approval":
+        return False
+    if not can_decide(wait, approver, roles):
+        return False
+    if any(d.by == approver for d in wait.decisions):
+        return False
+    return not (wait.spec.get("forbid_self_approval") and record.body.started_by == approver)
 
 
 def _pick_store(workflow: Workflow, store: Store | str | None) -> tuple[Store, bool]:

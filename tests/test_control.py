@@ -177,7 +177,10 @@ async def test_stop_a_waiting_run_then_decisions_are_refused(store: Store) -> No
         assert await handle.Stop(by="op") == RunStatus.STOPPED
         with pytest.raises(NotWaiting, match="is stopped, not waiting"):
             await handle.Approve(by="ops")
-        assert kinds(await handle.Timeline())[-1] == "stopped"
+        assert await handle.Status() == RunStatus.STOPPED
+        events = await handle.Timeline()
+        assert kinds(events)[-2:] == ["stopped", "decision_refused"]
+        assert events[-1].data["by"] == "ops" and events[-1].data["error"] == "NotWaiting"
 
 
 async def test_approval_gate(store: Store) -> None:
@@ -202,7 +205,10 @@ async def test_approval_gate(store: Store) -> None:
             await handle.Approve(by="intern")
         assert info.value.by == "intern"
         after = await handle.Record()
-        assert after.seq == before.seq and after.event_seq == before.event_seq
+        assert after.status == RunStatus.WAITING and after.body == before.body
+        assert after.event_seq == before.event_seq + 1, "only the refusal was recorded"
+        refused = (await handle.Timeline())[-1]
+        assert refused.kind == "decision_refused" and refused.data["by"] == "intern"
         await handle.Approve(by="ops-lead", comment="looks good")
         await handle.Result(timeout=10)
         decision = [e for e in await handle.Timeline() if e.kind == "decision"]

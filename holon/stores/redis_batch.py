@@ -23,7 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["Batcher", "Command"]
+__all__ = ["RETRY_DELAYS", "Batcher", "Command"]
 
 logger = logging.getLogger("holon.stores.redis")
 
@@ -32,7 +32,8 @@ Command = tuple[Any, ...]
 
 Send = Callable[[Sequence[Command]], Awaitable[list[Any]]]
 
-_RETRY_DELAYS = (0.0, 0.05, 0.2, 0.5, 1.0)
+RETRY_DELAYS = (0.0, 0.05, 0.2, 0.5, 1.0, 2.0)
+"""Pauses before each try of a batch whose connection broke (about 4 s in all)."""
 
 
 @dataclass(eq=False)
@@ -121,14 +122,14 @@ class Batcher:
     async def _flush(self, batch: list[_Call]) -> None:
         pending = batch
         reloaded = False
-        for attempt, delay in enumerate(_RETRY_DELAYS):
+        for attempt, delay in enumerate(RETRY_DELAYS):
             if delay:
                 await anyio.sleep(delay)
             commands = [c for call in pending for c in call.commands]
             try:
                 replies = await self._send(commands)
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                if attempt == len(_RETRY_DELAYS) - 1:
+                if attempt == len(RETRY_DELAYS) - 1:
                     error = self._describe(exc)
                     for call in pending:
                         call.error = error

@@ -1,0 +1,372 @@
+"""The plumbing of the Redis store: connection, settings checks, keys, pipelines and the
+index hints a Cluster needs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
+
+import anyio
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, NoScriptError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from holon.errors import RunNotFound, SeqConflict, StaleLease, StoreError
+from holon.stores.base import (
+    ChangeSignals,
+    RunStatus,
+)
+from holon.stores.redis_batch import RETRY_DELAYS, Batcher, Command
+from holon.stores.redis_codec import (
+    CLAIM_INDEXES,
+    URL_OPTIONS,
+    LeaseClock,
+    _at_least,
+    _claim_entries,
+    _float,
+    _tag,
+    safe_url,
+)
+from holon.stores.redis_scripts import SCRIPTS
+
+logger = logging.getLogger("holon.stores.redis")
+
+__all__ = ["RedisBase"]
+
+
+class RedisBase:
+    """Connection, keys and plumbing shared by the Redis store's parts."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        key_prefix: str = "",
+        lease_clock: LeaseClock | None = None,
+        timeline_cap: int | None = None,
+        completed_ttl: float | None = None,
+        durable_ack: Literal["aof"] | None = None,
+        client: Any = None,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
+            raise StoreError(f"not a Redis URL: {safe_url(url)!r}")
+        self.url = url
+        self.safe_url = safe_url(url)
+        self.cluster = parts.scheme.endswith("+cluster")
+        options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        unknown = set(options) - URL_OPTIONS
+        if unknown:
+            raise StoreError(f"{self.safe_url!r}: unknown option(s) {sorted(unknown)}")
+        clock = lease_clock or options.get("lease_clock", "server")
+        if clock not in ("server", "caller"):
+            raise StoreError(f"{self.safe_url!r}: lease_clock must be 'server' or 'caller'")
+        self.lease_clock: LeaseClock = "server" if clock == "server" else "caller"
+        try:
+            self.timeline_cap = (
+                timeline_cap if timeline_cap is not None else int(options.get("timeline_cap", 0))
+            )
+            ttl_text = options.get("completed_ttl")
+            self.completed_ttl = (
+                completed_ttl
+                if completed_ttl is not None
+                else (float(ttl_text) if ttl_text else None)
+            )
+        except ValueError:
+            raise StoreError(
+                f"{self.safe_url!r}: timeline_cap must be an integer and completed_ttl seconds"
+            ) from None
+        ack = durable_ack or options.get("durable_ack")
+        if ack not in (None, "", "aof"):
+            raise StoreError(f"{self.safe_url!r}: durable_ack must be 'aof' when given")
+        self.durable_ack = "aof" if ack == "aof" else None
+        self.key_prefix = key_prefix or "holon:"
+        self.signals = ChangeSignals()
+        self.server_version = ""
+        self._parts = parts
+        self._client: Any = client
+        self._own_client = client is None
+        self._ip = "" if self.cluster else self.key_prefix
+        self._known: dict[str, tuple[str, float]] = {}
+        """Cluster: workflow and creation time of runs seen lately, for index hints."""
+        self._batcher = Batcher(self._send, self._load_scripts, self._describe)
+
+    # -- keys -----------------------------------------------------------------------
+
+    def run_key(self, run_id: str) -> str:
+        """The key of a run's hash; its results and timeline add `:r` and `:t`."""
+        if not run_id:
+            raise StoreError("a run id must not be empty")
+        return f"{self.key_prefix}run:{{{_tag(run_id)}}}"
+
+    def _run_keys(self, run_id: str) -> tuple[str, str, str]:
+        key = self.run_key(run_id)
+        return key, f"{key}:r", f"{key}:t"
+
+    def _index(self, kind: str, workflow: str) -> str:
+        return f"{self.key_prefix}{kind}:{{{_tag(workflow)}}}"
+
+    def _status_key(self, status: str) -> str:
+        return f"{self.key_prefix}status:{status}"
+
+    @property
+    def _created_key(self) -> str:
+        return f"{self.key_prefix}created"
+
+    @property
+    def _definitions_key(self) -> str:
+        return f"{self.key_prefix}definitions"
+
+    # -- connection -------------------------------------------------------------------
+
+    def _make_client(self) -> Any:
+        parts = self._parts
+        common: dict[str, Any] = {
+            "host": parts.hostname or "127.0.0.1",
+            "port": parts.port or 6379,
+            "username": parts.username or None,
+            "password": parts.password or None,
+            "ssl": parts.scheme.startswith("rediss"),
+            "decode_responses": True,
+            "socket_connect_timeout": 5,
+        }
+        if self.cluster:
+            return RedisCluster(**common)
+        path = parts.path.strip("/")
+        try:
+            db = int(path) if path else 0
+        except ValueError:
+            raise StoreError(f"{self.safe_url!r}: the database must be a number") from None
+        return Redis(**common, db=db, retry=Retry(NoBackoff(), 0))
+
+    def _describe(self, exc: BaseException, key: str | None = None) -> StoreError:
+        """A StoreError naming the server (and the key) for a client-level error."""
+        where = f"Redis at {self.safe_url}" + (f", key {key!r}" if key else "")
+        if isinstance(exc, StoreError):
+            return exc
+        if isinstance(exc, AuthenticationError) or "WRONGPASS" in str(exc) or "NOAUTH" in str(exc):
+            return StoreError(f"{where}: authentication failed ({exc})")
+        if isinstance(exc, RedisConnectionError | OSError):
+            return StoreError(f"{where}: cannot connect ({exc})")
+        if "WRONGTYPE" in str(exc):
+            return StoreError(f"{where}: a key holds the wrong type of value ({exc})")
+        if "DB index is out of range" in str(exc):
+            return StoreError(f"{where}: the server has no such database ({exc})")
+        return StoreError(f"{where}: {exc}")
+
+    async def open(self) -> None:
+        """Connect, check the server's settings and load the scripts. Idempotent."""
+        if self._client is None:
+            self._client = self._make_client()
+        try:
+            await self._client.ping()
+        except RedisError as exc:
+            await self._drop_client()
+            raise self._describe(exc) from None
+        try:
+            info = await self._client.info("server")
+        except RedisError:
+            info = {}  # servers that do not implement INFO (test doubles)
+        if isinstance(info, dict) and "redis_version" not in info:  # a Cluster: per node
+            info = next(iter(info.values()), {})
+        self.server_version = str(info.get("redis_version", "")) if isinstance(info, dict) else ""
+        await self._check_settings()
+        await self._check_key_types()
+        await self._load_scripts()
+
+    async def _drop_client(self) -> None:
+        if self._own_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def _check_settings(self) -> None:
+        try:
+            policy = (await self._client.config_get("maxmemory-policy")).get("maxmemory-policy")
+        except RedisError:
+            policy = None  # CONFIG is often disabled on managed servers
+        if isinstance(policy, dict):  # a Cluster answers per node
+            policy = next(iter(policy.values()), None)
+        if policy and policy != "noeviction":
+            logger.warning(
+                "Redis at %s has maxmemory-policy %r: when memory runs out it may evict run "
+                "records. Set maxmemory-policy noeviction on a server that holds runs.",
+                self.safe_url,
+                policy,
+            )
+        if self.durable_ack == "aof" and not _at_least(self.server_version, (7, 2)):
+            raise StoreError(
+                f"Redis at {self.safe_url}: durable_ack='aof' needs WAITAOF, which Redis "
+                f"7.2 and newer have; this server is {self.server_version or 'unknown'}. "
+                "Drop durable_ack and rely on appendfsync always, or upgrade the server."
+            )
+
+    async def _check_key_types(self) -> None:
+        expected = {
+            self._created_key: "zset",
+            self._definitions_key: "hash",
+            f"{self.key_prefix}expiry": "zset",
+        }
+        if not self.cluster:
+            expected[f"{self.key_prefix}counts"] = "hash"
+        expected.update({self._status_key(s.value): "zset" for s in RunStatus})
+        for key, kind in expected.items():
+            try:
+                found = await self._client.type(key)
+            except RedisError as exc:
+                raise self._describe(exc, key) from None
+            if found not in ("none", kind):
+                raise StoreError(
+                    f"Redis at {self.safe_url}: key {key!r} holds a {found}, not a {kind}; "
+                    "another program uses this key prefix. Choose another key_prefix."
+                )
+
+    async def _load_scripts(self) -> None:
+        for script in SCRIPTS.values():
+            try:
+                await self._client.script_load(script.source)
+            except RedisError as exc:
+                raise self._describe(exc) from None
+
+    async def close(self) -> None:
+        await self._drop_client()
+
+    @property
+    def pipelines(self) -> int:
+        """Write pipelines sent so far: concurrent writes share them (group commit)."""
+        return self._batcher.pipelines
+
+    async def _send(self, commands: Sequence[Command]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        if self.durable_ack == "aof":
+            pipe.execute_command("WAITAOF", 1, 0, 5000)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        if self.durable_ack == "aof":
+            local = replies.pop()
+            if isinstance(local, Exception) or not local or int(local[0]) < 1:
+                raise StoreError(
+                    f"Redis at {self.safe_url}: WAITAOF did not confirm the write reached "
+                    f"the append-only file ({local!r}); is appendonly enabled?"
+                )
+        return replies
+
+    def _script(self, name: str, keys: Sequence[str], *args: Any) -> Command:
+        return ("EVALSHA", SCRIPTS[name].sha, len(keys), *keys, *args)
+
+    async def _write(self, run_id: str, commands: Sequence[Command]) -> list[Any]:
+        """Send one write through the group committer; map refusals to holon errors."""
+        replies = await self._batcher.call(commands)
+        first = replies[0]
+        if isinstance(first, Exception):
+            raise self._refusal(run_id, first)
+        return replies
+
+    def _refusal(self, run_id: str, exc: Exception) -> Exception:
+        message = str(exc)
+        if message.startswith("HOLON STALE"):
+            current = message.removeprefix("HOLON STALE ").strip()
+            return StaleLease(
+                f"run {run_id!r}: lease token refused; the current token is {current}",
+                run_id=run_id,
+            )
+        if message.startswith("HOLON SEQ"):
+            return SeqConflict(
+                f"run {run_id!r}: commit based on an old checkpoint; the store has "
+                f"{message.removeprefix('HOLON SEQ ').strip()}",
+                run_id=run_id,
+            )
+        if message.startswith("HOLON NOTFOUND"):
+            return RunNotFound(f"no run {run_id!r} in {self.safe_url}", run_id=run_id)
+        if message.startswith("HOLON WRONGTYPE"):
+            return StoreError(
+                f"Redis at {self.safe_url}: {message.removeprefix('HOLON WRONGTYPE ')}",
+                run_id=run_id,
+            )
+        if isinstance(exc, NoScriptError):
+            return StoreError(f"Redis at {self.safe_url}: scripts could not be loaded")
+        return self._describe(exc, self.run_key(run_id))
+
+    # -- index hints (Cluster only) ------------------------------------------------------
+
+    def _hints(self, run_id: str, status: RunStatus) -> list[Command]:
+        """Index entries a Cluster write adds in its own pipeline (never removes)."""
+        known = self._known.get(run_id)
+        if not self.cluster or known is None:
+            return []
+        workflow, created = known
+        hints: list[Command] = [("ZADD", self._status_key(status.value), created, run_id)]
+        if status == RunStatus.QUEUED:
+            hints.append(("ZADD", self._index("ready", workflow), created, run_id))
+        elif status == RunStatus.RUNNING:
+            hints.append(("ZADD", self._index("lease", workflow), "NX", 0, run_id))
+        elif status == RunStatus.WAITING:
+            hints.append(("ZADD", self._index("timer", workflow), "NX", 0, run_id))
+        return hints
+
+    async def _repair(self, run_id: str, fields: dict[str, str | None] | None) -> None:
+        """Make a run's claim-index entries match its record (Cluster: hints go stale)."""
+        if not self.cluster:
+            return
+        await self._repair_many([(run_id, fields)])
+
+    async def _repair_many(self, runs: Sequence[tuple[str, dict[str, str | None] | None]]) -> None:
+        if not self.cluster or not runs:
+            return
+        commands: list[Command] = []
+        for run_id, fields in runs:
+            workflow = (fields or {}).get("wf") or self._known.get(run_id, ("", 0.0))[0]
+            if not workflow:
+                continue
+            wanted = _claim_entries(fields)
+            for kind in CLAIM_INDEXES:
+                if kind in wanted:
+                    commands.append(("ZADD", self._index(kind, workflow), wanted[kind], run_id))
+                else:
+                    commands.append(("ZREM", self._index(kind, workflow), run_id))
+        if commands:
+            await self._pipeline(commands)
+
+    async def _pipeline(self, commands: Sequence[Command]) -> list[Any]:
+        """Send idempotent commands (reads, index upkeep) as one pipeline, outside the group
+        committer; sent again after a dropped connection or a `NOSCRIPT` reply."""
+        if self._client is None:
+            raise StoreError(f"Redis store {self.safe_url} is not open (call open() first)")
+        for attempt, delay in enumerate(RETRY_DELAYS):
+            if delay:
+                await anyio.sleep(delay)
+            try:
+                pipe = self._client.pipeline(transaction=False)
+                for command in commands:
+                    pipe.execute_command(*command)
+                result: list[Any] = await pipe.execute(raise_on_error=False)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                if attempt == len(RETRY_DELAYS) - 1:
+                    raise self._describe(exc) from None
+                continue
+            except RedisError as exc:
+                raise self._describe(exc) from None
+            if any(isinstance(r, NoScriptError) for r in result):
+                await self._load_scripts()
+                continue
+            return result
+        raise StoreError(f"Redis at {self.safe_url}: scripts could not be loaded")
+
+    def _remember(self, run_id: str, workflow: str, created: float) -> None:
+        if len(self._known) > 100_000:
+            self._known.clear()
+        self._known[run_id] = (workflow, created)
+
+    async def _hint_from_record(self, run_id: str) -> None:
+        row = await self._pipeline([("HMGET", self.run_key(run_id), "wf", "st", "ca")])
+        wf, st, ca = row[0]
+        if wf is None or st is None:
+            return
+        self._remember(run_id, wf, _float(ca))
+        await self._pipeline(self._hints(run_id, RunStatus(st)))

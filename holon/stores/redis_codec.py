@@ -1,0 +1,142 @@
+"""Encoding for the Redis store: key-safe names, script arguments, decoded records."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from holon.errors import CorruptRecord, StoreError
+from holon.stores import _codec
+from holon.stores.base import (
+    NewEvent,
+    RunRecord,
+    RunStatus,
+    RunSummary,
+)
+
+__all__ = ["CLAIM_INDEXES", "URL_OPTIONS", "LeaseClock", "safe_url"]
+
+LeaseClock = Literal["server", "caller"]
+"""Whose clock times leases: the Redis server's, or the `now` callers pass."""
+
+URL_OPTIONS = frozenset({"lease_clock", "timeline_cap", "completed_ttl", "durable_ack"})
+"""Query options a Redis store URL may carry."""
+
+CLAIM_INDEXES = ("ready", "lease", "timer")
+"""The per-workflow indexes `claim` reads: queued runs, leases by expiry, timers."""
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password replaced by `***`, fit for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _tag(name: str) -> str:
+    """`name` made safe inside a hash tag (no braces, reversible)."""
+    return name.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+
+
+def _event_args(events: Sequence[NewEvent]) -> list[Any]:
+    args: list[Any] = []
+    for event in events:
+        args += [event.kind, repr(event.at), event.step or "", _codec.dump(event.data)]
+    return args
+
+
+def _wait_key_args(keys: Sequence[str] | None) -> list[Any]:
+    if keys is None:
+        return [-1]
+    for key in keys:
+        if not key or "\x1f" in key:
+            raise StoreError(f"invalid wait key {key!r}: empty or holds a control character")
+    return [len(keys), *keys]
+
+
+def _float(text: str | None) -> float:
+    return float(text) if text else 0.0
+
+
+def _claim_entries(fields: dict[str, str | None] | None) -> dict[str, float]:
+    """The claim indexes a run belongs in, with their scores, from its stored fields."""
+    if not fields:
+        return {}
+    status = fields.get("st")
+    if status == "queued":
+        return {"ready": _float(fields.get("ca"))}
+    if status == "running":
+        return {"lease": _float(fields.get("lx"))}
+    if status == "waiting" and fields.get("wk"):
+        return {"timer": _float(fields.get("wk"))}
+    return {}
+
+
+def _summary(run_id: str, row: Any) -> RunSummary | None:
+    if isinstance(row, Exception) or not row or row[2] is None:
+        return None
+    wf, ver, st, ca, ua = row
+    try:
+        return RunSummary(
+            run_id=run_id,
+            workflow=wf or "",
+            version=ver or "",
+            status=RunStatus(st),
+            created_at=_float(ca),
+            updated_at=_float(ua),
+        )
+    except ValueError:
+        return None
+
+
+def _decode(run_id: str, f: dict[str, str], results: dict[str, str]) -> RunRecord:
+    def corrupt(detail: str) -> CorruptRecord:
+        return CorruptRecord(f"run {run_id!r}: {detail}", run_id=run_id)
+
+    missing = [name for name in ("wf", "ver", "st", "in", "b", "seq", "es", "f") if name not in f]
+    if missing:
+        raise corrupt(f"stored record lacks {missing}")
+    try:
+        status = RunStatus(f["st"])
+    except ValueError:
+        raise corrupt(f"unknown status {f['st']!r}") from None
+    try:
+        seq, event_seq, fence = int(f["seq"]), int(f["es"]), int(f["f"])
+        created, updated = float(f.get("ca", "0")), float(f.get("ua", "0"))
+        wake = float(f["wk"]) if f.get("wk") else None
+        expires = float(f["lx"]) if f.get("lx") else None
+    except ValueError as exc:
+        raise corrupt(f"a stored number is invalid ({exc})") from None
+    return RunRecord(
+        run_id=run_id,
+        workflow=f["wf"],
+        version=f["ver"],
+        status=status,
+        input=_codec.load(f["in"], run_id=run_id, what="input"),
+        body=_codec.load_body(f["b"], run_id=run_id),
+        results={
+            name: _codec.load(text, run_id=run_id, what=f"result of {name!r}")
+            for name, text in results.items()
+        },
+        seq=seq,
+        event_seq=event_seq,
+        control=_codec.load_control(f.get("ctl"), run_id=run_id),
+        lease=_codec.load_lease(f.get("own"), fence, expires),
+        fence=fence,
+        wake_at=wake,
+        created_at=created,
+        updated_at=updated,
+    )
+
+
+def _at_least(version: str, wanted: tuple[int, int]) -> bool:
+    try:
+        parts = tuple(int(p) for p in version.split(".")[:2])
+    except ValueError:
+        return False
+    return parts >= wanted
