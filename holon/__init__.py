@@ -11,6 +11,7 @@ async with WorkflowRunner(wf) as runner:
 """
 
 from holon.builder import StepSpec, Workflow
+from holon.catalogue import WorkflowInfo
 from holon.clock import Clock, ManualClock, SystemClock
 from holon.conditions import payload_digest
 from holon.context import Context
@@ -32,6 +33,7 @@ from holon.errors import (
     DecisionConflict,
     DecisionRefused,
     DigestMismatch,
+    DocumentError,
     HolonError,
     InputValidationError,
     InvalidAnswer,
@@ -48,9 +50,11 @@ from holon.errors import (
     UnknownStepError,
     ValidationError,
     WorkflowDefinitionError,
+    WorkflowNotFound,
 )
 from holon.handle import RunHandle
 from holon.runner import WorkflowRunner
+from holon.steward import Steward
 from holon.stores import MemoryStore, SQLiteStore, Store, open_store
 from holon.stores.base import RunRecord, RunStatus, RunSummary, TimelineEvent, WaitRecord
 from holon.waits import WaitInfo
@@ -106,6 +110,10 @@ __all__ = [
     "Workflow",
     "WorkflowDefinitionError",
     "WorkflowRunner",
+    "DocumentError",
+    "Steward",
+    "WorkflowInfo",
+    "WorkflowNotFound",
     "__version__",
     "open_store",
     "payload_digest",

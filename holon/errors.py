@@ -3,12 +3,14 @@
 ```
 HolonError
 ├── WorkflowDefinitionError      a workflow that cannot be built (raised by the builder)
+│   └── DocumentError            a declarative document that does not compile (line, field)
 ├── ValidationError              data that fails its schema; nothing was changed
 │   ├── InputValidationError     the input of Run()
 │   └── StateValidationError     a SetState patch or a Resume(state=...) patch
 ├── UnknownStepError             a step name that is not in the flow
 ├── StepOutputError              a value a step produced that cannot be stored as JSON
 ├── RunNotFound                  no run with that id in the store
+├── WorkflowNotFound             no workflow (or version) of that name in the catalogue
 ├── InvalidRunState              a verb that does not apply to the run's status
 │   └── NotWaiting               a decision for a run that waits for nothing (or not that)
 ├── DecisionRefused              a decision the wait does not accept (in the timeline)
@@ -33,6 +35,7 @@ from typing import Any
 
 __all__ = [
     "CorruptRecord",
+    "DocumentError",
     "DecisionConflict",
     "DecisionRefused",
     "DigestMismatch",
@@ -52,6 +55,7 @@ __all__ = [
     "UnknownStepError",
     "ValidationError",
     "WorkflowDefinitionError",
+    "WorkflowNotFound",
 ]
 
 
@@ -75,6 +79,22 @@ class HolonError(Exception):
 
 class WorkflowDefinitionError(HolonError):
     """The workflow being built is not valid; the message names the culprit."""
+
+
+class DocumentError(WorkflowDefinitionError):
+    """A declarative workflow document does not compile.
+
+    Attributes:
+        line: the line of the document at fault (1-based), when the document was text.
+        field: the path of the field at fault, e.g. `steps[2].agent`.
+    """
+
+    def __init__(
+        self, message: str, *, line: int | None, field: str, workflow: str | None = None
+    ) -> None:
+        super().__init__(message, workflow=workflow)
+        self.line = line
+        self.field = field
 
 
 class ValidationError(HolonError, ValueError):
@@ -111,6 +131,10 @@ class StepOutputError(HolonError):
 
 class RunNotFound(HolonError, LookupError):
     """No run with the given id exists in the store."""
+
+
+class WorkflowNotFound(HolonError, LookupError):
+    """No workflow of that name (or not that version) is in the catalogue."""
 
 
 class InvalidRunState(HolonError):

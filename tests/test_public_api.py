@@ -57,6 +57,10 @@ def test_exports_are_pinned() -> None:
             "Workflow",
             "WorkflowDefinitionError",
             "WorkflowRunner",
+            "DocumentError",
+            "Steward",
+            "WorkflowInfo",
+            "WorkflowNotFound",
             "__version__",
             "open_store",
             "payload_digest",
@@ -74,7 +78,13 @@ def test_every_error_derives_from_holon_error() -> None:
 
 
 def test_every_pascal_case_verb_has_its_snake_case_alias() -> None:
-    for cls in (holon.Workflow, holon.WorkflowRunner, holon.RunHandle, holon.Context):
+    for cls in (
+        holon.Workflow,
+        holon.WorkflowRunner,
+        holon.RunHandle,
+        holon.Context,
+        holon.Steward,
+    ):
         verbs = [n for n in dir(cls) if n[:1].isupper() and callable(getattr(cls, n))]
         assert verbs, cls
         for verb in verbs:
