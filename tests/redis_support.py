@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import redis
 
@@ -53,13 +54,16 @@ def cluster_port() -> int:
 
 
 def redis_answers(url: str) -> bool:
+    """True when a Redis server answers at the URL's host and port (even one that wants a
+    password)."""
+    parts = urlsplit(url)
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except redis.RedisError:
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or 6379), timeout=0.5
+        ) as conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+    except OSError:
         return False
 
 
@@ -98,7 +102,11 @@ class RedisProcess:
             stderr=subprocess.STDOUT,
         )
         log.close()
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.kill()
+            raise
         return self
 
     def wait_ready(self, timeout: float = 10.0) -> None:

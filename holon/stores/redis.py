@@ -18,6 +18,7 @@ See `docs/redis.md` for durability settings, retention and the Cluster.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -46,6 +47,8 @@ from holon.stores.redis_codec import (
 from holon.stores.redis_reads import RedisReads
 
 __all__ = ["RedisStore", "safe_url"]
+
+logger = logging.getLogger("holon.stores.redis")
 
 
 class RedisStore(RedisReads):
@@ -154,6 +157,11 @@ class RedisStore(RedisReads):
             if isinstance(reply, Exception):
                 if strict:
                     raise self._refusal(run_id, reply)
+                if str(reply).startswith("HOLON WRONGTYPE"):
+                    # Nothing can lease a record that is not a hash: fail it here.
+                    reason = f"corrupt record: {self._refusal(run_id, reply)}"
+                    logger.error("run %s: %s; marking it failed", run_id, reason)
+                    await self.quarantine(run_id, reason, now)
                 refused.append((run_id, None))
                 continue
             if reply[0] == 1:

@@ -165,9 +165,15 @@ class RedisBase:
         if self._client is None:
             self._client = self._make_client()
         try:
+            await self._connect_and_check()
+        except BaseException:
+            await self._drop_client()
+            raise
+
+    async def _connect_and_check(self) -> None:
+        try:
             await self._client.ping()
         except RedisError as exc:
-            await self._drop_client()
             raise self._describe(exc) from None
         try:
             info = await self._client.info("server")
