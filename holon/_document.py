@@ -73,7 +73,7 @@ def _parse_yaml(text: str) -> tuple[Any, Lines]:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         raise DocumentError(
-            f"line {line}: not valid YAML or JSON: {exc.problem or exc.context}",
+            f"line {line}, field (document): not valid YAML or JSON: {exc.problem or exc.context}",
             line=line,
             field="(document)",
         ) from None

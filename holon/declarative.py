@@ -223,7 +223,7 @@ def _read_step(
     agents: Mapping[str, Any],
     tasks: Mapping[str, Any],
 ) -> _Step:
-    kinds = [k for k in ("agent", "task") if k in entry]
+    kinds = [k for k in entry if k in ("agent", "task")]
     if len(kinds) != 1:
         raise check.fail(
             path if not kinds else (*path, kinds[1]),
@@ -379,24 +379,29 @@ def _stages(check: _Checker, steps: list[_Step]) -> list[list[_Step]]:
         if s.path[0] == "steps":
             previous = s.name
     level: dict[str, int] = {}
-    visiting: list[str] = []
+    visiting: list[tuple[str, FieldPath]] = []  # each step, and the field that led to it
 
-    def visit(name: str) -> int:
+    def visit(name: str, via: FieldPath) -> int:
         if name in level:
             return level[name]
-        visiting.append(name)
+        visiting.append((name, via))
         deepest = -1
         for dep, path in deps[name]:
-            if dep in visiting:
-                cycle = [*visiting[visiting.index(dep) :], dep]
-                raise check.fail(path, f"requires forms a cycle: {' -> '.join(cycle)}")
-            deepest = max(deepest, visit(dep))
+            names = [n for n, _ in visiting]
+            if dep in names:
+                loop = visiting[names.index(dep) + 1 :]
+                cycle = [*names[names.index(dep) :], dep]
+                # Blame a `requires` entry, the thing to change, before an implied order.
+                fields = [p for _, p in loop] + [path]
+                blamed = next((p for p in fields if "requires" in p), path)
+                raise check.fail(blamed, f"requires forms a cycle: {' -> '.join(cycle)}")
+            deepest = max(deepest, visit(dep, path))
         visiting.pop()
         level[name] = deepest + 1
         return level[name]
 
     for s in steps:
-        visit(s.name)
+        visit(s.name, s.path)
     stages: list[list[_Step]] = [[] for _ in range(max(level.values()) + 1)]
     for s in steps:
         stages[level[s.name]].append(s)

@@ -1,0 +1,294 @@
+"""Faults on a private `redis-server` (free port, started and stopped by pid):
+
+1. the server is SIGKILLed during a run (`appendonly yes`, `appendfsync always`) and
+   restarted on the same directory and port: the run resumes, no acknowledged
+   checkpoint is lost;
+2. a connection drops after the commit script reached the server but before its reply:
+   the retry neither appends the events twice nor advances the run twice;
+3. a commit with a stale fencing token (a worker presumed dead) is refused, and that
+   worker stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from holon import END, START, Workflow, WorkflowRunner
+from holon.clock import ManualClock
+from holon.stores.base import Checkpoint, Cursor, NewEvent, RunBody, RunRecord, RunStatus
+from holon.stores.redis import RedisStore
+from tests.redis_support import RedisProcess, have_redis_server
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+NOW = 1_000.0
+
+if not have_redis_server():  # pragma: no cover
+    pytest.skip("redis-server is not installed", allow_module_level=True)
+
+
+def record(run_id: str) -> RunRecord:
+    return RunRecord(
+        run_id=run_id,
+        workflow="wf",
+        version="v1",
+        status=RunStatus.QUEUED,
+        input=None,
+        body=RunBody(cursor=Cursor(step="__start__")),
+        created_at=NOW,
+        updated_at=NOW,
+    )
+
+
+def step_checkpoint(n: int) -> Checkpoint:
+    return Checkpoint(
+        status=RunStatus.RUNNING,
+        body=RunBody(cursor=Cursor(step=f"S{n + 1}"), state={"n": n}),
+        at=NOW + n,
+        results={f"S{n}": n},
+        events=[NewEvent(kind="step_completed", at=NOW + n, step=f"S{n}", data={"n": n})],
+    )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    process = RedisProcess(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield process
+    finally:
+        process.kill()
+
+
+@pytest.fixture
+async def store(server: RedisProcess) -> AsyncIterator[RedisStore]:
+    opened = RedisStore(server.url, key_prefix=f"t{id(object())}:", lease_clock="caller")
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+# -- 1. kill -9 -----------------------------------------------------------------------------
+
+
+def durable_server(directory: Path) -> RedisProcess:
+    return RedisProcess(directory, options=("--appendonly", "yes", "--appendfsync", "always"))
+
+
+async def test_kill_9_loses_no_acknowledged_checkpoint(tmp_path: Path) -> None:
+    server = durable_server(tmp_path / "aof").start()
+    store = RedisStore(server.url, lease_clock="caller")
+    try:
+        await store.open()
+        await store.create_run(record("r"), [NewEvent(kind="started", at=NOW)])
+        grant = await store.acquire_lease("r", "w", 3600, NOW)
+        assert grant is not None
+        acknowledged = 0
+        killed = anyio.Event()
+
+        async def commit_steps() -> None:
+            nonlocal acknowledged
+            for n in range(60):
+                await store.commit(
+                    "r", expected_seq=n, token=grant.token, checkpoint=step_checkpoint(n)
+                )
+                acknowledged = n + 1
+                if acknowledged == 20:
+                    await killed.wait()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(commit_steps)
+            with anyio.fail_after(10):
+                while acknowledged < 20:
+                    await anyio.wait_all_tasks_blocked()
+            # The writer is parked mid-run; kill the server under it and bring it back
+            # from its append-only file on the same port.
+            server.kill()
+            killed.set()
+            server.start()
+        loaded = await store.load_run("r")
+        assert loaded is not None
+        assert acknowledged == 60 and loaded.seq == 60
+        assert loaded.results == {f"S{n}": n for n in range(60)}
+        events = await store.timeline("r")
+        assert [e.seq for e in events] == list(range(1, 62))
+        assert [e.step for e in events[1:]] == [f"S{n}" for n in range(60)]
+    finally:
+        await store.close()
+        server.kill()
+
+
+async def test_a_run_resumes_after_redis_is_killed_mid_run(tmp_path: Path) -> None:
+    server = durable_server(tmp_path / "aof").start()
+    ran: list[str] = []
+
+    def step(name: str, after: str) -> Any:
+        def run(ctx: Any) -> str:
+            ran.append(name)
+            if name == "S2" and ran.count("S2") == 1:
+                # Mid-run: the server dies with every checkpoint so far acknowledged.
+                server.kill()
+                server.start()
+            return after
+
+        return run
+
+    wf = Workflow("wf").Flow(
+        {
+            START: lambda ctx: "S0",
+            "S0": step("S0", "S1"),
+            "S1": step("S1", "S2"),
+            "S2": step("S2", "S3"),
+            "S3": step("S3", END),
+        }
+    )
+    store = RedisStore(server.url)
+    try:
+        await store.open()
+        async with WorkflowRunner(wf, store) as runner:
+            handle = await runner.Run(run_id="r")
+            await handle.Result(timeout=15)
+        assert ran == ["S0", "S1", "S2", "S3"]
+        timeline = await store.timeline("r")
+        completed = [e.step for e in timeline if e.kind == "step_completed"]
+        assert completed == ["__start__", "S0", "S1", "S2", "S3"]
+        assert [e.seq for e in timeline] == list(range(1, len(timeline) + 1))
+        loaded = await store.load_run("r")
+        assert loaded is not None and loaded.status == RunStatus.COMPLETED
+    finally:
+        await store.close()
+        server.kill()
+
+
+# -- 2. a reply lost after the script ran -------------------------------------------------
+
+
+class CuttingProxy:
+    """Forwards loopback TCP to Redis; when armed, drops the next reply from the server
+    and cuts that connection, so the client never learns its command ran."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.armed = False
+        self.cuts = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        for writer in self._writers:
+            writer.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers += [client_w, server_w]
+
+        async def upstream() -> None:
+            while data := await client_r.read(65536):
+                server_w.write(data)
+                await server_w.drain()
+
+        async def downstream() -> None:
+            while data := await server_r.read(65536):
+                if self.armed:
+                    self.armed = False
+                    self.cuts += 1
+                    client_w.transport.abort()
+                    server_w.close()
+                    return
+                client_w.write(data)
+                await client_w.drain()
+
+        try:
+            await asyncio.gather(upstream(), downstream())
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            client_w.close()
+            server_w.close()
+
+
+async def test_a_lost_reply_is_retried_without_doubling(server: RedisProcess) -> None:
+    proxy = CuttingProxy(server.port)
+    await proxy.start()
+    store = RedisStore(
+        f"redis://127.0.0.1:{proxy.port}/0", key_prefix="lost:", lease_clock="caller"
+    )
+    try:
+        await store.open()
+        await store.create_run(record("r"), [NewEvent(kind="started", at=NOW)])
+        grant = await store.acquire_lease("r", "w", 3600, NOW)
+        assert grant is not None
+        proxy.armed = True
+        committed = await store.commit(
+            "r", expected_seq=0, token=grant.token, checkpoint=step_checkpoint(0)
+        )
+        assert proxy.cuts == 1, "the reply was not cut"
+        assert committed.seq == 1 and committed.event_seq == 2
+        loaded = await store.load_run("r")
+        assert loaded is not None and loaded.seq == 1 and loaded.event_seq == 2
+        assert [e.kind for e in await store.timeline("r")] == ["started", "step_completed"]
+        # The run goes on from there as usual.
+        after = await store.commit(
+            "r", expected_seq=1, token=grant.token, checkpoint=step_checkpoint(1)
+        )
+        assert after.seq == 2 and after.event_seq == 3
+    finally:
+        await store.close()
+        await proxy.close()
+
+
+# -- 3. a stale token --------------------------------------------------------------------
+
+
+async def test_a_stale_worker_is_refused_and_stops(store: RedisStore) -> None:
+    clock = ManualClock()
+    in_a = anyio.Event()
+    finish_a = anyio.Event()
+    ran_b: list[str] = []
+
+    async def a(ctx: Any) -> str:
+        in_a.set()
+        await finish_a.wait()
+        return "B"
+
+    def b(ctx: Any) -> Any:
+        ran_b.append(ctx.RunId)
+        return END
+
+    wf = Workflow("wf").Flow({START: lambda ctx: "A", "A": a, "B": b})
+    async with WorkflowRunner(wf, store, clock=clock, lease_ttl=30, owner="w1") as runner:
+        await runner.Run(run_id="r")
+        with anyio.fail_after(10):
+            await in_a.wait()
+        before = await store.load_run("r")
+        assert before is not None and before.lease is not None and before.lease.owner == "w1"
+        # w1 is presumed dead: its lease ran out on another worker's clock, w2 takes over.
+        taken = await store.acquire_lease("r", "w2", 30, clock.now() + 3600)
+        assert taken is not None and taken.token == before.fence + 1
+        changed = store.signals.event("r")
+        finish_a.set()
+        with anyio.fail_after(10):
+            while "r" in runner.engine.executions:
+                await changed.wait()
+                changed = store.signals.event("r")
+    assert ran_b == [], "the stale worker went on to the next step"
+    after = await store.load_run("r")
+    assert after is not None
+    assert after.seq == before.seq, "the stale worker's checkpoint was written"
+    assert after.lease is not None and after.lease.owner == "w2"
+    assert after.lease.token == taken.token
+    completed = [e.step for e in await store.timeline("r") if e.kind == "step_completed"]
+    assert "A" not in completed
