@@ -15,11 +15,11 @@ from holon import (
     DocumentError,
     Next,
     Parallel,
-    Retry,
     RunStatus,
     Steward,
     Workflow,
 )
+from holon.policies import Retry
 from holon.stores.base import Store
 
 pytestmark = pytest.mark.anyio

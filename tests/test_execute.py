@@ -232,3 +232,42 @@ async def test_idempotency_key_outside_a_task_is_an_error(store: Store) -> None:
     async with WorkflowRunner(Workflow("outside").Execute(body), store) as runner:
         with pytest.raises(RunFailed, match="belongs to the task running now"):
             await (await runner.Run()).Result(timeout=10)
+
+
+undone: list[tuple[str, Any, str]] = []
+
+
+def undo_booking(ctx: Any, output: Any) -> None:
+    undone.append((ctx.StepName, output, ctx.IdempotencyKey))
+
+
+async def book(what: str) -> str:
+    return f"booked {what}"
+
+
+async def test_task_compensations_run_in_reverse_when_the_function_fails(store: Store) -> None:
+    undone.clear()
+
+    async def trip(ctx: ExecuteContext[Any, Any]) -> None:
+        await ctx.Task(book, "flight", compensate=undo_booking)
+        await ctx.Task(book, "hotel", compensate=undo_booking)
+        raise RuntimeError("no car available")
+
+    async with WorkflowRunner(Workflow("trip").Execute(trip), store) as runner:
+        handle = await runner.Run(run_id="t-1")
+        with pytest.raises(RunFailed, match="RuntimeError: no car available"):
+            await handle.Result(timeout=10)
+        record = await handle.Record()
+    assert undone == [
+        ("book#2", "booked hotel", "t-1:book:2"),
+        ("book", "booked flight", "t-1:book:1"),
+    ]
+    assert record.body.compensated
+
+
+def test_compensations_of_tasks_must_be_findable_after_a_restart() -> None:
+    from holon.compensation import undo_reference
+
+    with pytest.raises(TypeError, match="must be a module-level function"):
+        undo_reference(lambda ctx, output: None)
+    assert undo_reference(undo_booking) == "tests.test_execute:undo_booking"
