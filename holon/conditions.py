@@ -69,10 +69,6 @@ class WaitCondition:
         """When more approvers are added to the wait, if ever."""
         return None
 
-    def keys(self) -> list[str]:
-        """Index keys of a run waiting on this (`event:<name>`, `approver:<who>`)."""
-        return []
-
 
 def _identities(value: Sequence[str], what: str) -> list[str]:
     if isinstance(value, str) or not all(isinstance(a, str) and a for a in value):
@@ -145,9 +141,6 @@ class HumanApproval(WaitCondition):
     def escalate_at(self, now: float) -> float | None:
         after = seconds(self.escalate_after, "escalate_after")
         return None if after is None else now + after
-
-    def keys(self) -> list[str]:
-        return [f"approver:{a}" for a in dict.fromkeys(self.approvers)]
 
 
 InputKind = Literal["text", "choice", "approval"]
@@ -251,9 +244,6 @@ class Event(WaitCondition):
     def deadline(self, now: float) -> float | None:
         timeout = seconds(self.timeout, "timeout")
         return None if timeout is None else now + timeout
-
-    def keys(self) -> list[str]:
-        return [f"event:{self.name}"]
 
 
 @dataclass(frozen=True)

@@ -183,7 +183,7 @@ def evaluate(record: RunRecord, proposal: Proposal, now: float) -> Outcome:
         if proposal.raced is not None:
             error: HolonError = DecisionConflict(
                 f"{by!r}'s {what} on run {run_id!r} lost the race: wait {proposal.raced!r} "
-                "was closed by another decision first",
+                "closed first (another decision, or its timeout)",
                 by=by,
                 run_id=run_id,
                 wait_id=proposal.raced,

@@ -54,7 +54,7 @@ def wait_keys(wait: WaitRecord) -> list[str]:
     """The index keys of a run waiting here: `approver:<who>` (roles as
     `approver:role:<name>`) for approvals, `event:<name>` for events."""
     if wait.kind == "approval":
-        return [f"approver:{a}" for a in approvers(wait)]
+        return [f"approver:{a}" for a in dict.fromkeys(approvers(wait))]
     if wait.kind == "event":
         return [f"event:{wait.spec['name']}"]
     return []
