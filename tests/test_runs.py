@@ -213,3 +213,24 @@ async def test_runner_without_async_with_starts_in_the_background(tmp_path: Any)
     handle = await runner.Run()
     assert await handle.Result(timeout=10) == "done"
     await runner.Close()
+
+
+async def test_watch_streams_events_live_until_the_end(store: Store) -> None:
+    release = anyio.Event()
+
+    async def gated(ctx: object) -> str:
+        await release.wait()
+        return END
+
+    wf = Workflow("wf").Flow({START: lambda ctx: "Gated", "Gated": gated})
+    async with WorkflowRunner(wf, store) as runner:
+        handle = await runner.Run()
+        seen: list[str] = []
+        async for event in handle.Watch(timeout=10):
+            seen.append(event.kind)
+            if event.kind == "step_started" and event.step == "Gated":
+                release.set()  # the run goes on only once the watcher has seen this
+        assert seen[-2:] == ["step_completed", "completed"]
+        assert seen == [e.kind for e in await handle.Timeline()]
+        later = [e.seq async for e in handle.Watch(after=3)]
+        assert later == list(range(4, len(seen) + 1))
