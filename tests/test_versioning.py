@@ -321,3 +321,25 @@ def test_migrate_is_validated_when_building() -> None:
     with pytest.raises(WorkflowDefinitionError, match="function of the state"):
         V1.Migrate("a", "nope")  # type: ignore[arg-type]
     assert V1.Migrate("a", dict).version == V1.version, "migrations are not part of the shape"
+
+
+async def test_an_approved_wait_whose_next_step_is_gone_pauses(store: Store) -> None:
+    from holon import HumanApproval, Wait
+
+    gate = {START: lambda ctx: Wait(HumanApproval(approvers=["ops"]), "Ship")}
+    v1 = Workflow("shipping").Flow({**gate, "Ship": lambda ctx: Next(END, output="shipped")})
+    v2 = Workflow("shipping").Flow({**gate, "Release": lambda ctx: Next(END, output="released")})
+    async with WorkflowRunner(v1, store) as runner:
+        handle = await runner.Run()
+        await handle.WaitUntil(RunStatus.WAITING, timeout=10)
+    async with WorkflowRunner(v2, store) as runner:
+        handle = await runner.Get(handle.run_id)
+        await handle.Approve(by="ops")
+        await handle.WaitUntil(RunStatus.PAUSED, timeout=10)
+        paused = (await handle.Timeline())[-1]
+        assert paused.data["reason"] == "incompatible definition"
+        assert paused.data["problems"] == [
+            f"the step at the cursor 'Ship' is not a step of version {v2.version!r}"
+        ]
+        await handle.Resume(goto="Release")
+        assert await handle.Result(timeout=10) == "released"
