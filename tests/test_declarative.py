@@ -492,3 +492,36 @@ async def test_a_dict_document_names_the_field_without_a_line() -> None:
         await steward.Load({"name": "x", "steps": [{"name": "A", "task": "t"}]})
     assert caught.value.line is None and caught.value.field == "steps[0].task"
     assert "field steps[0].task: step 'A': unknown task 't'" in str(caught.value)
+
+
+async def test_parallel_steps_come_first_and_steps_follow_them(store: Store) -> None:
+    steward = Steward(store)
+    order: list[str] = []
+    for task in ("fetch-a", "fetch-b", "merge", "store"):
+        steward.RegisterTask(task, lambda ctx, task=task: order.append(task) or task)
+    info = await steward.Load(
+        """\
+name: pipeline
+owner: data-team
+tags: [etl, nightly]
+parallel:
+  - {name: A, task: fetch-a}
+  - {name: B, task: fetch-b}
+steps:
+  - {name: Merge, task: merge}
+  - {name: Store, task: store}
+"""
+    )
+    assert (info.owner, info.tags) == ("data-team", ["etl", "nightly"])
+    edges = {s.name: s.edges for s in info.graph.steps}
+    assert edges == {
+        "__start__": ["fan-out 1"],
+        "fan-out 1": ["A", "B"],
+        "A": ["Merge"],
+        "B": ["Merge"],
+        "Merge": ["Store"],
+        "Store": ["__end__"],
+    }
+    async with await steward.Runner("pipeline") as runner:
+        assert await (await runner.Run()).Result(timeout=10) == "store"
+    assert sorted(order[:2]) == ["fetch-a", "fetch-b"] and order[2:] == ["merge", "store"]
