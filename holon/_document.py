@@ -48,7 +48,14 @@ def field_name(path: FieldPath) -> str:
 def read_document(document: str | bytes | Path | Mapping[str, Any]) -> tuple[Any, Lines]:
     """Parse text (YAML or JSON), a file, or take a dict as it is."""
     if isinstance(document, Mapping):
-        return json.loads(json.dumps(document)), Lines()
+        try:
+            return json.loads(json.dumps(document)), Lines()
+        except (TypeError, ValueError) as exc:
+            raise DocumentError(
+                f"field (document): a dict document holds JSON values only ({exc})",
+                line=None,
+                field="(document)",
+            ) from None
     if isinstance(document, Path):
         try:
             document = document.read_text(encoding="utf-8")

@@ -525,3 +525,5 @@ steps:
     async with await steward.Runner("pipeline") as runner:
         assert await (await runner.Run()).Result(timeout=10) == "store"
     assert sorted(order[:2]) == ["fetch-a", "fetch-b"] and order[2:] == ["merge", "store"]
+    with pytest.raises(DocumentError, match="JSON values only"):
+        await steward.Load({"name": "x", "steps": [{"name": "A", "task": object()}]})
