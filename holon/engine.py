@@ -174,6 +174,9 @@ class Engine:
                 ],
             )
         while True:
+            # A step boundary lets other tasks in (heartbeat, Pause and Stop, readers),
+            # even when the step and the store never yield.
+            await anyio.lowlevel.checkpoint()
             if execution.stop_requested or wants(execution.control, "stop"):
                 await self.halt(execution, RunStatus.STOPPED, "stopped")
                 return
