@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -128,7 +129,8 @@ class Attempts:
                 if execution.stop_requested:
                     scope.cancel()
             try:
-                with anyio.move_on_after(timeout):
+                # Without a timeout, no second cancel scope: it costs microseconds a step.
+                with anyio.move_on_after(timeout) if timeout is not None else nullcontext():
                     value = fn(ctx)
                     if inspect.isawaitable(value):
                         value = await value

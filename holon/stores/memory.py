@@ -7,8 +7,10 @@ on SQLite or Redis. Nothing survives the process.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from holon.errors import RunNotFound, SeqConflict, StaleLease
@@ -33,6 +35,10 @@ from holon.stores.base import (
 __all__ = ["MemoryStore"]
 
 
+_Event = tuple[int, str, float, str | None, str]
+_event_seq = itemgetter(0)
+
+
 @dataclass
 class _Row:
     """A run as the memory store keeps it: JSON text for everything the engine wrote, so
@@ -54,7 +60,9 @@ class _Row:
     fence: int = 0
     wake_at: float | None = None
     wait_keys: list[str] = field(default_factory=list)
-    events: list[TimelineEvent] = field(default_factory=list)
+    events: list[_Event] = field(default_factory=list)
+    """Timeline events as `(seq, kind, at, step, data as JSON)`, oldest first; made into
+    `TimelineEvent`s only when read, since most are written and never read."""
 
     def summary(self) -> RunSummary:
         return RunSummary(
@@ -94,14 +102,7 @@ class MemoryStore:
         for event in events:
             row.event_seq += 1
             row.events.append(
-                TimelineEvent(
-                    run_id=row.run_id,
-                    seq=row.event_seq,
-                    kind=event.kind,
-                    at=event.at,
-                    step=event.step,
-                    data=_codec.load(_codec.dump(event.data), run_id=row.run_id, what="event"),
-                )
+                (row.event_seq, event.kind, event.at, event.step, _codec.dump(event.data))
             )
 
     async def create_run(
@@ -309,8 +310,19 @@ class MemoryStore:
         self, run_id: str, after_seq: int = 0, limit: int | None = None
     ) -> list[TimelineEvent]:
         row = self._row(run_id)
-        events = [e for e in row.events if e.seq > after_seq]
-        return events[:limit] if limit is not None else events
+        start = bisect.bisect_right(row.events, after_seq, key=_event_seq)
+        stop = None if limit is None else start + max(limit, 0)
+        return [
+            TimelineEvent(
+                run_id=run_id,
+                seq=seq,
+                kind=kind,
+                at=at,
+                step=step,
+                data=_codec.load(data, run_id=run_id, what="event"),
+            )
+            for seq, kind, at, step, data in row.events[start:stop]
+        ]
 
     async def put_definition(self, name: str, version: str, document: dict[str, Any]) -> None:
         self._definitions[(name, version)] = _codec.load(

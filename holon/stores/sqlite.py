@@ -108,6 +108,14 @@ _RUN_COLUMNS = (
 )
 
 
+_COMMIT_SET = (
+    "UPDATE holon_runs SET body = ?, seq = seq + 1, event_seq = event_seq + ?, wake_at = ?, "
+    "updated_at = ?, lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END, "
+    "lease_expires = CASE WHEN ? THEN NULL ELSE lease_expires END, "
+    "control = CASE WHEN ? THEN NULL ELSE control END"
+)
+
+
 class SQLiteStore:
     """A store in one SQLite file.
 
@@ -176,6 +184,14 @@ class SQLiteStore:
         conn = self._conn
         if conn is None:
             raise StoreError(f"SQLite store {self.path!r} is not open (call open() first)")
+        if not self._lock.locked():
+            # No operation is waiting on a thread with the connection, and an inline one
+            # runs to its end without yielding, so the lock is not needed: the fast path.
+            try:
+                return operation(conn)
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise StoreError(f"SQLite store {self.path!r}: {exc}") from None
         async with self._lock:
             try:
                 return operation(conn)
@@ -475,8 +491,8 @@ class SQLiteStore:
 
         def write(conn: sqlite3.Connection) -> Committed:
             fence_clause = "" if token is None else " AND lease_owner IS NOT NULL AND fence = ?"
+            status = checkpoint.status.value
             params: list[Any] = [
-                checkpoint.status.value,
                 body_json,
                 len(events),
                 checkpoint.wake_at,
@@ -490,16 +506,19 @@ class SQLiteStore:
             ]
             if token is not None:
                 params.append(token)
+            # Most checkpoints keep the status. Leaving `status` out of SET then spares
+            # the write to the by-status index: a quarter of the pages a step commits.
             row = conn.execute(
-                "UPDATE holon_runs SET status = ?, body = ?, seq = seq + 1, "
-                "event_seq = event_seq + ?, wake_at = ?, updated_at = ?, "
-                "lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END, "
-                "lease_expires = CASE WHEN ? THEN NULL ELSE lease_expires END, "
-                "control = CASE WHEN ? THEN NULL ELSE control END "
-                f"WHERE ns = ? AND run_id = ? AND seq = ?{fence_clause} "
-                "RETURNING seq, event_seq, control",
-                params,
+                f"{_COMMIT_SET} WHERE ns = ? AND run_id = ? AND seq = ?{fence_clause} "
+                "AND status = ? RETURNING seq, event_seq, control",
+                [*params, status],
             ).fetchone()
+            if row is None:
+                row = conn.execute(
+                    f"{_COMMIT_SET}, status = ? WHERE ns = ? AND run_id = ? AND seq = ?"
+                    f"{fence_clause} RETURNING seq, event_seq, control",
+                    [*params[:7], status, *params[7:]],
+                ).fetchone()
             if row is None:
                 self._explain_refusal(conn, run_id, expected_seq, token)
             seq, event_seq, control = row
