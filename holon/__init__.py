@@ -38,6 +38,7 @@ from holon.errors import (
     InputValidationError,
     InvalidAnswer,
     InvalidRunState,
+    NonDeterminismError,
     NotAnApprover,
     NotWaiting,
     RunFailed,
@@ -53,6 +54,8 @@ from holon.errors import (
     WorkflowNotFound,
 )
 from holon.handle import RunHandle
+from holon.imperative import ExecuteContext, TaskState, current_step
+from holon.policies import NonRetryable, Retry, StepTimeout, step
 from holon.runner import WorkflowRunner
 from holon.steward import Steward
 from holon.stores import MemoryStore, SQLiteStore, Store, open_store
@@ -62,6 +65,14 @@ from holon.waits import WaitInfo
 __version__ = "0.1.0"
 
 __all__ = [
+    "ExecuteContext",
+    "NonDeterminismError",
+    "NonRetryable",
+    "Retry",
+    "StepTimeout",
+    "TaskState",
+    "current_step",
+    "step",
     "END",
     "START",
     "Clock",

@@ -118,22 +118,18 @@ class Compensator:
             )
         body = execution.record.body.model_copy(update={"compensating": False, "compensated": True})
         error = body.error
-        await engine.commit(
+        await engine.finish(
             execution,
             RunStatus.FAILED,
             body,
-            release=True,
-            clear_control=True,
-            events=[
-                engine.event(
-                    "failed",
-                    error.step if error else None,
-                    compensated=True,
-                    error=error.type if error else None,
-                    message=error.message if error else None,
-                    traceback=error.traceback if error else None,
-                )
-            ],
+            engine.event(
+                "failed",
+                error.step if error else None,
+                compensated=True,
+                error=error.type if error else None,
+                message=error.message if error else None,
+                traceback=error.traceback if error else None,
+            ),
         )
 
     def _context(
@@ -160,19 +156,15 @@ class Compensator:
     ) -> None:
         engine = self.engine
         body = execution.record.body.model_copy(update={"compensating": False})
-        await engine.commit(
+        await engine.finish(
             execution,
             RunStatus.FAILED,
             body,
-            release=True,
-            clear_control=True,
-            events=[
-                engine.event(
-                    "compensation_failed",
-                    entry.step,
-                    error=type(error).__name__,
-                    message=str(error),
-                    not_undone=[c.step for c in reversed(body.compensations)],
-                )
-            ],
+            engine.event(
+                "compensation_failed",
+                entry.step,
+                error=type(error).__name__,
+                message=str(error),
+                not_undone=[c.step for c in reversed(body.compensations)],
+            ),
         )

@@ -33,8 +33,16 @@ from holon.errors import (
     StepOutputError,
     UnknownStepError,
 )
-from holon.execution import Execution, LeaseLost, idempotency_key, unknown_step, wants
+from holon.execution import (
+    EXECUTE_STEP,
+    Execution,
+    LeaseLost,
+    idempotency_key,
+    unknown_step,
+    wants,
+)
 from holon.fan_out import FanOut
+from holon.imperative import Imperative
 from holon.stores.base import (
     Checkpoint,
     Committed,
@@ -53,6 +61,10 @@ from holon.versioning import adopt
 from holon.waits import wait_keys, wake_time
 
 __all__ = ["Engine"]
+
+_TURN = 0.001
+"""Longest a run keeps the event loop to itself between step boundaries, in seconds:
+short enough for heartbeats and operators, long enough that yielding costs little."""
 
 logger = logging.getLogger("holon.engine")
 
@@ -79,6 +91,7 @@ class Engine:
         self.timers = Timers(self)
         self.attempts = Attempts(self)
         self.compensator = Compensator(self)
+        self.imperative = Imperative(self)
 
     # -- entry ------------------------------------------------------------------------
 
@@ -173,15 +186,21 @@ class Engine:
                     self.event("recovered", step, attempt=body.attempt, owner=self.owner),
                 ],
             )
+        turn_ends = time.perf_counter() + _TURN
         while True:
-            # A step boundary lets other tasks in (heartbeat, Pause and Stop, readers),
-            # even when the step and the store never yield.
-            await anyio.lowlevel.checkpoint()
+            # Step boundaries let other tasks in (heartbeat, Pause and Stop, readers) at
+            # least every _TURN seconds, even when the steps and the store never yield.
+            if time.perf_counter() >= turn_ends:
+                await anyio.lowlevel.checkpoint()
+                turn_ends = time.perf_counter() + _TURN
             if execution.stop_requested or wants(execution.control, "stop"):
                 await self.halt(execution, RunStatus.STOPPED, "stopped")
                 return
             if wants(execution.control, "pause"):
                 await self.halt(execution, RunStatus.PAUSED, "paused")
+                return
+            if execution.workflow.execute_fn is not None:
+                await self.imperative.run(execution)
                 return
             cursor = execution.record.body.cursor
             if cursor is None:
@@ -197,16 +216,8 @@ class Engine:
     async def halt(self, execution: Execution, status: RunStatus, kind: str) -> None:
         record = execution.record
         by = execution.control.by if execution.control else None
-        await self.commit(
-            execution,
-            status,
-            record.body,
-            release=True,
-            clear_control=True,
-            events=[
-                self.event(kind, record.body.cursor.step if record.body.cursor else None, by=by)
-            ],
-        )
+        step = record.body.cursor.step if record.body.cursor else None
+        await self.finish(execution, status, record.body, self.event(kind, step, by=by))
 
     async def _step(self, execution: Execution, name: str) -> None:
         workflow = execution.workflow
@@ -275,29 +286,14 @@ class Engine:
             ]
 
         if isinstance(outcome, Wait):
-            wait = self._open_wait(execution, name, outcome, counts[name])
-            events.append(
-                self.event(
-                    "waiting",
-                    name,
-                    wait_id=wait.wait_id,
-                    wait_kind=wait.kind,
-                    next=wait.next,
-                    **wait.spec,
-                )
-            )
-            new_body = body.model_copy(
-                update={**update, "wait": wait, "cursor": Cursor(step=wait.next)}
-            )
-            await self.commit(
+            await self.suspend(
                 execution,
-                RunStatus.WAITING,
-                new_body,
-                results=results,
+                name,
+                outcome,
+                counts[name],
                 events=events,
-                release=True,
-                wake_at=wake_time(wait),
-                wait_keys=wait_keys(wait),
+                results=results,
+                update=update,
             )
             return
         if isinstance(outcome, Parallel):
@@ -337,9 +333,50 @@ class Engine:
                 f"step {step!r} returned {outcome!r}; a step returns the next step's name, "
                 "END, Next(...), Wait(...) or Parallel(...)"
             )
+        if outcome == EXECUTE_STEP and workflow.execute_fn is not None:
+            return outcome
         if outcome != END.value and outcome not in workflow.steps:
             raise unknown_step(workflow, step, outcome, "returned")
         return outcome
+
+    async def suspend(
+        self,
+        execution: Execution,
+        step: str,
+        directive: Wait,
+        occurrence: int,
+        *,
+        events: list[NewEvent],
+        results: dict[str, Any],
+        update: dict[str, Any] | None = None,
+        state: dict[str, Any] | None = None,
+    ) -> None:
+        """Open the wait `step` returned and halt the run on it, releasing the lease."""
+        wait = self._open_wait(execution, step, directive, occurrence)
+        events = [
+            *events,
+            self.event(
+                "waiting",
+                step,
+                wait_id=wait.wait_id,
+                wait_kind=wait.kind,
+                next=wait.next,
+                **wait.spec,
+            ),
+        ]
+        changes = {**(update or {}), "wait": wait, "cursor": Cursor(step=wait.next)}
+        if state is not None:
+            changes["state"] = state
+        await self.commit(
+            execution,
+            RunStatus.WAITING,
+            execution.record.body.model_copy(update=changes),
+            results=results,
+            events=events,
+            release=True,
+            wake_at=wake_time(wait),
+            wait_keys=wait_keys(wait),
+        )
 
     def _open_wait(
         self, execution: Execution, step: str, wait: Wait, occurrence: int
@@ -426,17 +463,22 @@ class Engine:
             await self.compensator.start(execution, info)
             return
         body = body.model_copy(update={"error": info, "retry_at": None})
-        await self.commit(
+        await self.finish(
             execution,
             RunStatus.FAILED,
             body,
-            release=True,
-            clear_control=True,
-            events=[
-                self.event(
-                    "failed", step, error=info.type, message=info.message, traceback=info.traceback
-                )
-            ],
+            self.event(
+                "failed", step, error=info.type, message=info.message, traceback=info.traceback
+            ),
+        )
+
+    async def finish(
+        self, execution: Execution, status: RunStatus, body: RunBody, *events: NewEvent
+    ) -> None:
+        """The last commit of an execution: the run halts or ends, its lease is released
+        and any operator request is answered."""
+        await self.commit(
+            execution, status, body, events=list(events), release=True, clear_control=True
         )
 
     async def commit(

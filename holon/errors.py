@@ -18,6 +18,7 @@ HolonError
 │   ├── DigestMismatch           naming a payload digest other than the one shown
 │   └── InvalidAnswer            an answer outside the options or failing the schema
 ├── DecisionConflict             a decision that lost a race to another one
+├── NonDeterminismError          an .Execute() run whose code changed under it
 ├── RunFailed                    Result() of a run that ended other than `completed`
 └── StoreError                   the store refused or could not do an operation
     ├── StaleLease               a commit whose fencing token is no longer current
@@ -43,6 +44,7 @@ __all__ = [
     "InputValidationError",
     "InvalidAnswer",
     "InvalidRunState",
+    "NonDeterminismError",
     "NotAnApprover",
     "NotWaiting",
     "RunFailed",
@@ -209,6 +211,26 @@ class RunFailed(HolonError):
         super().__init__(message, run_id=run_id, step=step)
         self.status = status
         self.error = error
+
+
+class NonDeterminismError(HolonError):
+    """An `.Execute()` run resumed under code that asks for a different step at a
+    recorded position; the run fails rather than hand one step's result to another."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        position: int,
+        recorded: str,
+        requested: str,
+        run_id: str | None = None,
+        step: str | None = None,
+    ) -> None:
+        super().__init__(message, run_id=run_id, step=step)
+        self.position = position
+        self.recorded = recorded
+        self.requested = requested
 
 
 class StoreError(HolonError):

@@ -13,6 +13,7 @@ from holon.errors import UnknownStepError
 from holon.stores.base import Control, RunRecord
 
 __all__ = [
+    "EXECUTE_STEP",
     "Execution",
     "LeaseLost",
     "branch_name",
@@ -20,6 +21,10 @@ __all__ = [
     "unknown_step",
     "wants",
 ]
+
+
+EXECUTE_STEP = "__execute__"
+"""The cursor of an `.Execute()` run: its function, replayed from the top."""
 
 
 def idempotency_key(run_id: str, step: str, occurrence: int) -> str:

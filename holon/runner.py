@@ -45,6 +45,7 @@ from holon.errors import (
     NotWaiting,
     RunNotFound,
 )
+from holon.execution import EXECUTE_STEP
 from holon.handle import RunHandle
 from holon.stores import MemoryStore, open_store
 from holon.stores.base import (
@@ -233,6 +234,7 @@ class WorkflowRunner:
             raise ValueError(f"started_by must be a non-empty string, got {started_by!r}")
         now = self.clock.now()
         state_model = self.workflow.state_model
+        first_step = EXECUTE_STEP if self.workflow.execute_fn else START.value
         record = RunRecord(
             run_id=run_id or uuid.uuid4().hex,
             workflow=self.workflow.name,
@@ -240,7 +242,7 @@ class WorkflowRunner:
             status=RunStatus.QUEUED,
             input=run_input,
             body=RunBody(
-                cursor=Cursor(step=START.value),
+                cursor=Cursor(step=first_step),
                 state=state_model().model_dump(mode="json") if state_model else {},
                 started_by=started_by,
             ),
@@ -257,7 +259,7 @@ class WorkflowRunner:
                     "started_by": started_by,
                 },
             ),
-            NewEvent(kind="step_started", at=now, step=START.value),
+            NewEvent(kind="step_started", at=now, step=first_step),
         ]
         stored, created = await self.store.create_run(record, events)
         if created:

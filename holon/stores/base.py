@@ -205,8 +205,6 @@ class RunBody(_Record):
     retry_at: float | None = None
     """While a failed step waits out its backoff: when its next attempt is due. Durable,
     so an executor that takes over after a crash waits out the rest of it."""
-    last_wait_id: str | None = None
-    """The id of the wait opened last; `.Execute()` matches a decision to its `WaitFor`."""
     compensations: list[Compensation] = Field(default_factory=list)
     """Completed steps that have a compensation, oldest first: undone in reverse order
     if the run fails."""
