@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from holon.context import Context
-from holon.execution import Execution, LeaseLost
+from holon.execution import Execution
 from holon.policies import Retry, StepTimeout
 from holon.stores.base import RunStatus
 
@@ -97,21 +97,9 @@ class Attempts:
         """Wait out a backoff; True if the run was stopped meanwhile."""
         if seconds <= 0:
             return False
-        with anyio.CancelScope() as scope:
-            if own_scope:
-                execution.step_scope = scope
-                if execution.stop_requested:
-                    scope.cancel()
-            try:
-                await self.engine.clock.sleep(seconds)
-            finally:
-                if own_scope:
-                    execution.step_scope = None
-        if scope.cancelled_caught:
-            if execution.stop_requested and not execution.lease_lost:
-                return True
-            raise LeaseLost()
-        return False
+        with execution.cancellable(own_scope) as scope:
+            await self.engine.clock.sleep(seconds)
+        return execution.stopped(scope)
 
     async def call_once(
         self,
@@ -123,11 +111,7 @@ class Attempts:
         own_scope: bool = True,
     ) -> Outcome:
         """One attempt. Sync functions run on the event loop; async ones are awaited."""
-        with anyio.CancelScope() as scope:
-            if own_scope:
-                execution.step_scope = scope
-                if execution.stop_requested:
-                    scope.cancel()
+        with execution.cancellable(own_scope) as scope:
             try:
                 # Without a timeout, no second cancel scope: it costs microseconds a step.
                 with anyio.move_on_after(timeout) if timeout is not None else nullcontext():
@@ -145,9 +129,5 @@ class Attempts:
                 )
             except Exception as exc:
                 return Outcome(error=exc)
-            finally:
-                if own_scope:
-                    execution.step_scope = None
-        if execution.stop_requested and not execution.lease_lost:
-            return Outcome(stopped=True)
-        raise LeaseLost()
+        # Every way out of the block returns, unless the scope was cancelled.
+        return Outcome(stopped=execution.stopped(scope))

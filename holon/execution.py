@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,31 @@ class Execution:
     input_value: Any = None
     branch_functions: dict[str, Callable[..., Any]] = field(default_factory=dict)
     lock: anyio.Lock = field(default_factory=anyio.Lock)
+
+    @contextmanager
+    def cancellable(self, own: bool = True) -> Iterator[anyio.CancelScope]:
+        """A cancel scope around step code. With `own`, it is the run's step scope: an
+        operator's Stop and a lost lease cancel it (code nested in another step scope,
+        like a fan-out's branches, passes False and is cancelled with its parent)."""
+        with anyio.CancelScope() as scope:
+            if own:
+                self.step_scope = scope
+                if self.stop_requested:
+                    scope.cancel()
+            try:
+                yield scope
+            finally:
+                if own:
+                    self.step_scope = None
+
+    def stopped(self, scope: anyio.CancelScope) -> bool:
+        """After a `cancellable` scope: True when an operator's Stop cancelled it, False
+        when it was not cancelled; raises `LeaseLost` when the lease was lost."""
+        if not scope.cancelled_caught:
+            return False
+        if self.stop_requested and not self.lease_lost:
+            return True
+        raise LeaseLost()
 
     def request_stop(self) -> None:
         """Cancel the running step now (an operator's Stop in this process)."""

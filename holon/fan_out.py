@@ -130,23 +130,17 @@ class FanOut:
                     execution.lease_lost = True
                     group.cancel_scope.cancel()
 
-        with anyio.CancelScope() as scope:
-            execution.step_scope = scope
-            if execution.stop_requested:
-                scope.cancel()
+        with execution.cancellable() as scope:
             async with anyio.create_task_group() as group:
                 for name in pending:
                     group.start_soon(branch, name, group)
-        execution.step_scope = None
         if execution.lease_lost:
             raise LeaseLost()
         if failures:
             name, error = failures[0]
             await self.engine.fail(execution, name, error)
-        elif execution.stop_requested:
+        elif execution.stopped(scope) or execution.stop_requested:
             await self.engine.halt(execution, RunStatus.STOPPED, "stopped")
-        elif scope.cancelled_caught:
-            raise LeaseLost()
 
     async def _commit_branch(
         self,

@@ -41,7 +41,7 @@ from holon.compensation import undo_reference
 from holon.context import Context, validate_state
 from holon.directives import Wait, WaitCondition
 from holon.errors import HolonError, NonDeterminismError, StateValidationError
-from holon.execution import EXECUTE_STEP, Execution, LeaseLost, idempotency_key, wants
+from holon.execution import EXECUTE_STEP, Execution, idempotency_key, wants
 from holon.policies import Retry, check_policies
 from holon.stores.base import Compensation, RunStatus
 
@@ -424,10 +424,7 @@ class Imperative:
         ctx: ExecuteContext[Any, Any] = ExecuteContext(self, execution)
         error: BaseException | None = None
         value: Any = None
-        with anyio.CancelScope() as scope:
-            execution.step_scope = scope
-            if execution.stop_requested:
-                scope.cancel()
+        with execution.cancellable() as scope:
             try:
                 value = fn(ctx)
                 if inspect.isawaitable(value):
@@ -436,13 +433,9 @@ class Imperative:
                 return
             except Exception as exc:
                 error = exc
-            finally:
-                execution.step_scope = None
-        if scope.cancelled_caught:
-            if execution.stop_requested and not execution.lease_lost:
-                await engine.halt(execution, RunStatus.STOPPED, "stopped")
-                return
-            raise LeaseLost()
+        if execution.stopped(scope):
+            await engine.halt(execution, RunStatus.STOPPED, "stopped")
+            return
         if error is not None:
             await engine.fail(execution, ctx.last_step or EXECUTE_STEP, error)
             return
