@@ -1,8 +1,9 @@
 """The engine lets other tasks run between steps, even when nothing else would yield.
 
 A step that never awaits, on a store that answers without awaiting (memory, and SQLite
-when the file is not locked), must still leave room at every step boundary for the
-lease heartbeat, operators' Pause and Stop, and readers in the same event loop.
+when the file is not locked), must still leave room at step boundaries, at least every
+millisecond, for the lease heartbeat, operators' Pause and Stop, and readers in the
+same event loop.
 """
 
 from __future__ import annotations
