@@ -199,11 +199,11 @@ async def test_a_corrupt_record_fails_that_run_only(prefix: str, damage: str) ->
     key = starter_store.run_key("bad")
     try:
         if damage == "truncated JSON":
-            body = await raw.hget(key, "b")
+            body = await raw.get(f"{key}:b")
             assert body is not None
-            await raw.hset(key, "b", body[: len(body) // 2])
+            await raw.set(f"{key}:b", body[: len(body) // 2])
         elif damage == "wrong JSON type":
-            await raw.hset(key, "b", "[1, 2, 3]")
+            await raw.set(f"{key}:b", "[1, 2, 3]")
         else:
             await raw.delete(key)
             await raw.set(key, "garbage")
@@ -262,12 +262,12 @@ async def test_auth_failure_and_wrong_db(tmp_path: Path) -> None:
 async def test_a_key_of_the_wrong_type_under_our_prefix(prefix: str) -> None:
     raw = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
     try:
-        await raw.set(f"{prefix}created", "not a sorted set")
+        await raw.set(f"{prefix}status:waiting", "not a sorted set")
     finally:
         await raw.aclose()
     with pytest.raises(StoreError, match="holds a string") as caught:
         await RedisStore(REDIS_URL, key_prefix=prefix).open()
-    assert f"{prefix}created" in str(caught.value)
+    assert f"{prefix}status:waiting" in str(caught.value)
 
 
 async def test_bad_urls_and_options_are_refused() -> None:

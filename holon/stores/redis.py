@@ -19,9 +19,7 @@ See `docs/redis.md` for durability settings, retention and the Cluster.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Sequence
-from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -40,8 +38,12 @@ from holon.stores.base import (
 from holon.stores.redis_batch import Command
 from holon.stores.redis_codec import (
     CLAIM_INDEXES,
-    _event_args,
-    _wait_key_args,
+    _events,
+    _header,
+    _name,
+    _results,
+    _wait_keys,
+    dump_body,
     safe_url,
 )
 from holon.stores.redis_reads import RedisReads
@@ -82,27 +84,29 @@ class RedisStore(RedisReads):
         self, record: RunRecord, events: Sequence[NewEvent]
     ) -> tuple[RunRecord, bool]:
         """Store a new run, or return the existing one with that id and `False`."""
-        keys = self._run_keys(record.run_id)
-        args: list[Any] = [
+        header = _header(
             self._ip,
             record.run_id,
-            record.workflow,
-            record.version,
+            _name(record.workflow, "workflow name"),
+            _name(record.version, "workflow version"),
             record.status.value,
-            _codec.dump(record.input),
-            record.body.model_dump_json(),
             "" if record.wake_at is None else repr(record.wake_at),
             repr(record.created_at),
             repr(record.updated_at),
             self.timeline_cap,
-            len(events),
-            *_event_args(events),
-        ]
-        commands = [self._script("create", keys, *args)]
+        )
+        command = self._script(
+            "create",
+            self._run_keys(record.run_id),
+            header,
+            _codec.dump(record.input),
+            dump_body(record.body),
+            _events(events),
+        )
+        commands = [command]
         if self.cluster:
             self._remember(record.run_id, record.workflow, record.created_at)
             commands += [
-                ("ZADD", self._created_key, record.created_at, record.run_id),
                 ("ZADD", self._index("wf", record.workflow), record.created_at, record.run_id),
                 *self._hints(record.run_id, record.status),
             ]
@@ -139,14 +143,16 @@ class RedisStore(RedisReads):
                 self._script(
                     "acquire",
                     self._run_keys(run_id),
-                    self._ip,
-                    run_id,
-                    owner,
-                    repr(float(ttl)),
-                    repr(float(now)),
-                    self.lease_clock[0],
-                    uuid.uuid4().hex,
-                    "1" if timers else "0",
+                    _header(
+                        self._ip,
+                        run_id,
+                        _name(owner, "lease owner"),
+                        repr(float(ttl)),
+                        repr(float(now)),
+                        self.lease_clock[0],
+                        self._request_id(),
+                        "1" if timers else "0",
+                    ),
                 )
             )
         replies = await self._batcher.call(commands)
@@ -187,19 +193,16 @@ class RedisStore(RedisReads):
         command = self._script(
             "renew",
             self._run_keys(run_id),
-            self._ip,
-            run_id,
-            str(token),
-            repr(float(ttl)),
-            repr(float(now)),
-            self.lease_clock[0],
+            _header(
+                self._ip, run_id, token, repr(float(ttl)), repr(float(now)), self.lease_clock[0]
+            ),
         )
         replies = await self._write(run_id, [command])
         return _codec.load_control(replies[0] or None, run_id=run_id)
 
     async def release_lease(self, run_id: str, token: int) -> None:
         """Drop the lease if `token` still holds it."""
-        command = self._script("release", self._run_keys(run_id), self._ip, run_id, str(token))
+        command = self._script("release", self._run_keys(run_id), _header(self._ip, run_id, token))
         replies = await self._write(run_id, [command])
         if self.cluster and isinstance(replies[0], list) and replies[0][0] == "running":
             # Claimable at once: a running run without a lease.
@@ -248,30 +251,29 @@ class RedisStore(RedisReads):
         expire_at = ""
         if self.completed_ttl is not None and checkpoint.status == RunStatus.COMPLETED:
             expire_at = repr(checkpoint.at + self.completed_ttl)
-        results: list[Any] = []
-        for name, value in checkpoint.results.items():
-            results += [name, _codec.dump(value)]
-        command = self._script(
-            "commit",
-            self._run_keys(run_id),
+        header = _header(
             self._ip,
             run_id,
-            "" if token is None else str(token),
+            "" if token is None else token,
             expected_seq,
-            uuid.uuid4().hex,
+            self._request_id(),
             checkpoint.status.value,
-            checkpoint.body.model_dump_json(),
             "" if checkpoint.wake_at is None else repr(checkpoint.wake_at),
             repr(checkpoint.at),
             "1" if checkpoint.release_lease else "0",
             "1" if checkpoint.clear_control else "0",
             self.timeline_cap,
             expire_at,
-            len(checkpoint.results),
-            *results,
-            len(checkpoint.events),
-            *_event_args(checkpoint.events),
-            *_wait_key_args(checkpoint.wait_keys),
+            "0" if checkpoint.wait_keys is None else "1",
+        )
+        command = self._script(
+            "commit",
+            self._run_keys(run_id),
+            header,
+            dump_body(checkpoint.body),
+            _results(checkpoint.results),
+            _events(checkpoint.events),
+            _wait_keys(checkpoint.wait_keys),
         )
         known = run_id in self._known
         hints = self._hints(run_id, checkpoint.status)
@@ -295,7 +297,10 @@ class RedisStore(RedisReads):
     async def request(self, run_id: str, control: Control) -> RunRecord:
         """Record an operator's pause or stop request; the checkpoint is not touched."""
         command = self._script(
-            "request", self._run_keys(run_id), self._ip, run_id, control.model_dump_json()
+            "request",
+            self._run_keys(run_id),
+            _header(self._ip, run_id),
+            control.model_dump_json(exclude_defaults=True),
         )
         await self._write(run_id, [command])
         self.signals.notify(run_id)
@@ -306,17 +311,13 @@ class RedisStore(RedisReads):
 
     async def quarantine(self, run_id: str, reason: str, at: float) -> None:
         """Mark a run whose record cannot be decoded `failed`, without reading it."""
+        event = NewEvent(kind="failed", at=at, data={"error": "CorruptRecord", "message": reason})
         command = self._script(
             "quarantine",
             self._run_keys(run_id),
-            self._ip,
-            run_id,
-            quarantined_body(reason).model_dump_json(),
-            repr(at),
-            _codec.dump({"error": "CorruptRecord", "message": reason}),
-            uuid.uuid4().hex,
-            self.timeline_cap,
-            0,
+            _header(self._ip, run_id, repr(at), self._request_id(), self.timeline_cap),
+            dump_body(quarantined_body(reason)),
+            _events([event]),
         )
         hints: list[Command] = []
         if self.cluster:
@@ -342,7 +343,7 @@ class RedisStore(RedisReads):
         ids = list(dict.fromkeys(run_ids))
         if not ids:
             return []
-        commands = [self._script("delete", self._run_keys(i), self._ip, i, 0) for i in ids]
+        commands = [self._script("delete", self._run_keys(i), _header(self._ip, i)) for i in ids]
         replies = await self._batcher.call(commands)
         deleted: list[str] = []
         cleanup: list[Command] = []
@@ -357,7 +358,6 @@ class RedisStore(RedisReads):
             if self.cluster:
                 _, wf, keys, status = reply
                 cleanup += [
-                    ("ZREM", self._created_key, run_id),
                     ("ZREM", self._index("wf", wf), run_id),
                     ("ZREM", self._status_key(status), run_id),
                     ("ZREM", f"{self.key_prefix}expiry", run_id),

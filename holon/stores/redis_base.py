@@ -3,26 +3,27 @@ index hints a Cluster needs."""
 
 from __future__ import annotations
 
+import importlib
+import itertools
 import logging
+import uuid
 from collections.abc import Sequence
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
-import anyio
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, NoScriptError, RedisError
+from redis.exceptions import AuthenticationError, NoScriptError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from holon.errors import RunNotFound, SeqConflict, StaleLease, StoreError
 from holon.stores.base import (
     ChangeSignals,
     RunStatus,
 )
-from holon.stores.redis_batch import RETRY_DELAYS, Batcher, Command
+from holon.stores.redis_batch import Batcher, Command
 from holon.stores.redis_codec import (
     CLAIM_INDEXES,
     URL_OPTIONS,
@@ -36,6 +37,12 @@ from holon.stores.redis_codec import (
 from holon.stores.redis_scripts import SCRIPTS
 
 logger = logging.getLogger("holon.stores.redis")
+
+hiredis: Any
+try:  # hiredis packs commands and parses replies in C when it is installed
+    hiredis = importlib.import_module("hiredis")
+except ImportError:  # pragma: no cover - depends on the optional extra
+    hiredis = None
 
 __all__ = ["RedisBase"]
 
@@ -92,6 +99,12 @@ class RedisBase:
         self._parts = parts
         self._client: Any = client
         self._own_client = client is None
+        self._direct = client is None and not self.cluster
+        """Send batches on a connection of our own (a real server, not a Cluster)."""
+        self._connection: Any = None
+        self._parser: Any = None
+        self._ids = itertools.count()
+        self._id_base = uuid.uuid4().hex[:12]
         self._ip = "" if self.cluster else self.key_prefix
         self._known: dict[str, tuple[str, float]] = {}
         """Cluster: workflow and creation time of runs seen lately, for index hints."""
@@ -105,19 +118,16 @@ class RedisBase:
             raise StoreError("a run id must not be empty")
         return f"{self.key_prefix}run:{{{_tag(run_id)}}}"
 
-    def _run_keys(self, run_id: str) -> tuple[str, str, str]:
+    def _run_keys(self, run_id: str) -> tuple[str, str, str, str, str]:
+        """The run's hash, body, long input, results and timeline keys (one hash tag)."""
         key = self.run_key(run_id)
-        return key, f"{key}:r", f"{key}:t"
+        return key, f"{key}:b", f"{key}:i", f"{key}:r", f"{key}:t"
 
     def _index(self, kind: str, workflow: str) -> str:
         return f"{self.key_prefix}{kind}:{{{_tag(workflow)}}}"
 
     def _status_key(self, status: str) -> str:
         return f"{self.key_prefix}status:{status}"
-
-    @property
-    def _created_key(self) -> str:
-        return f"{self.key_prefix}created"
 
     @property
     def _definitions_key(self) -> str:
@@ -187,6 +197,9 @@ class RedisBase:
         await self._load_scripts()
 
     async def _drop_client(self) -> None:
+        if self._connection is not None:
+            await self._connection.disconnect()
+            self._connection = None
         if self._own_client and self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -214,7 +227,6 @@ class RedisBase:
 
     async def _check_key_types(self) -> None:
         expected = {
-            self._created_key: "zset",
             self._definitions_key: "hash",
             f"{self.key_prefix}expiry": "zset",
         }
@@ -248,12 +260,16 @@ class RedisBase:
         return self._batcher.pipelines
 
     async def _send(self, commands: Sequence[Command]) -> list[Any]:
-        pipe = self._client.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
+        """Send one batch as a pipeline; errors come back in place of their replies."""
         if self.durable_ack == "aof":
-            pipe.execute_command("WAITAOF", 1, 0, 5000)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
+            commands = [*commands, ("WAITAOF", 1, 0, 5000)]
+        if self._direct:
+            replies = await self._send_direct(commands)
+        else:
+            pipe = self._client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            replies = await pipe.execute(raise_on_error=False)
         if self.durable_ack == "aof":
             local = replies.pop()
             if isinstance(local, Exception) or not local or int(local[0]) < 1:
@@ -262,6 +278,56 @@ class RedisBase:
                     f"the append-only file ({local!r}); is appendonly enabled?"
                 )
         return replies
+
+    async def _send_direct(self, commands: Sequence[Command]) -> list[Any]:
+        """The pipeline on a connection of our own, packed in one go: one batch is in
+        flight at a time, so one connection carries them all, without the per-command
+        bookkeeping of a client pipeline."""
+        conn = self._connection
+        if conn is None:
+            conn = self._connection = self._client.connection_pool.make_connection()
+            self._parser = None
+        try:
+            await conn.connect()
+            if hiredis is None:  # pragma: no cover - depends on the optional extra
+                await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+                return [await self._read_one(conn) for _ in commands]
+            payload = b"".join([hiredis.pack_command(command) for command in commands])
+            await conn.send_packed_command(payload, check_health=False)
+            if self._parser is None:
+                self._parser = hiredis.Reader(encoding="utf-8", replyError=ResponseError)
+            return await self._read_replies(conn._reader, self._parser, len(commands))
+        except BaseException:
+            self._connection = None
+            await conn.disconnect(nowait=True)
+            raise
+
+    @staticmethod
+    async def _read_replies(stream: Any, parser: Any, count: int) -> list[Any]:
+        replies: list[Any] = []
+        while len(replies) < count:
+            reply = parser.gets()
+            if reply is False:
+                data = await stream.read(65536)
+                if not data:
+                    raise RedisConnectionError("the server closed the connection")
+                parser.feed(data)
+                continue
+            if isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT"):
+                reply = NoScriptError(str(reply))
+            replies.append(reply)
+        return replies
+
+    @staticmethod
+    async def _read_one(conn: Any) -> Any:  # pragma: no cover - without hiredis
+        try:
+            return await conn.read_response()
+        except ResponseError as exc:
+            return exc
+
+    def _request_id(self) -> str:
+        """A unique id for one write, so that sending it again is recognised."""
+        return f"{self._id_base}{next(self._ids):x}"
 
     def _script(self, name: str, keys: Sequence[str], *args: Any) -> Command:
         return ("EVALSHA", SCRIPTS[name].sha, len(keys), *keys, *args)
@@ -340,29 +406,11 @@ class RedisBase:
             await self._pipeline(commands)
 
     async def _pipeline(self, commands: Sequence[Command]) -> list[Any]:
-        """Send idempotent commands (reads, index upkeep) as one pipeline, outside the group
-        committer; sent again after a dropped connection or a `NOSCRIPT` reply."""
+        """Send idempotent commands (reads, index upkeep) through the batcher, which sends
+        them again after a dropped connection or a `NOSCRIPT` reply."""
         if self._client is None:
             raise StoreError(f"Redis store {self.safe_url} is not open (call open() first)")
-        for attempt, delay in enumerate(RETRY_DELAYS):
-            if delay:
-                await anyio.sleep(delay)
-            try:
-                pipe = self._client.pipeline(transaction=False)
-                for command in commands:
-                    pipe.execute_command(*command)
-                result: list[Any] = await pipe.execute(raise_on_error=False)
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                if attempt == len(RETRY_DELAYS) - 1:
-                    raise self._describe(exc) from None
-                continue
-            except RedisError as exc:
-                raise self._describe(exc) from None
-            if any(isinstance(r, NoScriptError) for r in result):
-                await self._load_scripts()
-                continue
-            return result
-        raise StoreError(f"Redis at {self.safe_url}: scripts could not be loaded")
+        return await self._batcher.call(commands)
 
     def _remember(self, run_id: str, workflow: str, created: float) -> None:
         if len(self._known) > 100_000:

@@ -10,12 +10,14 @@ from holon.errors import CorruptRecord, StoreError
 from holon.stores import _codec
 from holon.stores.base import (
     NewEvent,
+    RunBody,
     RunRecord,
     RunStatus,
     RunSummary,
+    TimelineEvent,
 )
 
-__all__ = ["CLAIM_INDEXES", "URL_OPTIONS", "LeaseClock", "safe_url"]
+__all__ = ["CLAIM_INDEXES", "URL_OPTIONS", "LeaseClock", "dump_body", "safe_url"]
 
 LeaseClock = Literal["server", "caller"]
 """Whose clock times leases: the Redis server's, or the `now` callers pass."""
@@ -43,20 +45,66 @@ def _tag(name: str) -> str:
     return name.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
 
 
-def _event_args(events: Sequence[NewEvent]) -> list[Any]:
-    args: list[Any] = []
+def _header(*fields: object) -> str:
+    """Short script arguments packed into one (fields hold no control characters)."""
+    return "\x1f".join(str(f) for f in fields)
+
+
+def _name(value: str, what: str) -> str:
+    """A name that travels in a packed header: refused if it holds a control character."""
+    if any(ord(c) < 0x20 for c in value):
+        raise StoreError(f"invalid {what} {value!r}: it holds a control character")
+    return value
+
+
+def dump_body(body: RunBody) -> str:
+    """The body as compact JSON; fields at their default are left out (loading puts
+    them back), which keeps records small."""
+    return body.model_dump_json(exclude_defaults=True)
+
+
+def _events(events: Sequence[NewEvent]) -> str:
+    """Timeline events, one compact JSON text per line."""
+    out: list[str] = []
     for event in events:
-        args += [event.kind, repr(event.at), event.step or "", _codec.dump(event.data)]
-    return args
+        entry: dict[str, Any] = {"k": event.kind, "a": event.at}
+        if event.step is not None:
+            entry["s"] = event.step
+        if event.data:
+            entry["d"] = event.data
+        out.append(_codec.dump(entry))
+    return "\n".join(out)
 
 
-def _wait_key_args(keys: Sequence[str] | None) -> list[Any]:
-    if keys is None:
-        return [-1]
-    for key in keys:
-        if not key or "\x1f" in key:
+def _results(results: dict[str, Any]) -> str:
+    """Step results as alternate lines of name and JSON value."""
+    out: list[str] = []
+    for name, value in results.items():
+        if "\n" in name:
+            raise StoreError(f"invalid step name {name!r}: it holds a newline")
+        out += [name, _codec.dump(value)]
+    return "\n".join(out)
+
+
+def _wait_keys(keys: Sequence[str] | None) -> str:
+    for key in keys or ():
+        if not key or any(ord(c) < 0x20 for c in key):
             raise StoreError(f"invalid wait key {key!r}: empty or holds a control character")
-    return [len(keys), *keys]
+    return "\x1f".join(keys or ())
+
+
+def _event(run_id: str, seq: int, text: str) -> TimelineEvent:
+    entry = _codec.load(text, run_id=run_id, what=f"timeline event {seq}")
+    if not isinstance(entry, dict) or "k" not in entry:
+        raise CorruptRecord(f"run {run_id!r}: timeline event {seq} is malformed", run_id=run_id)
+    return TimelineEvent(
+        run_id=run_id,
+        seq=seq,
+        kind=entry["k"],
+        at=float(entry.get("a", 0.0)),
+        step=entry.get("s"),
+        data=entry.get("d") or {},
+    )
 
 
 def _float(text: str | None) -> float:
@@ -94,13 +142,25 @@ def _summary(run_id: str, row: Any) -> RunSummary | None:
         return None
 
 
-def _decode(run_id: str, f: dict[str, str], results: dict[str, str]) -> RunRecord:
+def _decode(
+    run_id: str,
+    f: dict[str, str],
+    body: str | None,
+    input_text: str | None,
+    results: dict[str, str],
+) -> RunRecord:
     def corrupt(detail: str) -> CorruptRecord:
         return CorruptRecord(f"run {run_id!r}: {detail}", run_id=run_id)
 
-    missing = [name for name in ("wf", "ver", "st", "in", "b", "seq", "es", "f") if name not in f]
+    missing = [name for name in ("wf", "ver", "st", "seq", "es", "f") if name not in f]
     if missing:
         raise corrupt(f"stored record lacks {missing}")
+    if body is None:
+        raise corrupt("stored record has no body")
+    if input_text is None:
+        input_text = f.get("in")
+    if input_text is None:
+        raise corrupt("stored record has no input")
     try:
         status = RunStatus(f["st"])
     except ValueError:
@@ -117,8 +177,8 @@ def _decode(run_id: str, f: dict[str, str], results: dict[str, str]) -> RunRecor
         workflow=f["wf"],
         version=f["ver"],
         status=status,
-        input=_codec.load(f["in"], run_id=run_id, what="input"),
-        body=_codec.load_body(f["b"], run_id=run_id),
+        input=_codec.load(input_text, run_id=run_id, what="input"),
+        body=_codec.load_body(body, run_id=run_id),
         results={
             name: _codec.load(text, run_id=run_id, what=f"result of {name!r}")
             for name, text in results.items()

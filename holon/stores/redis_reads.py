@@ -23,6 +23,7 @@ from holon.stores.redis_base import RedisBase
 from holon.stores.redis_batch import Command
 from holon.stores.redis_codec import (
     _decode,
+    _event,
     _float,
     _summary,
 )
@@ -35,20 +36,28 @@ class RedisReads(RedisBase):
 
     async def load_run(self, run_id: str) -> RunRecord | None:
         """The whole record in one round trip. Raises `CorruptRecord`."""
-        key, results_key, _ = self._run_keys(run_id)
-        replies = await self._pipeline([("HGETALL", key), ("HGETALL", results_key)])
-        for reply, k in zip(replies, (key, results_key), strict=True):
+        key, body_key, input_key, results_key, _ = self._run_keys(run_id)
+        keys = (key, body_key, input_key, results_key)
+        replies = await self._pipeline(
+            [("HGETALL", key), ("GET", body_key), ("GET", input_key), ("HGETALL", results_key)]
+        )
+        for reply, k in zip(replies, keys, strict=True):
             if isinstance(reply, Exception):
                 if "WRONGTYPE" in str(reply):
                     raise CorruptRecord(
-                        f"run {run_id!r}: key {k!r} at {self.safe_url} is not a hash",
+                        f"run {run_id!r}: key {k!r} at {self.safe_url} holds the wrong type",
                         run_id=run_id,
                     )
                 raise self._describe(reply, k)
-        fields, results = replies
+        fields, body, input_text, results = (
+            _as_dict(replies[0]),
+            replies[1],
+            replies[2],
+            _as_dict(replies[3]),
+        )
         if not fields:
             return None
-        record = _decode(run_id, fields, results)
+        record = _decode(run_id, fields, body, input_text, results)
         if self.cluster:
             self._remember(run_id, record.workflow, record.created_at)
         return record
@@ -61,14 +70,17 @@ class RedisReads(RedisBase):
         limit: int = 100,
         cursor: str | None = None,
     ) -> Page[RunSummary]:
-        """Runs, newest first, filtered and paged by a cursor (`created_at|run_id`)."""
+        """Runs, newest first, filtered and paged by a cursor (`created_at|run_id`).
+
+        Reads the status index (or the workflow's index; with no filter, the status
+        indexes merged), and checks every entry against its run record."""
         if status is not None:
             status = RunStatus(status)
-            index = self._status_key(status.value)
+            indexes = [self._status_key(status.value)]
         elif workflow is not None:
-            index = self._index("wf", workflow)
+            indexes = [self._index("wf", workflow)]
         else:
-            index = self._created_key
+            indexes = [self._status_key(s.value) for s in RunStatus]
         after: tuple[float, str] | None = None
         if cursor:
             score_text, _, last_id = cursor.partition("|")
@@ -76,44 +88,32 @@ class RedisReads(RedisBase):
                 after = (float(score_text), last_id)
             except ValueError:
                 raise StoreError(f"invalid listing cursor {cursor!r}") from None
-        items: list[RunSummary] = []
-        scores: list[float] = []
-        stale: list[str] = []
-        offset = 0
+        items: list[tuple[float, RunSummary]] = []
+        stale: dict[str, list[str]] = {}
         batch = max(limit + 1, 32)
-        top = "+inf" if after is None else repr(after[0])
+        merged = _Merge(self, indexes, after, batch)
         while len(items) <= limit:
-            entries: list[tuple[str, float]] = await self._client.zrevrangebyscore(
-                index, top, "-inf", start=offset, num=batch, withscores=True
-            )
+            entries = await merged.take(batch)
             if not entries:
                 break
-            offset += len(entries)
-            last_batch = len(entries) < batch
-            if after is not None:
-                entries = [
-                    (m, s) for m, s in entries if s < after[0] or (s == after[0] and m < after[1])
-                ]
             rows = await self._pipeline(
-                [("HMGET", self.run_key(m), "wf", "ver", "st", "ca", "ua") for m, _ in entries]
+                [("HMGET", self.run_key(m), "wf", "ver", "st", "ca", "ua") for _, m, _ in entries]
             )
-            for (member, score), row in zip(entries, rows, strict=True):
+            for (index, member, score), row in zip(entries, rows, strict=True):
                 summary = _summary(member, row)
-                if summary is None or (status is not None and summary.status != status):
-                    stale.append(member)
+                wanted = _status_of(index, self.key_prefix)
+                if summary is None or (wanted is not None and summary.status != wanted):
+                    stale.setdefault(index, []).append(member)
                 elif workflow is None or summary.workflow == workflow:
-                    items.append(summary)
-                    scores.append(score)
+                    items.append((score, summary))
                     if len(items) > limit:
                         break
-            if last_batch:
-                break
-        if stale:
-            await self._drop_stale(index, stale, status)
+        for index, members in stale.items():
+            await self._drop_stale(index, members, _status_of(index, self.key_prefix))
         more = len(items) > limit
-        items = items[:limit]
-        next_cursor = f"{scores[limit - 1]!r}|{items[-1].run_id}" if more and items else None
-        return Page(items=items, next_cursor=next_cursor)
+        page = items[:limit]
+        next_cursor = f"{page[-1][0]!r}|{page[-1][1].run_id}" if more and page else None
+        return Page(items=[summary for _, summary in page], next_cursor=next_cursor)
 
     async def _drop_stale(self, index: str, members: list[str], status: RunStatus | None) -> None:
         """Remove index entries a read found wrong, then put back any that a writer made
@@ -168,34 +168,20 @@ class RedisReads(RedisBase):
         self, run_id: str, after_seq: int = 0, limit: int | None = None
     ) -> list[TimelineEvent]:
         """Timeline events with `seq > after_seq`, oldest first."""
-        key, _, stream = self._run_keys(run_id)
-        command: Command = ("XRANGE", stream, f"{after_seq + 1}-0", "+")
-        if limit is not None:
-            command = (*command, "COUNT", limit)
-        exists, entries = await self._pipeline([("EXISTS", key), command])
-        if isinstance(entries, Exception):
-            if "WRONGTYPE" in str(entries):
-                raise CorruptRecord(
-                    f"run {run_id!r}: key {stream!r} at {self.safe_url} is not a stream",
-                    run_id=run_id,
-                )
-            raise self._describe(entries, stream)
-        if not exists:
+        key, _, _, _, timeline_key = self._run_keys(run_id)
+        command = self._script(
+            "timeline", (key, timeline_key), after_seq, -1 if limit is None else limit
+        )
+        (reply,) = await self._pipeline([command])
+        if isinstance(reply, Exception):
+            if str(reply).startswith("HOLON WRONGTYPE"):
+                detail = str(reply).removeprefix("HOLON WRONGTYPE ")
+                raise CorruptRecord(f"run {run_id!r} at {self.safe_url}: {detail}", run_id=run_id)
+            raise self._describe(reply, timeline_key)
+        if reply is None:
             raise RunNotFound(f"no run {run_id!r} in {self.safe_url}", run_id=run_id)
-        events: list[TimelineEvent] = []
-        for entry_id, fields in entries:
-            step = fields.get("s")
-            events.append(
-                TimelineEvent(
-                    run_id=run_id,
-                    seq=int(entry_id.split("-", 1)[0]),
-                    kind=fields.get("k", ""),
-                    at=_float(fields.get("a")),
-                    step=step,
-                    data=_codec.load(fields.get("d", "{}"), run_id=run_id, what="event"),
-                )
-            )
-        return events
+        first, texts = reply
+        return [_event(run_id, int(first) + i, text) for i, text in enumerate(texts)]
 
     async def count_runs(self, *, workflow: str | None = None) -> dict[RunStatus, int]:
         """How many runs there are in each status (statuses with none are left out).
@@ -250,3 +236,87 @@ class RedisReads(RedisBase):
         except RedisError as exc:
             raise self._describe(exc, self._definitions_key) from None
         return [_codec.load(stored[f], run_id="-", what=f"definition {f}") for f in sorted(stored)]
+
+
+def _status_of(index: str, prefix: str) -> RunStatus | None:
+    """The status a status index holds, or None for another index."""
+    name = index.removeprefix(f"{prefix}status:")
+    if name == index:
+        return None
+    try:
+        return RunStatus(name)
+    except ValueError:
+        return None
+
+
+class _Merge:
+    """Entries of several sorted-set indexes, newest first, merged and read in batches."""
+
+    def __init__(
+        self, reads: RedisReads, indexes: list[str], after: tuple[float, str] | None, batch: int
+    ) -> None:
+        self._reads = reads
+        self._after = after
+        self._batch = batch
+        self._buffers: dict[str, list[tuple[str, float]]] = {i: [] for i in indexes}
+        self._offsets: dict[str, int] = dict.fromkeys(indexes, 0)
+        self._done: set[str] = set()
+
+    async def _fill(self) -> None:
+        """Refill every empty buffer whose index may hold more entries."""
+        while want := [i for i, b in self._buffers.items() if not b and i not in self._done]:
+            top = "+inf" if self._after is None else repr(self._after[0])
+            commands: list[Command] = [
+                (
+                    "ZREVRANGEBYSCORE",
+                    i,
+                    top,
+                    "-inf",
+                    "WITHSCORES",
+                    "LIMIT",
+                    self._offsets[i],
+                    self._batch,
+                )
+                for i in want
+            ]
+            replies = await self._reads._pipeline(commands)
+            for index, reply in zip(want, replies, strict=True):
+                if isinstance(reply, Exception):
+                    raise self._reads._describe(reply, index)
+                entries = _pairs(reply)
+                self._offsets[index] += len(entries)
+                if len(entries) < self._batch:
+                    self._done.add(index)
+                if self._after is not None:
+                    score, last = self._after
+                    entries = [
+                        (m, sc) for m, sc in entries if sc < score or (sc == score and m < last)
+                    ]
+                self._buffers[index] = entries
+
+    async def take(self, n: int) -> list[tuple[str, str, float]]:
+        """Up to `n` entries (index, member, score), newest first."""
+        out: list[tuple[str, str, float]] = []
+        while len(out) < n:
+            await self._fill()
+            live = [(b[0][1], b[0][0], i) for i, b in self._buffers.items() if b]
+            if not live:
+                break
+            _, _, index = max(live)
+            member, score = self._buffers[index].pop(0)
+            out.append((index, member, score))
+        return out
+
+
+def _pairs(reply: list[Any]) -> list[tuple[str, float]]:
+    """(member, score) pairs from a WITHSCORES reply, flat or already paired."""
+    if reply and isinstance(reply[0], list | tuple):
+        return [(str(m), float(sc)) for m, sc in reply]
+    return [(str(reply[k]), float(reply[k + 1])) for k in range(0, len(reply), 2)]
+
+
+def _as_dict(reply: Any) -> dict[str, str]:
+    """A HGETALL reply as a dict (a raw pipeline gives a flat list)."""
+    if isinstance(reply, dict):
+        return reply
+    return {reply[k]: reply[k + 1] for k in range(0, len(reply), 2)}

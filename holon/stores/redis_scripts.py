@@ -1,35 +1,37 @@
 """The Lua scripts of the Redis store: every write that must be atomic is one of these.
 
-Each script touches the keys of one run only (`KEYS[1]` its hash, `KEYS[2]` its step
-results, `KEYS[3]` its timeline stream), which share one hash tag, so each script runs
-in one slot and works on Redis Cluster.
+Each script touches the keys of one run only, which share one hash tag, so it runs in
+one slot and works on Redis Cluster:
 
-On a single server the scripts also keep the global indexes exact: `ARGV[1]` is then the
-index key prefix and the scripts reach the index keys by name (a single server allows
-it). On a Cluster the store passes an empty `ARGV[1]`, the scripts leave the indexes
-alone, and the store updates them as hints in the same pipeline instead.
+| key | type | holds |
+| --- | --- | --- |
+| `KEYS[1]` `{prefix}run:{<id>}` | hash | the run's small fields (below) |
+| `KEYS[2]` `...:b` | string | the body, JSON |
+| `KEYS[3]` `...:i` | string | the input, JSON, when too long to sit in the hash |
+| `KEYS[4]` `...:r` | hash | step results, JSON by step name |
+| `KEYS[5]` `...:t` | list | the timeline, one JSON event per entry, oldest first |
 
-Every script validates everything before its first write: a Lua error after a write is
-not rolled back. Refusals are error replies starting with `HOLON <CODE>`.
+The hash stays small (every value short) so Redis keeps it in its compact encoding:
+`wf`, `ver` (workflow and version), `st` (status), `in` (a short input), `seq`, `es`
+(checkpoint and timeline sequence numbers), `tb` (timeline events trimmed away), `ctl`
+(control request), `own`, `lx`, `ln`, `lr` (lease owner, expiry, acquiring request id,
+recovered flag), `f` (last fencing token), `wk` (wake-up time), `ca`, `ua` (created and
+updated), `lc` (id of the last commit applied), `wx` (wait keys, `\\x1f`-separated).
 
-Run hash fields:
+On a single server the scripts also keep the global indexes exact: the index key prefix
+then comes first in the header and the scripts reach the index keys by name (a single
+server allows it). On a Cluster the store passes an empty prefix, the scripts leave the
+indexes alone, and the store maintains them as hints in the same pipeline instead.
 
-| field | meaning |
-| --- | --- |
-| `wf`, `ver` | workflow name and version |
-| `st` | status |
-| `in`, `b` | input and body, JSON |
-| `seq`, `es` | checkpoint and timeline sequence numbers |
-| `ctl` | pending control request, JSON (absent when none) |
-| `own`, `lx`, `ln`, `lr` | lease owner, expiry, the acquiring request's id, recovered flag |
-| `f` | last fencing token issued |
-| `wk` | wake-up time of a waiting run (absent when none) |
-| `ca`, `ua` | created and updated times |
-| `lc`, `lp` | id of the last commit applied and its reply, for retries |
+Arguments travel packed, to keep the client's per-command cost low: a header of short
+fields separated by `\\x1f`, and lists of JSON texts separated by `\\n` (compact JSON
+never holds a raw newline). Every script validates everything before its first write (a
+Lua error after a write is not rolled back); refusals are error replies `HOLON <CODE>`.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -43,17 +45,35 @@ class Script:
     name: str
     source: str
 
-    @property
+    @functools.cached_property
     def sha(self) -> str:
         return hashlib.sha1(self.source.encode()).hexdigest()
 
 
 _COMMON = r"""
-local function check_type(key)
+local function split(s, sep)
+  local out, start = {}, 1
+  while true do
+    local i = string.find(s, sep, start, true)
+    if not i then
+      out[#out + 1] = string.sub(s, start)
+      return out
+    end
+    out[#out + 1] = string.sub(s, start, i - 1)
+    start = i + 1
+  end
+end
+
+local function lines(s)
+  if s == '' then return {} end
+  return split(s, '\n')
+end
+
+local function check_type(key, kind)
   local t = redis.call('TYPE', key)['ok']
   if t == 'none' then return false end
-  if t ~= 'hash' then
-    return redis.error_reply('HOLON WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a hash')
+  if t ~= kind then
+    return redis.error_reply('HOLON WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. kind)
   end
   return true
 end
@@ -76,25 +96,20 @@ local function idx(ip, kind, name)
   return ip .. kind .. ':{' .. esc(name) .. '}'
 end
 
--- Replace the run's wait keys with the n keys in ARGV after position i (n < 0: keep).
--- Returns the keys it had before.
-local function set_wait_keys(ip, id, run, i)
-  local n = tonumber(ARGV[i])
+-- Replace the run's wait keys with `keys`; returns the keys it had before.
+local function set_wait_keys(ip, id, run, keys)
   local before = {}
-  if n < 0 then return before end
   local old = redis.call('HGET', run, 'wx')
   if old then
-    for k in string.gmatch(old, '[^\31]+') do
-      before[#before + 1] = k
-      if ip ~= '' then redis.call('ZREM', idx(ip, 'waiting', k), id) end
+    before = split(old, '\31')
+    if ip ~= '' then
+      for _, k in ipairs(before) do redis.call('ZREM', idx(ip, 'waiting', k), id) end
     end
   end
-  local keys = {}
-  for j = 1, n do
-    keys[j] = ARGV[i + j]
-    if ip ~= '' then redis.call('ZADD', idx(ip, 'waiting', keys[j]), 0, id) end
+  if ip ~= '' then
+    for _, k in ipairs(keys) do redis.call('ZADD', idx(ip, 'waiting', k), 0, id) end
   end
-  if n > 0 then
+  if #keys > 0 then
     redis.call('HSET', run, 'wx', table.concat(keys, '\31'))
   else
     redis.call('HDEL', run, 'wx')
@@ -115,83 +130,80 @@ local function reindex(ip, id, run, old_status)
     end
     redis.call('HINCRBY', ip .. 'counts', st, 1)
     redis.call('HINCRBY', idx(ip, 'counts', wf), st, 1)
+    redis.call('ZADD', ip .. 'status:' .. st, ca, id)
   end
-  redis.call('ZADD', ip .. 'status:' .. st, ca, id)
   local ready, lease, timer = idx(ip, 'ready', wf), idx(ip, 'lease', wf), idx(ip, 'timer', wf)
   if st == 'queued' then
     redis.call('ZADD', ready, ca, id)
-  else
+  elseif old_status == 'queued' then
     redis.call('ZREM', ready, id)
   end
   if st == 'running' then
     redis.call('ZADD', lease, (r[4] and r[5]) or 0, id)
-  else
+  elseif old_status == 'running' then
     redis.call('ZREM', lease, id)
   end
   if st == 'waiting' and r[6] then
     redis.call('ZADD', timer, r[6], id)
-  else
+  elseif old_status == 'waiting' then
     redis.call('ZREM', timer, id)
   end
 end
 
--- Append events from ARGV starting at i (kind, at, step, data per event).
-local function append(tl, es, cap, i, n)
-  for _ = 1, n do
-    es = es + 1
-    local id = es .. '-0'
-    local fields = {'k', ARGV[i], 'a', ARGV[i + 1], 'd', ARGV[i + 3]}
-    if ARGV[i + 2] ~= '' then
-      fields[7] = 's'
-      fields[8] = ARGV[i + 2]
-    end
-    if cap > 0 then
-      redis.call('XADD', tl, 'MAXLEN', cap, id, unpack(fields))
-    else
-      redis.call('XADD', tl, id, unpack(fields))
-    end
-    i = i + 4
+-- Append JSON events to the timeline, trimming it to `cap` (0: no cap); the caller
+-- stores the new event sequence number.
+local function append(run, tl, events, cap)
+  if #events == 0 then return end
+  local length = redis.call('RPUSH', tl, unpack(events))
+  if cap > 0 and length > cap then
+    redis.call('LTRIM', tl, -cap, -1)
+    redis.call('HINCRBY', run, 'tb', length - cap)
   end
-  return es, i
 end
 """
 
-# ARGV: ip, id, wf, ver, st, input, body, wake, created, updated, cap, n_events, events...
+# ARGV: header (ip, id, wf, ver, status, wake, created, updated, cap), input, body, events
 _CREATE = r"""
-local run, tl = KEYS[1], KEYS[3]
+local run, body, input, tl = KEYS[1], KEYS[2], KEYS[3], KEYS[5]
 if redis.call('EXISTS', run) == 1 then return 0 end
-local ip, id = ARGV[1], ARGV[2]
-local n = tonumber(ARGV[12])
-redis.call('HSET', run, 'wf', ARGV[3], 'ver', ARGV[4], 'st', ARGV[5], 'in', ARGV[6],
-  'b', ARGV[7], 'seq', 0, 'es', n, 'f', 0, 'ca', ARGV[9], 'ua', ARGV[10])
-if ARGV[8] ~= '' then redis.call('HSET', run, 'wk', ARGV[8]) end
-append(tl, 0, tonumber(ARGV[11]), 13, n)
-if ip ~= '' then
-  redis.call('ZADD', ip .. 'created', ARGV[9], id)
-  redis.call('ZADD', idx(ip, 'wf', ARGV[3]), ARGV[9], id)
+local h = split(ARGV[1], '\31')
+local ip, id = h[1], h[2]
+redis.call('HSET', run, 'wf', h[3], 'ver', h[4], 'st', h[5], 'seq', 0, 'es', 0, 'f', 0,
+  'ca', h[7], 'ua', h[8])
+if h[6] ~= '' then redis.call('HSET', run, 'wk', h[6]) end
+if string.len(ARGV[2]) <= 48 then
+  redis.call('HSET', run, 'in', ARGV[2])
+else
+  redis.call('SET', input, ARGV[2])
 end
+redis.call('SET', body, ARGV[3])
+redis.call('DEL', tl)
+local events = lines(ARGV[4])
+append(run, tl, events, tonumber(h[9]))
+redis.call('HSET', run, 'es', #events)
+if ip ~= '' then redis.call('ZADD', idx(ip, 'wf', h[3]), h[7], id) end
 reindex(ip, id, run, nil)
 return 1
 """
 
-# ARGV: ip, id, owner, ttl, now, lease mode, request id, timers (0/1)
+# ARGV: header (ip, id, owner, ttl, now, lease mode, request id, timers 0/1)
 # Returns {1, token, recovered} or {0, status, lease expiry or '', wake or ''}.
 _ACQUIRE = r"""
 local run = KEYS[1]
-local ok = check_type(run)
+local ok = check_type(run, 'hash')
 if not ok then return redis.error_reply('HOLON NOTFOUND') end
 if type(ok) == 'table' then return ok end
-local ip, id, owner, ttl, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
-local nonce = ARGV[7]
+local h = split(ARGV[1], '\31')
+local ip, id, owner, ttl, now, nonce = h[1], h[2], h[3], tonumber(h[4]), h[5], h[7]
 local r = redis.call('HMGET', run, 'st', 'own', 'lx', 'f', 'ln', 'wk', 'lr')
 local st, own, lx, wk = r[1], r[2], r[3], r[6]
-local lnow = lease_now(ARGV[6], now)
+local lnow = lease_now(h[6], now)
 if own and tonumber(lx) > lnow then
   if r[5] == nonce then return {1, tonumber(r[4]), tonumber(r[7] or 0)} end
   return {0, st, lx, wk or ''}
 end
 local runnable = st == 'queued' or st == 'running'
-if not runnable and ARGV[8] == '1' and st == 'waiting' and wk then
+if not runnable and h[8] == '1' and st == 'waiting' and wk then
   runnable = tonumber(wk) <= tonumber(now)
 end
 if not runnable then return {0, st, lx or '', wk or ''} end
@@ -205,49 +217,49 @@ reindex(ip, id, run, st)
 return {1, token, recovered}
 """
 
-# ARGV: ip, id, token, ttl, now, lease mode
+# ARGV: header (ip, id, token, ttl, now, lease mode). Returns the control request or false.
 _RENEW = r"""
 local run = KEYS[1]
-local ok = check_type(run)
+local ok = check_type(run, 'hash')
 if not ok then return redis.error_reply('HOLON NOTFOUND') end
 if type(ok) == 'table' then return ok end
-local r = redis.call('HMGET', run, 'own', 'f', 'ctl')
-if not r[1] or r[2] ~= ARGV[3] then
+local h = split(ARGV[1], '\31')
+local r = redis.call('HMGET', run, 'own', 'f', 'ctl', 'wf')
+if not r[1] or r[2] ~= h[3] then
   return redis.error_reply('HOLON STALE ' .. (r[1] and r[2] or 'none (released)'))
 end
-local lx = lease_now(ARGV[6], ARGV[5]) + tonumber(ARGV[4])
-lx = string.format('%.6f', lx)
+local lx = string.format('%.6f', lease_now(h[6], h[5]) + tonumber(h[4]))
 redis.call('HSET', run, 'lx', lx)
-if ARGV[1] ~= '' then
-  redis.call('ZADD', idx(ARGV[1], 'lease', redis.call('HGET', run, 'wf')), lx, ARGV[2])
-end
+if h[1] ~= '' then redis.call('ZADD', idx(h[1], 'lease', r[4]), lx, h[2]) end
 return r[3] or false
 """
 
-# ARGV: ip, id, token. Returns {status, workflow} when released, else 0.
+# ARGV: header (ip, id, token). Returns {status, workflow} when released, else 0.
 _RELEASE = r"""
 local run = KEYS[1]
-local ok = check_type(run)
+local ok = check_type(run, 'hash')
 if not ok or type(ok) == 'table' then return 0 end
+local h = split(ARGV[1], '\31')
 local r = redis.call('HMGET', run, 'own', 'f', 'st', 'wf')
-if not r[1] or r[2] ~= ARGV[3] then return 0 end
+if not r[1] or r[2] ~= h[3] then return 0 end
 redis.call('HDEL', run, 'own', 'lx', 'ln', 'lr')
-reindex(ARGV[1], ARGV[2], run, r[3])
+reindex(h[1], h[2], run, r[3])
 return {r[3], r[4] or ''}
 """
 
-# ARGV: ip, id, token or '', expected seq, commit id, status, body, wake or '', at,
-#       release (0/1), clear control (0/1), timeline cap, when a completed run expires
-#       (or ''), n_results,
-#       results (name, value)..., n_events, events..., n_wait_keys (-1: keep), keys...
-# Returns {seq, event_seq, control or false, the wait keys it had before (when replaced)}.
+# ARGV: header (ip, id, token or '', expected seq, commit id, status, wake or '', at,
+#       release 0/1, clear control 0/1, timeline cap, expiry of a completed run or '',
+#       wait keys given 0/1), body, results (name and JSON lines), events (JSON lines),
+#       wait keys (\31-separated)
+# Returns {seq, event_seq, control or false, the wait keys it had before when replaced}.
 _COMMIT = r"""
-local run, res, tl = KEYS[1], KEYS[2], KEYS[3]
-local ok = check_type(run)
+local run, body, res, tl = KEYS[1], KEYS[2], KEYS[4], KEYS[5]
+local ok = check_type(run, 'hash')
 if not ok then return redis.error_reply('HOLON NOTFOUND') end
 if type(ok) == 'table' then return ok end
-local ip, id, token, expected, nonce = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
-local r = redis.call('HMGET', run, 'seq', 'f', 'own', 'es', 'lc', 'ctl', 'st')
+local h = split(ARGV[1], '\31')
+local ip, id, token, expected, nonce = h[1], h[2], h[3], tonumber(h[4]), h[5]
+local r = redis.call('HMGET', run, 'seq', 'f', 'own', 'es', 'lc', 'ctl', 'st', 'wk')
 local seq = tonumber(r[1])
 if r[5] == nonce and seq == expected + 1 then
   return {seq, tonumber(r[4]), r[6] or false, {}}
@@ -256,112 +268,138 @@ if token ~= '' and (not r[3] or r[2] ~= token) then
   return redis.error_reply('HOLON STALE ' .. (r[3] and r[2] or 'none (released)'))
 end
 if seq ~= expected then return redis.error_reply('HOLON SEQ ' .. seq) end
-local status = ARGV[6]
-redis.call('HSET', run, 'st', status, 'b', ARGV[7], 'seq', seq + 1, 'ua', ARGV[9], 'lc', nonce)
-if ARGV[8] ~= '' then redis.call('HSET', run, 'wk', ARGV[8]) else redis.call('HDEL', run, 'wk') end
-if ARGV[10] == '1' then redis.call('HDEL', run, 'own', 'lx', 'ln', 'lr') end
-if ARGV[11] == '1' then redis.call('HDEL', run, 'ctl') end
-local i = 15
-local nres = tonumber(ARGV[14])
-for _ = 1, nres do
-  redis.call('HSET', res, ARGV[i], ARGV[i + 1])
-  i = i + 2
+local results = lines(ARGV[3])
+if #results > 0 then
+  local rok = check_type(res, 'hash')
+  if type(rok) == 'table' then return rok end
 end
-local n = tonumber(ARGV[i])
-local es, j = append(tl, tonumber(r[4]), tonumber(ARGV[12]), i + 1, n)
-redis.call('HSET', run, 'es', es)
-local before = set_wait_keys(ip, id, run, j)
-reindex(ip, id, run, r[7])
-local expire_at = ARGV[13]
-if ip ~= '' and expire_at ~= '' and status == 'completed' then
-  redis.call('ZADD', ip .. 'expiry', expire_at, id)
+local events = lines(ARGV[4])
+if #events > 0 then
+  local tok = check_type(tl, 'list')
+  if type(tok) == 'table' then return tok end
+end
+local status, wake = h[6], h[7]
+local es = tonumber(r[4]) + #events
+if wake ~= '' then
+  redis.call('HSET', run, 'st', status, 'seq', seq + 1, 'es', es, 'ua', h[8], 'lc', nonce,
+    'wk', wake)
+else
+  redis.call('HSET', run, 'st', status, 'seq', seq + 1, 'es', es, 'ua', h[8], 'lc', nonce)
+  if r[8] then redis.call('HDEL', run, 'wk') end
+end
+redis.call('SET', body, ARGV[2])
+if h[9] == '1' then redis.call('HDEL', run, 'own', 'lx', 'ln', 'lr') end
+if h[10] == '1' and r[6] then redis.call('HDEL', run, 'ctl') end
+if #results > 0 then redis.call('HSET', res, unpack(results)) end
+append(run, tl, events, tonumber(h[11]))
+local before = {}
+if h[13] == '1' then
+  local keys = {}
+  if ARGV[5] ~= '' then keys = split(ARGV[5], '\31') end
+  before = set_wait_keys(ip, id, run, keys)
+end
+if r[7] ~= status or h[9] == '1' or status == 'waiting' or r[8] then
+  reindex(ip, id, run, r[7])
+end
+if ip ~= '' and h[12] ~= '' and status == 'completed' then
+  redis.call('ZADD', ip .. 'expiry', h[12], id)
 end
 local ctl = false
-if ARGV[11] ~= '1' then ctl = r[6] or false end
+if h[10] ~= '1' then ctl = r[6] or false end
 return {seq + 1, es, ctl, before}
 """
 
-# ARGV: ip, id, control JSON
+# ARGV: header (ip, id), control JSON
 _REQUEST = r"""
 local run = KEYS[1]
-local ok = check_type(run)
+local ok = check_type(run, 'hash')
 if not ok then return redis.error_reply('HOLON NOTFOUND') end
 if type(ok) == 'table' then return ok end
-redis.call('HSET', run, 'ctl', ARGV[3])
+redis.call('HSET', run, 'ctl', ARGV[2])
 return 1
 """
 
-# ARGV: ip, id, body, at, event data, request id, timeline cap, 0 (no wait keys)
-# Replaces the record without reading its body; a key of the wrong type is replaced too.
+# ARGV: header (ip, id, at, request id, timeline cap), body, event JSON
+# Replaces the record without reading its body; keys of the wrong type are replaced too.
 # Returns the wait keys the run had.
 _QUARANTINE = r"""
-local run, tl = KEYS[1], KEYS[3]
+local run, body, tl = KEYS[1], KEYS[2], KEYS[5]
 local t = redis.call('TYPE', run)['ok']
 if t == 'none' then return redis.error_reply('HOLON NOTFOUND') end
-local ip, id = ARGV[1], ARGV[2]
-local old, seq, es = nil, 0, 0
+local h = split(ARGV[1], '\31')
+local ip, id, at = h[1], h[2], h[3]
+local old, seq = nil, 0
 if t == 'hash' then
-  if redis.call('HGET', run, 'lc') == ARGV[6] then return {} end
-  local r = redis.call('HMGET', run, 'st', 'seq', 'es', 'wf', 'ca')
+  if redis.call('HGET', run, 'lc') == h[4] then return {} end
+  local r = redis.call('HMGET', run, 'st', 'seq', 'es', 'wf', 'ca', 'ver')
   old = r[1]
   seq = tonumber(r[2]) or 0
-  es = tonumber(r[3]) or 0
+  if not tonumber(r[3]) then redis.call('HSET', run, 'es', 0) end
   if not r[4] then redis.call('HSET', run, 'wf', '') end
-  if not tonumber(r[5]) then redis.call('HSET', run, 'ca', ARGV[4]) end
+  if not tonumber(r[5]) then redis.call('HSET', run, 'ca', at) end
+  if not r[6] then redis.call('HSET', run, 'ver', '') end
 else
   redis.call('DEL', run)
-  redis.call('HSET', run, 'wf', '', 'ver', '', 'in', 'null', 'f', 0, 'ca', ARGV[4])
+  redis.call('HSET', run, 'wf', '', 'ver', '', 'in', 'null', 'f', 0, 'es', 0, 'ca', at)
 end
-if redis.call('TYPE', tl)['ok'] ~= 'stream' then redis.call('DEL', tl) end
-local last = redis.call('XREVRANGE', tl, '+', '-', 'COUNT', 1)[1]
-if last then
-  local top = tonumber(string.match(last[1], '^(%d+)'))
-  if top > es then es = top end
-end
-es = es + 1
-local cap = tonumber(ARGV[7])
-local fields = {'k', 'failed', 'a', ARGV[4], 'd', ARGV[5]}
-if cap > 0 then
-  redis.call('XADD', tl, 'MAXLEN', cap, es .. '-0', unpack(fields))
-else
-  redis.call('XADD', tl, es .. '-0', unpack(fields))
-end
+if redis.call('TYPE', tl)['ok'] ~= 'list' then redis.call('DEL', tl) end
 local before = {}
-if t == 'hash' then before = set_wait_keys(ip, id, run, 8) end
+if t == 'hash' then before = set_wait_keys(ip, id, run, {}) end
 redis.call('HDEL', run, 'ctl', 'own', 'lx', 'ln', 'lr', 'wk')
-redis.call('HSET', run, 'st', 'failed', 'b', ARGV[3], 'seq', seq + 1, 'es', es, 'ua', ARGV[4],
-  'lc', ARGV[6])
-if ip ~= '' then
-  redis.call('ZADD', ip .. 'created', redis.call('HGET', run, 'ca'), id)
+redis.call('HSET', run, 'st', 'failed', 'seq', seq + 1, 'ua', at, 'lc', h[4])
+if redis.call('HEXISTS', run, 'in') == 0 and redis.call('EXISTS', KEYS[3]) == 0 then
+  redis.call('HSET', run, 'in', 'null')
 end
+redis.call('DEL', body)
+redis.call('SET', body, ARGV[2])
+append(run, tl, {ARGV[3]}, tonumber(h[5]))
+redis.call('HINCRBY', run, 'es', 1)
 reindex(ip, id, run, old)
 return before
 """
 
-# ARGV: ip, id, 0. Deletes a finished run and its index entries.
+# ARGV: header (ip, id). Deletes a finished run and its index entries.
 # Returns {1, workflow, wait keys, status} or {0} when the run is missing or not finished.
 _DELETE = r"""
-local run, res, tl = KEYS[1], KEYS[2], KEYS[3]
-local ok = check_type(run)
+local run = KEYS[1]
+local ok = check_type(run, 'hash')
 if not ok or type(ok) == 'table' then return {0} end
-local ip, id = ARGV[1], ARGV[2]
+local h = split(ARGV[1], '\31')
+local ip, id = h[1], h[2]
 local r = redis.call('HMGET', run, 'st', 'wf')
 local st, wf = r[1], r[2] or ''
 if st ~= 'completed' and st ~= 'failed' and st ~= 'stopped' and st ~= 'rejected'
     and st ~= 'expired' then
   return {0}
 end
-local before = set_wait_keys(ip, id, run, 3)
+local before = set_wait_keys(ip, id, run, {})
 if ip ~= '' then
   redis.call('ZREM', ip .. 'status:' .. st, id)
-  redis.call('ZREM', ip .. 'created', id)
   redis.call('ZREM', idx(ip, 'wf', wf), id)
   redis.call('ZREM', ip .. 'expiry', id)
   redis.call('HINCRBY', ip .. 'counts', st, -1)
   redis.call('HINCRBY', idx(ip, 'counts', wf), st, -1)
 end
-redis.call('DEL', run, res, tl)
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 return {1, wf, before, st}
+"""
+
+# KEYS: run, timeline. ARGV: after seq, limit (-1: all).
+# Returns {seq of the first event returned, events} or false when the run is missing.
+_TIMELINE = r"""
+local ok = check_type(KEYS[1], 'hash')
+if not ok then return false end
+if type(ok) == 'table' then return ok end
+local tok = check_type(KEYS[2], 'list')
+if type(tok) == 'table' then return tok end
+local tb = tonumber(redis.call('HGET', KEYS[1], 'tb') or 0)
+local start = tonumber(ARGV[1]) - tb
+if start < 0 then start = 0 end
+local limit = tonumber(ARGV[2])
+local stop = -1
+if limit >= 0 then stop = start + limit - 1 end
+if limit == 0 then return {tb + start + 1, {}} end
+return {tb + start + 1, redis.call('LRANGE', KEYS[2], start, stop)}
 """
 
 # KEYS: ready, lease, timer indexes of one workflow. ARGV: now, lease mode, limit.
@@ -391,8 +429,9 @@ SCRIPTS: dict[str, Script] = {
         _script("commit", _COMMIT),
         _script("request", _REQUEST),
         _script("quarantine", _QUARANTINE),
-        _script("candidates", _CANDIDATES),
         _script("delete", _DELETE),
+        _script("timeline", _TIMELINE),
+        _script("candidates", _CANDIDATES),
     )
 }
 """Every script by name."""
