@@ -18,7 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from holon import END, START, Workflow, WorkflowRunner
-from holon.errors import CorruptRecord, StoreError
+from holon.errors import CorruptRecord, SeqConflict, StoreError
 from holon.stores import open_store
 from holon.stores.base import (
     Checkpoint,
@@ -398,3 +398,24 @@ async def test_completed_runs_are_kept_by_default(fake: RedisStore) -> None:
     )
     assert await fake.purge_expired(NOW + 10**9) == []
     assert await fake.load_run("done") is not None
+
+
+async def test_without_hiredis_the_plain_parser_is_used(
+    prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from holon.stores import redis_base
+
+    monkeypatch.setattr(redis_base, "hiredis", None)
+    store = await opened(RedisStore(REDIS_URL, key_prefix=prefix, lease_clock="caller"))
+    try:
+        await store.create_run(record("r1"), [NewEvent(kind="started", at=NOW)])
+        committed = await store.commit(
+            "r1", expected_seq=0, token=None, checkpoint=checkpoint(results={"A": [1]})
+        )
+        assert committed.seq == 1
+        with pytest.raises(SeqConflict):
+            await store.commit("r1", expected_seq=0, token=None, checkpoint=checkpoint())
+        loaded = await store.load_run("r1")
+        assert loaded is not None and loaded.results == {"A": [1]}
+    finally:
+        await store.close()

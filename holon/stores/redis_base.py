@@ -289,7 +289,7 @@ class RedisBase:
             self._parser = None
         try:
             await conn.connect()
-            if hiredis is None:  # pragma: no cover - depends on the optional extra
+            if hiredis is None:
                 await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
                 return [await self._read_one(conn) for _ in commands]
             payload = b"".join([hiredis.pack_command(command) for command in commands])
@@ -319,7 +319,7 @@ class RedisBase:
         return replies
 
     @staticmethod
-    async def _read_one(conn: Any) -> Any:  # pragma: no cover - without hiredis
+    async def _read_one(conn: Any) -> Any:
         try:
             return await conn.read_response()
         except ResponseError as exc:
