@@ -262,12 +262,12 @@ async def test_auth_failure_and_wrong_db(tmp_path: Path) -> None:
 async def test_a_key_of_the_wrong_type_under_our_prefix(prefix: str) -> None:
     raw = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
     try:
-        await raw.set(f"{prefix}status:waiting", "not a sorted set")
+        await raw.set(f"{prefix}workflows", "not a set")
     finally:
         await raw.aclose()
     with pytest.raises(StoreError, match="holds a string") as caught:
         await RedisStore(REDIS_URL, key_prefix=prefix).open()
-    assert f"{prefix}status:waiting" in str(caught.value)
+    assert f"{prefix}workflows" in str(caught.value)
 
 
 async def test_bad_urls_and_options_are_refused() -> None:

@@ -1,19 +1,22 @@
 """`redis://host:port/db` and `redis+cluster://host:port`: the store for many workers.
 
-Each run lives under one hash tag, `{prefix}run:{<id>}` (its hash), `...:r` (step results)
-and `...:t` (its timeline, a stream), so every write to a run is one Lua script in one
-slot. Global indexes are sorted sets: runs by creation (`{prefix}created`), by status
-(`{prefix}status:<status>`), by workflow (`{prefix}wf:{<name>}`), and, per workflow,
-the runs a worker may claim: queued (`ready:{<name>}`), running by lease expiry
-(`lease:{<name>}`) and waiting by wake-up time (`timer:{<name>}`). `claim` reads those
-three, never the whole keyspace; no operation uses `KEYS` or `SCAN`.
+Each run lives under one hash tag, `{prefix}run:{<id>}` (a small hash) with `:b` (its
+body), `:i` (a long input), `:r` (step results) and `:t` (its timeline, a list), so every
+write to a run is one Lua script in one slot (see `redis_scripts`). Global indexes are
+sorted sets per workflow: runs by status (`status:{<workflow>}:<status>`, scored by
+creation time), and the runs a worker may claim: queued (`ready:{<workflow>}`), running
+by lease expiry (`lease:{<workflow>}`) and waiting by wake-up time (`timer:{<workflow>}`);
+`waiting:{<key>}` holds runs by wait key. `claim` reads the claim indexes, never the
+whole keyspace; no operation uses `KEYS` or `SCAN`.
 
 On a single server the scripts keep the indexes exact. On a Cluster the indexes live in
 other slots than the runs, so they are hints: added in the same pipeline as the write,
 removed only by readers that found the run record disagreeing. The run record is the
 truth; every listing and claim checks it.
 
-See `docs/redis.md` for durability settings, retention and the Cluster.
+Writes go through a group committer (`redis_batch`): concurrent writes of different runs
+share one pipeline. See `docs/redis.md` for durability settings, retention and the
+Cluster.
 """
 
 from __future__ import annotations
@@ -107,7 +110,7 @@ class RedisStore(RedisReads):
         if self.cluster:
             self._remember(record.run_id, record.workflow, record.created_at)
             commands += [
-                ("ZADD", self._index("wf", record.workflow), record.created_at, record.run_id),
+                ("SADD", self._workflows_key, record.workflow),
                 *self._hints(record.run_id, record.status),
             ]
         replies = await self._write(record.run_id, commands)
@@ -319,11 +322,9 @@ class RedisStore(RedisReads):
             dump_body(quarantined_body(reason)),
             _events([event]),
         )
-        hints: list[Command] = []
+        replies = await self._write(run_id, [command])
         if self.cluster:
-            hints = [("ZADD", self._status_key(RunStatus.FAILED.value), at, run_id)]
-        replies = await self._write(run_id, [command, *hints])
-        if self.cluster:
+            await self._hint_from_record(run_id)
             await self._unindex_waiting(run_id, replies[0], [])
         self.signals.notify(run_id)
 
@@ -358,8 +359,7 @@ class RedisStore(RedisReads):
             if self.cluster:
                 _, wf, keys, status = reply
                 cleanup += [
-                    ("ZREM", self._index("wf", wf), run_id),
-                    ("ZREM", self._status_key(status), run_id),
+                    ("ZREM", self._status_key(wf, status), run_id),
                     ("ZREM", f"{self.key_prefix}expiry", run_id),
                     *(("ZREM", self._index("waiting", k), run_id) for k in keys),
                 ]

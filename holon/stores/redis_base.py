@@ -126,8 +126,13 @@ class RedisBase:
     def _index(self, kind: str, workflow: str) -> str:
         return f"{self.key_prefix}{kind}:{{{_tag(workflow)}}}"
 
-    def _status_key(self, status: str) -> str:
-        return f"{self.key_prefix}status:{status}"
+    def _status_key(self, workflow: str, status: str) -> str:
+        """The index of one workflow's runs in one status."""
+        return f"{self._index('status', workflow)}:{status}"
+
+    @property
+    def _workflows_key(self) -> str:
+        return f"{self.key_prefix}workflows"
 
     @property
     def _definitions_key(self) -> str:
@@ -232,7 +237,7 @@ class RedisBase:
         }
         if not self.cluster:
             expected[f"{self.key_prefix}counts"] = "hash"
-        expected.update({self._status_key(s.value): "zset" for s in RunStatus})
+        expected[self._workflows_key] = "set"
         for key, kind in expected.items():
             try:
                 found = await self._client.type(key)
@@ -373,7 +378,7 @@ class RedisBase:
         if not self.cluster or known is None:
             return []
         workflow, created = known
-        hints: list[Command] = [("ZADD", self._status_key(status.value), created, run_id)]
+        hints: list[Command] = [("ZADD", self._status_key(workflow, status.value), created, run_id)]
         if status == RunStatus.QUEUED:
             hints.append(("ZADD", self._index("ready", workflow), created, run_id))
         elif status == RunStatus.RUNNING:

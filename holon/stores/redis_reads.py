@@ -74,13 +74,15 @@ class RedisReads(RedisBase):
 
         Reads the status index (or the workflow's index; with no filter, the status
         indexes merged), and checks every entry against its run record."""
-        if status is not None:
-            status = RunStatus(status)
-            indexes = [self._status_key(status.value)]
-        elif workflow is not None:
-            indexes = [self._index("wf", workflow)]
+        statuses = list(RunStatus) if status is None else [RunStatus(status)]
+        if workflow is not None:
+            workflows = [workflow]
         else:
-            indexes = [self._status_key(s.value) for s in RunStatus]
+            (members,) = await self._pipeline([("SMEMBERS", self._workflows_key)])
+            if isinstance(members, Exception):
+                raise self._describe(members, self._workflows_key)
+            workflows = sorted(members)
+        indexes = [self._status_key(w, s.value) for w in workflows for s in statuses]
         after: tuple[float, str] | None = None
         if cursor:
             score_text, _, last_id = cursor.partition("|")
@@ -91,7 +93,7 @@ class RedisReads(RedisBase):
         items: list[tuple[float, RunSummary]] = []
         stale: dict[str, list[str]] = {}
         batch = max(limit + 1, 32)
-        merged = _Merge(self, indexes, after, batch)
+        merged = _Merge(self, indexes, after, max(8, batch // max(1, len(indexes)) + 1))
         while len(items) <= limit:
             entries = await merged.take(batch)
             if not entries:
@@ -101,15 +103,15 @@ class RedisReads(RedisBase):
             )
             for (index, member, score), row in zip(entries, rows, strict=True):
                 summary = _summary(member, row)
-                wanted = _status_of(index, self.key_prefix)
-                if summary is None or (wanted is not None and summary.status != wanted):
+                wanted = _status_of(index)
+                if summary is None or summary.status != wanted:
                     stale.setdefault(index, []).append(member)
-                elif workflow is None or summary.workflow == workflow:
+                else:
                     items.append((score, summary))
                     if len(items) > limit:
                         break
         for index, members in stale.items():
-            await self._drop_stale(index, members, _status_of(index, self.key_prefix))
+            await self._drop_stale(index, members, _status_of(index))
         more = len(items) > limit
         page = items[:limit]
         next_cursor = f"{page[-1][0]!r}|{page[-1][1].run_id}" if more and page else None
@@ -238,15 +240,9 @@ class RedisReads(RedisBase):
         return [_codec.load(stored[f], run_id="-", what=f"definition {f}") for f in sorted(stored)]
 
 
-def _status_of(index: str, prefix: str) -> RunStatus | None:
-    """The status a status index holds, or None for another index."""
-    name = index.removeprefix(f"{prefix}status:")
-    if name == index:
-        return None
-    try:
-        return RunStatus(name)
-    except ValueError:
-        return None
+def _status_of(index: str) -> RunStatus:
+    """The status a status index (`...status:{<workflow>}:<status>`) holds."""
+    return RunStatus(index.rsplit(":", 1)[1])
 
 
 class _Merge:

@@ -124,13 +124,13 @@ local function reindex(ip, id, run, old_status)
   local st, wf, ca = r[1], r[2], r[3]
   if old_status ~= st then
     if old_status then
-      redis.call('ZREM', ip .. 'status:' .. old_status, id)
+      redis.call('ZREM', idx(ip, 'status', wf) .. ':' .. old_status, id)
       redis.call('HINCRBY', ip .. 'counts', old_status, -1)
       redis.call('HINCRBY', idx(ip, 'counts', wf), old_status, -1)
     end
     redis.call('HINCRBY', ip .. 'counts', st, 1)
     redis.call('HINCRBY', idx(ip, 'counts', wf), st, 1)
-    redis.call('ZADD', ip .. 'status:' .. st, ca, id)
+    redis.call('ZADD', idx(ip, 'status', wf) .. ':' .. st, ca, id)
   end
   local ready, lease, timer = idx(ip, 'ready', wf), idx(ip, 'lease', wf), idx(ip, 'timer', wf)
   if st == 'queued' then
@@ -181,7 +181,7 @@ redis.call('DEL', tl)
 local events = lines(ARGV[4])
 append(run, tl, events, tonumber(h[9]))
 redis.call('HSET', run, 'es', #events)
-if ip ~= '' then redis.call('ZADD', idx(ip, 'wf', h[3]), h[7], id) end
+if ip ~= '' then redis.call('SADD', ip .. 'workflows', h[3]) end
 reindex(ip, id, run, nil)
 return 1
 """
@@ -341,6 +341,7 @@ if t == 'hash' then
 else
   redis.call('DEL', run)
   redis.call('HSET', run, 'wf', '', 'ver', '', 'in', 'null', 'f', 0, 'es', 0, 'ca', at)
+  if ip ~= '' then redis.call('SADD', ip .. 'workflows', '') end
 end
 if redis.call('TYPE', tl)['ok'] ~= 'list' then redis.call('DEL', tl) end
 local before = {}
@@ -374,8 +375,7 @@ if st ~= 'completed' and st ~= 'failed' and st ~= 'stopped' and st ~= 'rejected'
 end
 local before = set_wait_keys(ip, id, run, {})
 if ip ~= '' then
-  redis.call('ZREM', ip .. 'status:' .. st, id)
-  redis.call('ZREM', idx(ip, 'wf', wf), id)
+  redis.call('ZREM', idx(ip, 'status', wf) .. ':' .. st, id)
   redis.call('ZREM', ip .. 'expiry', id)
   redis.call('HINCRBY', ip .. 'counts', st, -1)
   redis.call('HINCRBY', idx(ip, 'counts', wf), st, -1)
