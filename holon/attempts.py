@@ -1,11 +1,13 @@
 """Calling a step: one attempt under its timeout, and further attempts under its retry
-policy, with the backoff checkpointed so that a crash does not restart the wait."""
+policy, with the backoff checkpointed so that a crash does not restart the wait.
+
+Nothing here handles an operator's Stop: the engine runs an execution inside one
+cancel scope, and a Stop cancels whatever is under way, a backoff included."""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,12 +26,12 @@ __all__ = ["Attempts", "Outcome"]
 
 @dataclass
 class Outcome:
-    """How a step call ended: with a value, an error, or an operator's stop."""
+    """How a step call ended: with a value or an error. (An operator's Stop or a lost
+    lease cancels the call: that ends the execution, not just the call.)"""
 
     value: Any = None
     ctx: Context[Any, Any] | None = None
     error: BaseException | None = None
-    stopped: bool = False
 
 
 class Attempts:
@@ -48,33 +50,26 @@ class Attempts:
         retry: Retry | None,
         timeout: float | None,
         durable: bool,
-        own_scope: bool,
     ) -> Outcome:
-        """Call `fn` until it succeeds, fails for good, or the run is stopped.
+        """Call `fn` until it succeeds or fails for good.
 
         Args:
             make_ctx: a fresh context for attempt number n (state changes of a failed
                 attempt are dropped with it).
             durable: checkpoint the attempt number and the backoff's due time (for the
                 one step at the run's cursor; concurrent calls pass False).
-            own_scope: register the call's cancel scope as the run's step scope, so an
-                operator's Stop cancels it (False inside a fan-out, whose group has one).
         """
         engine = self.engine
         attempt = execution.record.body.attempt if durable else 1
         retry_at = execution.record.body.retry_at if durable else None
         while True:
-            if retry_at is not None:
-                stopped = await self._backoff(execution, retry_at - engine.clock.now(), own_scope)
-                if stopped:
-                    return Outcome(stopped=True)
+            if retry_at is not None and retry_at > engine.clock.now():
+                await engine.clock.sleep(retry_at - engine.clock.now())
             ctx = make_ctx(attempt)
-            outcome = await self.call_once(execution, fn, ctx, timeout, own_scope=own_scope)
+            outcome = await self.call_once(fn, ctx, timeout)
             outcome.ctx = ctx
             error = outcome.error
-            if error is None or outcome.stopped or retry is None:
-                return outcome
-            if not retry.retries(error, attempt):
+            if error is None or retry is None or not retry.retries(error, attempt):
                 return outcome
             delay = retry.delay(attempt)
             retry_at = engine.clock.now() + delay
@@ -93,41 +88,31 @@ class Attempts:
                 await engine.commit(execution, RunStatus.RUNNING, body, events=[event])
             attempt += 1
 
-    async def _backoff(self, execution: Execution, seconds: float, own_scope: bool) -> bool:
-        """Wait out a backoff; True if the run was stopped meanwhile."""
-        if seconds <= 0:
-            return False
-        with execution.cancellable(own_scope) as scope:
-            await self.engine.clock.sleep(seconds)
-        return execution.stopped(scope)
-
+    @staticmethod
     async def call_once(
-        self,
-        execution: Execution,
         fn: Callable[[Context[Any, Any]], Any],
         ctx: Context[Any, Any],
         timeout: float | None,
-        *,
-        own_scope: bool = True,
     ) -> Outcome:
         """One attempt. Sync functions run on the event loop; async ones are awaited."""
-        with execution.cancellable(own_scope) as scope:
-            try:
-                # Without a timeout, no second cancel scope: it costs microseconds a step.
-                with anyio.move_on_after(timeout) if timeout is not None else nullcontext():
-                    value = fn(ctx)
-                    if inspect.isawaitable(value):
-                        value = await value
-                    return Outcome(value=value)
-                return Outcome(
-                    error=StepTimeout(
-                        f"step {ctx.StepName!r} of run {ctx.RunId!r} ran longer than its "
-                        f"timeout of {timeout} s and was cancelled",
-                        run_id=ctx.RunId,
-                        step=ctx.StepName,
-                    )
-                )
-            except Exception as exc:
-                return Outcome(error=exc)
-        # Every way out of the block returns, unless the scope was cancelled.
-        return Outcome(stopped=execution.stopped(scope))
+        try:
+            if timeout is None:
+                value = fn(ctx)
+                if inspect.isawaitable(value):
+                    value = await value
+                return Outcome(value=value)
+            with anyio.move_on_after(timeout):
+                value = fn(ctx)
+                if inspect.isawaitable(value):
+                    value = await value
+                return Outcome(value=value)
+        except Exception as exc:
+            return Outcome(error=exc)
+        return Outcome(
+            error=StepTimeout(
+                f"step {ctx.StepName!r} of run {ctx.RunId!r} ran longer than its "
+                f"timeout of {timeout} s and was cancelled",
+                run_id=ctx.RunId,
+                step=ctx.StepName,
+            )
+        )

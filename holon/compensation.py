@@ -99,11 +99,7 @@ class Compensator:
                 retry=retry,
                 timeout=None,
                 durable=False,
-                own_scope=True,
             )
-            if outcome.stopped:
-                await engine.halt(execution, RunStatus.STOPPED, "stopped")
-                return
             if outcome.error is not None:
                 await self._give_up(execution, entry, outcome.error)
                 return

@@ -159,6 +159,16 @@ class Engine:
     async def _drive(self, execution: Execution, *, recovered: bool) -> None:
         if not await adopt(self, execution):
             return
+        # One cancel scope for everything the execution runs: an operator's Stop or a
+        # lost lease cancels whichever step, branch, backoff or commit is under way.
+        # A commit cut short is a crash at that point: the store applied it whole or
+        # not at all, and the run's next executor (or Stop) takes it from there.
+        with execution.cancellable() as scope:
+            await self._advance(execution, recovered=recovered)
+        if execution.stopped(scope):
+            await self.halt(execution, RunStatus.STOPPED, "stopped")
+
+    async def _advance(self, execution: Execution, *, recovered: bool) -> None:
         record = execution.record
         if record.status == RunStatus.WAITING:
             # Handed over because its wake-up time passed: a timer, timeout or escalation.
@@ -234,12 +244,8 @@ class Engine:
             retry=spec.retry or workflow.default_retry,
             timeout=spec.timeout if spec.timeout is not None else workflow.default_timeout,
             durable=True,
-            own_scope=True,
         )
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
-        if outcome.stopped:
-            await self.halt(execution, RunStatus.STOPPED, "stopped")
-            return
         if outcome.error is not None or outcome.ctx is None:
             await self.fail(execution, name, outcome.error or HolonError("step did not run"))
             return
@@ -507,13 +513,12 @@ class Engine:
             wait_keys=wait_keys,
         )
         try:
-            with anyio.CancelScope(shield=True):
-                committed = await self.store.commit(
-                    record.run_id,
-                    expected_seq=record.seq,
-                    token=execution.token,
-                    checkpoint=checkpoint,
-                )
+            committed = await self.store.commit(
+                record.run_id,
+                expected_seq=record.seq,
+                token=execution.token,
+                checkpoint=checkpoint,
+            )
         except (StaleLease, SeqConflict) as exc:
             logger.warning("run %s: checkpoint refused: %s", record.run_id, exc)
             raise LeaseLost() from exc

@@ -99,7 +99,6 @@ class FanOut:
                 if spec and spec.timeout is not None
                 else workflow.default_timeout,
                 durable=False,
-                own_scope=False,
             )
             try:
                 if outcome.error is not None or outcome.ctx is None:
@@ -130,17 +129,14 @@ class FanOut:
                     execution.lease_lost = True
                     group.cancel_scope.cancel()
 
-        with execution.cancellable() as scope:
-            async with anyio.create_task_group() as group:
-                for name in pending:
-                    group.start_soon(branch, name, group)
+        async with anyio.create_task_group() as group:
+            for name in pending:
+                group.start_soon(branch, name, group)
         if execution.lease_lost:
             raise LeaseLost()
         if failures:
             name, error = failures[0]
             await self.engine.fail(execution, name, error)
-        elif execution.stopped(scope) or execution.stop_requested:
-            await self.engine.halt(execution, RunStatus.STOPPED, "stopped")
 
     async def _commit_branch(
         self,

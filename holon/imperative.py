@@ -424,18 +424,14 @@ class Imperative:
         ctx: ExecuteContext[Any, Any] = ExecuteContext(self, execution)
         error: BaseException | None = None
         value: Any = None
-        with execution.cancellable() as scope:
-            try:
-                value = fn(ctx)
-                if inspect.isawaitable(value):
-                    value = await value
-            except _Suspended:
-                return
-            except Exception as exc:
-                error = exc
-        if execution.stopped(scope):
-            await engine.halt(execution, RunStatus.STOPPED, "stopped")
+        try:
+            value = fn(ctx)
+            if inspect.isawaitable(value):
+                value = await value
+        except _Suspended:
             return
+        except Exception as exc:
+            error = exc
         if error is not None:
             await engine.fail(execution, ctx.last_step or EXECUTE_STEP, error)
             return
@@ -485,7 +481,6 @@ class Imperative:
             retry=call.retry or workflow.default_retry,
             timeout=call.timeout if call.timeout is not None else workflow.default_timeout,
             durable=False,
-            own_scope=False,
         )
         if outcome.error is not None:
             raise outcome.error

@@ -76,15 +76,13 @@ CREATE TABLE IF NOT EXISTS holon_results (
     value TEXT NOT NULL,
     PRIMARY KEY (ns, run_id, name)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS holon_events (
+CREATE TABLE IF NOT EXISTS holon_timeline (
     ns TEXT NOT NULL,
     run_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    at REAL NOT NULL,
-    step TEXT,
-    data TEXT NOT NULL,
-    PRIMARY KEY (ns, run_id, seq)
+    last_seq INTEGER NOT NULL,
+    first_seq INTEGER NOT NULL,
+    events TEXT NOT NULL,
+    PRIMARY KEY (ns, run_id, last_seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS holon_waiting (
     ns TEXT NOT NULL,
@@ -234,22 +232,19 @@ class SQLiteStore:
     def _insert_events(
         self, conn: sqlite3.Connection, run_id: str, first_seq: int, events: Sequence[NewEvent]
     ) -> None:
+        # One row per write, holding all its events: a checkpoint adds one row to the
+        # timeline's b-tree, not one per event.
         if events:
-            conn.executemany(
-                "INSERT INTO holon_events (ns, run_id, seq, kind, at, step, data) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        self.namespace,
-                        run_id,
-                        first_seq + i,
-                        e.kind,
-                        e.at,
-                        e.step,
-                        _codec.dump(e.data),
-                    )
-                    for i, e in enumerate(events)
-                ],
+            conn.execute(
+                "INSERT INTO holon_timeline (ns, run_id, last_seq, first_seq, events) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    self.namespace,
+                    run_id,
+                    first_seq + len(events) - 1,
+                    first_seq,
+                    _codec.dump([[e.kind, e.at, e.step, e.data] for e in events]),
+                ),
             )
 
     def _decode(self, row: tuple[Any, ...], results: list[tuple[str, str]]) -> RunRecord:
@@ -584,7 +579,7 @@ class SQLiteStore:
 
     async def quarantine(self, run_id: str, reason: str, at: float) -> None:
         body = quarantined_body(reason).model_dump_json()
-        data = _codec.dump({"error": "CorruptRecord", "message": reason})
+        data = {"error": "CorruptRecord", "message": reason}
 
         def write(conn: sqlite3.Connection) -> None:
             row = conn.execute(
@@ -596,11 +591,7 @@ class SQLiteStore:
             ).fetchone()
             if row is None:
                 raise RunNotFound(f"no run {run_id!r} in {self.url}", run_id=run_id)
-            conn.execute(
-                "INSERT INTO holon_events (ns, run_id, seq, kind, at, step, data) "
-                "VALUES (?, ?, ?, 'failed', ?, NULL, ?)",
-                (self.namespace, run_id, row[0], at, data),
-            )
+            self._insert_events(conn, run_id, row[0], [NewEvent(kind="failed", at=at, data=data)])
             self._index_waiting(conn, run_id, [])
 
         await self._run(lambda c: self._write(c, lambda: write(c)))
@@ -633,24 +624,23 @@ class SQLiteStore:
         self, run_id: str, after_seq: int = 0, limit: int | None = None
     ) -> list[TimelineEvent]:
         def read(conn: sqlite3.Connection) -> list[TimelineEvent]:
+            # Each row holds one or more events, so `limit` rows hold at least `limit`.
             rows = conn.execute(
-                "SELECT seq, kind, at, step, data FROM holon_events "
-                "WHERE ns = ? AND run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                "SELECT first_seq, events FROM holon_timeline "
+                "WHERE ns = ? AND run_id = ? AND last_seq > ? ORDER BY last_seq LIMIT ?",
                 (self.namespace, run_id, after_seq, -1 if limit is None else limit),
             ).fetchall()
             if not rows and self._select_exists(conn, run_id) is False:
                 raise RunNotFound(f"no run {run_id!r} in {self.url}", run_id=run_id)
-            return [
-                TimelineEvent(
-                    run_id=run_id,
-                    seq=seq,
-                    kind=kind,
-                    at=at,
-                    step=step,
-                    data=_codec.load(data, run_id=run_id, what="event"),
+            found = [
+                TimelineEvent(run_id=run_id, seq=first + i, kind=kind, at=at, step=step, data=data)
+                for first, text in rows
+                for i, (kind, at, step, data) in enumerate(
+                    _codec.load(text, run_id=run_id, what="timeline")
                 )
-                for seq, kind, at, step, data in rows
+                if first + i > after_seq
             ]
+            return found if limit is None else found[:limit]
 
         return await self._run(lambda c: self._read(c, lambda: read(c)))
 
@@ -714,7 +704,7 @@ class SQLiteStore:
                 if not gone:
                     continue
                 gone_marks = ", ".join("?" * len(gone))
-                for table in ("holon_results", "holon_events", "holon_waiting"):
+                for table in ("holon_results", "holon_timeline", "holon_waiting"):
                     conn.execute(
                         f"DELETE FROM {table} WHERE ns = ? AND run_id IN ({gone_marks})",
                         (self.namespace, *gone),
