@@ -9,104 +9,24 @@ idempotency key, so the test proves what ran again and what did not.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
-from anyio.abc import Process
-from anyio.streams.buffered import BufferedByteReceiveStream
 
 from holon import WorkflowRunner
-from holon.stores import SQLiteStore
-from holon.stores.base import RunRecord, RunStatus, TimelineEvent
+from holon.stores.base import RunStatus, TimelineEvent
 from tests.crash_worker import WORKFLOWS
+from tests.processes import STEP_TIMEOUT, Child, Message, child, stored
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parent.parent
-STEP_TIMEOUT = 15.0
-"""Bound on every wait for a child: generous for a slow CI machine, yet a hang fails."""
 
-Message = dict[str, Any]
-
-
-class Child:
-    """A running `crash_worker` process and what it has said so far."""
-
-    def __init__(self, process: Process, name: str, stderr_path: Path) -> None:
-        self.process = process
-        self.name = name
-        self.stderr_path = stderr_path
-        assert process.stdout is not None
-        self._stdout = BufferedByteReceiveStream(process.stdout)
-        self.said: list[Message] = []
-
-    def diagnosis(self) -> str:
-        stderr = self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
-        return (
-            f"child {self.name!r} (pid {self.process.pid}, exit code "
-            f"{self.process.returncode}) said {self.said!r}\n--- its stderr ---\n{stderr}"
-        )
-
-    async def expect(self, what: str, matches: Callable[[Message], bool]) -> Message:
-        """Read the child's messages until one matches; fail clearly on exit or timeout."""
-        with anyio.move_on_after(STEP_TIMEOUT):
-            while True:
-                try:
-                    line = await self._stdout.receive_until(b"\n", 1 << 20)
-                except (anyio.EndOfStream, anyio.IncompleteRead):
-                    await self.process.wait()
-                    pytest.fail(f"exited before {what}: {self.diagnosis()}")
-                try:
-                    message = json.loads(line)
-                except ValueError:
-                    pytest.fail(f"printed a line that is not JSON, {line!r}: {self.diagnosis()}")
-                self.said.append(message)
-                if matches(message):
-                    return dict(message)
-        pytest.fail(f"no {what} within {STEP_TIMEOUT} s: {self.diagnosis()}")
-
-    async def finish(self) -> int:
-        """Wait for the child to exit by itself; its exit code."""
-        with anyio.move_on_after(STEP_TIMEOUT):
-            return await self.process.wait()
-        pytest.fail(f"did not exit within {STEP_TIMEOUT} s: {self.diagnosis()}")
-
-    async def kill(self) -> None:
-        """SIGKILL: no cleanup, no `finally`, no lease release in the child."""
-        self.process.kill()
-        code = await self.process.wait()
-        assert code == -signal.SIGKILL, f"expected death by SIGKILL: {self.diagnosis()}"
-
-
-@asynccontextmanager
-async def child(tmp_path: Path, name: str, *args: str) -> AsyncIterator[Child]:
-    """Start `python -m tests.crash_worker ARGS`; it is killed on the way out, whatever
-    happened."""
-    stderr_path = tmp_path / f"{name}.stderr"
-    with stderr_path.open("wb") as stderr:
-        process = await anyio.open_process(
-            [sys.executable, "-m", "tests.crash_worker", *args],
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-        )
-    try:
-        yield Child(process, name, stderr_path)
-    finally:
-        with anyio.CancelScope(shield=True):
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            await process.aclose()
+def worker(tmp_path: Path, name: str, *args: str) -> AbstractAsyncContextManager[Child]:
+    """`python -m tests.crash_worker ARGS`, killed on the way out."""
+    return child(tmp_path, name, "-m", "tests.crash_worker", *args)
 
 
 def attempts(log: Path) -> list[Message]:
@@ -121,17 +41,6 @@ def by_step(log: Path) -> dict[str, list[Message]]:
     for entry in attempts(log):
         grouped.setdefault(entry["step"], []).append(entry)
     return grouped
-
-
-async def stored(db: Path, run_id: str) -> tuple[RunRecord, list[TimelineEvent]]:
-    store = SQLiteStore(f"sqlite:///{db}")
-    await store.open()
-    try:
-        record = await store.load_run(run_id)
-        assert record is not None, f"run {run_id!r} is not in {db}"
-        return record, await store.timeline(run_id)
-    finally:
-        await store.close()
 
 
 async def run_without_crash(tmp_path: Path, workflow: str) -> Any:
@@ -152,7 +61,7 @@ async def test_sigkill_inside_a_step_resumes_from_the_last_checkpoint(tmp_path: 
     db, log, run_id = tmp_path / "runs.db", tmp_path / "steps.log", f"crash-{uuid.uuid4().hex}"
     common = ["--db", str(db), "--workflow", "linear", "--run-id", run_id]
 
-    async with child(
+    async with worker(
         tmp_path, "first", "start", *common, "--log", str(log), "--hang-in", "S3"
     ) as first:
         inside = await first.expect("step S3", lambda m: m.get("event") == "inside")
@@ -163,7 +72,7 @@ async def test_sigkill_inside_a_step_resumes_from_the_last_checkpoint(tmp_path: 
     assert crashed.status == RunStatus.RUNNING and crashed.lease is not None
     assert crashed.body.cursor is not None and crashed.body.cursor.step == "S3"
 
-    async with child(tmp_path, "second", "resume", *common) as second:
+    async with worker(tmp_path, "second", "resume", *common) as second:
         result = await second.expect("the result", lambda m: m.get("event") == "result")
         assert await second.finish() == 0, second.diagnosis()
 
@@ -204,7 +113,7 @@ async def test_sigkill_inside_a_parallel_branch_reruns_only_that_branch(tmp_path
     db, log, run_id = tmp_path / "runs.db", tmp_path / "steps.log", f"crash-{uuid.uuid4().hex}"
     common = ["--db", str(db), "--workflow", "fan", "--run-id", run_id]
 
-    async with child(
+    async with worker(
         tmp_path, "first", "start", *common, "--log", str(log), "--hang-in", "Slow"
     ) as first:
         # Both must hold before the kill: Fast's result is durable, Slow is mid-flight.
@@ -220,7 +129,7 @@ async def test_sigkill_inside_a_parallel_branch_reruns_only_that_branch(tmp_path
     assert cursor is not None and cursor.done == ["Fast"] and cursor.join == "Join"
     assert crashed.results["Fast"] == {"branch": "Fast", "value": 41}
 
-    async with child(tmp_path, "second", "resume", *common) as second:
+    async with worker(tmp_path, "second", "resume", *common) as second:
         result = await second.expect("the result", lambda m: m.get("event") == "result")
         assert await second.finish() == 0, second.diagnosis()
 
@@ -251,7 +160,7 @@ async def test_a_waiting_run_outlives_its_process_and_a_new_process_approves_it(
     db, log, run_id = tmp_path / "runs.db", tmp_path / "steps.log", f"wait-{uuid.uuid4().hex}"
     common = ["--db", str(db), "--workflow", "approval", "--run-id", run_id]
 
-    async with child(tmp_path, "first", "start", *common, "--log", str(log)) as first:
+    async with worker(tmp_path, "first", "start", *common, "--log", str(log)) as first:
         await first.expect("the wait", lambda m: m.get("event") == "waiting")
         assert await first.finish() == 0, first.diagnosis()
     waiting, _ = await stored(db, run_id)
@@ -259,7 +168,7 @@ async def test_a_waiting_run_outlives_its_process_and_a_new_process_approves_it(
     assert waiting.lease is None, "a waiting run must hold no lease, so no process is needed"
     assert waiting.body.wait is not None and waiting.body.wait.spec["approvers"] == ["editor"]
 
-    async with child(tmp_path, "second", "approve", *common, "--by", "editor") as second:
+    async with worker(tmp_path, "second", "approve", *common, "--by", "editor") as second:
         result = await second.expect("the result", lambda m: m.get("event") == "result")
         assert await second.finish() == 0, second.diagnosis()
 

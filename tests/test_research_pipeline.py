@@ -6,51 +6,24 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
-import anyio
 import pytest
-from anyio.streams.buffered import BufferedByteReceiveStream
+
+from tests.processes import REPO, child
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLE = REPO / "examples" / "research_pipeline.py"
-BOUND = 15.0
+EXAMPLE = "examples/research_pipeline.py"
 
 
-async def run_example(*args: str, env: dict[str, str], until: str | None = None) -> list[str]:
-    """Run the example; with `until`, SIGKILL it once it prints a line starting so."""
-    lines: list[str] = []
-    process = await anyio.open_process(
-        [sys.executable, str(EXAMPLE), *args], env=env, stderr=subprocess.STDOUT
-    )
-    try:
-        assert process.stdout is not None
-        stdout = BufferedByteReceiveStream(process.stdout)
-        with anyio.fail_after(BOUND):
-            while True:
-                try:
-                    line = (await stdout.receive_until(b"\n", 1 << 16)).decode()
-                except (anyio.EndOfStream, anyio.IncompleteRead):
-                    break
-                lines.append(line)
-                if until is not None and line.startswith(until):
-                    process.send_signal(signal.SIGKILL)
-                    break
-            code = await process.wait()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    if until is None:
-        assert code == 0, f"the example failed: {lines}"
-    else:
-        assert code == -signal.SIGKILL, f"the example was not killed where expected: {lines}"
-    return lines
+async def run_example(tmp_path: Path, name: str, *args: str, env: dict[str, str]) -> str:
+    """Run the example to its end; its last line (the result)."""
+    async with child(tmp_path, name, EXAMPLE, *args, env=env) as example:
+        await example.expect_text("run ")
+        line = await example.expect_text("{")
+        assert await example.finish() == 0, example.diagnosis()
+    return line
 
 
 async def test_crash_in_step_three_resumes_without_redoing_steps_one_and_two(
@@ -61,11 +34,15 @@ async def test_crash_in_step_three_resumes_without_redoing_steps_one_and_two(
     env = {**os.environ, "RESEARCH_LOG": str(log), "PYTHONPATH": str(REPO)}
     common = ["qc", "--store", store, "--run-id", "r-1", "--lease-ttl", "0.5"]
 
-    await run_example(*common, "--hold-in", "synthesis", env=env, until="holding in synthesis")
+    async with child(
+        tmp_path, "first", EXAMPLE, *common, "--hold-in", "synthesis", env=env
+    ) as first:
+        await first.expect_text("holding in synthesis")
+        await first.kill()
     before = [json.loads(line) for line in log.read_text().splitlines()]
     assert [s["step"] for s in before] == ["fetch_papers", "analyze_papers", "generate_synthesis"]
 
-    lines = await run_example(*common, env=env)
+    result = await run_example(tmp_path, "second", *common, env=env)
     after = [json.loads(line) for line in log.read_text().splitlines()]
     assert [s["step"] for s in after] == [
         "fetch_papers",
@@ -74,9 +51,9 @@ async def test_crash_in_step_three_resumes_without_redoing_steps_one_and_two(
         "generate_synthesis",
     ]
     assert after[2]["key"] == after[3]["key"] == "r-1:generate_synthesis:1"
-    crashed_result = json.loads(lines[-1])
-
     clean = await run_example(
+        tmp_path,
+        "clean",
         "qc",
         "--store",
         f"sqlite:///{tmp_path / 'clean.db'}",
@@ -85,7 +62,7 @@ async def test_crash_in_step_three_resumes_without_redoing_steps_one_and_two(
         env={**env, "RESEARCH_LOG": ""},
     )
     assert (
-        crashed_result
-        == json.loads(clean[-1])
+        json.loads(result)
+        == json.loads(clean)
         == {"topic": "qc", "synthesis": "2 papers, the newest from 2025"}
     )

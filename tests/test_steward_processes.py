@@ -4,40 +4,29 @@ runs; the other, without the workflow's code, discovers it and starts a run by n
 from __future__ import annotations
 
 import subprocess
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
-import anyio
 import pytest
 
 from holon.stores import SQLiteStore
-from tests.test_crash import REPO, Child
+from tests.processes import Child, child
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
-@asynccontextmanager
-async def process(tmp_path: Path, command: str, db: Path) -> AsyncIterator[Child]:
+def process(tmp_path: Path, command: str, db: Path) -> AbstractAsyncContextManager[Child]:
     """`python -m tests.steward_process COMMAND --db DB`, killed on the way out."""
-    stderr_path = tmp_path / f"{command}.stderr"
-    with stderr_path.open("wb") as stderr:
-        proc = await anyio.open_process(
-            [sys.executable, "-m", "tests.steward_process", command, "--db", str(db)],
-            cwd=REPO,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-        )
-    try:
-        yield Child(proc, command, stderr_path)
-    finally:
-        with anyio.CancelScope(shield=True):
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-            await proc.aclose()
+    return child(
+        tmp_path,
+        command,
+        "-m",
+        "tests.steward_process",
+        command,
+        "--db",
+        str(db),
+        stdin=subprocess.PIPE,
+    )
 
 
 async def test_one_process_registers_another_discovers_and_starts_by_name(

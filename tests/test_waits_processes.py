@@ -15,12 +15,10 @@ import anyio
 import pytest
 
 from holon import RunStatus, payload_digest
-from holon.stores import SQLiteStore
-from holon.stores.base import RunRecord, TimelineEvent
+from tests.processes import REPO, stored
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parent.parent
 CHILD_TIMEOUT = 30.0
 T0 = 1_800_000_000.0
 
@@ -37,17 +35,6 @@ async def run_child(tmp_path: Path, *args: str) -> list[dict[str, Any]]:
     stderr = done.stderr.decode(errors="replace")
     assert done.returncode == 0, f"child {args} exited {done.returncode}:\n{stderr}"
     return [json.loads(line) for line in done.stdout.decode().splitlines() if line.strip()]
-
-
-async def stored(db: Path, run_id: str) -> tuple[RunRecord, list[TimelineEvent]]:
-    store = SQLiteStore(f"sqlite:///{db}")
-    await store.open()
-    try:
-        record = await store.load_run(run_id)
-        assert record is not None
-        return record, await store.timeline(run_id)
-    finally:
-        await store.close()
 
 
 async def test_a_run_waits_for_approval_across_a_process_exit(tmp_path: Path) -> None:
