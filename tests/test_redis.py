@@ -419,3 +419,24 @@ async def test_without_hiredis_the_plain_parser_is_used(
         assert loaded is not None and loaded.results == {"A": [1]}
     finally:
         await store.close()
+
+
+async def test_an_index_key_of_the_wrong_type_refuses_the_write_before_it_starts(
+    prefix: str,
+) -> None:
+    store = await opened(RedisStore(REDIS_URL, key_prefix=prefix, lease_clock="caller"))
+    raw = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        await store.create_run(record("r1"), [NewEvent(kind="started", at=NOW)])
+        bad_key = f"{prefix}status:{{wf}}:running"
+        await raw.set(bad_key, "not an index")
+        with pytest.raises(StoreError, match="holds a string") as caught:
+            await store.acquire_lease("r1", "w", 10, NOW)
+        assert bad_key in str(caught.value) and REDIS_URL in str(caught.value)
+        with pytest.raises(StoreError, match="holds a string"):
+            await store.claim("w", ["wf"], 10, 10, NOW)
+        loaded = await store.load_run("r1")
+        assert loaded is not None and loaded.status == RunStatus.QUEUED and loaded.fence == 0
+    finally:
+        await raw.aclose()
+        await store.close()

@@ -166,11 +166,14 @@ class RedisStore(RedisReads):
             if isinstance(reply, Exception):
                 if strict:
                     raise self._refusal(run_id, reply)
-                if str(reply).startswith("HOLON WRONGTYPE"):
+                message = str(reply)
+                if message.startswith(f"HOLON WRONGTYPE {self.run_key(run_id)} "):
                     # Nothing can lease a record that is not a hash: fail it here.
                     reason = f"corrupt record: {self._refusal(run_id, reply)}"
                     logger.error("run %s: %s; marking it failed", run_id, reason)
                     await self.quarantine(run_id, reason, now)
+                elif not message.startswith("HOLON NOTFOUND"):
+                    raise self._refusal(run_id, reply)
                 refused.append((run_id, None))
                 continue
             if reply[0] == 1:

@@ -96,6 +96,26 @@ local function idx(ip, kind, name)
   return ip .. kind .. ':{' .. esc(name) .. '}'
 end
 
+-- Before any write: every index key a write will touch must hold its own type (or
+-- nothing). Returns an error reply naming the first that does not, else nil.
+local function check_indexes(ip, wf, old_status, new_status, wait_keys)
+  if ip == '' then return nil end
+  local checks = {
+    {idx(ip, 'status', wf) .. ':' .. new_status, 'zset'},
+    {idx(ip, 'ready', wf), 'zset'}, {idx(ip, 'lease', wf), 'zset'},
+    {idx(ip, 'timer', wf), 'zset'}, {ip .. 'counts', 'hash'}, {idx(ip, 'counts', wf), 'hash'},
+  }
+  if old_status and old_status ~= new_status then
+    checks[#checks + 1] = {idx(ip, 'status', wf) .. ':' .. old_status, 'zset'}
+  end
+  for _, k in ipairs(wait_keys) do checks[#checks + 1] = {idx(ip, 'waiting', k), 'zset'} end
+  for _, c in ipairs(checks) do
+    local bad = check_type(c[1], c[2])
+    if type(bad) == 'table' then return bad end
+  end
+  return nil
+end
+
 -- Replace the run's wait keys with `keys`; returns the keys it had before.
 local function set_wait_keys(ip, id, run, keys)
   local before = {}
@@ -168,6 +188,12 @@ local run, body, input, tl = KEYS[1], KEYS[2], KEYS[3], KEYS[5]
 if redis.call('EXISTS', run) == 1 then return 0 end
 local h = split(ARGV[1], '\31')
 local ip, id = h[1], h[2]
+local bad = check_indexes(ip, h[3], nil, h[5], {})
+if bad then return bad end
+if ip ~= '' then
+  local sbad = check_type(ip .. 'workflows', 'set')
+  if type(sbad) == 'table' then return sbad end
+end
 redis.call('HSET', run, 'wf', h[3], 'ver', h[4], 'st', h[5], 'seq', 0, 'es', 0, 'f', 0,
   'ca', h[7], 'ua', h[8])
 if h[6] ~= '' then redis.call('HSET', run, 'wk', h[6]) end
@@ -195,7 +221,7 @@ if not ok then return redis.error_reply('HOLON NOTFOUND') end
 if type(ok) == 'table' then return ok end
 local h = split(ARGV[1], '\31')
 local ip, id, owner, ttl, now, nonce = h[1], h[2], h[3], tonumber(h[4]), h[5], h[7]
-local r = redis.call('HMGET', run, 'st', 'own', 'lx', 'f', 'ln', 'wk', 'lr')
+local r = redis.call('HMGET', run, 'st', 'own', 'lx', 'f', 'ln', 'wk', 'lr', 'wf')
 local st, own, lx, wk = r[1], r[2], r[3], r[6]
 local lnow = lease_now(h[6], now)
 if own and tonumber(lx) > lnow then
@@ -207,6 +233,10 @@ if not runnable and h[8] == '1' and st == 'waiting' and wk then
   runnable = tonumber(wk) <= tonumber(now)
 end
 if not runnable then return {0, st, lx or '', wk or ''} end
+local after = st
+if st == 'queued' then after = 'running' end
+local bad = check_indexes(ip, r[8] or '', st, after, {})
+if bad then return bad end
 local token = tonumber(r[4]) + 1
 local recovered = 0
 if st == 'running' then recovered = 1 end
@@ -242,6 +272,8 @@ if not ok or type(ok) == 'table' then return 0 end
 local h = split(ARGV[1], '\31')
 local r = redis.call('HMGET', run, 'own', 'f', 'st', 'wf')
 if not r[1] or r[2] ~= h[3] then return 0 end
+local bad = check_indexes(h[1], r[4] or '', r[3], r[3], {})
+if bad then return bad end
 redis.call('HDEL', run, 'own', 'lx', 'ln', 'lr')
 reindex(h[1], h[2], run, r[3])
 return {r[3], r[4] or ''}
@@ -259,7 +291,8 @@ if not ok then return redis.error_reply('HOLON NOTFOUND') end
 if type(ok) == 'table' then return ok end
 local h = split(ARGV[1], '\31')
 local ip, id, token, expected, nonce = h[1], h[2], h[3], tonumber(h[4]), h[5]
-local r = redis.call('HMGET', run, 'seq', 'f', 'own', 'es', 'lc', 'ctl', 'st', 'wk')
+local r = redis.call('HMGET', run, 'seq', 'f', 'own', 'es', 'lc', 'ctl', 'st', 'wk', 'wf',
+  'wx')
 local seq = tonumber(r[1])
 if r[5] == nonce and seq == expected + 1 then
   return {seq, tonumber(r[4]), r[6] or false, {}}
@@ -279,6 +312,22 @@ if #events > 0 then
   if type(tok) == 'table' then return tok end
 end
 local status, wake = h[6], h[7]
+local new_keys = {}
+if h[13] == '1' and ARGV[5] ~= '' then new_keys = split(ARGV[5], '\31') end
+local reindexing = r[7] ~= status or h[9] == '1' or status == 'waiting' or r[8]
+if ip ~= '' and (reindexing or h[13] == '1') then
+  local touched = {}
+  for _, k in ipairs(new_keys) do touched[#touched + 1] = k end
+  if h[13] == '1' and r[10] then
+    for _, k in ipairs(split(r[10], '\31')) do touched[#touched + 1] = k end
+  end
+  local bad = check_indexes(ip, r[9] or '', r[7], status, touched)
+  if bad then return bad end
+  if h[12] ~= '' and status == 'completed' then
+    local ebad = check_type(ip .. 'expiry', 'zset')
+    if type(ebad) == 'table' then return ebad end
+  end
+end
 local es = tonumber(r[4]) + #events
 if wake ~= '' then
   redis.call('HSET', run, 'st', status, 'seq', seq + 1, 'es', es, 'ua', h[8], 'lc', nonce,
@@ -293,14 +342,8 @@ if h[10] == '1' and r[6] then redis.call('HDEL', run, 'ctl') end
 if #results > 0 then redis.call('HSET', res, unpack(results)) end
 append(run, tl, events, tonumber(h[11]))
 local before = {}
-if h[13] == '1' then
-  local keys = {}
-  if ARGV[5] ~= '' then keys = split(ARGV[5], '\31') end
-  before = set_wait_keys(ip, id, run, keys)
-end
-if r[7] ~= status or h[9] == '1' or status == 'waiting' or r[8] then
-  reindex(ip, id, run, r[7])
-end
+if h[13] == '1' then before = set_wait_keys(ip, id, run, new_keys) end
+if reindexing then reindex(ip, id, run, r[7]) end
 if ip ~= '' and h[12] ~= '' and status == 'completed' then
   redis.call('ZADD', ip .. 'expiry', h[12], id)
 end
@@ -372,6 +415,15 @@ local st, wf = r[1], r[2] or ''
 if st ~= 'completed' and st ~= 'failed' and st ~= 'stopped' and st ~= 'rejected'
     and st ~= 'expired' then
   return {0}
+end
+if ip ~= '' then
+  local touched = {}
+  local wx = redis.call('HGET', run, 'wx')
+  if wx then touched = split(wx, '\31') end
+  local bad = check_indexes(ip, wf, st, st, touched)
+  if bad then return bad end
+  local ebad = check_type(ip .. 'expiry', 'zset')
+  if type(ebad) == 'table' then return ebad end
 end
 local before = set_wait_keys(ip, id, run, {})
 if ip ~= '' then
