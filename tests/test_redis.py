@@ -440,3 +440,46 @@ async def test_an_index_key_of_the_wrong_type_refuses_the_write_before_it_starts
     finally:
         await raw.aclose()
         await store.close()
+
+
+# -- index hints on a Cluster ------------------------------------------------------------
+
+
+@pytest.fixture
+async def cluster_store(redis_cluster_url: str) -> AsyncIterator[RedisStore]:
+    name = f"holon-test:{uuid.uuid4().hex[:12]}:"
+    store = await opened(RedisStore(redis_cluster_url, key_prefix=name, lease_clock="caller"))
+    yield store
+    await store.close()
+    delete_prefix(redis_cluster_url, name)
+
+
+async def test_a_stale_index_entry_never_shows_a_wrong_status(cluster_store: RedisStore) -> None:
+    store = cluster_store
+    await store.create_run(record("done"), [])
+    await store.commit(
+        "done", expected_seq=0, token=None, checkpoint=checkpoint(RunStatus.COMPLETED)
+    )
+    # As if a writer died after its index hint but before its script: the run is
+    # listed under a status its record does not have.
+    stale = store._status_key("wf", RunStatus.QUEUED.value)
+    await store._pipeline([("ZADD", stale, NOW, "done")])
+    assert (await store.list_runs(status=RunStatus.QUEUED)).items == []
+    assert await store._pipeline([("ZSCORE", stale, "done")]) == [None]  # cleaned up
+    listed = (await store.list_runs()).items
+    assert [(s.run_id, s.status) for s in listed] == [("done", RunStatus.COMPLETED)]
+    assert await store.claim("w", ["wf"], 10, 10, NOW) == []
+
+
+async def test_claim_repairs_a_lease_hint_that_fell_behind(cluster_store: RedisStore) -> None:
+    store = cluster_store
+    await store.create_run(record("r1"), [])
+    grant = await store.acquire_lease("r1", "w1", 10, NOW)
+    assert grant is not None
+    await store.renew_lease("r1", grant.token, 1000, NOW)  # renewals leave the hint alone
+    lease_index = store._index("lease", "wf")
+    assert await store.claim("w2", ["wf"], 10, 10, NOW + 20) == []
+    (score,) = await store._pipeline([("ZSCORE", lease_index, "r1")])
+    assert float(score) == pytest.approx(NOW + 1000)  # repaired to the real expiry
+    taken = await store.claim("w2", ["wf"], 10, 10, NOW + 1001)
+    assert [g.run_id for g in taken] == ["r1"] and taken[0].recovered
