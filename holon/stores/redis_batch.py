@@ -43,6 +43,7 @@ class _Call:
     replies: list[Any] | None = None
     error: BaseException | None = None
     lead: bool = False
+    abandoned: bool = False
 
 
 class Batcher:
@@ -76,33 +77,50 @@ class Batcher:
     async def call(self, commands: Sequence[Command]) -> list[Any]:
         """Send `commands` (in order, in one pipeline) and return their replies.
 
-        Cancellation waits until the commands are answered: once queued, a write is
-        either applied and acknowledged or reported failed, never abandoned midway.
+        Once queued, the commands are sent even if the caller is cancelled while it
+        waits; a caller that leads a pipeline finishes sending it, shielded from
+        cancellation, so the writers that share it are never abandoned.
         """
         call = _Call(commands)
         self._queue.append(call)
-        with anyio.CancelScope(shield=True):
-            if self._busy:
+        if self._busy:
+            try:
                 await call.done.wait()
-            if call.replies is None and call.error is None:
-                # We lead: nobody is sending, or the previous leader handed over to us.
-                self._busy = True
-                try:
-                    await self._lead(call)
-                finally:
-                    self._hand_over()
+            except BaseException:
+                # Cancelled while waiting. The commands stay queued and are sent by
+                # whoever leads next; if we were just handed the lead, we take it.
+                call.abandoned = True
+                if call.lead and call.replies is None and call.error is None:
+                    await self._lead_shielded(call)
+                raise
+        if call.replies is None and call.error is None:
+            # We lead: nobody is sending, or the previous leader handed over to us.
+            await self._lead_shielded(call)
         if call.error is not None:
             raise call.error
         assert call.replies is not None
         return call.replies
 
-    def _hand_over(self) -> None:
-        if self._queue:
-            successor = self._queue[0]
-            successor.lead = True
-            successor.done.set()
-        else:
-            self._busy = False
+    async def _lead_shielded(self, call: _Call) -> None:
+        with anyio.CancelScope(shield=True):
+            self._busy = True
+            try:
+                await self._lead(call)
+            finally:
+                await self._hand_over()
+
+    async def _hand_over(self) -> None:
+        """Pass the lead to the first writer still waiting; send abandoned writes
+        ourselves when nobody else is left to."""
+        while self._queue:
+            successor = next((c for c in self._queue if not c.abandoned), None)
+            if successor is not None:
+                successor.lead = True
+                successor.done.set()
+                return
+            batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+            await self._flush(batch)
+        self._busy = False
 
     async def _lead(self, own: _Call) -> None:
         while own.replies is None and own.error is None:
