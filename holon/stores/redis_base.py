@@ -103,6 +103,7 @@ class RedisBase:
         """Send batches on a connection of our own (a real server, not a Cluster)."""
         self._connection: Any = None
         self._parser: Any = None
+        self._keys: dict[str, tuple[str, str, str, str, str]] = {}
         self._ids = itertools.count()
         self._id_base = uuid.uuid4().hex[:12]
         self._ip = "" if self.cluster else self.key_prefix
@@ -120,8 +121,14 @@ class RedisBase:
 
     def _run_keys(self, run_id: str) -> tuple[str, str, str, str, str]:
         """The run's hash, body, long input, results and timeline keys (one hash tag)."""
-        key = self.run_key(run_id)
-        return key, f"{key}:b", f"{key}:i", f"{key}:r", f"{key}:t"
+        keys = self._keys.get(run_id)
+        if keys is None:
+            key = self.run_key(run_id)
+            keys = (key, f"{key}:b", f"{key}:i", f"{key}:r", f"{key}:t")
+            if len(self._keys) >= 10_000:
+                self._keys.clear()
+            self._keys[run_id] = keys
+        return keys
 
     def _index(self, kind: str, workflow: str) -> str:
         return f"{self.key_prefix}{kind}:{{{_tag(workflow)}}}"

@@ -47,7 +47,7 @@ def _tag(name: str) -> str:
 
 def _header(*fields: object) -> str:
     """Short script arguments packed into one (fields hold no control characters)."""
-    return "\x1f".join(str(f) for f in fields)
+    return "\x1f".join(map(str, fields))
 
 
 def _name(value: str, what: str) -> str:
