@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from holon._naming import snake_case_aliases
-from holon.errors import InvalidRunState, RunFailed
-from holon.stores.base import RunRecord, RunStatus, TimelineEvent
+from holon.errors import InvalidRunState, RunFailed, RunNotFound
+from holon.stores.base import RunProgress, RunRecord, RunStatus, TimelineEvent
 from holon.waits import WaitInfo, describe
 
 if TYPE_CHECKING:
@@ -36,8 +36,16 @@ class RunHandle:
         """Everything stored about the run."""
         return await self._runner.operator.load(self.run_id)
 
+    async def _progress(self) -> RunProgress:
+        progress = await self._runner.store.run_progress(self.run_id)
+        if progress is None:
+            raise RunNotFound(
+                f"no run {self.run_id!r} in {self._runner.store.url}", run_id=self.run_id
+            )
+        return progress
+
     async def Status(self) -> RunStatus:
-        return (await self.Record()).status
+        return (await self._progress()).status
 
     def _change(self) -> anyio.Event:
         """Set by this process's next write to the run. Take it before reading; other
@@ -58,9 +66,13 @@ class RunHandle:
         with anyio.fail_after(timeout):
             while True:
                 change = self._change()
-                record = await self.Record()
-                if record.status in wanted or record.status.terminal:
-                    return record
+                # The cheap read: a long run must not be reloaded whole at every step.
+                progress = await self._progress()
+                if progress.status in wanted or progress.status.terminal:
+                    record = await self.Record()
+                    if record.status in wanted or record.status.terminal:
+                        return record
+                    continue  # it moved on between the two reads
                 await self._changed(change, self._runner.poll_interval)
 
     async def Result(self, timeout: float | None = None) -> Any:
@@ -259,8 +271,8 @@ class RunHandle:
                 seen = event.seq
                 yield event
             if not events:
-                record = await self.Record()
-                if record.status.terminal and record.event_seq <= seen:
+                progress = await self._progress()
+                if progress.status.terminal and progress.event_seq <= seen:
                     return
                 remaining = deadline - anyio.current_time()
                 if remaining <= 0:

@@ -440,3 +440,22 @@ async def test_delete_runs_removes_finished_runs_only(store: Store) -> None:
     assert [e.kind for e in await store.timeline("r0")] == ["started"]
     fresh = await store.load_run("r0")
     assert fresh is not None and fresh.results == {}
+
+
+async def test_run_progress_reads_status_and_sequences_only(store: Store) -> None:
+    assert await store.run_progress("missing") is None
+    await create(store, "r1")
+    progress = await store.run_progress("r1")
+    assert progress is not None
+    assert (progress.status, progress.seq, progress.event_seq) == (RunStatus.QUEUED, 0, 1)
+    grant = await store.acquire_lease("r1", "w", 10, NOW)
+    assert grant is not None
+    await store.commit(
+        "r1",
+        expected_seq=0,
+        token=grant.token,
+        checkpoint=checkpoint(events=[event("a"), event("b")]),
+    )
+    progress = await store.run_progress("r1")
+    assert progress is not None
+    assert (progress.status, progress.seq, progress.event_seq) == (RunStatus.RUNNING, 1, 3)

@@ -38,6 +38,7 @@ __all__ = [
     "NewEvent",
     "Page",
     "RunBody",
+    "RunProgress",
     "RunRecord",
     "RunStatus",
     "RunSummary",
@@ -308,6 +309,15 @@ class Committed:
 
 
 @dataclass(frozen=True)
+class RunProgress:
+    """Where a run is, without its body, results or input: what waiters poll."""
+
+    status: RunStatus
+    seq: int
+    event_seq: int
+
+
+@dataclass(frozen=True)
 class LeaseGrant:
     run_id: str
     token: int
@@ -379,6 +389,10 @@ class Store(Protocol):
 
     async def load_run(self, run_id: str) -> RunRecord | None:
         """The whole record, results included, in one read. Raises `CorruptRecord`."""
+
+    async def run_progress(self, run_id: str) -> RunProgress | None:
+        """The run's status and sequence numbers, cheaply (none of its body, results
+        or input is read): waiting on a long run must not reload it at every step."""
 
     async def list_runs(
         self,

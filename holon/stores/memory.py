@@ -25,6 +25,7 @@ from holon.stores.base import (
     LeaseGrant,
     NewEvent,
     Page,
+    RunProgress,
     RunRecord,
     RunStatus,
     RunSummary,
@@ -155,6 +156,12 @@ class MemoryStore:
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
+
+    async def run_progress(self, run_id: str) -> RunProgress | None:
+        row = self._rows.get(run_id)
+        if row is None:
+            return None
+        return RunProgress(status=row.status, seq=row.seq, event_seq=row.event_seq)
 
     async def list_runs(
         self,

@@ -14,6 +14,7 @@ from holon.errors import CorruptRecord, RunNotFound, StoreError
 from holon.stores import _codec
 from holon.stores.base import (
     Page,
+    RunProgress,
     RunRecord,
     RunStatus,
     RunSummary,
@@ -61,6 +62,24 @@ class RedisReads(RedisBase):
         if self.cluster:
             self._remember(run_id, record.workflow, record.created_at)
         return record
+
+    async def run_progress(self, run_id: str) -> RunProgress | None:
+        """Status and sequence numbers from the run's hash, in one round trip."""
+        key = self.run_key(run_id)
+        (reply,) = await self._pipeline([("HMGET", key, "st", "seq", "es")])
+        if isinstance(reply, Exception):
+            raise self._describe(reply, key)
+        status, seq, event_seq = (v.decode() if isinstance(v, bytes) else v for v in reply)
+        if status is None:
+            return None
+        try:
+            return RunProgress(status=RunStatus(status), seq=int(seq), event_seq=int(event_seq))
+        except (TypeError, ValueError):
+            raise CorruptRecord(
+                f"run {run_id!r}: key {key!r} at {self.safe_url} holds an invalid status or "
+                "sequence number",
+                run_id=run_id,
+            ) from None
 
     async def list_runs(
         self,

@@ -33,6 +33,7 @@ from holon.stores.base import (
     LeaseGrant,
     NewEvent,
     Page,
+    RunProgress,
     RunRecord,
     RunStatus,
     RunSummary,
@@ -341,6 +342,21 @@ class SQLiteStore:
 
     async def load_run(self, run_id: str) -> RunRecord | None:
         return await self._run(lambda c: self._read(c, lambda: self._select_run(c, run_id)))
+
+    async def run_progress(self, run_id: str) -> RunProgress | None:
+        row = await self._run(
+            lambda c: c.execute(
+                "SELECT status, seq, event_seq FROM holon_runs WHERE ns = ? AND run_id = ?",
+                (self.namespace, run_id),
+            ).fetchone()
+        )
+        if row is None:
+            return None
+        try:
+            status = RunStatus(row[0])
+        except ValueError:
+            raise _corrupt(run_id, f"unknown status {row[0]!r}") from None
+        return RunProgress(status=status, seq=row[1], event_seq=row[2])
 
     async def list_runs(
         self,
