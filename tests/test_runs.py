@@ -234,3 +234,27 @@ async def test_watch_streams_events_live_until_the_end(store: Store) -> None:
         assert seen == [e.kind for e in await handle.Timeline()]
         later = [e.seq async for e in handle.Watch(after=3)]
         assert later == list(range(4, len(seen) + 1))
+
+
+async def test_waiting_on_a_long_run_does_not_reload_it_at_every_step(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loads = 0
+    load_run = store.load_run
+
+    async def counting(run_id: str) -> Any:
+        nonlocal loads
+        loads += 1
+        return await load_run(run_id)
+
+    monkeypatch.setattr(store, "load_run", counting)
+
+    def loop(ctx: Context[Any, Notes]) -> str:
+        ctx.SetState(count=ctx.State.count + 1)
+        return "Loop" if ctx.State.count < 300 else END
+
+    wf = Workflow("long").State(Notes).Flow({START: lambda ctx: "Loop", "Loop": loop})
+    async with WorkflowRunner(wf, store) as runner:
+        handle = await runner.Run()
+        assert (await handle.Result(timeout=30))["count"] == 300
+    assert loads <= 5, f"{loads} full reads while waiting on one run"
