@@ -41,11 +41,12 @@ from holon.stores.base import (
 from holon.stores.redis_batch import Command
 from holon.stores.redis_codec import (
     CLAIM_INDEXES,
+    _event_args,
     _events,
     _header,
     _name,
-    _results,
-    _wait_keys,
+    _result_args,
+    _wait_key_args,
     dump_body,
     safe_url,
 )
@@ -257,7 +258,12 @@ class RedisStore(RedisReads):
         expire_at = ""
         if self.completed_ttl is not None and checkpoint.status == RunStatus.COMPLETED:
             expire_at = repr(checkpoint.at + self.completed_ttl)
-        header = _header(
+        results = _result_args(checkpoint.results)
+        events = _event_args(checkpoint.events)
+        keys = _wait_key_args(checkpoint.wait_keys)
+        command = self._script(
+            "commit",
+            self._run_keys(run_id),
             self._ip,
             run_id,
             "" if token is None else token,
@@ -271,15 +277,13 @@ class RedisStore(RedisReads):
             self.timeline_cap,
             expire_at,
             "0" if checkpoint.wait_keys is None else "1",
-        )
-        command = self._script(
-            "commit",
-            self._run_keys(run_id),
-            header,
             dump_body(checkpoint.body),
-            _results(checkpoint.results),
-            _events(checkpoint.events),
-            _wait_keys(checkpoint.wait_keys),
+            len(results) // 2,
+            len(events),
+            len(keys),
+            *results,
+            *events,
+            *keys,
         )
         known = run_id in self._known
         hints = self._hints(run_id, checkpoint.status)

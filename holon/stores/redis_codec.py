@@ -63,8 +63,8 @@ def dump_body(body: RunBody) -> str:
     return body.model_dump_json(exclude_defaults=True)
 
 
-def _events(events: Sequence[NewEvent]) -> str:
-    """Timeline events, one compact JSON text per line."""
+def _event_args(events: Sequence[NewEvent]) -> list[str]:
+    """Timeline events, one compact JSON text each."""
     out: list[str] = []
     for event in events:
         entry: dict[str, Any] = {"k": event.kind, "a": event.at}
@@ -73,24 +73,27 @@ def _events(events: Sequence[NewEvent]) -> str:
         if event.data:
             entry["d"] = event.data
         out.append(_codec.dump(entry))
-    return "\n".join(out)
+    return out
 
 
-def _results(results: dict[str, Any]) -> str:
-    """Step results as alternate lines of name and JSON value."""
+def _events(events: Sequence[NewEvent]) -> str:
+    """Timeline events, one compact JSON text per line."""
+    return "\n".join(_event_args(events))
+
+
+def _result_args(results: dict[str, Any]) -> list[str]:
+    """Step results as alternate names and JSON values."""
     out: list[str] = []
     for name, value in results.items():
-        if "\n" in name:
-            raise StoreError(f"invalid step name {name!r}: it holds a newline")
         out += [name, _codec.dump(value)]
-    return "\n".join(out)
+    return out
 
 
-def _wait_keys(keys: Sequence[str] | None) -> str:
+def _wait_key_args(keys: Sequence[str] | None) -> list[str]:
     for key in keys or ():
         if not key or any(ord(c) < 0x20 for c in key):
             raise StoreError(f"invalid wait key {key!r}: empty or holds a control character")
-    return "\x1f".join(keys or ())
+    return list(keys or ())
 
 
 def _event(run_id: str, seq: int, text: str) -> TimelineEvent:
