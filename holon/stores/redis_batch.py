@@ -13,10 +13,11 @@ again as a whole.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -36,10 +37,26 @@ RETRY_DELAYS = (0.0, 0.05, 0.2, 0.5, 1.0, 2.0)
 """Pauses before each try of a batch whose connection broke (about 4 s in all)."""
 
 
+class _Waitable(Protocol):
+    def set(self) -> object: ...
+
+    async def wait(self) -> object: ...
+
+
+def _event() -> _Waitable:
+    """An event of the running loop: asyncio's own when on asyncio (cheaper than anyio's
+    wrapper, and this is made once per write), anyio's otherwise."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return anyio.Event()
+    return asyncio.Event()
+
+
 @dataclass(eq=False)
 class _Call:
     commands: Sequence[Command]
-    done: anyio.Event = field(default_factory=anyio.Event)
+    done: _Waitable = field(default_factory=_event)
     replies: list[Any] | None = None
     error: BaseException | None = None
     lead: bool = False
