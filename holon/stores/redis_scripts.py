@@ -258,6 +258,10 @@ local r = redis.call('HMGET', run, 'own', 'f', 'ctl', 'wf')
 if not r[1] or r[2] ~= h[3] then
   return redis.error_reply('HOLON STALE ' .. (r[1] and r[2] or 'none (released)'))
 end
+if h[1] ~= '' then
+  local bad = check_type(idx(h[1], 'lease', r[4]), 'zset')
+  if type(bad) == 'table' then return bad end
+end
 local lx = string.format('%.6f', lease_now(h[6], h[5]) + tonumber(h[4]))
 redis.call('HSET', run, 'lx', lx)
 if h[1] ~= '' then redis.call('ZADD', idx(h[1], 'lease', r[4]), lx, h[2]) end
@@ -388,7 +392,11 @@ local ip, id, at = h[1], h[2], h[3]
 local old, seq = nil, 0
 if t == 'hash' then
   if redis.call('HGET', run, 'lc') == h[4] then return {} end
-  local r = redis.call('HMGET', run, 'st', 'seq', 'es', 'wf', 'ca', 'ver')
+  local r = redis.call('HMGET', run, 'st', 'seq', 'es', 'wf', 'ca', 'ver', 'wx')
+  local touched = {}
+  if r[7] then touched = split(r[7], '\31') end
+  local bad = check_indexes(ip, r[4] or '', r[1], 'failed', touched)
+  if bad then return bad end
   old = r[1]
   seq = tonumber(r[2]) or 0
   if not tonumber(r[3]) then redis.call('HSET', run, 'es', 0) end
@@ -396,6 +404,8 @@ if t == 'hash' then
   if not tonumber(r[5]) then redis.call('HSET', run, 'ca', at) end
   if not r[6] then redis.call('HSET', run, 'ver', '') end
 else
+  local bad = check_indexes(ip, '', nil, 'failed', {})
+  if bad then return bad end
   redis.call('DEL', run)
   redis.call('HSET', run, 'wf', '', 'ver', '', 'in', 'null', 'f', 0, 'es', 0, 'ca', at)
   if ip ~= '' then redis.call('SADD', ip .. 'workflows', '') end
