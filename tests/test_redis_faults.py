@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from holon import END, START, Workflow, WorkflowRunner
@@ -80,7 +81,9 @@ def durable_server(directory: Path) -> RedisProcess:
     return RedisProcess(directory, options=("--appendonly", "yes", "--appendfsync", "always"))
 
 
-async def test_kill_9_loses_no_acknowledged_checkpoint(tmp_path: Path) -> None:
+async def test_kill_9_loses_no_acknowledged_checkpoint(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     server = durable_server(tmp_path / "aof").start()
     store = RedisStore(server.url, lease_clock="caller")
     try:
@@ -89,7 +92,7 @@ async def test_kill_9_loses_no_acknowledged_checkpoint(tmp_path: Path) -> None:
         grant = await store.acquire_lease("r", "w", 3600, NOW)
         assert grant is not None
         acknowledged = 0
-        killed = anyio.Event()
+        twentieth = anyio.Event()
 
         async def commit_steps() -> None:
             nonlocal acknowledged
@@ -99,18 +102,20 @@ async def test_kill_9_loses_no_acknowledged_checkpoint(tmp_path: Path) -> None:
                 )
                 acknowledged = n + 1
                 if acknowledged == 20:
-                    await killed.wait()
+                    twentieth.set()
 
         async with anyio.create_task_group() as group:
             group.start_soon(commit_steps)
             with anyio.fail_after(10):
-                while acknowledged < 20:
-                    await anyio.wait_all_tasks_blocked()
-            # The writer is parked mid-run; kill the server under it and bring it back
-            # from its append-only file on the same port.
+                await twentieth.wait()
+            # The writer goes on (its next commit may be on the wire): kill the server
+            # under it and bring it back from its append-only file on the same port.
+            await anyio.lowlevel.checkpoint()
+            at_kill = acknowledged
             server.kill()
-            killed.set()
             server.start()
+        assert 20 <= at_kill < 60, "the server was not killed during the run"
+        assert "connection lost" in caplog.text, "no write met the dead server"
         loaded = await store.load_run("r")
         assert loaded is not None
         assert acknowledged == 60 and loaded.seq == 60
