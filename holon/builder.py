@@ -82,6 +82,7 @@ class Workflow:
         "_defaults",
         "_description",
         "_execute",
+        "_fingerprint",
         "_input",
         "_migrations",
         "_name",
@@ -109,6 +110,7 @@ class Workflow:
         self._agents: Mapping[str, Any] = types.MappingProxyType({})
         self._defaults = StepPolicy(fn=_no_step)
         self._migrations: Mapping[str, StateMigration] = types.MappingProxyType({})
+        self._fingerprint: str | None = None
         self._persistence = PersistenceConfig()  # set last: it marks the object as built
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -122,6 +124,7 @@ class Workflow:
         clone = object.__new__(Workflow)
         for slot in Workflow.__slots__:
             object.__setattr__(clone, slot, changes.get(slot, getattr(self, slot)))
+        object.__setattr__(clone, "_fingerprint", None)  # the shape may have changed
         return clone
 
     def _fail(self, message: str, step: str | None = None) -> WorkflowDefinitionError:
@@ -310,6 +313,13 @@ class Workflow:
         """The explicit version, or a fingerprint of steps, known edges and schemas."""
         if self._version is not None:
             return self._version
+        if self._fingerprint is None:
+            # Computed once per built workflow: every Run() asks for it.
+            object.__setattr__(self, "_fingerprint", self._compute_fingerprint())
+        assert self._fingerprint is not None
+        return self._fingerprint
+
+    def _compute_fingerprint(self) -> str:
         shape = {
             "steps": {name: sorted(spec.edges) for name, spec in sorted(self.steps.items())},
             "execute": _qualname(self._execute) if self._execute else None,
