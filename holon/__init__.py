@@ -54,12 +54,13 @@ from holon.errors import (
     WorkflowNotFound,
 )
 from holon.handle import RunHandle
-from holon.imperative import ExecuteContext, TaskState, current_step
+from holon.imperative import ExecuteContext, current_step
 from holon.policies import NonRetryable, Retry, StepTimeout, step
 from holon.runner import WorkflowRunner
 from holon.steward import Steward
 from holon.stores import MemoryStore, SQLiteStore, Store, open_store
 from holon.stores.base import RunRecord, RunStatus, RunSummary, TimelineEvent, WaitRecord
+from holon.task_state import TaskState
 from holon.waits import WaitInfo
 
 __version__ = "0.1.0"

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextvars
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -38,12 +38,13 @@ from pydantic import BaseModel
 from holon._json import digest, to_json_value
 from holon._naming import snake_case_aliases
 from holon.compensation import undo_reference
-from holon.context import Context, validate_state
+from holon.context import Context
 from holon.directives import Wait, WaitCondition
-from holon.errors import HolonError, NonDeterminismError, StateValidationError
+from holon.errors import HolonError, NonDeterminismError
 from holon.execution import EXECUTE_STEP, Execution, idempotency_key, wants
 from holon.policies import Retry, check_policies
 from holon.stores.base import Compensation, RunStatus
+from holon.task_state import TaskState
 
 if TYPE_CHECKING:
     from holon.engine import Engine
@@ -94,93 +95,6 @@ class TaskCall(Generic[T]):
             raise RuntimeError(f"task {self.name!r} was awaited twice")
         self.awaited = True
         return self.ctx._run(self).__await__()
-
-
-@snake_case_aliases
-class TaskState:
-    """`ctx.State` of an `.Execute()` workflow: durable key-value state.
-
-    Changes are validated at once against the State model (when the workflow has one)
-    and stored with the next checkpoint.
-    """
-
-    def __init__(self, initial: dict[str, Any], model: type[BaseModel] | None, run_id: str):
-        self._values = dict(initial)
-        self._model = model
-        self._run_id = run_id
-        self.pending_set: dict[str, Any] = {}
-        self.pending_unset: set[str] = set()
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self._values.get(key, default)
-
-    def set(self, key: str, value: Any) -> None:
-        self._change({**self._values, key: value}, set_keys=[key], unset_keys=[])
-
-    def delete(self, key: str) -> None:
-        if key in self._values:
-            rest = {k: v for k, v in self._values.items() if k != key}
-            self._change(rest, set_keys=[], unset_keys=[key])
-
-    def clear(self) -> None:
-        self._change({}, set_keys=[], unset_keys=list(self._values))
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self._values)
-
-    def __getitem__(self, key: str) -> Any:
-        return self._values[key]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._values
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._values)
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def _change(self, proposed: dict[str, Any], set_keys: list[str], unset_keys: list[str]) -> None:
-        if not all(isinstance(k, str) for k in set_keys):
-            raise StateValidationError(
-                f"state keys are strings, got {set_keys!r}", run_id=self._run_id
-            )
-        proposed = {
-            k: to_json_value(v, what=f"state {k!r}", run_id=self._run_id, step=None)
-            for k, v in proposed.items()
-        }
-        validated = validate_state(self._model, proposed, run_id=self._run_id, step=None)
-        for key in unset_keys:
-            self.pending_set.pop(key, None)
-            if key in validated:  # a model field falls back to its default
-                self.pending_set[key] = validated[key]
-            else:
-                self.pending_unset.add(key)
-        for key in set_keys:
-            self.pending_unset.discard(key)
-            self.pending_set[key] = validated[key]
-        self._values = validated
-
-    def apply(self, state_set: Mapping[str, Any], state_unset: list[str]) -> None:
-        """Apply journaled changes (replay); they replace anything pending."""
-        values = {k: v for k, v in self._values.items() if k not in state_unset}
-        values.update(state_set)
-        self._values = values
-        self.pending_set.clear()
-        self.pending_unset.clear()
-
-    def rebase(self, stored: dict[str, Any]) -> None:
-        """At the first live call: continue from the stored state (which also holds
-        operators' `Resume(state=...)` patches) plus what replay changed since."""
-        values = {k: v for k, v in stored.items() if k not in self.pending_unset}
-        values.update(self.pending_set)
-        self._values = values
-
-    def take_pending(self) -> tuple[dict[str, Any], list[str]]:
-        pending = (dict(self.pending_set), sorted(self.pending_unset))
-        self.pending_set.clear()
-        self.pending_unset.clear()
-        return pending
 
 
 @snake_case_aliases
