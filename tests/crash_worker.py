@@ -28,12 +28,26 @@ import argparse
 import json
 import os
 import sys
+import time
 from typing import Any
 
 import anyio
 from pydantic import BaseModel
 
-from holon import END, START, Context, HumanApproval, Next, Parallel, Wait, Workflow, WorkflowRunner
+from holon import (
+    END,
+    START,
+    Context,
+    HumanApproval,
+    Next,
+    Parallel,
+    Retry,
+    RunFailed,
+    Wait,
+    Workflow,
+    WorkflowRunner,
+    step,
+)
 from holon.stores import SQLiteStore
 from holon.stores.base import Checkpoint, Committed
 
@@ -73,6 +87,7 @@ async def attempt(ctx: Ctx) -> None:
         "key": ctx.IdempotencyKey,
         "attempt": ctx.Attempt,
         "pid": os.getpid(),
+        "at": time.time(),
     }
     with open(ctx.Input.log, "a", encoding="utf-8") as log:
         log.write(json.dumps(line) + "\n")
@@ -178,7 +193,82 @@ Approval = (
     .Flow({START: lambda ctx: "Draft", "Draft": draft, "Gate": gate, "Publish": publish})
 )
 
-WORKFLOWS = {"linear": Linear, "fan": Fan, "approval": Approval}
+# -- a retry whose backoff a crash interrupts -------------------------------------------
+
+
+async def call(ctx: Ctx) -> Next:
+    await attempt(ctx)
+    if ctx.Attempt == 1:
+        raise ConnectionError("refused")
+    return Next(END, output={"attempts": ctx.Attempt})
+
+
+Backoff = (
+    Workflow("CrashBackoff", "A step that fails once, then waits out a backoff")
+    .Input(Job)
+    .State(Tally)
+    .Flow(
+        {
+            START: lambda ctx: "Call",
+            "Call": step(call, retry=Retry(attempts=3, initial_delay=1.5, jitter=False)),
+        }
+    )
+)
+
+
+# -- a saga whose compensation a crash interrupts ----------------------------------------
+
+
+async def undo(ctx: Ctx, output: Any) -> None:
+    """Log the undo as a step `undo:<step>`; hang there when told to."""
+    line = {
+        "step": f"undo:{ctx.StepName}",
+        "key": ctx.IdempotencyKey,
+        "output": output,
+        "pid": os.getpid(),
+    }
+    with open(ctx.Input.log, "a", encoding="utf-8") as log:
+        log.write(json.dumps(line) + "\n")
+    if f"undo:{ctx.StepName}" in _hang_in:
+        emit({"event": "inside", "step": f"undo:{ctx.StepName}"})
+        await anyio.sleep_forever()  # sleep-ok: parked mid-undo until the test kills us
+
+
+def booking(name: str, after: str) -> Any:
+    async def book(ctx: Ctx) -> Next:
+        await attempt(ctx)
+        return Next(after, output={"booked": name})
+
+    book.__name__ = book.__qualname__ = f"book_{name}"
+    return book
+
+
+async def fail(ctx: Ctx) -> str:
+    await attempt(ctx)
+    raise RuntimeError("no car available")
+
+
+Saga = (
+    Workflow("CrashSaga", "Two bookings undone after a failure")
+    .Input(Job)
+    .State(Tally)
+    .Flow(
+        {
+            START: lambda ctx: "Flight",
+            "Flight": step(booking("Flight", "Hotel"), compensate=undo),
+            "Hotel": step(booking("Hotel", "Car"), compensate=undo),
+            "Car": fail,
+        }
+    )
+)
+
+WORKFLOWS = {
+    "linear": Linear,
+    "fan": Fan,
+    "approval": Approval,
+    "backoff": Backoff,
+    "saga": Saga,
+}
 
 
 # -- the process -----------------------------------------------------------------------
@@ -218,8 +308,13 @@ async def main(args: argparse.Namespace) -> int:
             handle = await runner.Get(args.run_id)
             if args.command == "approve":
                 await handle.Approve(by=args.by, comment="looks good")
-        result = await handle.Result(timeout=RESULT_TIMEOUT)
-        emit({"event": "result", "value": result})
+        try:
+            result = await handle.Result(timeout=RESULT_TIMEOUT)
+        except RunFailed as exc:
+            record = await handle.Record()
+            emit({"event": "failed", "status": exc.status, "compensated": record.body.compensated})
+        else:
+            emit({"event": "result", "value": result})
     await store.close()
     return 0
 

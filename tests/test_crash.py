@@ -189,3 +189,60 @@ async def test_a_waiting_run_outlives_its_process_and_a_new_process_approves_it(
     assert decision.data["comment"] == "looks good"
     waited = next(e for e in timeline if e.kind == "waiting")
     assert waited.seq < decision.seq < timeline[-1].seq
+
+
+async def test_sigkill_during_a_backoff_waits_out_only_what_is_left(tmp_path: Path) -> None:
+    db, log, run_id = tmp_path / "runs.db", tmp_path / "steps.log", f"backoff-{uuid.uuid4().hex}"
+    common = ["--db", str(db), "--workflow", "backoff", "--run-id", run_id]
+
+    async with worker(tmp_path, "first", "start", *common, "--log", str(log)) as first:
+        await first.expect(
+            "the failed attempt's checkpoint",
+            lambda m: m.get("event") == "committed" and ["attempt_failed", "Call"] in m["events"],
+        )
+        await first.kill()  # during the 1.5 s backoff
+    waiting, _ = await stored(db, run_id)
+    assert waiting.body.attempt == 2 and waiting.body.retry_at is not None
+
+    async with worker(tmp_path, "second", "resume", *common) as second:
+        result = await second.expect("the result", lambda m: m.get("event") == "result")
+        assert await second.finish() == 0, second.diagnosis()
+    assert result["value"] == {"attempts": 2}
+    calls = attempts(log)
+    assert [(c["step"], c["attempt"]) for c in calls] == [("Call", 1), ("Call", 2)]
+    assert calls[0]["pid"] != calls[1]["pid"]
+    assert calls[1]["at"] >= waiting.body.retry_at, "the second attempt waited for its backoff"
+    _, events = await stored(db, run_id)
+    recovered = next(e for e in events if e.kind == "recovered")
+    assert recovered.data["attempt"] == 2, "the crash during the backoff was not an attempt"
+
+
+async def test_sigkill_during_compensation_resumes_and_finishes_it(tmp_path: Path) -> None:
+    db, log, run_id = tmp_path / "runs.db", tmp_path / "steps.log", f"saga-{uuid.uuid4().hex}"
+    common = ["--db", str(db), "--workflow", "saga", "--run-id", run_id]
+
+    async with worker(
+        tmp_path, "first", "start", *common, "--log", str(log), "--hang-in", "undo:Flight"
+    ) as first:
+        await first.expect("the second undo", lambda m: m.get("event") == "inside")
+        await first.kill()
+    steps = [c["step"] for c in attempts(log)]
+    assert steps == ["Flight", "Hotel", "Car", "undo:Hotel", "undo:Flight"]
+    compensating, _ = await stored(db, run_id)
+    assert compensating.body.compensating and len(compensating.body.compensations) == 1
+
+    async with worker(tmp_path, "second", "resume", *common) as second:
+        outcome = await second.expect("the end", lambda m: m.get("event") == "failed")
+        assert await second.finish() == 0, second.diagnosis()
+    assert outcome == {"event": "failed", "status": "failed", "compensated": True}
+    undos = [c for c in attempts(log) if c["step"].startswith("undo:")]
+    assert [u["step"] for u in undos] == ["undo:Hotel", "undo:Flight", "undo:Flight"]
+    assert undos[1]["key"] == undos[2]["key"] == f"{run_id}:Flight:1"
+    assert undos[2]["output"] == {"booked": "Flight"}
+    record, events = await stored(db, run_id)
+    assert record.body.error is not None and record.body.error.step == "Car"
+    assert [e.kind for e in events if e.kind in ("compensated", "failed")] == [
+        "compensated",
+        "compensated",
+        "failed",
+    ]
