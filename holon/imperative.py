@@ -125,6 +125,8 @@ class ExecuteContext(Generic[InputT, StateT]):
         self._live = False
         self.pending: dict[str, Any] = {}
         """Journal entries to write with the next checkpoint (a consumed decision)."""
+        self.logs: list[dict[str, Any]] = []
+        """`Log()` entries to write with the next checkpoint."""
         self.last_step: str | None = None
 
     # -- what a running task sees ------------------------------------------------------
@@ -146,7 +148,7 @@ class ExecuteContext(Generic[InputT, StateT]):
 
     def Log(self, message: str, **data: Any) -> None:
         """Record a message in the timeline, with the next checkpoint."""
-        self._driver.logs.append({"message": str(message), **data})
+        self.logs.append({"message": str(message), **data})
 
     # -- checkpointed calls ------------------------------------------------------------
 
@@ -329,7 +331,6 @@ class Imperative:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.logs: list[dict[str, Any]] = []
 
     async def run(self, execution: Execution) -> None:
         engine = self.engine
@@ -494,9 +495,9 @@ class Imperative:
                 ctx.last_step,
                 **to_json_value(entry, what="log entry", run_id=ctx.RunId, step=ctx.last_step),
             )
-            for entry in self.logs
+            for entry in ctx.logs
         ]
-        self.logs.clear()
+        ctx.logs.clear()
         terminal = status != RunStatus.RUNNING
         await engine.commit(
             execution,

@@ -271,3 +271,29 @@ def test_compensations_of_tasks_must_be_findable_after_a_restart() -> None:
     with pytest.raises(TypeError, match="must be a module-level function"):
         undo_reference(lambda ctx, output: None)
     assert undo_reference(undo_booking) == "tests.test_execute:undo_booking"
+
+
+async def test_log_entries_stay_with_their_own_run(store: Store) -> None:
+    both_logged = anyio.Event()
+    logged = 0
+
+    async def note(what: str) -> str:
+        return what
+
+    async def body(ctx: ExecuteContext[Topic, Any]) -> None:
+        nonlocal logged
+        ctx.Log(f"about {ctx.Input.topic}")
+        logged += 1
+        if logged == 2:
+            both_logged.set()
+        await both_logged.wait()  # both runs have a pending entry before either commits
+        await ctx.Task(note, ctx.Input.topic)
+
+    async with WorkflowRunner(Workflow("logs").Input(Topic).Execute(body), store) as runner:
+        a = await runner.Run({"topic": "a"})
+        b = await runner.Run({"topic": "b"})
+        await a.Result(timeout=10)
+        await b.Result(timeout=10)
+        for handle, topic in ((a, "a"), (b, "b")):
+            messages = [e.data["message"] for e in await handle.Timeline() if e.kind == "log"]
+            assert messages == [f"about {topic}"]
