@@ -32,6 +32,7 @@ from anyio.abc import TaskGroup
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
+from holon._json import to_json_value
 from holon._naming import snake_case_aliases
 from holon.builder import Workflow
 from holon.clock import Clock, SystemClock
@@ -269,8 +270,6 @@ class WorkflowRunner:
     def _validate_input(self, value: Any) -> Any:
         model = self.workflow.input_model
         if model is None:
-            from holon._json import to_json_value
-
             return to_json_value(value, what="input", run_id="(new)", step=None)
         if isinstance(value, BaseModel) and not isinstance(value, model):
             value = value.model_dump()
