@@ -27,8 +27,14 @@ def validate_state(
     """Validate a whole state against the State model; return its JSON form."""
     if model is None:
         return state
+    return _state_instance(model, state, run_id=run_id, step=step).model_dump(mode="json")
+
+
+def _state_instance(
+    model: type[BaseModel], state: dict[str, Any], *, run_id: str, step: str | None
+) -> BaseModel:
     try:
-        return model.model_validate(state).model_dump(mode="json")
+        return model.model_validate(state)
     except PydanticValidationError as exc:
         raise StateValidationError(
             f"state of run {run_id!r}{f' in step {step!r}' if step else ''} does not match "
@@ -84,7 +90,9 @@ class Context(Generic[InputT, StateT]):
         self.Attempt = attempt
         self.IdempotencyKey = idempotency_key
         self.Input = input
-        self.StepResults: Mapping[str, Any] = types.MappingProxyType(dict(results))
+        # A read-only view, not a copy: the engine replaces a run's results on every
+        # commit and never changes them in place.
+        self.StepResults: Mapping[str, Any] = types.MappingProxyType(results)
         self.Decision = decision
         self.Agents = agents
         self._state = state
@@ -129,10 +137,16 @@ class Context(Generic[InputT, StateT]):
                     step=self.StepName,
                 )
         merged = {**self._state, **self.state_patch, **update}
-        validated = validate_state(self._state_model, merged, run_id=self.RunId, step=self.StepName)
+        if self._state_model is None:
+            view: Any = merged
+            validated = merged
+        else:
+            # Validated once: the instance is also what `ctx.State` returns next.
+            view = _state_instance(self._state_model, merged, run_id=self.RunId, step=self.StepName)
+            validated = view.model_dump(mode="json")
         for key in update:
             self.state_patch[key] = validated.get(key, update[key])
-        self._state_view = None
+        self._state_view = view
 
     def Log(self, message: str, **data: Any) -> None:
         """Record a message in the run's timeline (with this step's checkpoint)."""

@@ -15,7 +15,7 @@ from holon._json import to_json_value
 from holon.builder import Workflow
 from holon.clock import Clock
 from holon.context import validate_state
-from holon.decisions import EventDelivery, Proposal, deliver, evaluate, raced
+from holon.decisions import EventDelivery, Outcome, Proposal, deliver, evaluate, raced
 from holon.directives import START
 from holon.errors import (
     InvalidRunState,
@@ -58,10 +58,16 @@ class Operator:
             raise RunNotFound(f"no run {run_id!r} in {self.store.url}", run_id=run_id)
         return record
 
-    async def _cas(self, run_id: str, decide: Decide) -> RunRecord:
+    async def _cas(
+        self,
+        run_id: str,
+        decide: Decide,
+        on_conflict: Callable[[], None] | None = None,
+    ) -> RunRecord:
         """Commit what `decide` returns for the current record; retry on a race.
 
-        `decide` returns None when there is nothing to write.
+        `decide` returns None when there is nothing to write. `on_conflict` is told each
+        time a commit loses a race, before `decide` sees the newer record.
         """
         for _ in range(_MAX_CAS_ATTEMPTS):
             record = await self.load(run_id)
@@ -73,6 +79,8 @@ class Operator:
                     run_id, expected_seq=record.seq, token=None, checkpoint=checkpoint
                 )
             except SeqConflict:
+                if on_conflict is not None:
+                    on_conflict()
                 continue
             return await self.load(run_id)
         raise StoreError(
@@ -229,30 +237,26 @@ class Operator:
         A commit that loses a race is judged again on the newer record, marked as having
         raced, so a decision overtaken by another one gets `DecisionConflict`.
         """
-        for _ in range(_MAX_CAS_ATTEMPTS):
-            record = await self.load(run_id)
+        judged: list[Outcome] = []
+
+        def decide(record: RunRecord) -> Checkpoint | None:
             now = self.clock.now()
             outcome = (
                 evaluate(record, attempt, now)
                 if isinstance(attempt, Proposal)
                 else deliver(record, attempt, now)
             )
-            if outcome.checkpoint is not None:
-                try:
-                    await self.store.commit(
-                        run_id, expected_seq=record.seq, token=None, checkpoint=outcome.checkpoint
-                    )
-                except SeqConflict:
-                    attempt = raced(attempt, outcome)
-                    continue
-                record = await self.load(run_id)
-            if outcome.error is not None:
-                raise outcome.error
-            return record
-        raise StoreError(
-            f"run {run_id!r} kept changing; gave up after {_MAX_CAS_ATTEMPTS} attempts",
-            run_id=run_id,
-        )
+            judged.append(outcome)
+            return outcome.checkpoint
+
+        def lost_race() -> None:
+            nonlocal attempt
+            attempt = raced(attempt, judged[-1])
+
+        record = await self._cas(run_id, decide, on_conflict=lost_race)
+        if judged[-1].error is not None:
+            raise judged[-1].error
+        return record
 
     async def decide(
         self,

@@ -317,15 +317,7 @@ class Engine:
             final = output if output is not None else state
             events.append(self.event("completed", None, output_digest=digest(final)))
             new_body = body.model_copy(update={**update, "cursor": None, "output": final})
-            await self.commit(
-                execution,
-                RunStatus.COMPLETED,
-                new_body,
-                results=results,
-                events=events,
-                release=True,
-                clear_control=True,
-            )
+            await self.finish(execution, RunStatus.COMPLETED, new_body, *events, results=results)
             return
         events.append(self.event("step_started", target))
         new_body = body.model_copy(update={**update, "cursor": Cursor(step=target)})
@@ -479,12 +471,23 @@ class Engine:
         )
 
     async def finish(
-        self, execution: Execution, status: RunStatus, body: RunBody, *events: NewEvent
+        self,
+        execution: Execution,
+        status: RunStatus,
+        body: RunBody,
+        *events: NewEvent,
+        results: dict[str, Any] | None = None,
     ) -> None:
         """The last commit of an execution: the run halts or ends, its lease is released
         and any operator request is answered."""
         await self.commit(
-            execution, status, body, events=list(events), release=True, clear_control=True
+            execution,
+            status,
+            body,
+            events=list(events),
+            results=results,
+            release=True,
+            clear_control=True,
         )
 
     async def commit(

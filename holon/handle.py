@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
@@ -187,16 +187,7 @@ class RunHandle:
         decision closed the gate first. Refusals are recorded in the timeline; approving
         twice is recorded once.
         """
-        record = await self._runner.operator.decide(
-            self.run_id,
-            verdict="approve",
-            by=by,
-            comment=comment,
-            digest=digest,
-            roles=roles,
-            wait_id=wait_id,
-        )
-        return self._kicked(record)
+        return await self._decide("approve", by, comment, digest, roles, wait_id)
 
     async def Reject(
         self,
@@ -209,9 +200,20 @@ class RunHandle:
     ) -> RunStatus:
         """Reject the gate: the run goes to the wait's `on_reject` step, or ends
         `rejected`. Same arguments and refusals as `Approve`."""
+        return await self._decide("reject", by, comment, digest, roles, wait_id)
+
+    async def _decide(
+        self,
+        verdict: Literal["approve", "reject"],
+        by: str,
+        comment: str | None,
+        digest: str | None,
+        roles: Iterable[str],
+        wait_id: str | None,
+    ) -> RunStatus:
         record = await self._runner.operator.decide(
             self.run_id,
-            verdict="reject",
+            verdict=verdict,
             by=by,
             comment=comment,
             digest=digest,

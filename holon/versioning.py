@@ -197,22 +197,18 @@ def _migrate(workflow: Workflow, from_version: str, state: dict[str, Any], run_i
 async def _pause(engine: Engine, execution: Execution, reason: str, problems: list[str]) -> None:
     record = execution.record
     paused_from = RunStatus.WAITING if record.status == RunStatus.WAITING else None
-    await engine.commit(
+    await engine.finish(
         execution,
         RunStatus.PAUSED,
         record.body.model_copy(update={"paused_from": paused_from}),
-        release=True,
-        clear_control=True,
-        events=[
-            engine.event(
-                "paused",
-                _step(record.body),
-                reason=reason,
-                problems=problems,
-                from_version=run_version(record),
-                to_version=execution.workflow.version,
-            )
-        ],
+        engine.event(
+            "paused",
+            _step(record.body),
+            reason=reason,
+            problems=problems,
+            from_version=run_version(record),
+            to_version=execution.workflow.version,
+        ),
     )
 
 
