@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import types
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar, cast
 
 from pydantic import BaseModel
@@ -90,9 +90,7 @@ class Context(Generic[InputT, StateT]):
         self.Attempt = attempt
         self.IdempotencyKey = idempotency_key
         self.Input = input
-        # A read-only view, not a copy: the engine replaces a run's results on every
-        # commit and never changes them in place.
-        self.StepResults: Mapping[str, Any] = types.MappingProxyType(results)
+        self._results = results
         self.Decision = decision
         self.Agents = agents
         self._state = state
@@ -100,7 +98,19 @@ class Context(Generic[InputT, StateT]):
         self._state_view: Any = None
         self.state_patch: dict[str, Any] = {}
         """What this step changed, applied to the run's state when the step commits."""
-        self.log_entries: list[dict[str, Any]] = []
+        self._log: list[dict[str, Any]] | None = None  # made by the first Log()
+
+    @property
+    def StepResults(self) -> Mapping[str, Any]:
+        """Results recorded so far, by step name."""
+        # A read-only view, not a copy: the engine replaces a run's results on every
+        # commit and never changes them in place.
+        return types.MappingProxyType(self._results)
+
+    @property
+    def log_entries(self) -> Sequence[dict[str, Any]]:
+        """What `Log` recorded in this step, committed with its checkpoint."""
+        return self._log or ()
 
     @property
     def State(self) -> StateT:
@@ -150,7 +160,9 @@ class Context(Generic[InputT, StateT]):
 
     def Log(self, message: str, **data: Any) -> None:
         """Record a message in the run's timeline (with this step's checkpoint)."""
-        self.log_entries.append({"message": str(message), **data})
+        if self._log is None:
+            self._log = []
+        self._log.append({"message": str(message), **data})
         logger.info("%s/%s: %s", self.RunId, self.StepName, message)
 
     def __repr__(self) -> str:

@@ -9,10 +9,12 @@ and learns of operators' stop requests while a step runs.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 import traceback
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import anyio
@@ -55,6 +57,7 @@ from holon.stores.base import (
     RunStatus,
     Store,
     WaitRecord,
+    evolve,
 )
 from holon.timers import Timers
 from holon.versioning import adopt
@@ -118,14 +121,10 @@ class Engine:
         )
         self.executions[grant.run_id] = execution
         try:
-            async with anyio.create_task_group() as heartbeat_group:
-                heartbeat_group.start_soon(self._heartbeat, execution)
-                try:
-                    await self._drive(execution, recovered=grant.recovered)
-                except LeaseLost:
-                    logger.warning("run %s: lease lost; this executor stops", grant.run_id)
-                finally:
-                    heartbeat_group.cancel_scope.cancel()
+            try:
+                await self._drive(execution, recovered=grant.recovered)
+            except LeaseLost:
+                logger.warning("run %s: lease lost; this executor stops", grant.run_id)
         finally:
             self.executions.pop(grant.run_id, None)
             if execution.record.lease is not None or execution.record.status == RunStatus.RUNNING:
@@ -136,23 +135,46 @@ class Engine:
         logger.error("run %s: %s; marking it failed", grant.run_id, exc)
         await self.store.quarantine(grant.run_id, str(exc), self.clock.now())
 
-    async def _heartbeat(self, execution: Execution) -> None:
+    async def heartbeat_forever(self) -> None:
+        """Renew the lease of every run executing here, every third of the lease time.
+
+        One loop for the whole engine rather than one per run: the renewals of a round
+        are sent together (a Redis store puts them in one pipeline), and a run costs no
+        task of its own while it executes. A renewal also brings operators' stop
+        requests from other processes, and tells a run whose lease was taken over to
+        stop writing.
+        """
         interval = self.lease_ttl / 3
         while True:
             await self.clock.sleep(interval)
-            try:
-                control = await self.store.renew_lease(
-                    execution.run_id, execution.token, self.lease_ttl, self.clock.now()
-                )
-            except StaleLease:
-                # Another executor owns the run now: cancel the step, write nothing more.
-                execution.lease_lost = True
-                if execution.step_scope is not None:
-                    execution.step_scope.cancel()
-                return
-            execution.control = control
-            if control is not None and control.kind == "stop":
-                execution.request_stop()
+            executions = list(self.executions.values())
+            if not executions:
+                continue
+            async with anyio.create_task_group() as group:
+                for execution in executions:
+                    group.start_soon(self._renew, execution)
+
+    async def _renew(self, execution: Execution) -> None:
+        try:
+            control = await self.store.renew_lease(
+                execution.run_id, execution.token, self.lease_ttl, self.clock.now()
+            )
+        except StaleLease:
+            if self.executions.get(execution.run_id) is not execution:
+                return  # it ended meanwhile and released its lease
+            # Another executor owns the run now: cancel the step, write nothing more.
+            execution.lease_lost = True
+            if execution.step_scope is not None:
+                execution.step_scope.cancel()
+            return
+        except Exception as exc:
+            # A store outage: try again next round. If it lasts past the lease, the
+            # run's next commit is refused and this executor stops then.
+            logger.warning("run %s: lease renewal failed: %s", execution.run_id, exc)
+            return
+        execution.control = control
+        if control is not None and control.kind == "stop":
+            execution.request_stop()
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -196,11 +218,13 @@ class Engine:
                     self.event("recovered", step, attempt=body.attempt, owner=self.owner),
                 ],
             )
+        # Step boundaries let other tasks in (heartbeat, Pause and Stop, readers) at
+        # least every _TURN seconds, even when the steps and the store never yield. A
+        # store whose every commit waits on the network gives them a turn at each step.
+        make_room = not self.store.commit_waits
         turn_ends = time.perf_counter() + _TURN
         while True:
-            # Step boundaries let other tasks in (heartbeat, Pause and Stop, readers) at
-            # least every _TURN seconds, even when the steps and the store never yield.
-            if time.perf_counter() >= turn_ends:
+            if make_room and time.perf_counter() >= turn_ends:
                 await anyio.lowlevel.checkpoint()
                 turn_ends = time.perf_counter() + _TURN
             if execution.stop_requested or wants(execution.control, "stop"):
@@ -235,22 +259,37 @@ class Engine:
         if spec is None:
             await self.fail(execution, name, unknown_step(workflow, name, name, "cursor"))
             return
+        retry = spec.retry or workflow.default_retry
+        timeout = spec.timeout if spec.timeout is not None else workflow.default_timeout
         started = time.perf_counter()
-        outcome = await self.attempts.run(
-            execution,
-            name,
-            spec.fn,
-            lambda attempt: self.context(execution, name, attempt),
-            retry=spec.retry or workflow.default_retry,
-            timeout=spec.timeout if spec.timeout is not None else workflow.default_timeout,
-            durable=True,
-        )
+        if retry is None and timeout is None and execution.record.body.retry_at is None:
+            # One attempt and no deadline, the usual case: called here, without the
+            # policy machinery (this is every step's path).
+            ctx = self.context(execution, name)
+            try:
+                value = spec.fn(ctx)
+                if inspect.isawaitable(value):
+                    value = await value
+            except Exception as exc:
+                await self.fail(execution, name, exc)
+                return
+        else:
+            outcome = await self.attempts.run(
+                execution,
+                name,
+                spec.fn,
+                partial(self.context, execution, name),
+                retry=retry,
+                timeout=timeout,
+                durable=True,
+            )
+            if outcome.error is not None or outcome.ctx is None:
+                await self.fail(execution, name, outcome.error or HolonError("step did not run"))
+                return
+            ctx, value = outcome.ctx, outcome.value
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
-        if outcome.error is not None or outcome.ctx is None:
-            await self.fail(execution, name, outcome.error or HolonError("step did not run"))
-            return
         try:
-            await self._transition(execution, spec, outcome.ctx, outcome.value, duration_ms)
+            await self._transition(execution, spec, ctx, value, duration_ms)
         except (UnknownStepError, StepOutputError, TypeError, ValueError) as exc:
             await self.fail(execution, name, exc)
 
@@ -283,7 +322,7 @@ class Engine:
                 attempt=body.attempt,
             ),
         ]
-        events += self.side_events(name, ctx)
+        self.add_side_events(events, name, ctx)
         update: dict[str, Any] = {"state": state, "counts": counts, "attempt": 1, "retry_at": None}
         if spec.compensate is not None:
             update["compensations"] = [
@@ -320,7 +359,7 @@ class Engine:
             await self.finish(execution, RunStatus.COMPLETED, new_body, *events, results=results)
             return
         events.append(self.event("step_started", target))
-        new_body = body.model_copy(update={**update, "cursor": Cursor(step=target)})
+        new_body = evolve(body, **update, cursor=Cursor(step=target))
         await self.commit(execution, RunStatus.RUNNING, new_body, results=results, events=events)
 
     def target(self, workflow: Workflow, step: str, outcome: Any) -> str:
@@ -430,8 +469,8 @@ class Engine:
             agents=workflow.agent_map,
         )
 
-    def side_events(self, step: str, ctx: Context[Any, Any]) -> list[NewEvent]:
-        events = []
+    def add_side_events(self, events: list[NewEvent], step: str, ctx: Context[Any, Any]) -> None:
+        """Append what `step` did besides its result: its state change and its logs."""
         if ctx.state_patch:
             events.append(self.event("state_changed", step, patch=ctx.state_patch))
         for entry in ctx.log_entries:
@@ -442,7 +481,6 @@ class Engine:
                     **to_json_value(entry, what="log entry", run_id=ctx.RunId, step=step),
                 )
             )
-        return events
 
     def event(self, kind: str, step: str | None, **data: Any) -> NewEvent:
         return NewEvent(kind=kind, at=self.clock.now(), step=step, data=data)
@@ -525,16 +563,15 @@ class Engine:
         except (StaleLease, SeqConflict) as exc:
             logger.warning("run %s: checkpoint refused: %s", record.run_id, exc)
             raise LeaseLost() from exc
-        execution.record = record.model_copy(
-            update={
-                "status": status,
-                "body": body,
-                "seq": committed.seq,
-                "event_seq": committed.event_seq,
-                "control": committed.control,
-                "results": {**record.results, **checkpoint.results} if results else record.results,
-                "lease": None if release else record.lease,
-            }
+        execution.record = evolve(
+            record,
+            status=status,
+            body=body,
+            seq=committed.seq,
+            event_seq=committed.event_seq,
+            control=committed.control,
+            results={**record.results, **checkpoint.results} if results else record.results,
+            lease=None if release else record.lease,
         )
         execution.control = committed.control
         return committed

@@ -162,7 +162,7 @@ class FanOut:
                 attempt=body.attempt,
             )
         ]
-        events += self.engine.side_events(name, ctx)
+        self.engine.add_side_events(events, name, ctx)
         if set(done) >= set(cursor.branches):
             next_cursor = Cursor(step=cursor.join)
             events.append(self.engine.event("step_started", cursor.join))

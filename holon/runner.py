@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
@@ -65,6 +66,9 @@ from holon.waits import WaitInfo, can_decide, describe
 __all__ = ["WorkflowRunner"]
 
 logger = logging.getLogger("holon.runner")
+
+CLAIM_BATCH = 100
+"""The most runs one look for work claims; a full batch is followed by another look."""
 
 
 @snake_case_aliases
@@ -127,6 +131,7 @@ class WorkflowRunner:
         self._group = group
         if self.execute:
             group.start_soon(self._recover_forever)
+            group.start_soon(self.engine.heartbeat_forever)
         self._ready.set()
         return self
 
@@ -197,18 +202,25 @@ class WorkflowRunner:
 
     async def _recover_forever(self) -> None:
         while True:
+            claimed = 0
             try:
-                await self.recover_now()
+                claimed = await self.recover_now()
             except Exception:
                 logger.exception("recovery pass failed; retrying")
-            await self.clock.sleep(self.poll_interval)
+            if claimed < CLAIM_BATCH:
+                await self.clock.sleep(self.poll_interval)
+            else:
+                # A full batch: more runs may be waiting for an executor, so look again
+                # at once rather than one batch per poll interval.
+                await anyio.lowlevel.checkpoint()
 
     async def recover_now(self) -> int:
-        """Claim and start runs that need an executor; returns how many were claimed."""
+        """Claim and start runs that need an executor (at most `CLAIM_BATCH` per call);
+        returns how many were claimed."""
         if self._group is None:
             return 0
         grants = await self.store.claim(
-            self.owner, [self.workflow.name], 100, self.lease_ttl, self.clock.now()
+            self.owner, [self.workflow.name], CLAIM_BATCH, self.lease_ttl, self.clock.now()
         )
         for grant in grants:
             self._group.start_soon(self._execute, grant)

@@ -45,6 +45,7 @@ __all__ = [
     "Store",
     "TimelineEvent",
     "WaitRecord",
+    "evolve",
     "quarantined_body",
 ]
 
@@ -86,6 +87,26 @@ TERMINAL_STATUSES = frozenset(
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+_RecordT = TypeVar("_RecordT", bound=_Record)
+_set_attribute = object.__setattr__
+
+
+def evolve(record: _RecordT, **changes: Any) -> _RecordT:
+    """A copy of `record` with `changes`, unvalidated, like `model_copy(update=...)`.
+
+    The engine makes a new body and a new run record at every step, so this is on the
+    hot path: it builds the copy directly, without `model_copy`'s generic copying (a
+    record has no extra or private attributes to carry over).
+    """
+    cls = type(record)
+    copy = cls.__new__(cls)
+    _set_attribute(copy, "__dict__", {**record.__dict__, **changes})
+    _set_attribute(copy, "__pydantic_fields_set__", record.__pydantic_fields_set__ | changes.keys())
+    _set_attribute(copy, "__pydantic_extra__", None)
+    _set_attribute(copy, "__pydantic_private__", None)
+    return copy
 
 
 class Cursor(_Record):
@@ -376,6 +397,10 @@ class Store(Protocol):
 
     url: str
     signals: ChangeSignals
+    commit_waits: bool
+    """True when every `commit` waits on I/O (a network round trip), so the event loop
+    gets a turn at every checkpoint; False when commits can answer without awaiting,
+    and the engine then makes room for other tasks between steps itself."""
 
     async def open(self) -> None:
         """Connect and create what is missing (tables, scripts). Idempotent."""

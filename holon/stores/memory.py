@@ -82,6 +82,7 @@ class MemoryStore:
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
         self.signals = ChangeSignals()
+        self.commit_waits = False
         self._rows: dict[str, _Row] = {}
         self._order: list[str] = []
         self._definitions: dict[tuple[str, str], dict[str, Any]] = {}

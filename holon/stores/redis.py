@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -258,9 +259,9 @@ class RedisStore(RedisReads):
         expire_at = ""
         if self.completed_ttl is not None and checkpoint.status == RunStatus.COMPLETED:
             expire_at = repr(checkpoint.at + self.completed_ttl)
-        results = _result_args(checkpoint.results)
+        results = _result_args(checkpoint.results) if checkpoint.results else ()
         events = _event_args(checkpoint.events)
-        keys = _wait_key_args(checkpoint.wait_keys)
+        keys = _wait_key_args(checkpoint.wait_keys) if checkpoint.wait_keys else ()
         command = self._script(
             "commit",
             self._run_keys(run_id),
@@ -285,18 +286,12 @@ class RedisStore(RedisReads):
             *events,
             *keys,
         )
-        known = run_id in self._known
-        hints = self._hints(run_id, checkpoint.status)
-        if self.cluster and expire_at:
-            hints.append(("ZADD", f"{self.key_prefix}expiry", expire_at, run_id))
-        if self.cluster and checkpoint.wait_keys:
-            hints += [("ZADD", self._index("waiting", k), 0, run_id) for k in checkpoint.wait_keys]
-        replies = await self._write(run_id, [command, *hints])
-        seq, event_seq, control, before = replies[0]
         if self.cluster:
-            if not known:
-                await self._hint_from_record(run_id)
-            await self._unindex_waiting(run_id, before, checkpoint.wait_keys or [])
+            seq, event_seq, control = await self._commit_on_cluster(
+                run_id, command, checkpoint, expire_at
+            )
+        else:
+            seq, event_seq, control, _ = (await self._write(run_id, (command,)))[0]
         self.signals.notify(run_id)
         return Committed(
             seq=int(seq),
@@ -334,6 +329,24 @@ class RedisStore(RedisReads):
             await self._hint_from_record(run_id)
             await self._unindex_waiting(run_id, replies[0], [])
         self.signals.notify(run_id)
+
+    async def _commit_on_cluster(
+        self, run_id: str, command: Command, checkpoint: Checkpoint, expire_at: str
+    ) -> tuple[Any, Any, Any]:
+        """Send a commit with the index hints a Cluster needs in the same pipeline, then
+        tidy the wait-key indexes the run left."""
+        known = run_id in self._known
+        hints = self._hints(run_id, checkpoint.status)
+        if expire_at:
+            hints.append(("ZADD", f"{self.key_prefix}expiry", expire_at, run_id))
+        for key in checkpoint.wait_keys or ():
+            hints.append(("ZADD", self._index("waiting", key), 0, run_id))
+        replies = await self._write(run_id, [command, *hints])
+        seq, event_seq, control, before = replies[0]
+        if not known:
+            await self._hint_from_record(run_id)
+        await self._unindex_waiting(run_id, before, checkpoint.wait_keys or [])
+        return seq, event_seq, control
 
     async def _unindex_waiting(
         self, run_id: str, before: Sequence[str], now: Sequence[str]

@@ -95,6 +95,7 @@ class RedisBase:
         self.durable_ack = "aof" if ack == "aof" else None
         self.key_prefix = key_prefix or "holon:"
         self.signals = ChangeSignals()
+        self.commit_waits = True
         self.server_version = ""
         self._parts = parts
         self._client: Any = client

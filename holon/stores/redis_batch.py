@@ -16,8 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -37,30 +36,38 @@ RETRY_DELAYS = (0.0, 0.05, 0.2, 0.5, 1.0, 2.0)
 """Pauses before each try of a batch whose connection broke (about 4 s in all)."""
 
 
-class _Waitable(Protocol):
-    def set(self) -> object: ...
-
-    async def wait(self) -> object: ...
-
-
-def _event() -> _Waitable:
-    """An event of the running loop: asyncio's own when on asyncio (cheaper than anyio's
-    wrapper, and this is made once per write), anyio's otherwise."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return anyio.Event()
-    return asyncio.Event()
-
-
-@dataclass(eq=False)
 class _Call:
-    commands: Sequence[Command]
-    done: _Waitable = field(default_factory=_event)
-    replies: list[Any] | None = None
-    error: BaseException | None = None
-    lead: bool = False
-    abandoned: bool = False
+    """One writer's commands, their replies once sent, and the wake-up that tells the
+    writer they came (or that it now leads). Made once per write: slotted, and woken
+    through a bare asyncio future rather than an `asyncio.Event` (no waiter queue, no
+    coroutine to wait); an anyio event where the loop is not asyncio's."""
+
+    __slots__ = ("_done", "abandoned", "commands", "error", "lead", "replies")
+
+    def __init__(self, commands: Sequence[Command]) -> None:
+        self.commands = commands
+        self.replies: list[Any] | None = None
+        self.error: BaseException | None = None
+        self.lead = False
+        self.abandoned = False
+        self._done: asyncio.Future[None] | anyio.Event
+        try:
+            self._done = asyncio.get_running_loop().create_future()
+        except RuntimeError:
+            self._done = anyio.Event()
+
+    def wake(self) -> None:
+        done = self._done
+        if isinstance(done, asyncio.Future):
+            # A writer cancelled while waiting has cancelled its future with it.
+            if not done.done():
+                done.set_result(None)
+        else:
+            done.set()
+
+    def wait(self) -> Awaitable[object]:
+        done = self._done
+        return done if isinstance(done, asyncio.Future) else done.wait()
 
 
 class Batcher:
@@ -102,7 +109,7 @@ class Batcher:
         self._queue.append(call)
         if self._busy:
             try:
-                await call.done.wait()
+                await call.wait()
             except BaseException:
                 # Cancelled while waiting. The commands stay queued and are sent by
                 # whoever leads next; if we were just handed the lead, we take it.
@@ -133,7 +140,7 @@ class Batcher:
             successor = next((c for c in self._queue if not c.abandoned), None)
             if successor is not None:
                 successor.lead = True
-                successor.done.set()
+                successor.wake()
                 return
             batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
             await self._flush(batch)
@@ -152,7 +159,7 @@ class Batcher:
             await self._flush(batch)
             for call in batch:
                 if call is not own:
-                    call.done.set()
+                    call.wake()
 
     async def _flush(self, batch: list[_Call]) -> None:
         pending = batch

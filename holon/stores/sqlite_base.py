@@ -128,6 +128,8 @@ class SQLiteBase:
         self.synchronous = synchronous
         self.namespace = namespace
         self.signals = ChangeSignals()
+        # Checkpoints run inline when the file is not locked: no await.
+        self.commit_waits = False
         self._conn: sqlite3.Connection | None = None
         self._lock = anyio.Lock()
 
