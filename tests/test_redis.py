@@ -6,6 +6,7 @@ afterwards) or a private `redis-server` on a free port."""
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -30,6 +31,7 @@ from holon.stores.base import (
     Store,
 )
 from holon.stores.redis import RedisStore, safe_url
+from holon.stores.redis_codec import _event_args
 from tests.conftest import REDIS_URL
 from tests.redis_support import (
     RedisProcess,
@@ -483,3 +485,30 @@ async def test_claim_repairs_a_lease_hint_that_fell_behind(cluster_store: RedisS
     assert float(score) == pytest.approx(NOW + 1000)  # repaired to the real expiry
     taken = await store.claim("w2", ["wf"], 10, 10, NOW + 1001)
     assert [g.run_id for g in taken] == ["r1"] and taken[0].recovered
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        NewEvent(kind="started", at=1_700_000_000.123456),
+        NewEvent(kind="step_started", at=0.5, step='He said "hi"\n\u2603'),
+        NewEvent(
+            kind="log", at=2.0, step="Fetch", data={"message": "\u00e9t\u00e9", "n": [1, None]}
+        ),
+        NewEvent(kind="step_completed", at=3e-7, step="\\back\\slash", data={"x": {"y": 1.5}}),
+    ],
+)
+def test_timeline_events_are_encoded_as_the_json_they_stand_for(event: NewEvent) -> None:
+    (text,) = _event_args([event])
+    expected: dict[str, Any] = {"k": event.kind, "a": event.at}
+    if event.step is not None:
+        expected["s"] = event.step
+    if event.data:
+        expected["d"] = event.data
+    assert json.loads(text) == expected
+    assert text == json.dumps(expected, separators=(",", ":"), ensure_ascii=False)
+
+
+def test_a_timeline_event_at_a_time_that_is_not_finite_is_refused() -> None:
+    with pytest.raises(ValueError, match="not finite"):
+        _event_args([NewEvent(kind="started", at=float("nan"))])

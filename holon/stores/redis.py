@@ -55,6 +55,9 @@ from holon.stores.redis_reads import RedisReads
 
 __all__ = ["RedisStore", "safe_url"]
 
+_CLAIM_ROUNDS = 4
+"""Reads of the claim indexes one claim makes at most on a Cluster (stale hints)."""
+
 logger = logging.getLogger("holon.stores.redis")
 
 
@@ -220,11 +223,35 @@ class RedisStore(RedisReads):
     async def claim(
         self, owner: str, workflows: Sequence[str], limit: int, ttl: float, now: float
     ) -> list[LeaseGrant]:
-        """Lease up to `limit` runs needing an executor, found through the claim indexes."""
+        """Lease up to `limit` runs needing an executor, found through the claim indexes.
+
+        On a Cluster the indexes are hints and may still name runs that were taken: the
+        ones found stale are repaired, and the indexes read again (a few times at most),
+        so that stale entries do not hide the runs behind them."""
         if not workflows or limit <= 0:
             return []
         if self.completed_ttl is not None:
             await self.purge_expired(now)
+        grants: list[LeaseGrant] = []
+        tried: set[str] = set()
+        for _ in range(_CLAIM_ROUNDS if self.cluster else 1):
+            fresh = [c for c in await self._candidates(workflows, limit, now) if c not in tried]
+            if not fresh:
+                break
+            tried.update(fresh)
+            while fresh and len(grants) < limit:
+                take = limit - len(grants)
+                batch, fresh = fresh[:take], fresh[take:]
+                grants += await self._acquire_many(
+                    batch, owner, ttl, now, timers=True, strict=False
+                )
+            if len(grants) >= limit:
+                break
+        return grants
+
+    async def _candidates(self, workflows: Sequence[str], limit: int, now: float) -> list[str]:
+        """Runs the claim indexes name as needing an executor: queued, lease expired,
+        timer due; at most `limit` of each kind per workflow."""
         commands = [
             self._script(
                 "candidates",
@@ -236,19 +263,13 @@ class RedisStore(RedisReads):
             for wf in workflows
         ]
         replies = await self._pipeline(commands)
-        candidates: list[str] = []
+        candidates: dict[str, None] = {}
         for wf, reply in zip(workflows, replies, strict=True):
             if isinstance(reply, Exception):
                 raise self._describe(reply, self._index("ready", wf))
             for group in reply:
-                for run_id in group:
-                    if run_id not in candidates:
-                        candidates.append(run_id)
-        grants: list[LeaseGrant] = []
-        while candidates and len(grants) < limit:
-            take, candidates = candidates[: limit - len(grants)], candidates[limit - len(grants) :]
-            grants += await self._acquire_many(take, owner, ttl, now, timers=True, strict=False)
-        return grants
+                candidates.update(dict.fromkeys(group))
+        return list(candidates)
 
     # -- checkpoints --------------------------------------------------------------------
 

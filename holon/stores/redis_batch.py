@@ -183,12 +183,15 @@ class Batcher:
                     call.error = self._describe(exc)
                 return
             self.pipelines += 1
+            # Scripts are missing only after the server restarted or was flushed: look
+            # for that once per batch, not once per writer.
+            missing = not reloaded and any(isinstance(r, NoScriptError) for r in replies)
             again: list[_Call] = []
             position = 0
             for call in pending:
                 mine = replies[position : position + len(call.commands)]
                 position += len(call.commands)
-                if any(isinstance(r, NoScriptError) for r in mine) and not reloaded:
+                if missing and any(isinstance(r, NoScriptError) for r in mine):
                     again.append(call)
                 else:
                     call.replies = mine

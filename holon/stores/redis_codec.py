@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from json.encoder import encode_basestring as _string
+from math import isfinite
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -64,15 +66,22 @@ def dump_body(body: RunBody) -> str:
 
 
 def _event_args(events: Sequence[NewEvent]) -> list[str]:
-    """Timeline events, one compact JSON text each."""
+    """Timeline events, one compact JSON text each: `{"k": kind, "a": at, "s": step,
+    "d": data}`, without the step or data when there are none.
+
+    Written out field by field (the data through the JSON encoder): a step commits
+    several events, and this is a good part cheaper than encoding a dict per event.
+    """
     out: list[str] = []
     for event in events:
-        entry: dict[str, Any] = {"k": event.kind, "a": event.at}
+        if not isfinite(event.at):
+            raise ValueError(f"timeline event {event.kind!r}: time {event.at!r} is not finite")
+        text = f'{{"k":{_string(event.kind)},"a":{event.at!r}'
         if event.step is not None:
-            entry["s"] = event.step
+            text += f',"s":{_string(event.step)}'
         if event.data:
-            entry["d"] = event.data
-        out.append(_codec.dump(entry))
+            text += f',"d":{_codec.dump(event.data)}'
+        out.append(text + "}")
     return out
 
 
