@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from holon.stores.redis_batch import Batcher, Command
@@ -29,11 +31,12 @@ class FakeServer:
         return [c[1] for c in commands]
 
 
-def batcher(server: FakeServer) -> Batcher:
-    async def reload() -> None:
-        pass
+async def _no_reload() -> None:
+    pass
 
-    return Batcher(server.send, reload, lambda exc: RuntimeError(str(exc)))
+
+def batcher(server: FakeServer) -> Batcher:
+    return Batcher(server.send, _no_reload, lambda exc: RuntimeError(str(exc)))
 
 
 async def test_writers_queued_behind_a_pipeline_share_the_next() -> None:
@@ -103,3 +106,73 @@ async def test_writes_whose_writers_all_left_are_sent_by_the_leader() -> None:
     assert server.pipelines == [[0], [1, 2, 3]]
     server.gate = None
     assert await b.call([("SET", 9)]) == [9]  # and the batcher is free again
+
+
+async def test_a_writer_finding_a_chunk_queued_leads_another_pipeline_at_once() -> None:
+    server = FakeServer()
+    server.gate = anyio.Event()
+    b = Batcher(server.send, _no_reload, lambda exc: RuntimeError(str(exc)), lanes=2, chunk=3)
+    results: dict[int, list[Any]] = {}
+
+    async def write(n: int) -> None:
+        results[n] = await b.call([("SET", n)])
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(write, 0)
+        await server.in_flight.wait()
+        for n in range(1, 4):
+            group.start_soon(write, n)
+        await anyio.wait_all_tasks_blocked()
+        assert server.pipelines == [[0], [1, 2, 3]], "no second pipeline while one was in flight"
+        for n in range(4, 6):
+            group.start_soon(write, n)
+        await anyio.wait_all_tasks_blocked()
+        assert len(server.pipelines) == 2, "a third pipeline went out with both lanes busy"
+        server.gate.set()
+    assert server.pipelines == [[0], [1, 2, 3], [4, 5]]
+    assert results == {n: [n] for n in range(6)}
+
+
+@pytest.mark.parametrize("seed", range(8))
+async def test_every_write_is_sent_once_and_answered_whatever_the_interleaving(seed: int) -> None:
+    """Writers arrive, are cancelled and are answered in an order drawn from `seed`;
+    each queued command must be sent exactly once, each writer that stays must get
+    its own replies, and the batcher must end idle."""
+    rng = random.Random(seed)
+    sent: list[Any] = []
+
+    async def send(commands: Sequence[Command]) -> list[Any]:
+        sent.extend(c[1] for c in commands)
+        for _ in range(rng.randrange(4)):
+            await anyio.lowlevel.checkpoint()
+        return [c[1] for c in commands]
+
+    b = Batcher(send, _no_reload, lambda exc: RuntimeError(str(exc)), lanes=3, chunk=4)
+    answered: dict[int, list[Any]] = {}
+    queued: set[int] = set()  # `call` queues its commands before it first yields
+
+    async def write(n: int, scope: anyio.CancelScope) -> None:
+        with scope:
+            for _ in range(rng.randrange(3)):
+                await anyio.lowlevel.checkpoint()
+            queued.add(n)
+            answered[n] = await b.call([("SET", n), ("GET", -n - 1)])
+
+    writers = 200
+    scopes = [anyio.CancelScope() for _ in range(writers)]
+    async with anyio.create_task_group() as group:
+        for n in range(writers):
+            group.start_soon(write, n, scopes[n])
+            if rng.random() < 0.3:
+                await anyio.lowlevel.checkpoint()
+            if rng.random() < 0.1:
+                scopes[rng.randrange(n + 1)].cancel()
+            waiting = sorted(queued - answered.keys())
+            if rng.random() < 0.1 and waiting:
+                scopes[rng.choice(waiting)].cancel()
+    assert len(sent) == len(set(sent)), "a command was sent twice"
+    assert sorted(sent) == sorted([*queued, *(-n - 1 for n in queued)])
+    for n, replies in answered.items():
+        assert replies == [n, -n - 1]
+    assert 0 < len(answered) < len(queued), "the draw cancelled no waiting writer, or all"
+    assert b._leading == 0 and not b._queue

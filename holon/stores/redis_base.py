@@ -47,6 +47,23 @@ except ImportError:  # pragma: no cover - depends on the optional extra
 __all__ = ["RedisBase"]
 
 
+PIPELINE_LANES = 4
+"""Pipelines a store keeps in flight at once, each on a connection of its own."""
+
+
+class _Lane:
+    """A connection of our own for pipelines, with its reply parser (hiredis's when
+    installed: its state belongs to the connection's byte stream)."""
+
+    __slots__ = ("connection", "parser")
+
+    def __init__(self, client: Any) -> None:
+        self.connection: Any = client.connection_pool.make_connection()
+        self.parser: Any = (
+            None if hiredis is None else hiredis.Reader(encoding="utf-8", replyError=ResponseError)
+        )
+
+
 class RedisBase:
     """Connection, keys and plumbing shared by the Redis store's parts."""
 
@@ -102,15 +119,24 @@ class RedisBase:
         self._own_client = client is None
         self._direct = client is None and not self.cluster
         """Send batches on a connection of our own (a real server, not a Cluster)."""
-        self._connection: Any = None
-        self._parser: Any = None
+        self._lanes: list[_Lane] = []
+        """Connections of our own for pipelines (see `_send_direct`)."""
+        self._idle_lanes: list[_Lane] = []
+        """Those not carrying a pipeline at the moment."""
         self._keys: dict[str, tuple[str, str, str, str, str]] = {}
         self._ids = itertools.count()
         self._id_base = uuid.uuid4().hex[:12]
         self._ip = "" if self.cluster else self.key_prefix
         self._known: dict[str, tuple[str, float]] = {}
         """Cluster: workflow and creation time of runs seen lately, for index hints."""
-        self._batcher = Batcher(self._send, self._load_scripts, self._describe)
+        self._batcher = Batcher(
+            self._send,
+            self._load_scripts,
+            self._describe,
+            # Pipelines in flight at once need a connection each: only our own
+            # connections are set up for that.
+            lanes=PIPELINE_LANES if self._direct else 1,
+        )
 
     # -- keys -----------------------------------------------------------------------
 
@@ -210,9 +236,9 @@ class RedisBase:
         await self._load_scripts()
 
     async def _drop_client(self) -> None:
-        if self._connection is not None:
-            await self._connection.disconnect()
-            self._connection = None
+        lanes, self._lanes, self._idle_lanes = self._lanes, [], []
+        for lane in lanes:
+            await lane.connection.disconnect()
         if self._own_client and self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -293,27 +319,32 @@ class RedisBase:
         return replies
 
     async def _send_direct(self, commands: Sequence[Command]) -> list[Any]:
-        """The pipeline on a connection of our own, packed in one go: one batch is in
-        flight at a time, so one connection carries them all, without the per-command
-        bookkeeping of a client pipeline."""
-        conn = self._connection
-        if conn is None:
-            conn = self._connection = self._client.connection_pool.make_connection()
-            self._parser = None
+        """The pipeline on a connection of our own, packed in one go, without the
+        per-command bookkeeping of a client pipeline. Each pipeline in flight has its
+        connection (a lane) to itself; a lane whose connection failed is dropped."""
+        if self._idle_lanes:
+            lane = self._idle_lanes.pop()
+        else:
+            lane = _Lane(self._client)
+            self._lanes.append(lane)
+        conn = lane.connection
         try:
             await conn.connect()
-            if hiredis is None:
+            if lane.parser is None:
                 await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
-                return [await self._read_one(conn) for _ in commands]
-            payload = b"".join([hiredis.pack_command(command) for command in commands])
-            await conn.send_packed_command(payload, check_health=False)
-            if self._parser is None:
-                self._parser = hiredis.Reader(encoding="utf-8", replyError=ResponseError)
-            return await self._read_replies(conn._reader, self._parser, len(commands))
+                replies = [await self._read_one(conn) for _ in commands]
+            else:
+                payload = b"".join([hiredis.pack_command(command) for command in commands])
+                await conn.send_packed_command(payload, check_health=False)
+                replies = await self._read_replies(conn._reader, lane.parser, len(commands))
         except BaseException:
-            self._connection = None
+            if lane in self._lanes:
+                self._lanes.remove(lane)
             await conn.disconnect(nowait=True)
             raise
+        if lane in self._lanes:  # not dropped by close() meanwhile
+            self._idle_lanes.append(lane)
+        return replies
 
     @staticmethod
     async def _read_replies(stream: Any, parser: Any, count: int) -> list[Any]:

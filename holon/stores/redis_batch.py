@@ -1,10 +1,16 @@
-"""Group commit for the Redis store: concurrent writes share one pipeline.
+"""Group commit for the Redis store: concurrent writes share pipelines.
 
 Every write of the Redis store is a short list of commands (an `EVALSHA` and, on a
-Cluster, a few index hints). Writers queue their commands; whoever finds no pipeline in
-flight becomes the *leader*, sends everything queued as one pipeline, hands each writer
-its replies, and passes the lead to the first writer that queued meanwhile. One writer
-alone pays one round trip per write; a thousand concurrent writers share a few.
+Cluster, a few index hints). Writers queue their commands; a writer who finds no
+pipeline in flight becomes a *leader*, sends everything queued as one pipeline, hands
+each writer its replies, and passes the lead to the first writer that queued meanwhile.
+One writer alone pays one round trip per write; a thousand concurrent writers share a
+few.
+
+While a pipeline is in flight, a writer that finds `chunk` or more commands queued
+leads another one (up to `lanes` at a time, each on a connection of its own): the
+server then works through one pipeline while this process prepares the next, instead
+of the two taking turns.
 
 Every script is idempotent (commits by their commit id, lease acquisitions by their
 request id), so a batch whose connection broke before the replies came back is sent
@@ -66,19 +72,31 @@ class _Call:
             done.set()
 
     def wait(self) -> Awaitable[object]:
+        """Wait to be woken. A writer woken to lead whose own commands went in another
+        leader's pipeline waits again, on a fresh wake-up (the caller checks, without
+        yielding, that it has neither its replies nor the lead)."""
         done = self._done
-        return done if isinstance(done, asyncio.Future) else done.wait()
+        if isinstance(done, asyncio.Future):
+            if done.done():
+                done = self._done = done.get_loop().create_future()
+            return done
+        if done.is_set():
+            done = self._done = anyio.Event()
+        return done.wait()
 
 
 class Batcher:
-    """Sends queued command lists in shared pipelines, one pipeline at a time.
+    """Sends queued command lists in shared pipelines.
 
     Args:
         send: sends commands as one pipeline and returns one reply per command, with
-            errors as exception objects in place of their reply.
+            errors as exception objects in place of their reply. With `lanes` above 1
+            it is called for several pipelines at once.
         reload: loads the scripts again (after a `NOSCRIPT` reply).
         describe: names the server in connection errors.
         max_batch: the most commands one pipeline carries.
+        lanes: the most pipelines in flight at once.
+        chunk: queued commands that justify another pipeline while one is in flight.
     """
 
     def __init__(
@@ -88,13 +106,20 @@ class Batcher:
         describe: Callable[[BaseException], Exception],
         *,
         max_batch: int = 2000,
+        lanes: int = 1,
+        chunk: int = 64,
     ) -> None:
         self._send = send
         self._reload = reload
         self._describe = describe
         self._max_batch = max_batch
+        self._lanes = max(1, lanes)
+        self._chunk = max(1, chunk)
         self._queue: list[_Call] = []
-        self._busy = False
+        self._queued = 0
+        """Commands in the queue."""
+        self._leading = 0
+        """Writers leading a pipeline, or told to lead and about to."""
         self.pipelines = 0
         """Pipelines sent so far (for tests and benchmarks)."""
 
@@ -107,59 +132,80 @@ class Batcher:
         """
         call = _Call(commands)
         self._queue.append(call)
-        if self._busy:
+        self._queued += len(commands)
+        if self._may_lead():
+            self._leading += 1
+            call.lead = True
+        while True:
+            if call.lead:
+                # Told to lead (or leading from the start): even when another leader
+                # already took our commands, the lead is passed on, not dropped.
+                await self._lead_shielded(call)
+                continue
+            if call.replies is not None or call.error is not None:
+                break
             try:
                 await call.wait()
             except BaseException:
                 # Cancelled while waiting. The commands stay queued and are sent by
                 # whoever leads next; if we were just handed the lead, we take it.
                 call.abandoned = True
-                if call.lead and call.replies is None and call.error is None:
+                if call.lead:
                     await self._lead_shielded(call)
                 raise
-        if call.replies is None and call.error is None:
-            # We lead: nobody is sending, or the previous leader handed over to us.
-            await self._lead_shielded(call)
         if call.error is not None:
             raise call.error
         assert call.replies is not None
         return call.replies
 
+    def _may_lead(self) -> bool:
+        """Whether a writer who just queued should lead a pipeline now."""
+        if self._leading == 0:
+            return True
+        return self._leading < self._lanes and self._queued >= self._chunk
+
     async def _lead_shielded(self, call: _Call) -> None:
+        """Send one pipeline of what is queued (the leader's own commands among them,
+        unless another leader took them), then pass the lead on."""
+        call.lead = False
         with anyio.CancelScope(shield=True):
-            self._busy = True
             try:
-                await self._lead(call)
+                batch = self._take()
+                if batch:
+                    await self._flush(batch)
+                    for queued in batch:
+                        if queued is not call:
+                            queued.wake()
             finally:
                 await self._hand_over()
 
+    def _take(self) -> list[_Call]:
+        """Queued writes for one pipeline, oldest first, at most `max_batch` commands."""
+        size = 0
+        count = 0
+        for queued in self._queue:
+            if count and size + len(queued.commands) > self._max_batch:
+                break
+            size += len(queued.commands)
+            count += 1
+        batch, self._queue = self._queue[:count], self._queue[count:]
+        self._queued -= size
+        return batch
+
     async def _hand_over(self) -> None:
-        """Pass the lead to the first writer still waiting; send abandoned writes
-        ourselves when nobody else is left to."""
+        """Pass the lead to the first writer still waiting that is not told to lead
+        already; send abandoned writes ourselves when nobody else is left to."""
         while self._queue:
-            successor = next((c for c in self._queue if not c.abandoned), None)
+            successor = next((c for c in self._queue if not (c.abandoned or c.lead)), None)
             if successor is not None:
                 successor.lead = True
                 successor.wake()
                 return
-            batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+            if any(c.lead for c in self._queue):
+                break  # a writer told to lead earlier sends these
+            batch = self._take()
             await self._flush(batch)
-        self._busy = False
-
-    async def _lead(self, own: _Call) -> None:
-        while own.replies is None and own.error is None:
-            batch: list[_Call] = []
-            size = 0
-            while self._queue and (
-                not batch or size + len(self._queue[0].commands) <= self._max_batch
-            ):
-                call = self._queue.pop(0)
-                batch.append(call)
-                size += len(call.commands)
-            await self._flush(batch)
-            for call in batch:
-                if call is not own:
-                    call.wake()
+        self._leading -= 1
 
     async def _flush(self, batch: list[_Call]) -> None:
         pending = batch
