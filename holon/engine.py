@@ -90,6 +90,7 @@ class Engine:
         self.lease_ttl = lease_ttl
         self.clock = clock
         self.executions: dict[str, Execution] = {}
+        self._cursors: dict[str, Cursor] = {}
         self.fan_out = FanOut(self)
         self.timers = Timers(self)
         self.attempts = Attempts(self)
@@ -359,8 +360,17 @@ class Engine:
             await self.finish(execution, RunStatus.COMPLETED, new_body, *events, results=results)
             return
         events.append(self.event("step_started", target))
-        new_body = evolve(body, **update, cursor=Cursor(step=target))
+        new_body = evolve(body, **update, cursor=self.cursor_at(target))
         await self.commit(execution, RunStatus.RUNNING, new_body, results=results, events=events)
+
+    def cursor_at(self, step: str) -> Cursor:
+        """The cursor of a run about to execute `step`. Made once per step name and
+        shared: a cursor (like every record) is replaced, never changed in place, and
+        one with its empty fan-out fields costs half a dozen objects to make."""
+        cursor = self._cursors.get(step)
+        if cursor is None:
+            cursor = self._cursors[step] = Cursor(step=step)
+        return cursor
 
     def target(self, workflow: Workflow, step: str, outcome: Any) -> str:
         if isinstance(outcome, Marker):
