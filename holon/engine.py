@@ -72,6 +72,11 @@ short enough for heartbeats and operators, long enough that yielding costs littl
 logger = logging.getLogger("holon.engine")
 
 
+def _unset(value: Any) -> bool:
+    """None, False or an empty list or object: a wait condition's setting left alone."""
+    return value is None or value is False or (isinstance(value, (list, dict)) and not value)
+
+
 class Engine:
     """Executes runs of the given workflows against one store."""
 
@@ -314,15 +319,10 @@ class Engine:
             outcome = outcome.step
         state = {**body.state, **ctx.state_patch}
         counts = {**body.counts, name: body.counts.get(name, 0) + 1}
-        events = [
-            self.event(
-                "step_completed",
-                name,
-                duration_ms=duration_ms,
-                output_digest=digest(output) if results else None,
-                attempt=body.attempt,
-            ),
-        ]
+        completed: dict[str, Any] = {"duration_ms": duration_ms, "attempt": body.attempt}
+        if results:
+            completed["output_digest"] = digest(output)
+        events = [self.event("step_completed", name, **completed)]
         self.add_side_events(events, name, ctx)
         update: dict[str, Any] = {"state": state, "counts": counts, "attempt": 1, "retry_at": None}
         if spec.compensate is not None:
@@ -437,6 +437,9 @@ class Engine:
         )
         if not isinstance(spec, dict):
             raise TypeError(f"wait condition of step {step!r} described itself as {spec!r}")
+        # Settings left unset are not stored (readers default them): a waiting run's
+        # record and its `waiting` event stay small, and there may be millions of them.
+        spec = {k: v for k, v in spec.items() if not _unset(v)}
         now = self.clock.now()
         return WaitRecord(
             wait_id=f"{step}#{occurrence}",

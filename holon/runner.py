@@ -262,16 +262,11 @@ class WorkflowRunner:
             created_at=now,
             updated_at=now,
         )
+        started: dict[str, Any] = {"workflow": record.workflow, "version": record.version}
+        if started_by is not None:
+            started["started_by"] = started_by
         events = [
-            NewEvent(
-                kind="started",
-                at=now,
-                data={
-                    "workflow": record.workflow,
-                    "version": record.version,
-                    "started_by": started_by,
-                },
-            ),
+            NewEvent(kind="started", at=now, data=started),
             NewEvent(kind="step_started", at=now, step=first_step),
         ]
         stored, created = await self.store.create_run(record, events)

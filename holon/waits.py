@@ -93,7 +93,8 @@ class WaitInfo:
     opened_at: float = 0.0
     paused: bool = False
     spec: dict[str, Any] = field(default_factory=dict)
-    """The condition's full stored description."""
+    """The condition's stored description: the settings it was given (those left at
+    None, False or empty are not stored)."""
 
 
 def describe(record: RunRecord) -> WaitInfo | None:

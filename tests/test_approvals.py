@@ -411,3 +411,31 @@ async def test_pending_lists_what_an_identity_can_act_on_paged(store: Store) -> 
         first = (await runner.Pending("alice", limit=1)).items[0]
         assert first.kind == "approval" and first.workflow == "gate"
         assert first.approvals_needed == 1 and first.step == "Gate"
+
+
+async def test_only_the_settings_a_gate_was_given_are_stored(store: Store) -> None:
+    wf = Workflow("Gate").Flow(
+        {
+            START: lambda ctx: Wait(
+                HumanApproval(approvers=["dev", "ops"], forbid_self_approval=True), "Done"
+            ),
+            "Done": lambda ctx: END,
+        }
+    )
+    async with WorkflowRunner(wf, store, clock=ManualClock()) as runner:
+        handle = await runner.Run(started_by="dev")
+        record = await handle.WaitUntil("waiting", timeout=10)
+        assert record.body.wait is not None
+        assert record.body.wait.spec == {
+            "approvers": ["dev", "ops"],
+            "min_approvals": 1,
+            "forbid_self_approval": True,
+        }
+        info = await handle.Waiting()
+        assert info is not None
+        assert (info.question, info.payload, info.digest, info.deadline) == (None, None, None, None)
+        assert info.approvers == ["dev", "ops"] and info.approvals_needed == 1
+        with pytest.raises(NotAnApprover, match="'dev' started run .* may not approve"):
+            await handle.Approve(by="dev")
+        await handle.Approve(by="ops")
+        assert (await handle.WaitUntil("completed", timeout=10)).status == RunStatus.COMPLETED
