@@ -35,8 +35,8 @@ async def _no_reload() -> None:
     pass
 
 
-def batcher(server: FakeServer) -> Batcher:
-    return Batcher(server.send, _no_reload, lambda exc: RuntimeError(str(exc)))
+def batcher(server: FakeServer, **options: int) -> Batcher:
+    return Batcher(server.send, _no_reload, lambda exc: RuntimeError(str(exc)), **options)
 
 
 async def test_writers_queued_behind_a_pipeline_share_the_next() -> None:
@@ -111,7 +111,7 @@ async def test_writes_whose_writers_all_left_are_sent_by_the_leader() -> None:
 async def test_a_writer_finding_a_chunk_queued_leads_another_pipeline_at_once() -> None:
     server = FakeServer()
     server.gate = anyio.Event()
-    b = Batcher(server.send, _no_reload, lambda exc: RuntimeError(str(exc)), lanes=2, chunk=3)
+    b = batcher(server, lanes=2, chunk=3)
     results: dict[int, list[Any]] = {}
 
     async def write(n: int) -> None:
