@@ -136,13 +136,14 @@ class Context(Generic[InputT, StateT]):
                 run_id=self.RunId,
                 step=self.StepName,
             )
-        if self._state_model is not None:
-            unknown = sorted(set(update) - set(self._state_model.model_fields))
-            if unknown and self._state_model.model_config.get("extra") != "allow":
+        model = self._state_model
+        if model is not None and not update.keys() <= model.model_fields.keys():
+            unknown = sorted(update.keys() - model.model_fields.keys())
+            if model.model_config.get("extra") != "allow":
                 raise StateValidationError(
                     f"SetState in step {self.StepName!r} of run {self.RunId!r}: "
-                    f"{self._state_model.__name__} has no field {unknown[0]!r}; fields: "
-                    f"{sorted(self._state_model.model_fields)}",
+                    f"{model.__name__} has no field {unknown[0]!r}; fields: "
+                    f"{sorted(model.model_fields)}",
                     run_id=self.RunId,
                     step=self.StepName,
                 )
