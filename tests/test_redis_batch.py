@@ -176,3 +176,63 @@ async def test_every_write_is_sent_once_and_answered_whatever_the_interleaving(s
         assert replies == [n, -n - 1]
     assert 0 < len(answered) < len(queued), "the draw cancelled no waiting writer, or all"
     assert b._leading == 0 and not b._queue
+
+
+class GatedServer:
+    """Holds every pipeline until the test opens its own gate."""
+
+    def __init__(self) -> None:
+        self.sent: list[list[Any]] = []
+        self.gates: list[anyio.Event] = []
+
+    async def send(self, commands: Sequence[Command]) -> list[Any]:
+        gate = anyio.Event()
+        self.gates.append(gate)
+        self.sent.append([c[1] for c in commands])
+        await gate.wait()
+        return [c[1] for c in commands]
+
+
+async def test_a_write_does_not_overtake_an_abandoned_write_of_the_same_key() -> None:
+    """A run's commit whose writer was cancelled is still on its way in one pipeline;
+    the run's next write (releasing its lease, say) must not go out in another pipeline
+    and be applied first."""
+    server = GatedServer()
+    b = Batcher(server.send, _no_reload, lambda exc: RuntimeError(str(exc)), lanes=2, chunk=1)
+    results: dict[str, list[Any]] = {}
+
+    async def write(name: str, key: str | None, scope: anyio.CancelScope | None = None) -> None:
+        with scope or anyio.CancelScope():
+            results[name] = await b.call([("SET", name)], key=key)
+
+    gave_up = anyio.CancelScope()
+    order: list[list[list[Any]]] = []
+    async with anyio.create_task_group() as group:
+        try:
+            group.start_soon(write, "other", None)
+            await anyio.wait_all_tasks_blocked()
+            group.start_soon(write, "commit", "run-1", gave_up)
+            await anyio.wait_all_tasks_blocked()
+            order.append(list(server.sent))
+            gave_up.cancel()
+            group.start_soon(write, "release", "run-1")
+            await anyio.wait_all_tasks_blocked()
+            server.gates[0].set()
+            await anyio.wait_all_tasks_blocked()
+            order.append(list(server.sent))
+            server.gates[1].set()
+            await anyio.wait_all_tasks_blocked()
+            order.append(list(server.sent))
+        finally:
+            # Open every gate, so that a wrong order fails below instead of hanging on
+            # a leader that is shielded from cancellation.
+            while not all(gate.is_set() for gate in server.gates):
+                for gate in server.gates:
+                    gate.set()
+                await anyio.wait_all_tasks_blocked()
+    assert order[0] == [["other"], ["commit"]]
+    assert order[1] == [["other"], ["commit"]], "the release went out before the commit"
+    assert order[2] == [["other"], ["commit"], ["release"]]
+    # (The cancelled writer was leading its pipeline, so it may have its replies too.)
+    assert results["other"] == ["other"] and results["release"] == ["release"]
+    assert not b._unsettled and b._leading == 0

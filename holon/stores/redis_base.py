@@ -378,7 +378,7 @@ class RedisBase:
 
     async def _write(self, run_id: str, commands: Sequence[Command]) -> list[Any]:
         """Send one write through the group committer; map refusals to holon errors."""
-        replies = await self._batcher.call(commands)
+        replies = await self._batcher.call(commands, key=run_id)
         first = replies[0]
         if isinstance(first, Exception):
             raise self._refusal(run_id, first)

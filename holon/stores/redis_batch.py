@@ -48,10 +48,21 @@ class _Call:
     through a bare asyncio future rather than an `asyncio.Event` (no waiter queue, no
     coroutine to wait); an anyio event where the loop is not asyncio's."""
 
-    __slots__ = ("_done", "abandoned", "commands", "error", "lead", "replies")
+    __slots__ = (
+        "_done",
+        "_settle_waiters",
+        "abandoned",
+        "commands",
+        "error",
+        "key",
+        "lead",
+        "replies",
+    )
 
-    def __init__(self, commands: Sequence[Command]) -> None:
+    def __init__(self, commands: Sequence[Command], key: str | None) -> None:
         self.commands = commands
+        self.key = key
+        self._settle_waiters: list[anyio.Event] | None = None
         self.replies: list[Any] | None = None
         self.error: BaseException | None = None
         self.lead = False
@@ -61,6 +72,24 @@ class _Call:
             self._done = asyncio.get_running_loop().create_future()
         except RuntimeError:
             self._done = anyio.Event()
+
+    @property
+    def settled(self) -> bool:
+        """Whether the commands have their replies, or their error."""
+        return self.replies is not None or self.error is not None
+
+    def when_settled(self) -> Awaitable[object]:
+        """Wait until the commands are settled (for a later write of the same key)."""
+        event = anyio.Event()
+        if self._settle_waiters is None:
+            self._settle_waiters = []
+        self._settle_waiters.append(event)
+        return event.wait()
+
+    def settle(self, replies: list[Any] | None, error: BaseException | None) -> None:
+        self.replies, self.error = replies, error
+        for event in self._settle_waiters or ():
+            event.set()
 
     def wake(self) -> None:
         done = self._done
@@ -120,17 +149,29 @@ class Batcher:
         """Commands in the queue."""
         self._leading = 0
         """Writers leading a pipeline, or told to lead and about to."""
+        self._unsettled: dict[str, _Call] = {}
+        """By key: the latest write not yet settled."""
         self.pipelines = 0
         """Pipelines sent so far (for tests and benchmarks)."""
 
-    async def call(self, commands: Sequence[Command]) -> list[Any]:
+    async def call(self, commands: Sequence[Command], key: str | None = None) -> list[Any]:
         """Send `commands` (in order, in one pipeline) and return their replies.
 
         Once queued, the commands are sent even if the caller is cancelled while it
         waits; a caller that leads a pipeline finishes sending it, shielded from
         cancellation, so the writers that share it are never abandoned.
+
+        Writes with the same `key` (a run's id) are applied in the order they were made:
+        one whose writer stopped waiting may still be on its way, possibly in another
+        pipeline on another connection, and a later write of that key waits until it
+        has been answered rather than overtake it.
         """
-        call = _Call(commands)
+        if key is not None:
+            while (earlier := self._unsettled.get(key)) is not None:
+                await earlier.when_settled()
+        call = _Call(commands, key)
+        if key is not None:
+            self._unsettled[key] = call
         self._queue.append(call)
         self._queued += len(commands)
         if self._may_lead():
@@ -142,7 +183,7 @@ class Batcher:
                 # already took our commands, the lead is passed on, not dropped.
                 await self._lead_shielded(call)
                 continue
-            if call.replies is not None or call.error is not None:
+            if call.settled:
                 break
             try:
                 await call.wait()
@@ -157,6 +198,11 @@ class Batcher:
             raise call.error
         assert call.replies is not None
         return call.replies
+
+    def _settle(self, call: _Call, replies: list[Any] | None, error: BaseException | None) -> None:
+        if call.key is not None and self._unsettled.get(call.key) is call:
+            del self._unsettled[call.key]
+        call.settle(replies, error)
 
     def _may_lead(self) -> bool:
         """Whether a writer who just queued should lead a pipeline now."""
@@ -220,13 +266,13 @@ class Batcher:
                 if attempt == len(RETRY_DELAYS) - 1:
                     error = self._describe(exc)
                     for call in pending:
-                        call.error = error
+                        self._settle(call, None, error)
                     return
                 logger.warning("Redis connection lost (%s); sending the batch again", exc)
                 continue
             except Exception as exc:
                 for call in pending:
-                    call.error = self._describe(exc)
+                    self._settle(call, None, self._describe(exc))
                 return
             self.pipelines += 1
             # Scripts are missing only after the server restarted or was flushed: look
@@ -240,11 +286,11 @@ class Batcher:
                 if missing and any(isinstance(r, NoScriptError) for r in mine):
                     again.append(call)
                 else:
-                    call.replies = mine
+                    self._settle(call, mine, None)
             if not again:
                 return
             await self._reload()
             reloaded = True
             pending = again
         for call in pending:  # pragma: no cover - only after repeated NOSCRIPT
-            call.error = self._describe(RuntimeError("scripts could not be loaded"))
+            self._settle(call, None, self._describe(RuntimeError("scripts could not be loaded")))
