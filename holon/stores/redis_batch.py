@@ -149,8 +149,8 @@ class Batcher:
         """Commands in the queue."""
         self._leading = 0
         """Writers leading a pipeline, or told to lead and about to."""
-        self._unsettled: dict[str, _Call] = {}
-        """By key: the latest write not yet settled."""
+        self._abandoned: dict[str, list[_Call]] = {}
+        """By key: writes whose writers stopped waiting, not yet answered."""
         self.pipelines = 0
         """Pipelines sent so far (for tests and benchmarks)."""
 
@@ -167,11 +167,9 @@ class Batcher:
         has been answered rather than overtake it.
         """
         if key is not None:
-            while (earlier := self._unsettled.get(key)) is not None:
-                await earlier.when_settled()
+            while earlier := self._abandoned.get(key):
+                await earlier[0].when_settled()
         call = _Call(commands, key)
-        if key is not None:
-            self._unsettled[key] = call
         self._queue.append(call)
         self._queued += len(commands)
         if self._may_lead():
@@ -193,6 +191,8 @@ class Batcher:
                 call.abandoned = True
                 if call.lead:
                     await self._lead_shielded(call)
+                if key is not None and not call.settled:
+                    self._abandoned.setdefault(key, []).append(call)
                 raise
         if call.error is not None:
             raise call.error
@@ -200,8 +200,12 @@ class Batcher:
         return call.replies
 
     def _settle(self, call: _Call, replies: list[Any] | None, error: BaseException | None) -> None:
-        if call.key is not None and self._unsettled.get(call.key) is call:
-            del self._unsettled[call.key]
+        if call.abandoned and call.key in self._abandoned:
+            pending = self._abandoned[call.key]
+            if call in pending:
+                pending.remove(call)
+            if not pending:
+                del self._abandoned[call.key]
         call.settle(replies, error)
 
     def _may_lead(self) -> bool:
