@@ -10,7 +10,9 @@ few.
 While a pipeline is in flight, a writer that finds `chunk` or more commands queued
 leads another one (up to `lanes` at a time, each on a connection of its own): the
 server then works through one pipeline while this process prepares the next, instead
-of the two taking turns.
+of the two taking turns. Pipelines on different connections may be applied in either
+order, so a write whose writer stopped waiting (cancelled, at a worker's shutdown) holds
+back the next write of the same run until it has been answered.
 
 Every script is idempotent (commits by their commit id, lease acquisitions by their
 request id), so a batch whose connection broke before the replies came back is sent
