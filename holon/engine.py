@@ -156,11 +156,21 @@ class Engine:
             executions = list(self.executions.values())
             if not executions:
                 continue
+            failures: list[str] = []
             async with anyio.create_task_group() as group:
                 for execution in executions:
-                    group.start_soon(self._renew, execution)
+                    group.start_soon(self._renew, execution, failures)
+            if failures:
+                # A store outage: try again next round. If it lasts past the lease, the
+                # runs' next commits are refused and their executors stop then.
+                logger.warning(
+                    "lease renewal failed for %d of %d runs, e.g. %s",
+                    len(failures),
+                    len(executions),
+                    failures[0],
+                )
 
-    async def _renew(self, execution: Execution) -> None:
+    async def _renew(self, execution: Execution, failures: list[str]) -> None:
         try:
             control = await self.store.renew_lease(
                 execution.run_id, execution.token, self.lease_ttl, self.clock.now()
@@ -174,9 +184,7 @@ class Engine:
                 execution.step_scope.cancel()
             return
         except Exception as exc:
-            # A store outage: try again next round. If it lasts past the lease, the
-            # run's next commit is refused and this executor stops then.
-            logger.warning("run %s: lease renewal failed: %s", execution.run_id, exc)
+            failures.append(f"run {execution.run_id}: {exc}")
             return
         execution.control = control
         if control is not None and control.kind == "stop":
@@ -364,9 +372,9 @@ class Engine:
         await self.commit(execution, RunStatus.RUNNING, new_body, results=results, events=events)
 
     def cursor_at(self, step: str) -> Cursor:
-        """The cursor of a run about to execute `step`. Made once per step name and
-        shared: a cursor (like every record) is replaced, never changed in place, and
-        one with its empty fan-out fields costs half a dozen objects to make."""
+        """The cursor of a run about to execute `step` (not a fan-out). Made once per
+        step name and shared: a cursor (like every record) is replaced, never changed
+        in place, and one with its empty fan-out fields costs half a dozen objects."""
         cursor = self._cursors.get(step)
         if cursor is None:
             cursor = self._cursors[step] = Cursor(step=step)
@@ -411,7 +419,7 @@ class Engine:
                 **wait.spec,
             ),
         ]
-        changes = {**(update or {}), "wait": wait, "cursor": Cursor(step=wait.next)}
+        changes = {**(update or {}), "wait": wait, "cursor": self.cursor_at(wait.next)}
         if state is not None:
             changes["state"] = state
         await self.commit(

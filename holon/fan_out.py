@@ -164,7 +164,7 @@ class FanOut:
         ]
         self.engine.add_side_events(events, name, ctx)
         if set(done) >= set(cursor.branches):
-            next_cursor = Cursor(step=cursor.join)
+            next_cursor = self.engine.cursor_at(cursor.join)
             events.append(self.engine.event("step_started", cursor.join))
             attempt = 1
         else:

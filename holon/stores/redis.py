@@ -280,9 +280,9 @@ class RedisStore(RedisReads):
         expire_at = ""
         if self.completed_ttl is not None and checkpoint.status == RunStatus.COMPLETED:
             expire_at = repr(checkpoint.at + self.completed_ttl)
-        results = _result_args(checkpoint.results) if checkpoint.results else ()
+        results = _result_args(checkpoint.results)
         events = _event_args(checkpoint.events)
-        keys = _wait_key_args(checkpoint.wait_keys) if checkpoint.wait_keys else ()
+        keys = _wait_key_args(checkpoint.wait_keys)
         command = self._script(
             "commit",
             self._run_keys(run_id),

@@ -90,19 +90,24 @@ def _events(events: Sequence[NewEvent]) -> str:
     return "\n".join(_event_args(events))
 
 
-def _result_args(results: dict[str, Any]) -> list[str]:
-    """Step results as alternate names and JSON values."""
+def _result_args(results: dict[str, Any]) -> Sequence[str]:
+    """Step results as alternate names and JSON values (most steps record none: no
+    list is made for them)."""
+    if not results:
+        return ()
     out: list[str] = []
     for name, value in results.items():
         out += [name, _codec.dump(value)]
     return out
 
 
-def _wait_key_args(keys: Sequence[str] | None) -> list[str]:
-    for key in keys or ():
+def _wait_key_args(keys: Sequence[str] | None) -> Sequence[str]:
+    if not keys:
+        return ()
+    for key in keys:
         if not key or any(ord(c) < 0x20 for c in key):
             raise StoreError(f"invalid wait key {key!r}: empty or holds a control character")
-    return list(keys or ())
+    return list(keys)
 
 
 def _event(run_id: str, seq: int, text: str) -> TimelineEvent:
