@@ -13,7 +13,7 @@ import inspect
 import logging
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from functools import partial
 from typing import Any
 
@@ -301,20 +301,31 @@ class Engine:
                 await self.fail(execution, name, outcome.error or HolonError("step did not run"))
                 return
             ctx, value = outcome.ctx, outcome.value
-        duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        # Whole microseconds, in milliseconds (cheaper than `round(..., 3)`).
+        duration_ms = int((time.perf_counter() - started) * 1_000_000) / 1000
         try:
-            await self._transition(execution, spec, ctx, value, duration_ms)
+            committing = self._transition(execution, spec, ctx, value, duration_ms)
+            del ctx, value  # not kept alive while the commit waits (see _transition)
+            await committing
         except (UnknownStepError, StepOutputError, TypeError, ValueError) as exc:
             await self.fail(execution, name, exc)
 
-    async def _transition(
+    def _transition(
         self,
         execution: Execution,
         spec: StepSpec,
         ctx: Context[Any, Any],
         outcome: Any,
         duration_ms: float,
-    ) -> None:
+    ) -> Awaitable[Any]:
+        """Work out the commit that ends step `spec` with `outcome`, and return it to
+        be awaited.
+
+        Returned rather than awaited here: this method's locals (the step's ctx, its
+        events, the merged state) are released while the commit waits on the store, and
+        every run in flight waits there, so the garbage collector has that much less to
+        walk. Errors in the outcome raise before anything is written.
+        """
         record = execution.record
         body = record.body
         name = spec.name
@@ -330,8 +341,11 @@ class Engine:
         completed: dict[str, Any] = {"duration_ms": duration_ms, "attempt": body.attempt}
         if results:
             completed["output_digest"] = digest(output)
-        events = [self.event("step_completed", name, **completed)]
-        self.add_side_events(events, name, ctx)
+        # One time for the step's events and checkpoint: they happen together, and the
+        # store then formats it once.
+        now = self.clock.now()
+        events = [self.event("step_completed", name, at=now, **completed)]
+        self.add_side_events(events, name, ctx, at=now)
         update: dict[str, Any] = {"state": state, "counts": counts, "attempt": 1, "retry_at": None}
         if spec.compensate is not None:
             update["compensations"] = [
@@ -340,7 +354,7 @@ class Engine:
             ]
 
         if isinstance(outcome, Wait):
-            await self.suspend(
+            return self.suspend(
                 execution,
                 name,
                 outcome,
@@ -349,27 +363,26 @@ class Engine:
                 results=results,
                 update=update,
             )
-            return
         if isinstance(outcome, Parallel):
             cursor = self.fan_out.plan(execution, name, outcome)
             events.append(
-                self.event("parallel_started", name, branches=cursor.branches, join=cursor.join)
+                self.event(
+                    "parallel_started", name, at=now, branches=cursor.branches, join=cursor.join
+                )
             )
             new_body = body.model_copy(update={**update, "cursor": cursor})
-            await self.commit(
+            return self.commit(
                 execution, RunStatus.RUNNING, new_body, results=results, events=events
             )
-            return
         target = self.target(execution.workflow, name, outcome)
         if target == END.value:
             final = output if output is not None else state
-            events.append(self.event("completed", None, output_digest=digest(final)))
+            events.append(self.event("completed", None, at=now, output_digest=digest(final)))
             new_body = body.model_copy(update={**update, "cursor": None, "output": final})
-            await self.finish(execution, RunStatus.COMPLETED, new_body, *events, results=results)
-            return
-        events.append(self.event("step_started", target))
+            return self.finish(execution, RunStatus.COMPLETED, new_body, *events, results=results)
+        events.append(self.event("step_started", target, at=now))
         new_body = evolve(body, **update, cursor=self.cursor_at(target))
-        await self.commit(execution, RunStatus.RUNNING, new_body, results=results, events=events)
+        return self.commit(execution, RunStatus.RUNNING, new_body, results=results, events=events)
 
     def cursor_at(self, step: str) -> Cursor:
         """The cursor of a run about to execute `step` (not a fan-out). Made once per
@@ -490,21 +503,28 @@ class Engine:
             agents=workflow.agent_map,
         )
 
-    def add_side_events(self, events: list[NewEvent], step: str, ctx: Context[Any, Any]) -> None:
+    def add_side_events(
+        self,
+        events: list[NewEvent],
+        step: str,
+        ctx: Context[Any, Any],
+        *,
+        at: float | None = None,
+    ) -> None:
         """Append what `step` did besides its result: its state change and its logs."""
         if ctx.state_patch:
-            events.append(self.event("state_changed", step, patch=ctx.state_patch))
+            events.append(self.event("state_changed", step, at=at, patch=ctx.state_patch))
         for entry in ctx.log_entries:
-            events.append(
-                self.event(
-                    "log",
-                    step,
-                    **to_json_value(entry, what="log entry", run_id=ctx.RunId, step=step),
-                )
-            )
+            # Made directly: a log entry's own fields may be called `at`, `kind`, `step`.
+            data = to_json_value(entry, what="log entry", run_id=ctx.RunId, step=step)
+            at = self.clock.now() if at is None else at
+            events.append(NewEvent(kind="log", at=at, step=step, data=data))
 
-    def event(self, kind: str, step: str | None, **data: Any) -> NewEvent:
-        return NewEvent(kind=kind, at=self.clock.now(), step=step, data=data)
+    def event(
+        self, kind: str, step: str | None, *, at: float | None = None, **data: Any
+    ) -> NewEvent:
+        """A timeline event of this run, at `at` (now when not given)."""
+        return NewEvent(kind=kind, at=self.clock.now() if at is None else at, step=step, data=data)
 
     async def fail(self, execution: Execution, step: str | None, error: BaseException) -> None:
         """End the run `failed`, after undoing its compensable steps if it has any."""
@@ -529,17 +549,17 @@ class Engine:
             ),
         )
 
-    async def finish(
+    def finish(
         self,
         execution: Execution,
         status: RunStatus,
         body: RunBody,
         *events: NewEvent,
         results: dict[str, Any] | None = None,
-    ) -> None:
+    ) -> Awaitable[Committed]:
         """The last commit of an execution: the run halts or ends, its lease is released
         and any operator request is answered."""
-        await self.commit(
+        return self.commit(
             execution,
             status,
             body,
@@ -549,7 +569,7 @@ class Engine:
             clear_control=True,
         )
 
-    async def commit(
+    def commit(
         self,
         execution: Execution,
         status: RunStatus,
@@ -561,12 +581,21 @@ class Engine:
         clear_control: bool = False,
         wake_at: float | None = None,
         wait_keys: list[str] | None = None,
-    ) -> Committed:
+    ) -> Awaitable[Committed]:
+        """Write a checkpoint of `execution`; the awaitable returned applies it to the
+        execution's record once the store confirms it.
+
+        The checkpoint goes to the store here and only what is needed afterwards is
+        kept while the store works: with a thousand runs in flight, each one waiting on
+        its commit, what a waiting commit holds on to is what the garbage collector
+        walks again and again. Bad checkpoint data raises here, before anything is sent.
+        """
         record = execution.record
+        events_at = events[-1].at if events else self.clock.now()
         checkpoint = Checkpoint(
             status=status,
             body=body,
-            at=self.clock.now(),
+            at=events_at,
             results=results or {},
             events=events,
             wake_at=wake_at,
@@ -574,13 +603,27 @@ class Engine:
             clear_control=clear_control,
             wait_keys=wait_keys,
         )
+        writing = self.store.commit(
+            record.run_id,
+            expected_seq=record.seq,
+            token=execution.token,
+            checkpoint=checkpoint,
+        )
+        merged = {**record.results, **results} if results else record.results
+        return self._committed(execution, writing, status, body, merged, release)
+
+    async def _committed(
+        self,
+        execution: Execution,
+        writing: Awaitable[Committed],
+        status: RunStatus,
+        body: RunBody,
+        results: dict[str, Any],
+        release: bool,
+    ) -> Committed:
+        record = execution.record
         try:
-            committed = await self.store.commit(
-                record.run_id,
-                expected_seq=record.seq,
-                token=execution.token,
-                checkpoint=checkpoint,
-            )
+            committed = await writing
         except (StaleLease, SeqConflict) as exc:
             logger.warning("run %s: checkpoint refused: %s", record.run_id, exc)
             raise LeaseLost() from exc
@@ -591,7 +634,7 @@ class Engine:
             seq=committed.seq,
             event_seq=committed.event_seq,
             control=committed.control,
-            results={**record.results, **checkpoint.results} if results else record.results,
+            results=results,
             lease=None if release else record.lease,
         )
         execution.control = committed.control

@@ -76,6 +76,34 @@ async def test_linear_flow_with_state_outputs_and_timeline(store: Store) -> None
         assert seqs == list(range(1, len(seqs) + 1))
 
 
+async def test_a_steps_events_share_its_time_and_log_fields_are_kept_whole(
+    store: Store,
+) -> None:
+    def note(ctx: Context[Any, Notes]) -> str:
+        # Fields named like an event's own attributes are data like any other.
+        ctx.Log("checked", at="the gate", kind="manual", step="two")
+        ctx.SetState(count=1)
+        return END
+
+    wf = Workflow("wf").State(Notes).Flow({START: lambda ctx: "Note", "Note": note})
+    async with WorkflowRunner(wf, store) as runner:
+        handle = await runner.Run()
+        await handle.Result(timeout=10)
+        events = [e for e in await handle.Timeline() if e.step == "Note" or e.kind == "completed"]
+    assert kinds(events) == [
+        ("step_started", "Note"),
+        ("step_completed", "Note"),
+        ("state_changed", "Note"),
+        ("log", "Note"),
+        ("completed", None),
+    ]
+    log = events[3]
+    assert log.data == {"message": "checked", "at": "the gate", "kind": "manual", "step": "two"}
+    # Everything the step's commit wrote happened at one time.
+    assert len({e.at for e in events[1:]}) == 1
+    assert (await handle.Record()).updated_at == events[-1].at
+
+
 async def test_next_end_output_is_the_result(store: Store) -> None:
     wf = Workflow("wf").Flow({START: lambda ctx: Next(END, output={"answer": 42})})
     async with WorkflowRunner(wf, store) as runner:

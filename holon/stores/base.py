@@ -16,7 +16,7 @@ Every operation is atomic. Stores hold JSON only: nothing is pickled.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
@@ -103,7 +103,11 @@ def evolve(record: _RecordT, **changes: Any) -> _RecordT:
     cls = type(record)
     copy = cls.__new__(cls)
     _set_attribute(copy, "__dict__", {**record.__dict__, **changes})
-    _set_attribute(copy, "__pydantic_fields_set__", record.__pydantic_fields_set__ | changes.keys())
+    fields_set = record.__pydantic_fields_set__
+    if not changes.keys() <= fields_set:
+        fields_set = fields_set | changes.keys()
+    # Shared with the original when nothing new is set: records never change it in place.
+    _set_attribute(copy, "__pydantic_fields_set__", fields_set)
     _set_attribute(copy, "__pydantic_extra__", None)
     _set_attribute(copy, "__pydantic_private__", None)
     return copy
@@ -291,9 +295,11 @@ class TimelineEvent(_Record):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class NewEvent:
-    """A timeline event before the store numbers it."""
+    """A timeline event before the store numbers it. Not changed once made (not frozen
+    only because a frozen dataclass costs twice as much to make, and a step makes
+    three)."""
 
     kind: str
     at: float
@@ -301,7 +307,7 @@ class NewEvent:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class Checkpoint:
     """One atomic write of a run's progress."""
 
@@ -320,7 +326,7 @@ class Checkpoint:
     they are. `find_waiting(key)` reads this index."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Committed:
     """What a commit returns: the new sequence numbers and any pending control request."""
 
@@ -444,14 +450,17 @@ class Store(Protocol):
     async def release_lease(self, run_id: str, token: int) -> None:
         """Drop the lease if `token` still holds it (a no-op otherwise)."""
 
-    async def commit(
+    def commit(
         self, run_id: str, *, expected_seq: int, token: int | None, checkpoint: Checkpoint
-    ) -> Committed:
-        """Write a checkpoint atomically.
+    ) -> Awaitable[Committed]:
+        """Write a checkpoint atomically (usually an `async def`).
 
         Refused with `SeqConflict` when the stored `seq` is not `expected_seq`, and with
         `StaleLease` when `token` is given and is not the current fencing token.
         Control-plane writes (decisions, resume, stop of an idle run) pass `token=None`.
+        A store may check and encode the checkpoint when called and return an awaitable
+        that only sends it: callers await the result at once, and keep no reference to
+        the checkpoint (it is not changed after the call).
         """
 
     async def request(self, run_id: str, control: Control) -> RunRecord:

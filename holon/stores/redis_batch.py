@@ -90,6 +90,7 @@ class _Call:
 
     def settle(self, replies: list[Any] | None, error: BaseException | None) -> None:
         self.replies, self.error = replies, error
+        self.commands = ()  # sent: not kept while the writer waits its turn to resume
         for event in self._settle_waiters or ():
             event.set()
 

@@ -19,7 +19,7 @@ from holon.stores.base import (
     TimelineEvent,
 )
 
-__all__ = ["CLAIM_INDEXES", "URL_OPTIONS", "LeaseClock", "dump_body", "safe_url"]
+__all__ = ["CLAIM_INDEXES", "URL_OPTIONS", "LeaseClock", "dump_body", "safe_url", "time_text"]
 
 LeaseClock = Literal["server", "caller"]
 """Whose clock times leases: the Redis server's, or the `now` callers pass."""
@@ -65,6 +65,22 @@ def dump_body(body: RunBody) -> str:
     return body.model_dump_json(exclude_defaults=True)
 
 
+_last_time: tuple[float, str] = (float("nan"), "")
+
+
+def time_text(at: float) -> str:
+    """`repr(at)`, remembered for the last time given: a step's events and checkpoint
+    share one time, and formatting a timestamp exactly is a good part of encoding an
+    event."""
+    global _last_time
+    last = _last_time
+    if at == last[0]:
+        return last[1]
+    text = repr(at)
+    _last_time = (at, text)
+    return text
+
+
 def _event_args(events: Sequence[NewEvent]) -> list[str]:
     """Timeline events, one compact JSON text each: `{"k": kind, "a": at, "s": step,
     "d": data}`, without the step or data when there are none.
@@ -76,7 +92,7 @@ def _event_args(events: Sequence[NewEvent]) -> list[str]:
     for event in events:
         if not isfinite(event.at):
             raise ValueError(f"timeline event {event.kind!r}: time {event.at!r} is not finite")
-        text = f'{{"k":{_string(event.kind)},"a":{event.at!r}'
+        text = f'{{"k":{_string(event.kind)},"a":{time_text(event.at)}'
         if event.step is not None:
             text += f',"s":{_string(event.step)}'
         if event.data:
