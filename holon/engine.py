@@ -41,7 +41,6 @@ from holon.execution import (
     LeaseLost,
     idempotency_key,
     unknown_step,
-    wants,
 )
 from holon.fan_out import FanOut
 from holon.imperative import Imperative
@@ -241,10 +240,11 @@ class Engine:
             if make_room and time.perf_counter() >= turn_ends:
                 await anyio.lowlevel.checkpoint()
                 turn_ends = time.perf_counter() + _TURN
-            if execution.stop_requested or wants(execution.control, "stop"):
+            control = execution.control
+            if execution.stop_requested or (control is not None and control.kind == "stop"):
                 await self.halt(execution, RunStatus.STOPPED, "stopped")
                 return
-            if wants(execution.control, "pause"):
+            if control is not None and control.kind == "pause":
                 await self.halt(execution, RunStatus.PAUSED, "paused")
                 return
             if execution.workflow.execute_fn is not None:
@@ -282,7 +282,7 @@ class Engine:
             ctx = self.context(execution, name)
             try:
                 value = spec.fn(ctx)
-                if inspect.isawaitable(value):
+                if value.__class__ is not str and inspect.isawaitable(value):
                     value = await value
             except Exception as exc:
                 await self.fail(execution, name, exc)
@@ -336,7 +336,8 @@ class Engine:
             output = to_json_value(outcome.output, what="output", run_id=run_id, step=name)
             results[name] = output
             outcome = outcome.step
-        state = {**body.state, **ctx.state_patch}
+        patch = ctx.state_patch
+        state = {**body.state, **patch} if patch else body.state
         counts = {**body.counts, name: body.counts.get(name, 0) + 1}
         completed: dict[str, Any] = {"duration_ms": duration_ms, "attempt": body.attempt}
         if results:
@@ -344,8 +345,9 @@ class Engine:
         # One time for the step's events and checkpoint: they happen together, and the
         # store then formats it once.
         now = self.clock.now()
-        events = [self.event("step_completed", name, at=now, **completed)]
-        self.add_side_events(events, name, ctx, at=now)
+        events = [NewEvent("step_completed", now, name, completed)]
+        if patch or ctx.log_entries:
+            self.add_side_events(events, name, ctx, at=now)
         update: dict[str, Any] = {"state": state, "counts": counts, "attempt": 1, "retry_at": None}
         if spec.compensate is not None:
             update["compensations"] = [
@@ -374,14 +376,19 @@ class Engine:
             return self.commit(
                 execution, RunStatus.RUNNING, new_body, results=results, events=events
             )
-        target = self.target(execution.workflow, name, outcome)
+        workflow = execution.workflow
+        if outcome.__class__ is str and outcome in workflow.steps:
+            target = outcome  # the usual case, checked as `target` would
+        else:
+            target = self.target(workflow, name, outcome)
         if target == END.value:
             final = output if output is not None else state
             events.append(self.event("completed", None, at=now, output_digest=digest(final)))
             new_body = body.model_copy(update={**update, "cursor": None, "output": final})
             return self.finish(execution, RunStatus.COMPLETED, new_body, *events, results=results)
-        events.append(self.event("step_started", target, at=now))
-        new_body = evolve(body, **update, cursor=self.cursor_at(target))
+        events.append(NewEvent("step_started", now, target))
+        update["cursor"] = self.cursor_at(target)
+        new_body = evolve(body, **update)
         return self.commit(execution, RunStatus.RUNNING, new_body, results=results, events=events)
 
     def cursor_at(self, step: str) -> Cursor:

@@ -314,22 +314,17 @@ class RedisStore(RedisReads):
             *events,
             *keys,
         )
-        # Only a Cluster needs the checkpoint after this (for its index hints).
-        return self._send_commit(run_id, command, checkpoint if self.cluster else None, expire_at)
+        if self.cluster:
+            # Only a Cluster needs the checkpoint after this (for its index hints).
+            return self._commit_on_cluster(run_id, command, checkpoint, expire_at)
+        return self._batcher.call((command,), run_id, self._committed)
 
-    async def _send_commit(
-        self, run_id: str, command: Command, on_cluster: Checkpoint | None, expire_at: str
-    ) -> Committed:
-        if on_cluster is not None:
-            seq, event_seq, control = await self._commit_on_cluster(
-                run_id, command, on_cluster, expire_at
-            )
-        else:
-            # The batcher directly, not through `_write`: one coroutine less per step.
-            reply = (await self._batcher.call((command,), key=run_id))[0]
-            if isinstance(reply, Exception):
-                raise self._refusal(run_id, reply)
-            seq, event_seq, control, _ = reply
+    def _committed(self, run_id: str, replies: list[Any]) -> Committed:
+        """The commit script's reply as a `Committed` (or the refusal it carries)."""
+        reply = replies[0]
+        if isinstance(reply, Exception):
+            raise self._refusal(run_id, reply)
+        seq, event_seq, control = reply[0], reply[1], reply[2]
         self.signals.notify(run_id)
         return Committed(
             seq=int(seq),
@@ -370,7 +365,7 @@ class RedisStore(RedisReads):
 
     async def _commit_on_cluster(
         self, run_id: str, command: Command, checkpoint: Checkpoint, expire_at: str
-    ) -> tuple[Any, Any, Any]:
+    ) -> Committed:
         """Send a commit with the index hints a Cluster needs in the same pipeline, then
         tidy the wait-key indexes the run left."""
         known = run_id in self._known
@@ -380,11 +375,11 @@ class RedisStore(RedisReads):
         for key in checkpoint.wait_keys or ():
             hints.append(("ZADD", self._index("waiting", key), 0, run_id))
         replies = await self._write(run_id, [command, *hints])
-        seq, event_seq, control, before = replies[0]
+        committed = self._committed(run_id, replies)
         if not known:
             await self._hint_from_record(run_id)
-        await self._unindex_waiting(run_id, before, checkpoint.wait_keys or [])
-        return seq, event_seq, control
+        await self._unindex_waiting(run_id, replies[0][3], checkpoint.wait_keys or [])
+        return committed
 
     async def _unindex_waiting(
         self, run_id: str, before: Sequence[str], now: Sequence[str]

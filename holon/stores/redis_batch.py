@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import anyio
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -39,6 +39,8 @@ Command = tuple[Any, ...]
 """One Redis command: its name and arguments."""
 
 Send = Callable[[Sequence[Command]], Awaitable[list[Any]]]
+
+T = TypeVar("T")
 
 RETRY_DELAYS = (0.0, 0.05, 0.2, 0.5, 1.0, 2.0)
 """Pauses before each try of a batch whose connection broke (about 4 s in all)."""
@@ -157,8 +159,23 @@ class Batcher:
         self.pipelines = 0
         """Pipelines sent so far (for tests and benchmarks)."""
 
-    async def call(self, commands: Sequence[Command], key: str | None = None) -> list[Any]:
-        """Send `commands` (in order, in one pipeline) and return their replies.
+    @overload
+    async def call(self, commands: Sequence[Command], key: str | None = None) -> list[Any]: ...
+
+    @overload
+    async def call(
+        self, commands: Sequence[Command], key: str, then: Callable[[str, list[Any]], T]
+    ) -> T: ...
+
+    async def call(
+        self,
+        commands: Sequence[Command],
+        key: str | None = None,
+        then: Callable[[str, list[Any]], Any] | None = None,
+    ) -> Any:
+        """Send `commands` (in order, in one pipeline) and return their replies, or what
+        `then(key, replies)` makes of them (the writer's own decoding, done here rather
+        than in a coroutine of its own around this one: a commit on every step).
 
         Once queued, the commands are sent even if the caller is cancelled while it
         waits; a caller that leads a pipeline finishes sending it, shielded from
@@ -200,6 +217,9 @@ class Batcher:
         if call.error is not None:
             raise call.error
         assert call.replies is not None
+        if then is not None:
+            assert key is not None
+            return then(key, call.replies)
         return call.replies
 
     def _settle(self, call: _Call, replies: list[Any] | None, error: BaseException | None) -> None:
