@@ -106,7 +106,7 @@ class Engine:
     async def execute(self, grant: LeaseGrant) -> None:
         """Run a leased run until it halts. Never raises for the run's own failures."""
         try:
-            record = await self.store.load_run(grant.run_id)
+            record = grant.record or await self.store.load_run(grant.run_id)
         except CorruptRecord as exc:
             await self._quarantine(grant, exc)
             return

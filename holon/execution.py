@@ -51,7 +51,15 @@ class Execution:
     lease_lost: bool = False
     input_value: Any = None
     branch_functions: dict[str, Callable[..., Any]] = field(default_factory=dict)
-    lock: anyio.Lock = field(default_factory=anyio.Lock)
+    _lock: anyio.Lock | None = field(default=None, init=False, repr=False)
+
+    @property
+    def lock(self) -> anyio.Lock:
+        """Serialises commits of concurrent branches and tasks of this run. Made when
+        first needed: most runs never have two commits under way at once."""
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        return self._lock
 
     @contextmanager
     def cancellable(self, own: bool = True) -> Iterator[anyio.CancelScope]:

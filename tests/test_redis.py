@@ -232,6 +232,23 @@ async def test_a_corrupt_record_fails_that_run_only(prefix: str, damage: str) ->
         await store.close()
 
 
+async def test_a_grant_carries_the_record_as_it_is_after_the_lease(fake: RedisStore) -> None:
+    for run_id in ("a", "b"):
+        await fake.create_run(record(run_id), [NewEvent(kind="started", at=NOW)])
+    grants = await fake.claim("worker-1", ["wf"], 10, 30, NOW)
+    assert sorted(g.run_id for g in grants) == ["a", "b"]
+    # b's lease has run out by then: it is taken again, by one acquisition.
+    single = await fake.acquire_lease("b", "worker-2", 30, NOW + 60)
+    assert single is not None
+    for grant in [grants[0] if grants[0].run_id == "a" else grants[1], single]:
+        assert grant.record is not None
+        assert grant.record == await fake.load_run(grant.run_id)
+        assert grant.record.status == RunStatus.RUNNING
+        assert grant.record.lease is not None and grant.record.lease.token == grant.token
+    assert single.record is not None and single.record.lease is not None
+    assert single.record.lease.owner == "worker-2"
+
+
 # -- clear errors ------------------------------------------------------------------------
 
 

@@ -351,6 +351,10 @@ class LeaseGrant:
     recovered: bool
     """True when the run was `running` under an earlier lease that expired: its previous
     executor died mid-step."""
+    record: RunRecord | None = None
+    """The run as read right after the lease was granted, when the store read it with
+    the grant (Redis does, in the same pipeline); None otherwise, or when the record
+    could not be decoded: the executor then loads it (and meets the error there)."""
 
 
 T = TypeVar("T")

@@ -27,7 +27,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from holon.errors import RunNotFound
+from holon.errors import CorruptRecord, RunNotFound, StoreError
 from holon.stores import _codec
 from holon.stores.base import (
     Checkpoint,
@@ -133,7 +133,9 @@ class RedisStore(RedisReads):
         self, run_id: str, owner: str, ttl: float, now: float
     ) -> LeaseGrant | None:
         """Lease a queued run, or a running one whose lease expired, to `owner`."""
-        grants = await self._acquire_many([run_id], owner, ttl, now, timers=False, strict=True)
+        grants = await self._acquire_many(
+            [run_id], owner, ttl, now, timers=False, strict=True, load=True
+        )
         return grants[0] if grants else None
 
     async def _acquire_many(
@@ -145,8 +147,13 @@ class RedisStore(RedisReads):
         *,
         timers: bool,
         strict: bool,
+        load: bool = False,
     ) -> list[LeaseGrant]:
+        """Lease `run_ids` in one pipeline. With `load`, each acquisition is followed in
+        the pipeline by the reads of the run's record, which the grant then carries:
+        the executor that takes it need not ask for it again."""
         commands: list[Command] = []
+        reads = 4 if load else 0
         for run_id in run_ids:
             commands.append(
                 self._script(
@@ -164,11 +171,14 @@ class RedisStore(RedisReads):
                     ),
                 )
             )
+            if load:
+                commands += self._load_commands(run_id)
         replies = await self._batcher.call(commands)
         grants: list[LeaseGrant] = []
         refused: list[tuple[str, dict[str, str | None] | None]] = []
         granted_hints: list[Command] = []
-        for run_id, reply in zip(run_ids, replies, strict=True):
+        for i, run_id in enumerate(run_ids):
+            reply = replies[i * (1 + reads)]
             if isinstance(reply, Exception):
                 if strict:
                     raise self._refusal(run_id, reply)
@@ -183,8 +193,20 @@ class RedisStore(RedisReads):
                 refused.append((run_id, None))
                 continue
             if reply[0] == 1:
+                record = None
+                if load:
+                    start = i * (1 + reads) + 1
+                    try:
+                        record = self._loaded(run_id, replies[start : start + reads])
+                    except (CorruptRecord, StoreError):
+                        record = None  # the executor loads it again and meets the error
                 grants.append(
-                    LeaseGrant(run_id=run_id, token=int(reply[1]), recovered=reply[2] == 1)
+                    LeaseGrant(
+                        run_id=run_id,
+                        token=int(reply[1]),
+                        recovered=reply[2] == 1,
+                        record=record,
+                    )
                 )
                 granted_hints += self._hints(run_id, RunStatus.RUNNING)
                 self.signals.notify(run_id)
@@ -244,7 +266,7 @@ class RedisStore(RedisReads):
                 take = limit - len(grants)
                 batch, fresh = fresh[:take], fresh[take:]
                 grants += await self._acquire_many(
-                    batch, owner, ttl, now, timers=True, strict=False
+                    batch, owner, ttl, now, timers=True, strict=False, load=True
                 )
             if len(grants) >= limit:
                 break

@@ -5,6 +5,7 @@ removed (on a Cluster they are hints that may lag behind the records)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -37,11 +38,16 @@ class RedisReads(RedisBase):
 
     async def load_run(self, run_id: str) -> RunRecord | None:
         """The whole record in one round trip. Raises `CorruptRecord`."""
+        return self._loaded(run_id, await self._pipeline(self._load_commands(run_id)))
+
+    def _load_commands(self, run_id: str) -> list[Command]:
+        """The reads that make up a run's record (`_loaded` decodes their replies)."""
         key, body_key, input_key, results_key, _ = self._run_keys(run_id)
-        keys = (key, body_key, input_key, results_key)
-        replies = await self._pipeline(
-            [("HGETALL", key), ("GET", body_key), ("GET", input_key), ("HGETALL", results_key)]
-        )
+        return [("HGETALL", key), ("GET", body_key), ("GET", input_key), ("HGETALL", results_key)]
+
+    def _loaded(self, run_id: str, replies: Sequence[Any]) -> RunRecord | None:
+        """The record from the replies to `_load_commands`. Raises `CorruptRecord`."""
+        keys = self._run_keys(run_id)[:4]
         for reply, k in zip(replies, keys, strict=True):
             if isinstance(reply, Exception):
                 if "WRONGTYPE" in str(reply):
