@@ -519,13 +519,14 @@ class Engine:
         at: float | None = None,
     ) -> None:
         """Append what `step` did besides its result: its state change and its logs."""
+        if at is None:
+            at = self.clock.now()
         if ctx.state_patch:
-            events.append(self.event("state_changed", step, at=at, patch=ctx.state_patch))
+            events.append(NewEvent("state_changed", at, step, {"patch": ctx.state_patch}))
         for entry in ctx.log_entries:
             # Made directly: a log entry's own fields may be called `at`, `kind`, `step`.
             data = to_json_value(entry, what="log entry", run_id=ctx.RunId, step=step)
-            at = self.clock.now() if at is None else at
-            events.append(NewEvent(kind="log", at=at, step=step, data=data))
+            events.append(NewEvent("log", at, step, data))
 
     def event(
         self, kind: str, step: str | None, *, at: float | None = None, **data: Any

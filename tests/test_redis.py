@@ -249,6 +249,14 @@ async def test_a_grant_carries_the_record_as_it_is_after_the_lease(fake: RedisSt
     assert single.record.lease.owner == "worker-2"
 
 
+async def test_a_run_id_with_a_control_character_is_refused_before_anything_is_written(
+    fake: RedisStore,
+) -> None:
+    with pytest.raises(StoreError, match="invalid run id .* holds a control character"):
+        await fake.create_run(record("a\x1fb"), [NewEvent(kind="started", at=NOW)])
+    assert await fake.count_runs() == {}
+
+
 # -- clear errors ------------------------------------------------------------------------
 
 

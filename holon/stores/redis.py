@@ -312,26 +312,18 @@ class RedisStore(RedisReads):
         results = _result_args(checkpoint.results)
         events = _event_args(checkpoint.events)
         keys = _wait_key_args(checkpoint.wait_keys)
+        wake = "" if checkpoint.wake_at is None else repr(checkpoint.wake_at)
         command = self._script(
             "commit",
             self._run_keys(run_id),
-            self._ip,
-            run_id,
-            "" if token is None else token,
-            expected_seq,
-            self._request_id(),
-            checkpoint.status.value,
-            "" if checkpoint.wake_at is None else repr(checkpoint.wake_at),
-            time_text(checkpoint.at),
-            "1" if checkpoint.release_lease else "0",
-            "1" if checkpoint.clear_control else "0",
-            self.timeline_cap,
-            expire_at,
-            "0" if checkpoint.wait_keys is None else "1",
+            # The header, as one f-string (see the script): no field holds a separator.
+            f"{self._ip}\x1f{run_id}\x1f{'' if token is None else token}\x1f{expected_seq}"
+            f"\x1f{self._request_id()}\x1f{checkpoint.status.value}\x1f{wake}"
+            f"\x1f{time_text(checkpoint.at)}\x1f{'1' if checkpoint.release_lease else '0'}"
+            f"\x1f{'1' if checkpoint.clear_control else '0'}\x1f{self.timeline_cap}"
+            f"\x1f{expire_at}\x1f{'0' if checkpoint.wait_keys is None else '1'}"
+            f"\x1f{len(results) // 2}\x1f{len(events)}\x1f{len(keys)}",
             dump_body(checkpoint.body),
-            len(results) // 2,
-            len(events),
-            len(keys),
             *results,
             *events,
             *keys,

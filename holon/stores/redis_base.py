@@ -31,6 +31,7 @@ from holon.stores.redis_codec import (
     _at_least,
     _claim_entries,
     _float,
+    _name,
     _tag,
     safe_url,
 )
@@ -150,7 +151,8 @@ class RedisBase:
         """The run's hash, body, long input, results and timeline keys (one hash tag)."""
         keys = self._keys.get(run_id)
         if keys is None:
-            key = self.run_key(run_id)
+            # Run ids travel in scripts' packed headers: refused here if they could not.
+            key = self.run_key(_name(run_id, "run id"))
             keys = (key, f"{key}:b", f"{key}:i", f"{key}:r", f"{key}:t")
             if len(self._keys) >= 10_000:
                 self._keys.clear()

@@ -89,15 +89,21 @@ def _event_args(events: Sequence[NewEvent]) -> list[str]:
     several events, and this is a good part cheaper than encoding a dict per event.
     """
     out: list[str] = []
+    last_at: float | None = None
+    at_text = ""
     for event in events:
-        if not isfinite(event.at):
-            raise ValueError(f"timeline event {event.kind!r}: time {event.at!r} is not finite")
-        text = f'{{"k":{_string(event.kind)},"a":{time_text(event.at)}'
-        if event.step is not None:
-            text += f',"s":{_string(event.step)}'
-        if event.data:
-            text += f',"d":{_codec.dump(event.data)}'
-        out.append(text + "}")
+        at = event.at
+        if at != last_at:  # a step's events share their time (and NaN never equals)
+            if not isfinite(at):
+                raise ValueError(f"timeline event {event.kind!r}: time {at!r} is not finite")
+            at_text, last_at = time_text(at), at
+        step = event.step
+        if step is None:
+            text = f'{{"k":{_string(event.kind)},"a":{at_text}'
+        else:
+            text = f'{{"k":{_string(event.kind)},"a":{at_text},"s":{_string(step)}'
+        data = event.data
+        out.append(f'{text},"d":{_codec.dump(data)}}}' if data else text + "}")
     return out
 
 

@@ -283,15 +283,16 @@ reindex(h[1], h[2], run, r[3])
 return {r[3], r[4] or ''}
 """
 
-# The hot path, so its arguments are not packed (hiredis packs them in C, and Lua reads
-# ARGV fastest): ip, id, token or '', expected seq, commit id, status, wake or '', at,
+# ARGV: header (ip, id, token or '', expected seq, commit id, status, wake or '', at,
 # release 0/1, clear control 0/1, timeline cap, expiry of a completed run or '', wait keys
-# given 0/1, body, number of results, of events, of wait keys, then the results (name,
-# JSON), the events (JSON each) and the wait keys.
+# given 0/1, number of results, of events, of wait keys), body, then the results (name,
+# JSON), the events (JSON each) and the wait keys. The short arguments travel as one:
+# each argument costs the client a length header to format, on every step.
 # Returns {seq, event_seq, control or false, the wait keys it had before when replaced}.
 _COMMIT = r"""
 local run, body, res, tl = KEYS[1], KEYS[2], KEYS[4], KEYS[5]
-local ip, id, token, expected, nonce = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local h = split(ARGV[1], '\31')
+local ip, id, token, expected, nonce = h[1], h[2], h[3], tonumber(h[4]), h[5]
 local r = redis.pcall('HMGET', run, 'seq', 'f', 'own', 'es', 'lc', 'ctl', 'st', 'wk', 'wf',
   'wx')
 if r['err'] then
@@ -310,17 +311,17 @@ if token ~= '' and (not r[3] or r[2] ~= token) then
   return redis.error_reply('HOLON STALE ' .. (r[3] and r[2] or 'none (released)'))
 end
 if seq ~= expected then return redis.error_reply('HOLON SEQ ' .. seq) end
-local nres, nev, nkeys = tonumber(ARGV[15]), tonumber(ARGV[16]), tonumber(ARGV[17])
-local first_event = 18 + 2 * nres
+local nres, nev, nkeys = tonumber(h[14]), tonumber(h[15]), tonumber(h[16])
+local first_event = 3 + 2 * nres
 local first_key = first_event + nev
 if nres > 0 then
   local rok = check_type(res, 'hash')
   if type(rok) == 'table' then return rok end
 end
-local status, wake, given = ARGV[6], ARGV[7], ARGV[13] == '1'
+local status, wake, given = h[6], h[7], h[13] == '1'
 local new_keys = {}
 for j = 0, nkeys - 1 do new_keys[j + 1] = ARGV[first_key + j] end
-local reindexing = r[7] ~= status or ARGV[9] == '1' or status == 'waiting' or r[8]
+local reindexing = r[7] ~= status or h[9] == '1' or status == 'waiting' or r[8]
 if ip ~= '' and (reindexing or given) then
   local touched = {}
   for _, k in ipairs(new_keys) do touched[#touched + 1] = k end
@@ -329,7 +330,7 @@ if ip ~= '' and (reindexing or given) then
   end
   local bad = check_indexes(ip, r[9] or '', r[7], status, touched)
   if bad then return bad end
-  if ARGV[12] ~= '' and status == 'completed' then
+  if h[12] ~= '' and status == 'completed' then
     local ebad = check_type(ip .. 'expiry', 'zset')
     if type(ebad) == 'table' then return ebad end
   end
@@ -341,7 +342,7 @@ if nev > 0 then
     return redis.error_reply('HOLON WRONGTYPE ' .. tl .. ' holds a ' ..
       redis.call('TYPE', tl)['ok'] .. ', not a list')
   end
-  local cap = tonumber(ARGV[11])
+  local cap = tonumber(h[11])
   if cap > 0 and length > cap then
     redis.call('LTRIM', tl, -cap, -1)
     redis.call('HINCRBY', run, 'tb', length - cap)
@@ -349,24 +350,24 @@ if nev > 0 then
 end
 local es = tonumber(r[4]) + nev
 if wake ~= '' then
-  redis.call('HSET', run, 'st', status, 'seq', seq + 1, 'es', es, 'ua', ARGV[8], 'lc', nonce,
+  redis.call('HSET', run, 'st', status, 'seq', seq + 1, 'es', es, 'ua', h[8], 'lc', nonce,
     'wk', wake)
 else
-  redis.call('HSET', run, 'st', status, 'seq', seq + 1, 'es', es, 'ua', ARGV[8], 'lc', nonce)
+  redis.call('HSET', run, 'st', status, 'seq', seq + 1, 'es', es, 'ua', h[8], 'lc', nonce)
   if r[8] then redis.call('HDEL', run, 'wk') end
 end
-redis.call('SET', body, ARGV[14])
-if ARGV[9] == '1' then redis.call('HDEL', run, 'own', 'lx', 'ln', 'lr') end
-if ARGV[10] == '1' and r[6] then redis.call('HDEL', run, 'ctl') end
-if nres > 0 then redis.call('HSET', res, unpack(ARGV, 18, first_event - 1)) end
+redis.call('SET', body, ARGV[2])
+if h[9] == '1' then redis.call('HDEL', run, 'own', 'lx', 'ln', 'lr') end
+if h[10] == '1' and r[6] then redis.call('HDEL', run, 'ctl') end
+if nres > 0 then redis.call('HSET', res, unpack(ARGV, 3, first_event - 1)) end
 local before = {}
 if given then before = set_wait_keys(ip, id, run, new_keys) end
 if reindexing then reindex(ip, id, run, r[7]) end
-if ip ~= '' and ARGV[12] ~= '' and status == 'completed' then
-  redis.call('ZADD', ip .. 'expiry', ARGV[12], id)
+if ip ~= '' and h[12] ~= '' and status == 'completed' then
+  redis.call('ZADD', ip .. 'expiry', h[12], id)
 end
 local ctl = false
-if ARGV[10] ~= '1' then ctl = r[6] or false end
+if h[10] ~= '1' then ctl = r[6] or false end
 return {seq + 1, es, ctl, before}
 """
 
