@@ -129,8 +129,8 @@ class Context(Generic[InputT, StateT]):
         The patch is validated against the State model now, so a bad value fails this
         step, not a later one. Changes are stored with the step's checkpoint.
         """
-        update = {**(patch or {}), **fields}
-        if not all(isinstance(k, str) for k in update):
+        update = {**patch, **fields} if patch else fields  # keyword names are strings
+        if patch and not all(isinstance(k, str) for k in update):
             raise StateValidationError(
                 f"SetState keys are field names, got {list(update)!r}",
                 run_id=self.RunId,
