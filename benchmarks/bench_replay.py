@@ -6,8 +6,9 @@ recorded steps.
 A run executes 1,000 `ctx.Task` calls and then waits for an approval, so 1,000 results
 are journaled. The approval is then given and the resume is timed until the run has
 completed: one lease acquisition, one read of the whole record (all 1,000 results, by
-one `load_run`), the replay of 1,000 recorded tasks (none runs again), and the
-completing checkpoint. The store's `load_run` calls during the resume are counted.
+one `load_run`, or on Redis in the lease's own pipeline, the grant carrying it), the
+replay of 1,000 recorded tasks (none runs again), and the completing checkpoint. The
+record reads during the resume are counted (`load_run` calls, and a grant's record).
 
 Stores: memory, SQLite (synchronous=FULL) and, when a server answers at `REDIS_URL`
 (default redis://127.0.0.1:6379/15) and the Redis store is installed, Redis under a
@@ -126,7 +127,7 @@ async def resume_ms(name: str, store: Store, steps: int) -> tuple[float, int]:
         record = await store.load_run(handle.run_id)
         assert record is not None and record.status == RunStatus.COMPLETED
         assert record.body.output == steps * (steps - 1)
-    return elapsed, counter.loads
+    return elapsed, counter.loads + (grant.record is not None)
 
 
 async def main(argv: list[str]) -> int:
