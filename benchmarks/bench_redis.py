@@ -20,8 +20,8 @@ Measured:
   time to read one page of them.
 
 `--worker-gc` runs everything (the bare clients too) with the garbage collector set up
-as a process dedicated to executing runs may set it: everything loaded at start frozen
-out of collections (`gc.freeze()`) and collections made rarer (`WORKER_GC_THRESHOLDS`).
+as a process dedicated to executing runs sets it with `holon.configure_worker_gc()`:
+everything loaded at start frozen out of collections and young collections made rarer.
 """
 
 from __future__ import annotations
@@ -44,18 +44,20 @@ import anyio
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
-from holon import END, START, HumanApproval, Wait, Workflow, WorkflowRunner
+from holon import (
+    END,
+    START,
+    HumanApproval,
+    Wait,
+    Workflow,
+    WorkflowRunner,
+    configure_worker_gc,
+)
 from holon.stores.base import Checkpoint, NewEvent, RunRecord, RunStatus
 from holon.stores.redis import RedisStore
 from holon.stores.redis_codec import dump_body
 
 BARE = "return 1"
-
-WORKER_GC_THRESHOLDS = (50_000, 20, 100)
-"""`gc.set_threshold` for `--worker-gc`: a young collection every 50,000 net allocations
-instead of 700. With a thousand runs in flight, nearly every object a step makes is
-still alive at a collection (it waits on its checkpoint), so frequent collections only
-walk live objects again and again."""
 
 
 class Counter(BaseModel):
@@ -410,9 +412,7 @@ async def main() -> None:
     )
     args = parser.parse_args()
     if args.worker_gc:
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(*WORKER_GC_THRESHOLDS)
+        configure_worker_gc()
     server = None
     if args.url:
         url = args.url
@@ -481,7 +481,7 @@ async def main() -> None:
     engine_x = statistics.median(r["engine_rate"] / r["bare50"] for r in rows)
     store_x = statistics.median(r["store_rate"] / r["bare50"] for r in rows)
     info = f"{sys.version.split()[0]}, hiredis" if _has_hiredis() else sys.version.split()[0]
-    collector = f"worker GC {WORKER_GC_THRESHOLDS}" if args.worker_gc else "default GC"
+    collector = f"worker GC {gc.get_threshold()}" if args.worker_gc else "default GC"
     print(f"Python {info}, {collector}; Redis at {'a private redis-server' if server else url}\n")
     print("Medians of the rounds (ratios are each round's, then the median):\n")
     print("| measure | value | target |")

@@ -62,6 +62,7 @@ from holon.stores import MemoryStore, SQLiteStore, Store, open_store
 from holon.stores.base import RunRecord, RunStatus, RunSummary, TimelineEvent, WaitRecord
 from holon.task_state import TaskState
 from holon.waits import WaitInfo
+from holon.worker_gc import configure_worker_gc
 
 __version__ = "0.1.0"
 
@@ -127,6 +128,7 @@ __all__ = [
     "WorkflowInfo",
     "WorkflowNotFound",
     "__version__",
+    "configure_worker_gc",
     "open_store",
     "payload_digest",
 ]

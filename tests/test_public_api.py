@@ -70,6 +70,7 @@ def test_exports_are_pinned() -> None:
             "TaskState",
             "current_step",
             "step",
+            "configure_worker_gc",
             "open_store",
             "payload_digest",
         ]
