@@ -56,7 +56,7 @@ from holon.stores.base import (
     RunStatus,
     Store,
     WaitRecord,
-    evolve,
+    evolve_with,
 )
 from holon.timers import Timers
 from holon.versioning import adopt
@@ -388,7 +388,7 @@ class Engine:
             return self.finish(execution, RunStatus.COMPLETED, new_body, *events, results=results)
         events.append(NewEvent("step_started", now, target))
         update["cursor"] = self.cursor_at(target)
-        new_body = evolve(body, **update)
+        new_body = evolve_with(body, update)
         return self.commit(execution, RunStatus.RUNNING, new_body, results=results, events=events)
 
     def cursor_at(self, step: str) -> Cursor:
@@ -635,15 +635,17 @@ class Engine:
         except (StaleLease, SeqConflict) as exc:
             logger.warning("run %s: checkpoint refused: %s", record.run_id, exc)
             raise LeaseLost() from exc
-        execution.record = evolve(
+        execution.record = evolve_with(
             record,
-            status=status,
-            body=body,
-            seq=committed.seq,
-            event_seq=committed.event_seq,
-            control=committed.control,
-            results=results,
-            lease=None if release else record.lease,
+            {
+                "status": status,
+                "body": body,
+                "seq": committed.seq,
+                "event_seq": committed.event_seq,
+                "control": committed.control,
+                "results": results,
+                "lease": None if release else record.lease,
+            },
         )
         execution.control = committed.control
         return committed

@@ -46,6 +46,7 @@ __all__ = [
     "TimelineEvent",
     "WaitRecord",
     "evolve",
+    "evolve_with",
     "quarantined_body",
 ]
 
@@ -94,6 +95,11 @@ _set_attribute = object.__setattr__
 
 
 def evolve(record: _RecordT, **changes: Any) -> _RecordT:
+    """A copy of `record` with `changes`, unvalidated, like `model_copy(update=...)`."""
+    return evolve_with(record, changes)
+
+
+def evolve_with(record: _RecordT, changes: dict[str, Any]) -> _RecordT:
     """A copy of `record` with `changes`, unvalidated, like `model_copy(update=...)`.
 
     The engine makes a new body and a new run record at every step, so this is on the
@@ -326,7 +332,7 @@ class Checkpoint:
     they are. `find_waiting(key)` reads this index."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Committed:
     """What a commit returns: the new sequence numbers and any pending control request."""
 

@@ -22,7 +22,8 @@ Cluster.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import cached_property
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -331,11 +332,17 @@ class RedisStore(RedisReads):
         if self.cluster:
             # Only a Cluster needs the checkpoint after this (for its index hints).
             return self._commit_on_cluster(run_id, command, checkpoint, expire_at)
-        return self._batcher.call((command,), run_id, self._committed)
+        return self._batcher.call((command,), run_id, self._decode_commit)
 
-    def _committed(self, run_id: str, replies: list[Any]) -> Committed:
-        """The commit script's reply as a `Committed` (or the refusal it carries)."""
-        reply = replies[0]
+    @cached_property
+    def _decode_commit(self) -> Callable[[str, list[Any], int], Committed]:
+        """`_committed`, bound once (the batcher calls it for every commit)."""
+        return self._committed
+
+    def _committed(self, run_id: str, replies: list[Any], first: int = 0) -> Committed:
+        """The commit script's reply (`replies[first]`) as a `Committed`, or the
+        refusal it carries."""
+        reply = replies[first]
         if isinstance(reply, Exception):
             raise self._refusal(run_id, reply)
         seq, event_seq, control = reply[0], reply[1], reply[2]
@@ -392,7 +399,8 @@ class RedisStore(RedisReads):
         committed = self._committed(run_id, replies)
         if not known:
             await self._hint_from_record(run_id)
-        await self._unindex_waiting(run_id, replies[0][3], checkpoint.wait_keys or [])
+        before = replies[0][3] if len(replies[0]) > 3 else []
+        await self._unindex_waiting(run_id, before, checkpoint.wait_keys or [])
         return committed
 
     async def _unindex_waiting(

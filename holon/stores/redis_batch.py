@@ -58,6 +58,7 @@ class _Call:
         "abandoned",
         "commands",
         "error",
+        "first",
         "key",
         "lead",
         "replies",
@@ -68,6 +69,8 @@ class _Call:
         self.key = key
         self._settle_waiters: list[anyio.Event] | None = None
         self.replies: list[Any] | None = None
+        """The whole pipeline's replies once sent; this writer's start at `first`."""
+        self.first = 0
         self.error: BaseException | None = None
         self.lead = False
         self.abandoned = False
@@ -90,8 +93,8 @@ class _Call:
         self._settle_waiters.append(event)
         return event.wait()
 
-    def settle(self, replies: list[Any] | None, error: BaseException | None) -> None:
-        self.replies, self.error = replies, error
+    def settle(self, replies: list[Any] | None, error: BaseException | None, first: int) -> None:
+        self.replies, self.error, self.first = replies, error, first
         self.commands = ()  # sent: not kept while the writer waits its turn to resume
         for event in self._settle_waiters or ():
             event.set()
@@ -164,17 +167,18 @@ class Batcher:
 
     @overload
     async def call(
-        self, commands: Sequence[Command], key: str, then: Callable[[str, list[Any]], T]
+        self, commands: Sequence[Command], key: str, then: Callable[[str, list[Any], int], T]
     ) -> T: ...
 
     async def call(
         self,
         commands: Sequence[Command],
         key: str | None = None,
-        then: Callable[[str, list[Any]], Any] | None = None,
+        then: Callable[[str, list[Any], int], Any] | None = None,
     ) -> Any:
         """Send `commands` (in order, in one pipeline) and return their replies, or what
-        `then(key, replies)` makes of them (the writer's own decoding, done here rather
+        `then(key, replies, first)` makes of them (the pipeline's replies, this call's
+        from `first` on) (the writer's own decoding, done here rather
         than in a coroutine of its own around this one: a commit on every step).
 
         Once queued, the commands are sent even if the caller is cancelled while it
@@ -216,20 +220,23 @@ class Batcher:
                 raise
         if call.error is not None:
             raise call.error
-        assert call.replies is not None
+        replies, first = call.replies, call.first
+        assert replies is not None
         if then is not None:
             assert key is not None
-            return then(key, call.replies)
-        return call.replies
+            return then(key, replies, first)
+        return replies[first : first + len(commands)]
 
-    def _settle(self, call: _Call, replies: list[Any] | None, error: BaseException | None) -> None:
+    def _settle(
+        self, call: _Call, replies: list[Any] | None, error: BaseException | None, first: int = 0
+    ) -> None:
         if call.abandoned and call.key in self._abandoned:
             pending = self._abandoned[call.key]
             if call in pending:
                 pending.remove(call)
             if not pending:
                 del self._abandoned[call.key]
-        call.settle(replies, error)
+        call.settle(replies, error, first)
 
     def _may_lead(self) -> bool:
         """Whether a writer who just queued should lead a pipeline now."""
@@ -308,12 +315,15 @@ class Batcher:
             again: list[_Call] = []
             position = 0
             for call in pending:
-                mine = replies[position : position + len(call.commands)]
-                position += len(call.commands)
-                if missing and any(isinstance(r, NoScriptError) for r in mine):
+                count = len(call.commands)
+                if missing and any(
+                    isinstance(r, NoScriptError) for r in replies[position : position + count]
+                ):
                     again.append(call)
                 else:
-                    self._settle(call, mine, None)
+                    # The writer reads its own replies from the whole list: no copy each.
+                    self._settle(call, replies, None, position)
+                position += count
             if not again:
                 return
             await self._reload()

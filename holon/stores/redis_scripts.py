@@ -288,7 +288,8 @@ return {r[3], r[4] or ''}
 # given 0/1, number of results, of events, of wait keys), body, then the results (name,
 # JSON), the events (JSON each) and the wait keys. The short arguments travel as one:
 # each argument costs the client a length header to format, on every step.
-# Returns {seq, event_seq, control or false, the wait keys it had before when replaced}.
+# Returns {seq, event_seq, control or false}, and the wait keys it had before when they
+# were given (the client unindexes them on a Cluster).
 _COMMIT = r"""
 local run, body, res, tl = KEYS[1], KEYS[2], KEYS[4], KEYS[5]
 local h = split(ARGV[1], '\31')
@@ -305,7 +306,7 @@ if not r[1] then
 end
 local seq = tonumber(r[1])
 if r[5] == nonce and seq == expected + 1 then
-  return {seq, tonumber(r[4]), r[6] or false, {}}
+  return {seq, tonumber(r[4]), r[6] or false}
 end
 if token ~= '' and (not r[3] or r[2] ~= token) then
   return redis.error_reply('HOLON STALE ' .. (r[3] and r[2] or 'none (released)'))
@@ -368,7 +369,8 @@ if ip ~= '' and h[12] ~= '' and status == 'completed' then
 end
 local ctl = false
 if h[10] ~= '1' then ctl = r[6] or false end
-return {seq + 1, es, ctl, before}
+if given then return {seq + 1, es, ctl, before} end
+return {seq + 1, es, ctl}
 """
 
 # ARGV: header (ip, id), control JSON
