@@ -244,6 +244,33 @@ async def sequential(url: str, prefix: str, steps: int) -> tuple[float, float]:
         await store.close()
 
 
+async def drain_queue(store: RedisStore, runs: int, steps: int) -> tuple[float, float]:
+    """Queue `runs` runs of `steps` + 1 steps with a runner that does not execute, then
+    let one worker (a runner that does) claim and execute them all concurrently.
+    Returns the worker's wall-clock and CPU seconds, from its start until the last run
+    has finished."""
+    finished = 0
+    all_done = anyio.Event()
+
+    def one_done() -> None:
+        nonlocal finished
+        finished += 1
+        if finished == runs:
+            all_done.set()
+
+    workflow = looping_workflow(steps, one_done)
+    async with (
+        WorkflowRunner(workflow, store, execute=False) as submitter,
+        anyio.create_task_group() as group,
+    ):
+        for _ in range(runs):
+            group.start_soon(submitter.Run)
+    started, cpu = time.perf_counter(), time.process_time()
+    async with WorkflowRunner(workflow, store, lease_ttl=60):
+        await all_done.wait()
+        return time.perf_counter() - started, time.process_time() - cpu
+
+
 async def concurrent(url: str, prefix: str, runs: int, steps: int) -> tuple[float, float, float]:
     """Steps per second of `runs` concurrent runs in one process: (through the engine,
     the store's commit alone, writes per pipeline in the store-alone case)."""
@@ -276,29 +303,8 @@ async def concurrent(url: str, prefix: str, runs: int, steps: int) -> tuple[floa
         store_rate = runs * steps / (time.perf_counter() - start_time)
         per_pipeline = runs * steps / max(1, store.pipelines - pipelines_before)
 
-        finished = 0
-        all_done = anyio.Event()
-
-        def one_done() -> None:
-            nonlocal finished
-            finished += 1
-            if finished == runs:
-                all_done.set()
-
-        # The runs are queued first by a runner that does not execute, then one worker
-        # (a runner that does) claims them all and runs them concurrently: the clock
-        # runs from the worker's start until the last run has finished.
-        workflow = looping_workflow(steps, one_done)
-        async with (
-            WorkflowRunner(workflow, store, execute=False) as submitter,
-            anyio.create_task_group() as group,
-        ):
-            for _ in range(runs):
-                group.start_soon(submitter.Run)
-        start_time = time.perf_counter()
-        async with WorkflowRunner(workflow, store, lease_ttl=60):
-            await all_done.wait()
-            engine_rate = runs * (steps + 1) / (time.perf_counter() - start_time)
+        seconds, _ = await drain_queue(store, runs, steps)
+        engine_rate = runs * (steps + 1) / seconds
         return engine_rate, store_rate, per_pipeline
     finally:
         await store.close()

@@ -27,13 +27,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import time
 import uuid
 
-import anyio
-from bench_redis import delete_prefix, looping_workflow
+from bench_redis import delete_prefix, drain_queue
 
-from holon import WorkflowRunner
 from holon.stores.redis import RedisStore
 
 
@@ -42,33 +39,11 @@ async def drain(url: str, runs: int, steps: int) -> None:
     store = RedisStore(url, key_prefix=prefix)
     await store.open()
     try:
-        finished = 0
-        all_done = anyio.Event()
-
-        def one_done() -> None:
-            nonlocal finished
-            finished += 1
-            if finished == runs:
-                all_done.set()
-
-        workflow = looping_workflow(steps, one_done)
-        async with (
-            WorkflowRunner(workflow, store, execute=False) as submitter,
-            anyio.create_task_group() as group,
-        ):
-            for _ in range(runs):
-                group.start_soon(submitter.Run)
-        pipelines = store.pipelines
-        started, cpu = time.perf_counter(), time.process_time()
-        async with WorkflowRunner(workflow, store, lease_ttl=60):
-            await all_done.wait()
-            elapsed = time.perf_counter() - started
-        busy = (time.process_time() - cpu) / elapsed
+        elapsed, cpu = await drain_queue(store, runs, steps)
         total = runs * (steps + 1)
         print(
             f"{total / elapsed:,.0f} steps/s, {elapsed / total * 1e6:.1f} µs a step, "
-            f"CPU {busy:.0%} busy, {total / max(1, store.pipelines - pipelines):.0f} "
-            "steps per pipeline",
+            f"worker CPU {cpu / elapsed:.0%} busy",
             flush=True,
         )
     finally:
