@@ -240,7 +240,7 @@ class Engine:
             if make_room and time.perf_counter() >= turn_ends:
                 await anyio.lowlevel.checkpoint()
                 turn_ends = time.perf_counter() + _TURN
-            control = execution.control
+            control = execution.control  # `wants(...)` written out: every step passes here
             if execution.stop_requested or (control is not None and control.kind == "stop"):
                 await self.halt(execution, RunStatus.STOPPED, "stopped")
                 return
