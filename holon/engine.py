@@ -3,8 +3,9 @@
 A halt is `completed`, `failed`, `stopped`, `paused` or `waiting`, or the loss of the
 lease (another executor took the run over; this one must write nothing more). Each step
 ends in exactly one `commit`: the step's result, the state patch, the next cursor and
-the timeline events for both, guarded by the fencing token. A heartbeat renews the lease
-and learns of operators' stop requests while a step runs.
+the timeline events for both, guarded by the fencing token. Leases are kept by
+`holon.leases`, which also learns of operators' stop requests while a step runs; waits
+are opened by `holon.suspension`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from holon.attempts import Attempts
 from holon.builder import StepSpec, Workflow
 from holon.clock import Clock
 from holon.compensation import Compensator
-from holon.conditions import wait_kind
 from holon.context import Context
 from holon.directives import END, Marker, Next, Parallel, Wait
 from holon.errors import (
@@ -44,6 +44,7 @@ from holon.execution import (
 )
 from holon.fan_out import FanOut
 from holon.imperative import Imperative
+from holon.leases import LeaseKeeper
 from holon.stores.base import (
     Checkpoint,
     Committed,
@@ -55,12 +56,11 @@ from holon.stores.base import (
     RunBody,
     RunStatus,
     Store,
-    WaitRecord,
-    evolve_with,
+    evolve,
 )
+from holon.suspension import Suspender
 from holon.timers import Timers
 from holon.versioning import adopt
-from holon.waits import wait_keys, wake_time
 
 __all__ = ["Engine"]
 
@@ -69,11 +69,6 @@ _TURN = 0.001
 short enough for heartbeats and operators, long enough that yielding costs little."""
 
 logger = logging.getLogger("holon.engine")
-
-
-def _unset(value: Any) -> bool:
-    """None, False or an empty list or object: a wait condition's setting left alone."""
-    return value is None or value is False or (isinstance(value, (list, dict)) and not value)
 
 
 class Engine:
@@ -96,6 +91,8 @@ class Engine:
         self.executions: dict[str, Execution] = {}
         self._cursors: dict[str, Cursor] = {}
         self.fan_out = FanOut(self)
+        self.leases = LeaseKeeper(self)
+        self.suspender = Suspender(self)
         self.timers = Timers(self)
         self.attempts = Attempts(self)
         self.compensator = Compensator(self)
@@ -139,55 +136,6 @@ class Engine:
     async def _quarantine(self, grant: LeaseGrant, exc: CorruptRecord) -> None:
         logger.error("run %s: %s; marking it failed", grant.run_id, exc)
         await self.store.quarantine(grant.run_id, str(exc), self.clock.now())
-
-    async def heartbeat_forever(self) -> None:
-        """Renew the lease of every run executing here, every third of the lease time.
-
-        One loop for the whole engine rather than one per run: the renewals of a round
-        are sent together (a Redis store puts them in one pipeline), and a run costs no
-        task of its own while it executes. A renewal also brings operators' stop
-        requests from other processes, and tells a run whose lease was taken over to
-        stop writing.
-        """
-        interval = self.lease_ttl / 3
-        while True:
-            await self.clock.sleep(interval)
-            executions = list(self.executions.values())
-            if not executions:
-                continue
-            failures: list[str] = []
-            async with anyio.create_task_group() as group:
-                for execution in executions:
-                    group.start_soon(self._renew, execution, failures)
-            if failures:
-                # A store outage: try again next round. If it lasts past the lease, the
-                # runs' next commits are refused and their executors stop then.
-                logger.warning(
-                    "lease renewal failed for %d of %d runs, e.g. %s",
-                    len(failures),
-                    len(executions),
-                    failures[0],
-                )
-
-    async def _renew(self, execution: Execution, failures: list[str]) -> None:
-        try:
-            control = await self.store.renew_lease(
-                execution.run_id, execution.token, self.lease_ttl, self.clock.now()
-            )
-        except StaleLease:
-            if self.executions.get(execution.run_id) is not execution:
-                return  # it ended meanwhile and released its lease
-            # Another executor owns the run now: cancel the step, write nothing more.
-            execution.lease_lost = True
-            if execution.step_scope is not None:
-                execution.step_scope.cancel()
-            return
-        except Exception as exc:
-            failures.append(f"run {execution.run_id}: {exc}")
-            return
-        execution.control = control
-        if control is not None and control.kind == "stop":
-            execution.request_stop()
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -356,7 +304,7 @@ class Engine:
             ]
 
         if isinstance(outcome, Wait):
-            return self.suspend(
+            return self.suspender.suspend(
                 execution,
                 name,
                 outcome,
@@ -388,7 +336,7 @@ class Engine:
             return self.finish(execution, RunStatus.COMPLETED, new_body, *events, results=results)
         events.append(NewEvent("step_started", now, target))
         update["cursor"] = self.cursor_at(target)
-        new_body = evolve_with(body, update)
+        new_body = evolve(body, update)
         return self.commit(execution, RunStatus.RUNNING, new_body, results=results, events=events)
 
     def cursor_at(self, step: str) -> Cursor:
@@ -413,76 +361,6 @@ class Engine:
         if outcome != END.value and outcome not in workflow.steps:
             raise unknown_step(workflow, step, outcome, "returned")
         return outcome
-
-    async def suspend(
-        self,
-        execution: Execution,
-        step: str,
-        directive: Wait,
-        occurrence: int,
-        *,
-        events: list[NewEvent],
-        results: dict[str, Any],
-        update: dict[str, Any] | None = None,
-        state: dict[str, Any] | None = None,
-    ) -> None:
-        """Open the wait `step` returned and halt the run on it, releasing the lease."""
-        wait = self._open_wait(execution, step, directive, occurrence)
-        events = [
-            *events,
-            self.event(
-                "waiting",
-                step,
-                wait_id=wait.wait_id,
-                wait_kind=wait.kind,
-                next=wait.next,
-                **wait.spec,
-            ),
-        ]
-        changes = {**(update or {}), "wait": wait, "cursor": self.cursor_at(wait.next)}
-        if state is not None:
-            changes["state"] = state
-        await self.commit(
-            execution,
-            RunStatus.WAITING,
-            execution.record.body.model_copy(update=changes),
-            results=results,
-            events=events,
-            release=True,
-            wake_at=wake_time(wait),
-            wait_keys=wait_keys(wait),
-        )
-
-    def _open_wait(
-        self, execution: Execution, step: str, wait: Wait, occurrence: int
-    ) -> WaitRecord:
-        workflow = execution.workflow
-        for target in (wait.next, wait.on_reject, wait.on_timeout):
-            if target is not None:
-                self.target(workflow, step, target)
-        spec = to_json_value(
-            wait.condition.spec(), what="wait condition", run_id=execution.run_id, step=step
-        )
-        if not isinstance(spec, dict):
-            raise TypeError(f"wait condition of step {step!r} described itself as {spec!r}")
-        # Settings left unset are not stored (readers default them): a waiting run's
-        # record and its `waiting` event stay small, and there may be millions of them.
-        spec = {k: v for k, v in spec.items() if not _unset(v)}
-        now = self.clock.now()
-        return WaitRecord(
-            wait_id=f"{step}#{occurrence}",
-            kind=wait_kind(wait.condition),
-            step=step,
-            next=wait.next,
-            on_reject=wait.on_reject,
-            on_timeout=wait.on_timeout,
-            spec=spec,
-            opened_at=now,
-            deadline=wait.condition.deadline(now),
-            escalate_at=wait.condition.escalate_at(now),
-        )
-
-    # -- fan-out ------------------------------------------------------------------------
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -635,7 +513,7 @@ class Engine:
         except (StaleLease, SeqConflict) as exc:
             logger.warning("run %s: checkpoint refused: %s", record.run_id, exc)
             raise LeaseLost() from exc
-        execution.record = evolve_with(
+        execution.record = evolve(
             record,
             {
                 "status": status,

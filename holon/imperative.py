@@ -456,7 +456,7 @@ class Imperative:
             return value
         directive = Wait(condition, EXECUTE_STEP, on_reject=EXECUTE_STEP, on_timeout=EXECUTE_STEP)
         async with execution.lock:
-            await engine.suspend(
+            await engine.suspender.suspend(
                 execution,
                 name,
                 directive,

@@ -131,7 +131,7 @@ class WorkflowRunner:
         self._group = group
         if self.execute:
             group.start_soon(self._recover_forever)
-            group.start_soon(self.engine.heartbeat_forever)
+            group.start_soon(self.engine.leases.renew_forever)
         self._ready.set()
         return self
 

@@ -32,11 +32,11 @@ def test_evolve_matches_model_copy_with_the_same_update() -> None:
     record = _record()
     changes = {
         "status": RunStatus.COMPLETED,
-        "body": evolve(record.body, cursor=None, output={"done": True}),
+        "body": evolve(record.body, {"cursor": None, "output": {"done": True}}),
         "seq": 7,
         "lease": None,
     }
-    evolved = evolve(record, **changes)
+    evolved = evolve(record, changes)
     copied = record.model_copy(update=changes)
     assert evolved == copied
     assert evolved.model_fields_set == copied.model_fields_set
@@ -49,7 +49,7 @@ def test_evolve_matches_model_copy_with_the_same_update() -> None:
 def test_evolve_leaves_the_original_alone() -> None:
     record = _record()
     evolved = evolve(
-        record, seq=9, body=evolve(record.body, error=ErrorInfo(type="E", message="m"))
+        record, {"seq": 9, "body": evolve(record.body, {"error": ErrorInfo(type="E", message="m")})}
     )
     assert record.seq == 0 and record.body.error is None
     assert evolved.seq == 9 and evolved.body.error is not None
@@ -58,7 +58,7 @@ def test_evolve_leaves_the_original_alone() -> None:
 
 
 def test_an_evolved_record_can_be_changed_and_copied_again() -> None:
-    evolved = evolve(_record(), seq=2)
+    evolved = evolve(_record(), {"seq": 2})
     evolved.seq = 3
     again = evolved.model_copy(update={"seq": 4})
     assert (evolved.seq, again.seq) == (3, 4)

@@ -46,7 +46,6 @@ __all__ = [
     "TimelineEvent",
     "WaitRecord",
     "evolve",
-    "evolve_with",
     "quarantined_body",
 ]
 
@@ -94,12 +93,7 @@ _RecordT = TypeVar("_RecordT", bound=_Record)
 _set_attribute = object.__setattr__
 
 
-def evolve(record: _RecordT, **changes: Any) -> _RecordT:
-    """A copy of `record` with `changes`, unvalidated, like `model_copy(update=...)`."""
-    return evolve_with(record, changes)
-
-
-def evolve_with(record: _RecordT, changes: dict[str, Any]) -> _RecordT:
+def evolve(record: _RecordT, changes: dict[str, Any]) -> _RecordT:
     """A copy of `record` with `changes`, unvalidated, like `model_copy(update=...)`.
 
     The engine makes a new body and a new run record at every step, so this is on the
@@ -109,11 +103,8 @@ def evolve_with(record: _RecordT, changes: dict[str, Any]) -> _RecordT:
     cls = type(record)
     copy = cls.__new__(cls)
     _set_attribute(copy, "__dict__", {**record.__dict__, **changes})
-    fields_set = record.__pydantic_fields_set__
-    if not changes.keys() <= fields_set:
-        fields_set = fields_set | changes.keys()
-    # Shared with the original when nothing new is set: records never change it in place.
-    _set_attribute(copy, "__pydantic_fields_set__", fields_set)
+    # A set of its own: assigning a field (records allow it) adds to it in place.
+    _set_attribute(copy, "__pydantic_fields_set__", record.__pydantic_fields_set__ | changes.keys())
     _set_attribute(copy, "__pydantic_extra__", None)
     _set_attribute(copy, "__pydantic_private__", None)
     return copy
