@@ -33,7 +33,7 @@ from holon.policies import Retry, StepPolicy, check_policies
 if typing.TYPE_CHECKING:
     from holon.stores.base import Store
 
-__all__ = ["PersistenceConfig", "StepSpec", "Workflow"]
+__all__ = ["FlowPlan", "PersistenceConfig", "StepSpec", "Workflow"]
 
 StepFunction = Callable[..., Any]
 StateMigration = Callable[[dict[str, Any]], Any]
@@ -53,6 +53,21 @@ class StepSpec:
     retry: Retry | None = None
     timeout: float | None = None
     compensate: StepFunction | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FlowPlan:
+    """What executing a workflow reads at every step, gathered once per workflow
+    (`Workflow.plan`): plain attributes instead of a handful of property calls per
+    step, and the steps that need no policy machinery picked out in advance."""
+
+    steps: Mapping[str, StepSpec]
+    direct: Mapping[str, StepSpec]
+    """The steps called once with no deadline: no retry or timeout of their own nor
+    from the workflow's defaults (most steps)."""
+    state_model: type[BaseModel] | None
+    agents: Mapping[str, Any]
+    execute_fn: StepFunction | None
 
 
 @dataclass(frozen=True)
@@ -87,6 +102,7 @@ class Workflow:
         "_migrations",
         "_name",
         "_persistence",
+        "_plan",
         "_state",
         "_steps",
         "_version",
@@ -111,6 +127,7 @@ class Workflow:
         self._defaults = StepPolicy(fn=_no_step)
         self._migrations: Mapping[str, StateMigration] = types.MappingProxyType({})
         self._fingerprint: str | None = None
+        self._plan: FlowPlan | None = None
         self._persistence = PersistenceConfig()  # set last: it marks the object as built
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -125,6 +142,7 @@ class Workflow:
         for slot in Workflow.__slots__:
             object.__setattr__(clone, slot, changes.get(slot, getattr(self, slot)))
         object.__setattr__(clone, "_fingerprint", None)  # the shape may have changed
+        object.__setattr__(clone, "_plan", None)
         return clone
 
     def _fail(self, message: str, step: str | None = None) -> WorkflowDefinitionError:
@@ -302,6 +320,30 @@ class Workflow:
     @property
     def agent_map(self) -> Mapping[str, Any]:
         return self._agents
+
+    @property
+    def plan(self) -> FlowPlan:
+        """What the engine reads at every step, worked out once (see `FlowPlan`)."""
+        if self._plan is None:
+            steps = self.steps
+            defaults = self._defaults
+            direct = {}
+            if defaults.retry is None and defaults.timeout is None:
+                direct = {
+                    name: spec
+                    for name, spec in steps.items()
+                    if spec.retry is None and spec.timeout is None
+                }
+            plan = FlowPlan(
+                steps=steps,
+                direct=direct,
+                state_model=self._state,
+                agents=self._agents,
+                execute_fn=self._execute,
+            )
+            object.__setattr__(self, "_plan", plan)
+            return plan
+        return self._plan
 
     @property
     def migrations(self) -> Mapping[str, StateMigration]:

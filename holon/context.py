@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import types
 from collections.abc import Mapping, Sequence
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
@@ -34,7 +34,10 @@ def _state_instance(
     model: type[BaseModel], state: dict[str, Any], *, run_id: str, step: str | None
 ) -> BaseModel:
     try:
-        return model.model_validate(state)
+        # `model_validate` without its wrapper: every step that reads or sets state
+        # validates it.
+        instance: BaseModel = model.__pydantic_validator__.validate_python(state)
+        return instance
     except PydanticValidationError as exc:
         raise StateValidationError(
             f"state of run {run_id!r}{f' in step {step!r}' if step else ''} does not match "
@@ -43,6 +46,18 @@ def _state_instance(
             run_id=run_id,
             step=step,
         ) from None
+
+
+_FIELD_NAMES: dict[type[BaseModel], frozenset[str]] = {}
+
+
+def _field_names(model: type[BaseModel]) -> frozenset[str]:
+    """A State model's field names, looked up once per model (`model_fields` is a
+    property call, and every `SetState` checks its keys)."""
+    names = _FIELD_NAMES.get(model)
+    if names is None:
+        names = _FIELD_NAMES[model] = frozenset(model.model_fields)
+    return names
 
 
 def _describe(exc: PydanticValidationError) -> str:
@@ -98,7 +113,9 @@ class Context(Generic[InputT, StateT]):
         self._state_view: Any = None
         self.state_patch: dict[str, Any] = {}
         """What this step changed, applied to the run's state when the step commits."""
-        self._log: list[dict[str, Any]] | None = None  # made by the first Log()
+        self.log_entries: Sequence[dict[str, Any]] = ()
+        """What `Log` recorded in this step, committed with its checkpoint (a list
+        made by the first `Log`)."""
 
     @property
     def StepResults(self) -> Mapping[str, Any]:
@@ -108,19 +125,19 @@ class Context(Generic[InputT, StateT]):
         return types.MappingProxyType(self._results)
 
     @property
-    def log_entries(self) -> Sequence[dict[str, Any]]:
-        """What `Log` recorded in this step, committed with its checkpoint."""
-        return self._log or ()
-
-    @property
     def State(self) -> StateT:
         """The current state: an instance of the State model (a dict without one)."""
-        if self._state_view is None:
+        view = self._state_view
+        if view is None:
             merged = {**self._state, **self.state_patch}
-            self._state_view = (
-                self._state_model.model_validate(merged) if self._state_model else merged
+            model = self._state_model
+            view = self._state_view = (
+                _state_instance(model, merged, run_id=self.RunId, step=self.StepName)
+                if model is not None
+                else merged
             )
-        return cast(StateT, self._state_view)
+        state: StateT = view
+        return state
 
     def SetState(self, patch: Mapping[str, Any] | None = None, /, **fields: Any) -> None:
         """Update some state fields: `ctx.SetState(artifact="out.tar")` or
@@ -137,8 +154,8 @@ class Context(Generic[InputT, StateT]):
                 step=self.StepName,
             )
         model = self._state_model
-        if model is not None and not update.keys() <= model.model_fields.keys():
-            unknown = sorted(update.keys() - model.model_fields.keys())
+        if model is not None and not update.keys() <= _field_names(model):
+            unknown = sorted(update.keys() - _field_names(model))
             if model.model_config.get("extra") != "allow":
                 raise StateValidationError(
                     f"SetState in step {self.StepName!r} of run {self.RunId!r}: "
@@ -154,16 +171,18 @@ class Context(Generic[InputT, StateT]):
         else:
             # Validated once: the instance is also what `ctx.State` returns next.
             view = _state_instance(self._state_model, merged, run_id=self.RunId, step=self.StepName)
-            validated = view.model_dump(mode="json")
+            validated = self._state_model.__pydantic_serializer__.to_python(view, mode="json")
         for key in update:
             self.state_patch[key] = validated.get(key, update[key])
         self._state_view = view
 
     def Log(self, message: str, **data: Any) -> None:
         """Record a message in the run's timeline (with this step's checkpoint)."""
-        if self._log is None:
-            self._log = []
-        self._log.append({"message": str(message), **data})
+        entry = {"message": str(message), **data}
+        if isinstance(self.log_entries, list):
+            self.log_entries.append(entry)
+        else:
+            self.log_entries = [entry]
         logger.info("%s/%s: %s", self.RunId, self.StepName, message)
 
     def __repr__(self) -> str:

@@ -68,6 +68,8 @@ _TURN = 0.001
 """Longest a run keeps the event loop to itself between step boundaries, in seconds:
 short enough for heartbeats and operators, long enough that yielding costs little."""
 
+_END = END.value  # compared with at every step: an enum's `.value` is a property call
+
 logger = logging.getLogger("holon.engine")
 
 
@@ -195,7 +197,7 @@ class Engine:
             if control is not None and control.kind == "pause":
                 await self.halt(execution, RunStatus.PAUSED, "paused")
                 return
-            if execution.workflow.execute_fn is not None:
+            if execution.plan.execute_fn is not None:
                 await self.imperative.run(execution)
                 return
             cursor = execution.record.body.cursor
@@ -216,15 +218,9 @@ class Engine:
         await self.finish(execution, status, record.body, self.event(kind, step, by=by))
 
     async def _step(self, execution: Execution, name: str) -> None:
-        workflow = execution.workflow
-        spec = workflow.steps.get(name)
-        if spec is None:
-            await self.fail(execution, name, unknown_step(workflow, name, name, "cursor"))
-            return
-        retry = spec.retry or workflow.default_retry
-        timeout = spec.timeout if spec.timeout is not None else workflow.default_timeout
         started = time.perf_counter()
-        if retry is None and timeout is None and execution.record.body.retry_at is None:
+        spec = execution.plan.direct.get(name)
+        if spec is not None and execution.record.body.retry_at is None:
             # One attempt and no deadline, the usual case: called here, without the
             # policy machinery (this is every step's path).
             ctx = self.context(execution, name)
@@ -236,13 +232,18 @@ class Engine:
                 await self.fail(execution, name, exc)
                 return
         else:
+            workflow = execution.workflow
+            spec = workflow.steps.get(name)
+            if spec is None:
+                await self.fail(execution, name, unknown_step(workflow, name, name, "cursor"))
+                return
             outcome = await self.attempts.run(
                 execution,
                 name,
                 spec.fn,
                 partial(self.context, execution, name),
-                retry=retry,
-                timeout=timeout,
+                retry=spec.retry or workflow.default_retry,
+                timeout=spec.timeout if spec.timeout is not None else workflow.default_timeout,
                 durable=True,
             )
             if outcome.error is not None or outcome.ctx is None:
@@ -324,12 +325,11 @@ class Engine:
             return self.commit(
                 execution, RunStatus.RUNNING, new_body, results=results, events=events
             )
-        workflow = execution.workflow
-        if outcome.__class__ is str and outcome in workflow.steps:
+        if outcome.__class__ is str and outcome in execution.plan.steps:
             target = outcome  # the usual case, checked as `target` would
         else:
-            target = self.target(workflow, name, outcome)
-        if target == END.value:
+            target = self.target(execution.workflow, name, outcome)
+        if target == _END:
             final = output if output is not None else state
             events.append(self.event("completed", None, at=now, output_digest=digest(final)))
             new_body = body.model_copy(update={**update, "cursor": None, "output": final})
@@ -358,7 +358,7 @@ class Engine:
             )
         if outcome == EXECUTE_STEP and workflow.execute_fn is not None:
             return outcome
-        if outcome != END.value and outcome not in workflow.steps:
+        if outcome != _END and outcome not in workflow.steps:
             raise unknown_step(workflow, step, outcome, "returned")
         return outcome
 
@@ -373,19 +373,20 @@ class Engine:
     ) -> Context[Any, Any]:
         """The ctx for `step` (attempt and idempotency key default to the cursor's)."""
         record = execution.record
-        workflow = execution.workflow
-        occurrence = record.body.counts.get(step, 0) + 1
+        body = record.body
+        plan = execution.plan
+        occurrence = body.counts.get(step, 0) + 1
         return Context(
             run_id=record.run_id,
             step=step,
-            attempt=record.body.attempt if attempt is None else attempt,
+            attempt=body.attempt if attempt is None else attempt,
             idempotency_key=key or idempotency_key(record.run_id, step, occurrence),
             input=execution.input_value,
-            state=record.body.state,
-            state_model=workflow.state_model,
+            state=body.state,
+            state_model=plan.state_model,
             results=record.results,
-            decision=record.body.decision,
-            agents=workflow.agent_map,
+            decision=body.decision,
+            agents=plan.agents,
         )
 
     def add_side_events(

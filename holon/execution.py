@@ -9,7 +9,7 @@ from typing import Any
 
 import anyio
 
-from holon.builder import Workflow
+from holon.builder import FlowPlan, Workflow
 from holon.errors import UnknownStepError
 from holon.stores.base import Control, RunRecord
 
@@ -51,7 +51,12 @@ class Execution:
     lease_lost: bool = False
     input_value: Any = None
     branch_functions: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    plan: FlowPlan = field(init=False, repr=False)
+    """The workflow's `FlowPlan`: what every step reads."""
     _lock: anyio.Lock | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.plan = self.workflow.plan
 
     @property
     def lock(self) -> anyio.Lock:

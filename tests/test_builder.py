@@ -7,7 +7,7 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel
 
-from holon import END, START, Next, Workflow, WorkflowDefinitionError
+from holon import END, START, Next, Retry, Workflow, WorkflowDefinitionError, step
 
 
 class Repo(BaseModel):
@@ -123,3 +123,27 @@ def test_mermaid_draws_annotated_edges() -> None:
     assert "start --> s0" in chart and "s1 --> s2" in chart and "s1 --> s1" in chart
     assert "class s2,s3 open" in chart  # Test may also return Next; Deploy has no annotation
     assert wf.mermaid() == chart  # snake_case alias
+
+
+def test_the_plan_picks_out_the_steps_without_policies_and_follows_builder_calls() -> None:
+    def plain(ctx: object) -> str:
+        return END
+
+    class Counter(BaseModel):
+        n: int = 0
+
+    wf = Workflow("plan").Flow(
+        {START: lambda ctx: "Plain", "Plain": plain, "Patient": step(plain, retry=Retry(3))}
+    )
+    plan = wf.plan
+    assert plan is wf.plan  # worked out once per workflow
+    assert set(plan.steps) == {START.value, "Plain", "Patient"}
+    assert set(plan.direct) == {START.value, "Plain"}
+    assert plan.state_model is None and plan.execute_fn is None
+
+    with_state = wf.State(Counter).Agents({"helper": object()})
+    assert with_state.plan is not plan and with_state.plan.state_model is Counter
+    assert set(with_state.plan.agents) == {"helper"}
+    # A workflow-wide deadline means no step is called without the policy machinery.
+    assert wf.Defaults(timeout=5).plan.direct == {}
+    assert set(wf.plan.direct) == {START.value, "Plain"}  # the original is unchanged

@@ -307,22 +307,26 @@ class RedisStore(RedisReads):
         writes hold is what the garbage collector walks); bad data raises here, before
         anything is sent. The awaitable returned sends it.
         """
+        status = checkpoint.status
         expire_at = ""
-        if self.completed_ttl is not None and checkpoint.status == RunStatus.COMPLETED:
+        if self.completed_ttl is not None and status == RunStatus.COMPLETED:
             expire_at = repr(checkpoint.at + self.completed_ttl)
-        results = _result_args(checkpoint.results)
+        # Most steps record no result and open no wait: no call for those.
+        results = _result_args(checkpoint.results) if checkpoint.results else ()
         events = _event_args(checkpoint.events)
-        keys = _wait_key_args(checkpoint.wait_keys)
+        wait_keys = checkpoint.wait_keys
+        keys = _wait_key_args(wait_keys) if wait_keys else ()
         wake = "" if checkpoint.wake_at is None else repr(checkpoint.wake_at)
         command = self._script(
             "commit",
             self._run_keys(run_id),
             # The header, as one f-string (see the script): no field holds a separator.
+            # The status is a `StrEnum`: formatted as its value, without a property call.
             f"{self._ip}\x1f{run_id}\x1f{'' if token is None else token}\x1f{expected_seq}"
-            f"\x1f{self._request_id()}\x1f{checkpoint.status.value}\x1f{wake}"
+            f"\x1f{self._request_id()}\x1f{status}\x1f{wake}"
             f"\x1f{time_text(checkpoint.at)}\x1f{'1' if checkpoint.release_lease else '0'}"
             f"\x1f{'1' if checkpoint.clear_control else '0'}\x1f{self.timeline_cap}"
-            f"\x1f{expire_at}\x1f{'0' if checkpoint.wait_keys is None else '1'}"
+            f"\x1f{expire_at}\x1f{'0' if wait_keys is None else '1'}"
             f"\x1f{len(results) // 2}\x1f{len(events)}\x1f{len(keys)}",
             dump_body(checkpoint.body),
             *results,
@@ -350,7 +354,7 @@ class RedisStore(RedisReads):
         return Committed(
             seq=int(seq),
             event_seq=int(event_seq),
-            control=_codec.load_control(control or None, run_id=run_id),
+            control=_codec.load_control(control, run_id=run_id) if control else None,
         )
 
     async def request(self, run_id: str, control: Control) -> RunRecord:

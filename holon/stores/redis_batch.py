@@ -76,7 +76,8 @@ class _Call:
         self.abandoned = False
         self._done: asyncio.Future[None] | anyio.Event
         try:
-            self._done = asyncio.get_running_loop().create_future()
+            # Not `loop.create_future()`: that is one Python call more, per write.
+            self._done = asyncio.Future(loop=asyncio.get_running_loop())
         except RuntimeError:
             self._done = anyio.Event()
 
@@ -190,13 +191,16 @@ class Batcher:
         pipeline on another connection, and a later write of that key waits until it
         has been answered rather than overtake it.
         """
-        if key is not None:
+        if self._abandoned and key is not None:
             while earlier := self._abandoned.get(key):
                 await earlier[0].when_settled()
         call = _Call(commands, key)
         self._queue.append(call)
         self._queued += len(commands)
-        if self._may_lead():
+        # Lead now when no pipeline is in flight, or when enough is queued for another
+        # lane to be worth it.
+        leading = self._leading
+        if leading == 0 or (leading < self._lanes and self._queued >= self._chunk):
             self._leading += 1
             call.lead = True
         while True:
@@ -205,7 +209,7 @@ class Batcher:
                 # already took our commands, the lead is passed on, not dropped.
                 await self._lead_shielded(call)
                 continue
-            if call.settled:
+            if call.replies is not None or call.error is not None:  # settled
                 break
             try:
                 await call.wait()
@@ -237,12 +241,6 @@ class Batcher:
             if not pending:
                 del self._abandoned[call.key]
         call.settle(replies, error, first)
-
-    def _may_lead(self) -> bool:
-        """Whether a writer who just queued should lead a pipeline now."""
-        if self._leading == 0:
-            return True
-        return self._leading < self._lanes and self._queued >= self._chunk
 
     async def _lead_shielded(self, call: _Call) -> None:
         """Send one pipeline of what is queued (the leader's own commands among them,
@@ -311,18 +309,18 @@ class Batcher:
             self.pipelines += 1
             # Scripts are missing only after the server restarted or was flushed: look
             # for that once per batch, not once per writer.
-            missing = not reloaded and any(isinstance(r, NoScriptError) for r in replies)
+            missing = not reloaded and NoScriptError in map(type, replies)
             again: list[_Call] = []
             position = 0
             for call in pending:
                 count = len(call.commands)
-                if missing and any(
-                    isinstance(r, NoScriptError) for r in replies[position : position + count]
-                ):
+                if missing and NoScriptError in map(type, replies[position : position + count]):
                     again.append(call)
+                elif call.abandoned:
+                    self._settle(call, replies, None, position)
                 else:
                     # The writer reads its own replies from the whole list: no copy each.
-                    self._settle(call, replies, None, position)
+                    call.settle(replies, None, position)
                 position += count
             if not again:
                 return

@@ -59,10 +59,14 @@ def _name(value: str, what: str) -> str:
     return value
 
 
-def dump_body(body: RunBody) -> str:
-    """The body as compact JSON; fields at their default are left out (loading puts
-    them back), which keeps records small."""
-    return body.model_dump_json(exclude_defaults=True)
+def dump_body(body: RunBody) -> bytes:
+    """The body as compact JSON (UTF-8); fields at their default are left out (loading
+    puts them back), which keeps records small. Written by every commit: serialized
+    directly, without `model_dump_json`'s wrapper and its decoding to `str`."""
+    return _BODY_SERIALIZER.to_json(body, exclude_defaults=True)
+
+
+_BODY_SERIALIZER = RunBody.__pydantic_serializer__
 
 
 _last_time: tuple[float, str] = (float("nan"), "")
