@@ -204,7 +204,7 @@ class Engine:
             if cursor is None:
                 await self.fail(execution, None, HolonError("run has no cursor"))
                 return
-            if cursor.fanning_out:
+            if cursor.join is not None:  # fanning out (`Cursor.fanning_out`, written out)
                 await self.fan_out.run(execution, cursor)
             else:
                 await self._step(execution, cursor.step)
@@ -295,8 +295,10 @@ class Engine:
         # store then formats it once.
         now = self.clock.now()
         events = [NewEvent("step_completed", now, name, completed)]
-        if patch or ctx.log_entries:
+        if ctx.log_entries:
             self.add_side_events(events, name, ctx, at=now)
+        elif patch:  # `add_side_events` without logs, written out: most steps set state
+            events.append(NewEvent("state_changed", now, name, {"patch": patch}))
         update: dict[str, Any] = {"state": state, "counts": counts, "attempt": 1, "retry_at": None}
         if spec.compensate is not None:
             update["compensations"] = [
@@ -335,7 +337,8 @@ class Engine:
             new_body = body.model_copy(update={**update, "cursor": None, "output": final})
             return self.finish(execution, RunStatus.COMPLETED, new_body, *events, results=results)
         events.append(NewEvent("step_started", now, target))
-        update["cursor"] = self.cursor_at(target)
+        shared = self._cursors.get(target)  # `cursor_at`'s lookup, written out
+        update["cursor"] = shared if shared is not None else self.cursor_at(target)
         new_body = evolve(body, update)
         return self.commit(execution, RunStatus.RUNNING, new_body, results=results, events=events)
 

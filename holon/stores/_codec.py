@@ -11,7 +11,7 @@ from pydantic import ValidationError as PydanticValidationError
 from holon.errors import CorruptRecord
 from holon.stores.base import Control, Lease, RunBody
 
-__all__ = ["dump", "load", "load_body", "load_control", "load_lease"]
+__all__ = ["dump", "encode_chunks", "load", "load_body", "load_control", "load_lease"]
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -29,11 +29,18 @@ _C_ENCODER = (
 )
 
 
+def _encode_whole(value: Any, _indent_level: int) -> tuple[str]:
+    return (_ENCODER.encode(value),)
+
+
+encode_chunks: Any = _C_ENCODER or _encode_whole
+"""`encode_chunks(value, 0)`: compact JSON in pieces to join, for encoders that make
+several texts per step and call it directly."""
+
+
 def dump(value: Any) -> str:
     """Compact JSON. Values reaching a store were made JSON-safe by the engine."""
-    if _C_ENCODER is None:
-        return _ENCODER.encode(value)
-    return "".join(_C_ENCODER(value, 0))
+    return "".join(encode_chunks(value, 0))
 
 
 def load(text: str | bytes, *, run_id: str, what: str) -> Any:

@@ -54,6 +54,7 @@ from holon.stores.redis_codec import (
     time_text,
 )
 from holon.stores.redis_reads import RedisReads
+from holon.stores.redis_scripts import SCRIPTS
 
 __all__ = ["RedisStore", "safe_url"]
 
@@ -61,6 +62,8 @@ _CLAIM_ROUNDS = 4
 """Reads of the claim indexes one claim makes at most on a Cluster (stale hints)."""
 
 logger = logging.getLogger("holon.stores.redis")
+
+_COMMIT_SHA = SCRIPTS["commit"].sha
 
 
 class RedisStore(RedisReads):
@@ -317,9 +320,12 @@ class RedisStore(RedisReads):
         wait_keys = checkpoint.wait_keys
         keys = _wait_key_args(wait_keys) if wait_keys else ()
         wake = "" if checkpoint.wake_at is None else repr(checkpoint.wake_at)
-        command = self._script(
-            "commit",
-            self._run_keys(run_id),
+        command = (
+            # `_script("commit", _run_keys(run_id), ...)`, written out: once per step.
+            "EVALSHA",
+            _COMMIT_SHA,
+            5,
+            *(self._keys.get(run_id) or self._run_keys(run_id)),
             # The header, as one f-string (see the script): no field holds a separator.
             # The status is a `StrEnum`: formatted as its value, without a property call.
             f"{self._ip}\x1f{run_id}\x1f{'' if token is None else token}\x1f{expected_seq}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from json.encoder import encode_basestring as _string
 from math import isfinite
@@ -10,6 +11,7 @@ from urllib.parse import urlsplit
 
 from holon.errors import CorruptRecord, StoreError
 from holon.stores import _codec
+from holon.stores._codec import encode_chunks
 from holon.stores.base import (
     NewEvent,
     RunBody,
@@ -52,9 +54,12 @@ def _header(*fields: object) -> str:
     return "\x1f".join(map(str, fields))
 
 
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f]")
+
+
 def _name(value: str, what: str) -> str:
     """A name that travels in a packed header: refused if it holds a control character."""
-    if any(ord(c) < 0x20 for c in value):
+    if _CONTROL_CHARACTER.search(value):
         raise StoreError(f"invalid {what} {value!r}: it holds a control character")
     return value
 
@@ -107,7 +112,7 @@ def _event_args(events: Sequence[NewEvent]) -> list[str]:
         else:
             text = f'{{"k":{_string(event.kind)},"a":{at_text},"s":{_string(step)}'
         data = event.data
-        out.append(f'{text},"d":{_codec.dump(data)}}}' if data else text + "}")
+        out.append(f'{text},"d":{"".join(encode_chunks(data, 0))}}}' if data else text + "}")
     return out
 
 
@@ -131,7 +136,7 @@ def _wait_key_args(keys: Sequence[str] | None) -> Sequence[str]:
     if not keys:
         return ()
     for key in keys:
-        if not key or any(ord(c) < 0x20 for c in key):
+        if not key or _CONTROL_CHARACTER.search(key):
             raise StoreError(f"invalid wait key {key!r}: empty or holds a control character")
     return list(keys)
 
