@@ -120,7 +120,8 @@ class InputValidationError(ValidationError):
 
 
 class StateValidationError(ValidationError):
-    """A state patch does not match the workflow's State model."""
+    """A state patch, or a stored state read by `ctx.State`, does not match the workflow's
+    State model."""
 
 
 class UnknownStepError(HolonError):

@@ -16,6 +16,7 @@ from holon import (
     Next,
     RunFailed,
     RunNotFound,
+    StateValidationError,
     ValidationError,
     Workflow,
     WorkflowRunner,
@@ -92,6 +93,25 @@ async def test_invalid_set_state_fails_that_step_and_keeps_the_state(store: Stor
     assert reached == [], "the invalid patch raised inside the step"
     assert record.body.state == {"artifact": "a.tar", "size": 0}
     assert record.body.error is not None and record.body.error.type == "StateValidationError"
+
+
+def test_stored_state_that_no_longer_fits_the_model_is_named_when_read() -> None:
+    # A state stored before the State model changed: reading it names run, step, field.
+    ctx: Context[None, Build] = Context(
+        run_id="r-1",
+        step="Package",
+        attempt=1,
+        idempotency_key="r-1:Package:1",
+        input=None,
+        state={"artifact": "a.tar", "size": "huge"},
+        state_model=Build,
+        results={},
+        decision=None,
+        agents={},
+    )
+    with pytest.raises(StateValidationError, match=r"run 'r-1' in step 'Package'.*size") as caught:
+        _ = ctx.State
+    assert caught.value.errors and caught.value.errors[0]["loc"] == ("size",)
 
 
 async def test_set_state_of_an_unknown_field_names_it(store: Store) -> None:
