@@ -204,7 +204,7 @@ class Engine:
             if cursor is None:
                 await self.fail(execution, None, HolonError("run has no cursor"))
                 return
-            if cursor.join is not None:  # fanning out (`Cursor.fanning_out`, written out)
+            if cursor.join is not None:  # a fan-out under way
                 await self.fan_out.run(execution, cursor)
             else:
                 await self._step(execution, cursor.step)

@@ -120,13 +120,9 @@ class Cursor(_Record):
     branch_refs: dict[str, str] = Field(default_factory=dict)
     """For callable branches: branch name -> `module:qualname` of the callable."""
     join: str | None = None
-    """The step to run once every branch finished."""
+    """The step to run once every branch finished; set only while fanning out."""
     done: list[str] = Field(default_factory=list)
     """Branches whose result is checkpointed."""
-
-    @property
-    def fanning_out(self) -> bool:
-        return self.join is not None
 
 
 class Decision(_Record):

@@ -121,20 +121,17 @@ def _events(events: Sequence[NewEvent]) -> str:
     return "\n".join(_event_args(events))
 
 
-def _result_args(results: dict[str, Any]) -> Sequence[str]:
-    """Step results as alternate names and JSON values (most steps record none: no
-    list is made for them)."""
-    if not results:
-        return ()
+def _result_args(results: dict[str, Any]) -> list[str]:
+    """Step results as alternate names and JSON values (called only when there are
+    some: most steps record none)."""
     out: list[str] = []
     for name, value in results.items():
         out += [name, _codec.dump(value)]
     return out
 
 
-def _wait_key_args(keys: Sequence[str] | None) -> Sequence[str]:
-    if not keys:
-        return ()
+def _wait_key_args(keys: Sequence[str]) -> list[str]:
+    """The wait keys a checkpoint opens, checked (called only when there are some)."""
     for key in keys:
         if not key or _CONTROL_CHARACTER.search(key):
             raise StoreError(f"invalid wait key {key!r}: empty or holds a control character")
