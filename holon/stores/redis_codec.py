@@ -90,12 +90,30 @@ def time_text(at: float) -> str:
     return text
 
 
+_EVENT_HEADS: dict[tuple[str, str | None], str] = {}
+"""`{"k":kind,"s":step,"a":` by kind and step: the same few are encoded at every step."""
+_EVENT_HEADS_MAX = 4096
+
+
+def _event_head(kind: str, step: str | None) -> str:
+    if len(_EVENT_HEADS) >= _EVENT_HEADS_MAX:
+        _EVENT_HEADS.clear()  # many distinct step names: start over rather than grow
+    if step is None:
+        head = f'{{"k":{_string(kind)},"a":'
+    else:
+        head = f'{{"k":{_string(kind)},"s":{_string(step)},"a":'
+    _EVENT_HEADS[kind, step] = head
+    return head
+
+
 def _event_args(events: Sequence[NewEvent]) -> list[str]:
-    """Timeline events, one compact JSON text each: `{"k": kind, "a": at, "s": step,
+    """Timeline events, one compact JSON text each: `{"k": kind, "s": step, "a": at,
     "d": data}`, without the step or data when there are none.
 
     Written out field by field (the data through the JSON encoder): a step commits
     several events, and this is a good part cheaper than encoding a dict per event.
+    The time comes after the kind and step so that the text before it is made once
+    per kind and step, not once per event.
     """
     out: list[str] = []
     last_at: float | None = None
@@ -106,13 +124,14 @@ def _event_args(events: Sequence[NewEvent]) -> list[str]:
             if not isfinite(at):
                 raise ValueError(f"timeline event {event.kind!r}: time {at!r} is not finite")
             at_text, last_at = time_text(at), at
-        step = event.step
-        if step is None:
-            text = f'{{"k":{_string(event.kind)},"a":{at_text}'
-        else:
-            text = f'{{"k":{_string(event.kind)},"a":{at_text},"s":{_string(step)}'
+        kind, step = event.kind, event.step
+        head = _EVENT_HEADS.get((kind, step)) or _event_head(kind, step)
         data = event.data
-        out.append(f'{text},"d":{"".join(encode_chunks(data, 0))}}}' if data else text + "}")
+        out.append(
+            f'{head}{at_text},"d":{"".join(encode_chunks(data, 0))}}}'
+            if data
+            else f"{head}{at_text}}}"
+        )
     return out
 
 
