@@ -255,7 +255,18 @@ class Engine:
         try:
             committing = self._transition(execution, spec, ctx, value, duration_ms)
             del ctx, value  # not kept alive while the commit waits (see _transition)
-            await committing
+            if isinstance(committing, tuple):
+                # On to the next step, the usual case: the commit is awaited and
+                # applied here rather than in a coroutine of its own (`commit`).
+                writing, body, results = committing
+                del committing
+                try:
+                    committed = await writing
+                except (StaleLease, SeqConflict) as exc:
+                    raise self._refused(execution, exc) from exc
+                self._apply(execution, committed, RunStatus.RUNNING, body, results, release=False)
+            else:
+                await committing
         except (UnknownStepError, StepOutputError, TypeError, ValueError) as exc:
             await self.fail(execution, name, exc)
 
@@ -266,9 +277,10 @@ class Engine:
         ctx: Context[Any, Any],
         outcome: Any,
         duration_ms: float,
-    ) -> Awaitable[Any]:
+    ) -> Awaitable[Any] | tuple[Awaitable[Committed], RunBody, dict[str, Any]]:
         """Work out the commit that ends step `spec` with `outcome`, and return it to
-        be awaited.
+        be awaited; for the usual outcome, the next step's name, return what `_step`
+        applies once the store confirms it: the write, the new body and the results.
 
         Returned rather than awaited here: this method's locals (the step's ctx, its
         events, the merged state) are released while the commit waits on the store, and
@@ -340,7 +352,10 @@ class Engine:
         shared = self._cursors.get(target)  # `cursor_at`'s lookup, written out
         update["cursor"] = shared if shared is not None else self.cursor_at(target)
         new_body = evolve(body, update)
-        return self.commit(execution, RunStatus.RUNNING, new_body, results=results, events=events)
+        writing, merged = self.write(
+            execution, RunStatus.RUNNING, new_body, events=events, results=results
+        )
+        return writing, new_body, merged
 
     def cursor_at(self, step: str) -> Cursor:
         """The cursor of a run about to execute `step` (not a fan-out). Made once per
@@ -480,6 +495,34 @@ class Engine:
         its commit, what a waiting commit holds on to is what the garbage collector
         walks again and again. Bad checkpoint data raises here, before anything is sent.
         """
+        writing, merged = self.write(
+            execution,
+            status,
+            body,
+            events=events,
+            results=results,
+            release=release,
+            clear_control=clear_control,
+            wake_at=wake_at,
+            wait_keys=wait_keys,
+        )
+        return self._committed(execution, writing, status, body, merged, release)
+
+    def write(
+        self,
+        execution: Execution,
+        status: RunStatus,
+        body: RunBody,
+        *,
+        events: list[NewEvent],
+        results: dict[str, Any] | None = None,
+        release: bool = False,
+        clear_control: bool = False,
+        wake_at: float | None = None,
+        wait_keys: list[str] | None = None,
+    ) -> tuple[Awaitable[Committed], dict[str, Any]]:
+        """Send a checkpoint of `execution` to the store: the store's write to await,
+        and the run's results as they are once it is applied (see `commit`)."""
         record = execution.record
         events_at = events[-1].at if events else self.clock.now()
         checkpoint = Checkpoint(
@@ -499,8 +542,7 @@ class Engine:
             token=execution.token,
             checkpoint=checkpoint,
         )
-        merged = {**record.results, **results} if results else record.results
-        return self._committed(execution, writing, status, body, merged, release)
+        return writing, {**record.results, **results} if results else record.results
 
     async def _committed(
         self,
@@ -511,12 +553,30 @@ class Engine:
         results: dict[str, Any],
         release: bool,
     ) -> Committed:
-        record = execution.record
         try:
             committed = await writing
         except (StaleLease, SeqConflict) as exc:
-            logger.warning("run %s: checkpoint refused: %s", record.run_id, exc)
-            raise LeaseLost() from exc
+            raise self._refused(execution, exc) from exc
+        self._apply(execution, committed, status, body, results, release=release)
+        return committed
+
+    @staticmethod
+    def _refused(execution: Execution, exc: StaleLease | SeqConflict) -> LeaseLost:
+        logger.warning("run %s: checkpoint refused: %s", execution.run_id, exc)
+        return LeaseLost()
+
+    @staticmethod
+    def _apply(
+        execution: Execution,
+        committed: Committed,
+        status: RunStatus,
+        body: RunBody,
+        results: dict[str, Any],
+        *,
+        release: bool,
+    ) -> None:
+        """Make a confirmed checkpoint the execution's record."""
+        record = execution.record
         execution.record = evolve(
             record,
             {
@@ -530,4 +590,3 @@ class Engine:
             },
         )
         execution.control = committed.control
-        return committed

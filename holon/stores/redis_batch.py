@@ -50,7 +50,7 @@ class _Call:
     """One writer's commands, their replies once sent, and the wake-up that tells the
     writer they came (or that it now leads). Made once per write: slotted, and woken
     through a bare asyncio future rather than an `asyncio.Event` (no waiter queue, no
-    coroutine to wait); an anyio event where the loop is not asyncio's."""
+    coroutine to wait). The Redis client runs on asyncio only, and so does this."""
 
     __slots__ = (
         "_done",
@@ -74,12 +74,9 @@ class _Call:
         self.error: BaseException | None = None
         self.lead = False
         self.abandoned = False
-        self._done: asyncio.Future[None] | anyio.Event
-        try:
-            # Not `loop.create_future()`: that is one Python call more, per write.
-            self._done = asyncio.Future(loop=asyncio.get_running_loop())
-        except RuntimeError:
-            self._done = anyio.Event()
+        # Not `get_running_loop().create_future()`: a bare future finds the running
+        # loop itself, for two calls fewer per write.
+        self._done: asyncio.Future[None] = asyncio.Future()
 
     @property
     def settled(self) -> bool:
@@ -101,26 +98,18 @@ class _Call:
             event.set()
 
     def wake(self) -> None:
-        done = self._done
-        if isinstance(done, asyncio.Future):
-            # A writer cancelled while waiting has cancelled its future with it.
-            if not done.done():
-                done.set_result(None)
-        else:
-            done.set()
+        # A writer cancelled while waiting has cancelled its future with it.
+        if not self._done.done():
+            self._done.set_result(None)
 
     def wait(self) -> Awaitable[object]:
         """Wait to be woken. A writer woken to lead whose own commands went in another
         leader's pipeline waits again, on a fresh wake-up (the caller checks, without
         yielding, that it has neither its replies nor the lead)."""
         done = self._done
-        if isinstance(done, asyncio.Future):
-            if done.done():
-                done = self._done = done.get_loop().create_future()
-            return done
-        if done.is_set():
-            done = self._done = anyio.Event()
-        return done.wait()
+        if done.done():
+            done = self._done = asyncio.Future()
+        return done
 
 
 class Batcher:
@@ -319,8 +308,10 @@ class Batcher:
                 elif call.abandoned:
                     self._settle(call, replies, None, position)
                 else:
-                    # The writer reads its own replies from the whole list: no copy each.
-                    call.settle(replies, None, position)
+                    # `settle`, written out for a writer still waiting (nobody waits
+                    # on its settling): it reads its own replies from the whole list,
+                    # no copy each, and the commands sent are not kept meanwhile.
+                    call.replies, call.first, call.commands = replies, position, ()
                 position += count
             if not again:
                 return
