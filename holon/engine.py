@@ -352,9 +352,10 @@ class Engine:
         shared = self._cursors.get(target)  # `cursor_at`'s lookup, written out
         update["cursor"] = shared if shared is not None else self.cursor_at(target)
         new_body = evolve(body, update)
-        writing, merged = self.write(
-            execution, RunStatus.RUNNING, new_body, events=events, results=results
+        checkpoint = Checkpoint(
+            status=RunStatus.RUNNING, body=new_body, at=now, results=results, events=events
         )
+        writing, merged = self.write(execution, checkpoint)
         return writing, new_body, merged
 
     def cursor_at(self, step: str) -> Cursor:
@@ -495,40 +496,10 @@ class Engine:
         its commit, what a waiting commit holds on to is what the garbage collector
         walks again and again. Bad checkpoint data raises here, before anything is sent.
         """
-        writing, merged = self.write(
-            execution,
-            status,
-            body,
-            events=events,
-            results=results,
-            release=release,
-            clear_control=clear_control,
-            wake_at=wake_at,
-            wait_keys=wait_keys,
-        )
-        return self._committed(execution, writing, status, body, merged, release)
-
-    def write(
-        self,
-        execution: Execution,
-        status: RunStatus,
-        body: RunBody,
-        *,
-        events: list[NewEvent],
-        results: dict[str, Any] | None = None,
-        release: bool = False,
-        clear_control: bool = False,
-        wake_at: float | None = None,
-        wait_keys: list[str] | None = None,
-    ) -> tuple[Awaitable[Committed], dict[str, Any]]:
-        """Send a checkpoint of `execution` to the store: the store's write to await,
-        and the run's results as they are once it is applied (see `commit`)."""
-        record = execution.record
-        events_at = events[-1].at if events else self.clock.now()
         checkpoint = Checkpoint(
             status=status,
             body=body,
-            at=events_at,
+            at=events[-1].at if events else self.clock.now(),
             results=results or {},
             events=events,
             wake_at=wake_at,
@@ -536,12 +507,22 @@ class Engine:
             clear_control=clear_control,
             wait_keys=wait_keys,
         )
+        writing, merged = self.write(execution, checkpoint)
+        return self._committed(execution, writing, status, body, merged, release)
+
+    def write(
+        self, execution: Execution, checkpoint: Checkpoint
+    ) -> tuple[Awaitable[Committed], dict[str, Any]]:
+        """Send `checkpoint` of `execution` to the store: the store's write to await,
+        and the run's results as they are once it is applied (see `commit`)."""
+        record = execution.record
         writing = self.store.commit(
             record.run_id,
             expected_seq=record.seq,
             token=execution.token,
             checkpoint=checkpoint,
         )
+        results = checkpoint.results
         return writing, {**record.results, **results} if results else record.results
 
     async def _committed(
