@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
+from anyio.abc import TaskGroup
 
 from holon.stores.redis_batch import Batcher, Command
 
 pytestmark = pytest.mark.anyio
+
+Writer = Callable[[int], Awaitable[None]]
 
 
 class FakeServer:
@@ -39,21 +42,34 @@ def batcher(server: FakeServer | GatedServer, **options: int) -> Batcher:
     return Batcher(server.send, _no_reload, lambda exc: RuntimeError(str(exc)), **options)
 
 
-async def test_writers_queued_behind_a_pipeline_share_the_next() -> None:
-    server = FakeServer()
-    server.gate = anyio.Event()
-    b = batcher(server)
+def recording_writer(b: Batcher) -> tuple[dict[int, list[Any]], Writer]:
+    """A writer of `("SET", n)` that records each write's replies by `n`."""
     results: dict[int, list[Any]] = {}
 
     async def write(n: int) -> None:
         results[n] = await b.call([("SET", n)])
 
+    return results, write
+
+
+async def queue_behind_first(
+    group: TaskGroup, server: FakeServer, write: Writer, more: range
+) -> None:
+    """Start write 0 and let its pipeline go out (held by the gate), then queue `more`."""
+    group.start_soon(write, 0)
+    await server.in_flight.wait()
+    for n in more:
+        group.start_soon(write, n)
+    await anyio.wait_all_tasks_blocked()
+
+
+async def test_writers_queued_behind_a_pipeline_share_the_next() -> None:
+    server = FakeServer()
+    server.gate = anyio.Event()
+    results, write = recording_writer(batcher(server))
+
     async with anyio.create_task_group() as group:
-        group.start_soon(write, 0)
-        await server.in_flight.wait()
-        for n in range(1, 6):
-            group.start_soon(write, n)
-        await anyio.wait_all_tasks_blocked()
+        await queue_behind_first(group, server, write, range(1, 6))
         server.gate.set()
     assert server.pipelines == [[0], [1, 2, 3, 4, 5]]
     assert results == {n: [n] for n in range(6)}
@@ -111,18 +127,10 @@ async def test_writes_whose_writers_all_left_are_sent_by_the_leader() -> None:
 async def test_a_writer_finding_a_chunk_queued_leads_another_pipeline_at_once() -> None:
     server = FakeServer()
     server.gate = anyio.Event()
-    b = batcher(server, lanes=2, chunk=3)
-    results: dict[int, list[Any]] = {}
-
-    async def write(n: int) -> None:
-        results[n] = await b.call([("SET", n)])
+    results, write = recording_writer(batcher(server, lanes=2, chunk=3))
 
     async with anyio.create_task_group() as group:
-        group.start_soon(write, 0)
-        await server.in_flight.wait()
-        for n in range(1, 4):
-            group.start_soon(write, n)
-        await anyio.wait_all_tasks_blocked()
+        await queue_behind_first(group, server, write, range(1, 4))
         assert server.pipelines == [[0], [1, 2, 3]], "no second pipeline while one was in flight"
         for n in range(4, 6):
             group.start_soon(write, n)

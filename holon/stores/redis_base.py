@@ -55,8 +55,8 @@ PIPELINE_COMMANDS = 256
 """The most commands one pipeline carries. A thousand runs' commits in one pipeline
 would keep the server busy while this process waits, then the other way round; in
 pipelines of a few hundred, the server works through one while this process prepares
-the next (about 5 % more steps a second for 1,000 runs in `benchmarks/bench_redis.py`
-than with 2,000)."""
+the next (about 5 % more steps a second for 1,000 runs, in the drain of
+`benchmarks/drain_redis.py`, than with 2,000)."""
 
 
 class _Lane:
