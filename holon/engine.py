@@ -72,6 +72,10 @@ _END = END.value  # compared with at every step: an enum's `.value` is a propert
 
 logger = logging.getLogger("holon.engine")
 
+_Next = tuple[Awaitable[Committed], RunBody, dict[str, Any]]
+"""A step's commit on to the next step, under way: the store's write, and the body and
+results the run has once the write is confirmed."""
+
 
 class Engine:
     """Executes runs of the given workflows against one store."""
@@ -207,7 +211,22 @@ class Engine:
             if cursor.join is not None:  # a fan-out under way
                 await self.fan_out.run(execution, cursor)
             else:
-                await self._step(execution, cursor.step)
+                stepping = self._step(execution, cursor.step)
+                if stepping.__class__ is not tuple:
+                    # A step that awaits, or has retries or a deadline, or ends otherwise
+                    # than by naming the next step: finished by a coroutine.
+                    stepping = await stepping  # type: ignore[misc]
+                if stepping.__class__ is tuple:
+                    # On to the next step, the usual case: the commit is awaited and
+                    # applied here rather than in a coroutine of its own per step.
+                    writing, body, results = stepping
+                    del stepping
+                    try:
+                        committed = await writing
+                    except (StaleLease, SeqConflict) as exc:
+                        raise self._refused(execution, exc) from exc
+                    running = RunStatus.RUNNING
+                    self._apply(execution, committed, running, body, results, release=False)
             if execution.record.status != RunStatus.RUNNING:
                 return
 
@@ -217,58 +236,80 @@ class Engine:
         step = record.body.cursor.step if record.body.cursor else None
         await self.finish(execution, status, record.body, self.event(kind, step, by=by))
 
-    async def _step(self, execution: Execution, name: str) -> None:
+    def _step(self, execution: Execution, name: str) -> _Next | Awaitable[Any]:
+        """Run step `name` and start its commit. A step called directly (one attempt,
+        no deadline, the usual case) that names the next step gives back what `_advance`
+        awaits and applies (see `_transition`). Anything else gives back the awaitable
+        that finishes the step, whose result is that again or nothing to apply."""
         started = time.perf_counter()
         spec = execution.plan.direct.get(name)
-        if spec is not None and execution.record.body.retry_at is None:
-            # One attempt and no deadline, the usual case: called here, without the
-            # policy machinery (this is every step's path).
-            ctx = self.context(execution, name)
-            try:
-                value = spec.fn(ctx)
-                if value.__class__ is not str and inspect.isawaitable(value):
-                    value = await value
-            except Exception as exc:
-                await self.fail(execution, name, exc)
-                return
-        else:
-            workflow = execution.workflow
-            spec = workflow.steps.get(name)
-            if spec is None:
-                await self.fail(execution, name, unknown_step(workflow, name, name, "cursor"))
-                return
-            outcome = await self.attempts.run(
-                execution,
-                name,
-                spec.fn,
-                partial(self.context, execution, name),
-                retry=spec.retry or workflow.default_retry,
-                timeout=spec.timeout if spec.timeout is not None else workflow.default_timeout,
-                durable=True,
-            )
-            if outcome.error is not None or outcome.ctx is None:
-                await self.fail(execution, name, outcome.error or HolonError("step did not run"))
-                return
-            ctx, value = outcome.ctx, outcome.value
+        if spec is None or execution.record.body.retry_at is not None:
+            return self._step_with_policies(execution, name, started)
+        ctx = self.context(execution, name)
+        try:
+            value = spec.fn(ctx)
+        except Exception as exc:
+            return self.fail(execution, name, exc)
+        if value.__class__ is not str and inspect.isawaitable(value):
+            return self._finish_async_step(execution, spec, ctx, value, started)
+        return self._end_step(execution, spec, ctx, value, started)
+
+    async def _finish_async_step(
+        self,
+        execution: Execution,
+        spec: StepSpec,
+        ctx: Context[Any, Any],
+        pending: Awaitable[Any],
+        started: float,
+    ) -> _Next | None:
+        try:
+            value = await pending
+        except Exception as exc:
+            await self.fail(execution, spec.name, exc)
+            return None
+        ending = self._end_step(execution, spec, ctx, value, started)
+        return ending if isinstance(ending, tuple) else await ending
+
+    async def _step_with_policies(
+        self, execution: Execution, name: str, started: float
+    ) -> _Next | None:
+        """A step with retries, a deadline or a backoff under way: run by `attempts`."""
+        workflow = execution.workflow
+        spec = workflow.steps.get(name)
+        if spec is None:
+            await self.fail(execution, name, unknown_step(workflow, name, name, "cursor"))
+            return None
+        outcome = await self.attempts.run(
+            execution,
+            name,
+            spec.fn,
+            partial(self.context, execution, name),
+            retry=spec.retry or workflow.default_retry,
+            timeout=spec.timeout if spec.timeout is not None else workflow.default_timeout,
+            durable=True,
+        )
+        if outcome.error is not None or outcome.ctx is None:
+            await self.fail(execution, name, outcome.error or HolonError("step did not run"))
+            return None
+        ending = self._end_step(execution, spec, outcome.ctx, outcome.value, started)
+        return ending if isinstance(ending, tuple) else await ending
+
+    def _end_step(
+        self,
+        execution: Execution,
+        spec: StepSpec,
+        ctx: Context[Any, Any],
+        value: Any,
+        started: float,
+    ) -> _Next | Awaitable[Any]:
+        """The commit that ends a step that returned `value`, or the run's failure when
+        `value` is no valid outcome."""
         # Whole microseconds, in milliseconds (cheaper than `round(..., 3)`).
         duration_ms = int((time.perf_counter() - started) * 1_000_000) / 1000
         try:
-            committing = self._transition(execution, spec, ctx, value, duration_ms)
-            del ctx, value  # not kept alive while the commit waits (see _transition)
-            if isinstance(committing, tuple):
-                # On to the next step, the usual case: the commit is awaited and
-                # applied here rather than in a coroutine of its own (`commit`).
-                writing, body, results = committing
-                del committing
-                try:
-                    committed = await writing
-                except (StaleLease, SeqConflict) as exc:
-                    raise self._refused(execution, exc) from exc
-                self._apply(execution, committed, RunStatus.RUNNING, body, results, release=False)
-            else:
-                await committing
+            return self._transition(execution, spec, ctx, value, duration_ms)
         except (UnknownStepError, StepOutputError, TypeError, ValueError) as exc:
-            await self.fail(execution, name, exc)
+            return self.fail(execution, spec.name, exc)
 
     def _transition(
         self,
@@ -277,7 +318,7 @@ class Engine:
         ctx: Context[Any, Any],
         outcome: Any,
         duration_ms: float,
-    ) -> Awaitable[Any] | tuple[Awaitable[Committed], RunBody, dict[str, Any]]:
+    ) -> _Next | Awaitable[Any]:
         """Work out the commit that ends step `spec` with `outcome`, and return it to
         be awaited; for the usual outcome, the next step's name, return what `_step`
         applies once the store confirms it: the write, the new body and the results.

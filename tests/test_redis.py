@@ -430,9 +430,10 @@ async def test_completed_runs_are_kept_by_default(fake: RedisStore) -> None:
 async def test_without_hiredis_the_plain_parser_is_used(
     prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from holon.stores import redis_base
+    from holon.stores import redis_lanes, redis_resp
 
-    monkeypatch.setattr(redis_base, "hiredis", None)
+    monkeypatch.setattr(redis_resp, "hiredis", None)
+    monkeypatch.setattr(redis_lanes, "pack_command", redis_resp.plain_pack_command)
     store = await opened(RedisStore(REDIS_URL, key_prefix=prefix, lease_clock="caller"))
     try:
         await store.create_run(record("r1"), [NewEvent(kind="started", at=NOW)])

@@ -177,7 +177,7 @@ class RedisStore(RedisReads):
             )
             if load:
                 commands += self._load_commands(run_id)
-        replies = await self._batcher.call(commands)
+        replies = await self._submit(commands)
         grants: list[LeaseGrant] = []
         refused: list[tuple[str, dict[str, str | None] | None]] = []
         granted_hints: list[Command] = []
@@ -342,7 +342,7 @@ class RedisStore(RedisReads):
         if self.cluster:
             # Only a Cluster needs the checkpoint after this (for its index hints).
             return self._commit_on_cluster(run_id, command, checkpoint, expire_at)
-        return self._batcher.call((command,), run_id, self._decode_commit)
+        return self._submit((command,), run_id, self._decode_commit)
 
     @cached_property
     def _decode_commit(self) -> Callable[[str, list[Any], int], Committed]:
@@ -430,7 +430,7 @@ class RedisStore(RedisReads):
         if not ids:
             return []
         commands = [self._script("delete", self._run_keys(i), _header(self._ip, i)) for i in ids]
-        replies = await self._batcher.call(commands)
+        replies = await self._submit(commands)
         deleted: list[str] = []
         cleanup: list[Command] = []
         for run_id, reply in zip(ids, replies, strict=True):

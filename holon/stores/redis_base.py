@@ -3,11 +3,11 @@ index hints a Cluster needs."""
 
 from __future__ import annotations
 
-import importlib
+import asyncio
 import itertools
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, NoScriptError, RedisError, ResponseError
+from redis.exceptions import AuthenticationError, NoScriptError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from holon.errors import RunNotFound, SeqConflict, StaleLease, StoreError
@@ -35,41 +35,24 @@ from holon.stores.redis_codec import (
     _tag,
     safe_url,
 )
+from holon.stores.redis_lanes import WAITAOF, Decode, Lane
 from holon.stores.redis_scripts import SCRIPTS
 
 logger = logging.getLogger("holon.stores.redis")
-
-hiredis: Any
-try:  # hiredis packs commands and parses replies in C when it is installed
-    hiredis = importlib.import_module("hiredis")
-except ImportError:  # pragma: no cover - depends on the optional extra
-    hiredis = None
 
 __all__ = ["RedisBase"]
 
 
 PIPELINE_LANES = 4
-"""Pipelines a store keeps in flight at once, each on a connection of its own."""
+"""Connections of its own a store writes on (a run's writes all take the same one)."""
 
 PIPELINE_COMMANDS = 256
-"""The most commands one pipeline carries. A thousand runs' commits in one pipeline
-would keep the server busy while this process waits, then the other way round; in
-pipelines of a few hundred, the server works through one while this process prepares
-the next (about 5 % more steps a second for 1,000 runs, in the drain of
-`benchmarks/drain_redis.py`, than with 2,000)."""
-
-
-class _Lane:
-    """A connection of our own for pipelines, with its reply parser (hiredis's when
-    installed: its state belongs to the connection's byte stream)."""
-
-    __slots__ = ("connection", "parser")
-
-    def __init__(self, client: Any) -> None:
-        self.connection: Any = client.connection_pool.make_connection()
-        self.parser: Any = (
-            None if hiredis is None else hiredis.Reader(encoding="utf-8", replyError=ResponseError)
-        )
+"""The most commands one pipeline carries: on our own connections, the most whose
+replies are handed out together (the first waits for the last). Through the batcher, a
+thousand runs' commits in one pipeline would keep the server busy while this process
+waits, then the other way round; in pipelines of a few hundred, the server works through
+one while this process prepares the next (about 5 % more steps a second for 1,000 runs,
+in the drain of `benchmarks/drain_redis.py`, than with 2,000)."""
 
 
 class RedisBase:
@@ -126,25 +109,31 @@ class RedisBase:
         self._client: Any = client
         self._own_client = client is None
         self._direct = client is None and not self.cluster
-        """Send batches on a connection of our own (a real server, not a Cluster)."""
-        self._lanes: list[_Lane] = []
-        """Connections of our own for pipelines (see `_send_direct`)."""
-        self._idle_lanes: list[_Lane] = []
-        """Those not carrying a pipeline at the moment."""
+        """Write on pipelined connections of our own (a real server, not a Cluster)."""
+        self._lanes = (
+            [
+                Lane(
+                    self._open_wire,
+                    self._describe,
+                    [("SCRIPT", "LOAD", script.source) for script in SCRIPTS.values()],
+                    max_batch=PIPELINE_COMMANDS,
+                    check_ack=self._ack_error if self.durable_ack == "aof" else None,
+                )
+                for _ in range(PIPELINE_LANES)
+            ]
+            if self._direct
+            else []
+        )
+        self._next_lane = itertools.count()
         self._keys: dict[str, tuple[str, str, str, str, str]] = {}
         self._ids = itertools.count()
         self._id_base = uuid.uuid4().hex[:12]
         self._ip = "" if self.cluster else self.key_prefix
         self._known: dict[str, tuple[str, float]] = {}
         """Cluster: workflow and creation time of runs seen lately, for index hints."""
+        # A Cluster, or a client handed in: one pipeline at a time, through the client.
         self._batcher = Batcher(
-            self._send,
-            self._load_scripts,
-            self._describe,
-            # Pipelines in flight at once need a connection each: only our own
-            # connections are set up for that.
-            lanes=PIPELINE_LANES if self._direct else 1,
-            max_batch=PIPELINE_COMMANDS,
+            self._send, self._load_scripts, self._describe, max_batch=PIPELINE_COMMANDS
         )
 
     # -- keys -----------------------------------------------------------------------
@@ -246,9 +235,9 @@ class RedisBase:
         await self._load_scripts()
 
     async def _drop_client(self) -> None:
-        lanes, self._lanes, self._idle_lanes = self._lanes, [], []
-        for lane in lanes:
-            await lane.connection.disconnect()
+        closed = StoreError(f"Redis store {self.safe_url} was closed before the write was answered")
+        for lane in self._lanes:
+            lane.close(closed)
         if self._own_client and self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -305,79 +294,63 @@ class RedisBase:
 
     @property
     def pipelines(self) -> int:
-        """Write pipelines sent so far: concurrent writes share them (group commit)."""
-        return self._batcher.pipelines
+        """Write pipelines answered so far: concurrent writes share them (group commit)."""
+        return self._batcher.pipelines + sum(lane.pipelines for lane in self._lanes)
+
+    def _submit(
+        self, commands: Sequence[Command], key: str | None = None, decode: Decode | None = None
+    ) -> Awaitable[Any]:
+        """Send `commands` in one pipeline, shared with other writes; the awaitable gives
+        their replies, or what `decode(key, replies, first)` makes of them.
+
+        Writes with the same `key` (a run's id) are applied in the order they were made,
+        even one whose writer stopped waiting: on our own connections they all take the
+        same lane, and the batcher keeps that order itself."""
+        lanes = self._lanes
+        if lanes:
+            number = hash(key) if key is not None else next(self._next_lane)
+            return lanes[number % len(lanes)].call(commands, key, decode)
+        if decode is None:
+            return self._batcher.call(commands, key)
+        assert key is not None
+        return self._batcher.call(commands, key, decode)
+
+    async def _open_wire(self) -> asyncio.StreamWriter:
+        """A new connection for a lane (authenticated, on our database): its writer,
+        whose transport the lane writes to and reads from directly."""
+        if self._client is None:
+            raise StoreError(f"Redis store {self.safe_url} is not open (call open() first)")
+        # redis-py opens it (TLS, authentication, database, client name); the lane then
+        # owns it, and the client's connection object lets go of it. (The writer is
+        # kept: dropping it would close the connection.)
+        connection = self._client.connection_pool.make_connection()
+        await connection.connect()
+        writer: asyncio.StreamWriter = connection._writer
+        connection._reader = connection._writer = None
+        return writer
+
+    def _ack_error(self, reply: Any) -> StoreError | None:
+        """The error for a `WAITAOF` reply that does not confirm the append-only file."""
+        if isinstance(reply, Exception) or not reply or int(reply[0]) < 1:
+            return StoreError(
+                f"Redis at {self.safe_url}: WAITAOF did not confirm the write reached "
+                f"the append-only file ({reply!r}); is appendonly enabled?"
+            )
+        return None
 
     async def _send(self, commands: Sequence[Command]) -> list[Any]:
-        """Send one batch as a pipeline; errors come back in place of their replies."""
+        """Send one batch as a client pipeline; errors come back in place of replies."""
         if self.durable_ack == "aof":
-            commands = [*commands, ("WAITAOF", 1, 0, 5000)]
-        if self._direct:
-            replies = await self._send_direct(commands)
-        else:
-            pipe = self._client.pipeline(transaction=False)
-            for command in commands:
-                pipe.execute_command(*command)
-            replies = await pipe.execute(raise_on_error=False)
+            commands = [*commands, WAITAOF]
+        pipe = self._client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
         if self.durable_ack == "aof":
-            local = replies.pop()
-            if isinstance(local, Exception) or not local or int(local[0]) < 1:
-                raise StoreError(
-                    f"Redis at {self.safe_url}: WAITAOF did not confirm the write reached "
-                    f"the append-only file ({local!r}); is appendonly enabled?"
-                )
+            error = self._ack_error(replies.pop())
+            if error is not None:
+                raise error
         return replies
-
-    async def _send_direct(self, commands: Sequence[Command]) -> list[Any]:
-        """The pipeline on a connection of our own, packed in one go, without the
-        per-command bookkeeping of a client pipeline. Each pipeline in flight has its
-        connection (a lane) to itself; a lane whose connection failed is dropped."""
-        if self._idle_lanes:
-            lane = self._idle_lanes.pop()
-        else:
-            lane = _Lane(self._client)
-            self._lanes.append(lane)
-        conn = lane.connection
-        try:
-            await conn.connect()
-            if lane.parser is None:
-                await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
-                replies = [await self._read_one(conn) for _ in commands]
-            else:
-                payload = b"".join([hiredis.pack_command(command) for command in commands])
-                await conn.send_packed_command(payload, check_health=False)
-                replies = await self._read_replies(conn._reader, lane.parser, len(commands))
-        except BaseException:
-            if lane in self._lanes:
-                self._lanes.remove(lane)
-            await conn.disconnect(nowait=True)
-            raise
-        if lane in self._lanes:  # not dropped by close() meanwhile
-            self._idle_lanes.append(lane)
-        return replies
-
-    @staticmethod
-    async def _read_replies(stream: Any, parser: Any, count: int) -> list[Any]:
-        replies: list[Any] = []
-        while len(replies) < count:
-            reply = parser.gets()
-            if reply is False:
-                data = await stream.read(65536)
-                if not data:
-                    raise RedisConnectionError("the server closed the connection")
-                parser.feed(data)
-                continue
-            if isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT"):
-                reply = NoScriptError(str(reply))
-            replies.append(reply)
-        return replies
-
-    @staticmethod
-    async def _read_one(conn: Any) -> Any:
-        try:
-            return await conn.read_response()
-        except ResponseError as exc:
-            return exc
 
     def _request_id(self) -> str:
         """A unique id for one write, so that sending it again is recognised."""
@@ -388,7 +361,7 @@ class RedisBase:
 
     async def _write(self, run_id: str, commands: Sequence[Command]) -> list[Any]:
         """Send one write through the group committer; map refusals to holon errors."""
-        replies = await self._batcher.call(commands, key=run_id)
+        replies: list[Any] = await self._submit(commands, run_id)
         first = replies[0]
         if isinstance(first, Exception):
             raise self._refusal(run_id, first)
@@ -464,7 +437,8 @@ class RedisBase:
         them again after a dropped connection or a `NOSCRIPT` reply."""
         if self._client is None:
             raise StoreError(f"Redis store {self.safe_url} is not open (call open() first)")
-        return await self._batcher.call(commands)
+        replies: list[Any] = await self._submit(commands)
+        return replies
 
     def _remember(self, run_id: str, workflow: str, created: float) -> None:
         if len(self._known) > 100_000:

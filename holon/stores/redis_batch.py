@@ -1,5 +1,10 @@
 """Group commit for the Redis store: concurrent writes share pipelines.
 
+This is the store's way where it sends through a redis-py client: on a Cluster (the
+client's cluster pipeline routes each command to its node) and with a client handed in
+(fakeredis in tests). On a single server the store writes on pipelined connections of
+its own instead (`redis_lanes`).
+
 Every write of the Redis store is a short list of commands (an `EVALSHA` and, on a
 Cluster, a few index hints). Writers queue their commands; a writer who finds no
 pipeline in flight becomes a *leader*, sends everything queued as one pipeline, hands
