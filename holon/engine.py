@@ -113,6 +113,12 @@ class Engine:
         except CorruptRecord as exc:
             await self._quarantine(grant, exc)
             return
+        except anyio.get_cancelled_exc_class():
+            # Closing before the run started: let it go now rather than leave it leased
+            # until the lease runs out.
+            with anyio.CancelScope(shield=True):
+                await self.store.release_lease(grant.run_id, grant.token)
+            raise
         if record is None:
             return
         workflow = self.workflows.get(record.workflow)
@@ -204,7 +210,7 @@ class Engine:
             if execution.plan.execute_fn is not None:
                 await self.imperative.run(execution)
                 return
-            cursor = execution.record.body.cursor
+            cursor = execution.body.cursor
             if cursor is None:
                 await self.fail(execution, None, HolonError("run has no cursor"))
                 return
@@ -227,7 +233,7 @@ class Engine:
                         raise self._refused(execution, exc) from exc
                     running = RunStatus.RUNNING
                     self._apply(execution, committed, running, body, results, release=False)
-            if execution.record.status != RunStatus.RUNNING:
+            if execution.status != RunStatus.RUNNING:
                 return
 
     async def halt(self, execution: Execution, status: RunStatus, kind: str) -> None:
@@ -243,7 +249,7 @@ class Engine:
         that finishes the step, whose result is that again or nothing to apply."""
         started = time.perf_counter()
         spec = execution.plan.direct.get(name)
-        if spec is None or execution.record.body.retry_at is not None:
+        if spec is None or execution.body.retry_at is not None:
             return self._step_with_policies(execution, name, started)
         ctx = self.context(execution, name)
         try:
@@ -328,10 +334,9 @@ class Engine:
         every run in flight waits there, so the garbage collector has that much less to
         walk. Errors in the outcome raise before anything is written.
         """
-        record = execution.record
-        body = record.body
+        body = execution.body
         name = spec.name
-        run_id = record.run_id
+        run_id = execution.run_id
         output: Any = None
         results: dict[str, Any] = {}
         if isinstance(outcome, Next):
@@ -432,19 +437,19 @@ class Engine:
         key: str | None = None,
     ) -> Context[Any, Any]:
         """The ctx for `step` (attempt and idempotency key default to the cursor's)."""
-        record = execution.record
-        body = record.body
+        body = execution.body
+        run_id = execution.run_id
         plan = execution.plan
         occurrence = body.counts.get(step, 0) + 1
         return Context(
-            run_id=record.run_id,
+            run_id=run_id,
             step=step,
             attempt=body.attempt if attempt is None else attempt,
-            idempotency_key=key or idempotency_key(record.run_id, step, occurrence),
+            idempotency_key=key or idempotency_key(run_id, step, occurrence),
             input=execution.input_value,
             state=body.state,
             state_model=plan.state_model,
-            results=record.results,
+            results=execution.results,
             decision=body.decision,
             agents=plan.agents,
         )
@@ -556,15 +561,14 @@ class Engine:
     ) -> tuple[Awaitable[Committed], dict[str, Any]]:
         """Send `checkpoint` of `execution` to the store: the store's write to await,
         and the run's results as they are once it is applied (see `commit`)."""
-        record = execution.record
         writing = self.store.commit(
-            record.run_id,
-            expected_seq=record.seq,
+            execution.run_id,
+            expected_seq=execution.seq,
             token=execution.token,
             checkpoint=checkpoint,
         )
         results = checkpoint.results
-        return writing, {**record.results, **results} if results else record.results
+        return writing, {**execution.results, **results} if results else execution.results
 
     async def _committed(
         self,
@@ -598,17 +602,20 @@ class Engine:
         release: bool,
     ) -> None:
         """Make a confirmed checkpoint the execution's record."""
-        record = execution.record
-        execution.record = evolve(
-            record,
-            {
-                "status": status,
-                "body": body,
-                "seq": committed.seq,
-                "event_seq": committed.event_seq,
-                "control": committed.control,
-                "results": results,
-                "lease": None if release else record.lease,
-            },
-        )
-        execution.control = committed.control
+        control = committed.control
+        if release:
+            execution.record = evolve(
+                execution.record,
+                {
+                    "status": status,
+                    "body": body,
+                    "seq": committed.seq,
+                    "event_seq": committed.event_seq,
+                    "control": control,
+                    "results": results,
+                    "lease": None,
+                },
+            )
+        else:  # the usual case: the record is made when asked for, not at every step
+            execution.advance(status, body, committed.seq, committed.event_seq, control, results)
+        execution.control = control

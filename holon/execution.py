@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
 from holon.builder import FlowPlan, Workflow
 from holon.errors import UnknownStepError
-from holon.stores.base import Control, RunRecord
+from holon.stores.base import Control, RunBody, RunRecord, RunStatus, evolve
 
 __all__ = [
     "EXECUTE_STEP",
@@ -37,26 +36,119 @@ class LeaseLost(Exception):
     """Internal: the run was taken over or changed under us; stop writing."""
 
 
-@dataclass
 class Execution:
-    """One run being executed in this process."""
+    """One run being executed in this process.
 
-    run_id: str
-    token: int
-    workflow: Workflow
-    record: RunRecord
-    control: Control | None = None
-    step_scope: anyio.CancelScope | None = None
-    stop_requested: bool = False
-    lease_lost: bool = False
-    input_value: Any = None
-    branch_functions: dict[str, Callable[..., Any]] = field(default_factory=dict)
-    plan: FlowPlan = field(init=False, repr=False)
-    """The workflow's `FlowPlan`: what every step reads."""
-    _lock: anyio.Lock | None = field(default=None, init=False, repr=False)
+    `record` is the run as last confirmed by the store. Its parts that every step
+    changes (`status`, `body`, `seq`, `event_seq`, `results`) are also kept here,
+    always current: a step's confirmed commit updates them in place (`advance`) and the
+    record is made anew from them only when something asks for it, not at every step
+    (a thousand runs in flight would otherwise each keep a fresh record alive for the
+    garbage collector to walk)."""
 
-    def __post_init__(self) -> None:
-        self.plan = self.workflow.plan
+    __slots__ = (
+        "_lock",
+        "_record",
+        "_record_control",
+        "_stale",
+        "body",
+        "branch_functions",
+        "control",
+        "event_seq",
+        "input_value",
+        "lease_lost",
+        "plan",
+        "results",
+        "run_id",
+        "seq",
+        "status",
+        "step_scope",
+        "stop_requested",
+        "token",
+        "workflow",
+    )
+
+    status: RunStatus
+    body: RunBody
+    seq: int
+    event_seq: int
+    results: dict[str, Any]
+    _record: RunRecord
+    _record_control: Control | None
+    _stale: bool
+
+    def __init__(
+        self,
+        run_id: str,
+        token: int,
+        workflow: Workflow,
+        record: RunRecord,
+        control: Control | None = None,
+        input_value: Any = None,
+    ) -> None:
+        self.run_id = run_id
+        self.token = token
+        self.workflow = workflow
+        self.control = control
+        self.step_scope: anyio.CancelScope | None = None
+        self.stop_requested = False
+        self.lease_lost = False
+        self.input_value = input_value
+        self.branch_functions: dict[str, Callable[..., Any]] = {}
+        self.plan: FlowPlan = workflow.plan
+        """The workflow's `FlowPlan`: what every step reads."""
+        self._lock: anyio.Lock | None = None
+        self.record = record
+
+    @property
+    def record(self) -> RunRecord:
+        """The run as last confirmed by the store."""
+        if self._stale:
+            self._record = evolve(
+                self._record,
+                {
+                    "status": self.status,
+                    "body": self.body,
+                    "seq": self.seq,
+                    "event_seq": self.event_seq,
+                    "control": self._record_control,
+                    "results": self.results,
+                },
+            )
+            self._stale = False
+        return self._record
+
+    @record.setter
+    def record(self, record: RunRecord) -> None:
+        self._record = record
+        self._stale = False
+        self.status = record.status
+        self.body = record.body
+        self.seq = record.seq
+        self.event_seq = record.event_seq
+        self.results = record.results
+        self._record_control = record.control
+
+    def advance(
+        self,
+        status: RunStatus,
+        body: RunBody,
+        seq: int,
+        event_seq: int,
+        control: Control | None,
+        results: dict[str, Any],
+    ) -> None:
+        """Take a confirmed commit that kept the lease (see the class docstring)."""
+        self.status = status
+        self.body = body
+        self.seq = seq
+        self.event_seq = event_seq
+        self.results = results
+        self._record_control = control
+        self._stale = True
+
+    def __repr__(self) -> str:
+        return f"Execution(run_id={self.run_id!r}, token={self.token}, seq={self.seq})"
 
     @property
     def lock(self) -> anyio.Lock:

@@ -23,7 +23,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -188,9 +188,30 @@ class WorkflowRunner:
             self._group.start_soon(self._acquire_and_execute, run_id)
 
     async def _acquire_and_execute(self, run_id: str) -> None:
-        grant = await self.store.acquire_lease(run_id, self.owner, self.lease_ttl, self.clock.now())
-        if grant is not None:
+        async def acquire() -> list[LeaseGrant]:
+            now = self.clock.now()
+            grant = await self.store.acquire_lease(run_id, self.owner, self.lease_ttl, now)
+            return [grant] if grant is not None else []
+
+        for grant in await self._lease(acquire):
             await self._execute(grant)
+
+    async def _lease(self, acquire: Callable[[], Awaitable[list[LeaseGrant]]]) -> list[LeaseGrant]:
+        """The leases `acquire` takes, seen through even when this runner starts to
+        close meanwhile: a lease request on its way is applied by the store whether or
+        not anyone waits for the answer, so it is waited for, and what it took is let
+        go at once if the runner is closing (rather than left held by a runner that is
+        gone until the leases run out)."""
+        with anyio.CancelScope(shield=True):
+            grants = await acquire()
+        try:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                for grant in grants:
+                    await self.store.release_lease(grant.run_id, grant.token)
+            raise
+        return grants
 
     async def _execute(self, grant: LeaseGrant) -> None:
         try:
@@ -219,8 +240,11 @@ class WorkflowRunner:
         returns how many were claimed."""
         if self._group is None:
             return 0
-        grants = await self.store.claim(
-            self.owner, [self.workflow.name], CLAIM_BATCH, self.lease_ttl, self.clock.now()
+        workflows = [self.workflow.name]
+        grants = await self._lease(
+            lambda: self.store.claim(
+                self.owner, workflows, CLAIM_BATCH, self.lease_ttl, self.clock.now()
+            )
         )
         for grant in grants:
             self._group.start_soon(self._execute, grant)

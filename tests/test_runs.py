@@ -20,6 +20,7 @@ from holon import (
     WorkflowRunner,
 )
 from holon.stores.base import Store
+from holon.stores.memory import MemoryStore
 
 pytestmark = pytest.mark.anyio
 
@@ -286,3 +287,45 @@ async def test_waiting_on_a_long_run_does_not_reload_it_at_every_step(
         handle = await runner.Run()
         assert (await handle.Result(timeout=30))["count"] == 300
     assert loads <= 5, f"{loads} full reads while waiting on one run"
+
+
+class AnswerHeldStore(MemoryStore):
+    """A store whose claims are applied at once but answered only when `answer` is set:
+    a claim on its way, as over a network, when the runner starts to close."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claimed = anyio.Event()
+        self.answer = anyio.Event()
+
+    async def claim(self, owner: str, workflows: Any, limit: int, ttl: float, now: float) -> Any:
+        grants = await super().claim(owner, workflows, limit, ttl, now)
+        if grants:
+            self.claimed.set()
+            await self.answer.wait()
+        return grants
+
+
+async def test_a_runner_closing_while_a_claim_is_on_its_way_leaves_no_lease_behind() -> None:
+    store = AnswerHeldStore()
+    wf = Workflow("w").Flow({START: lambda ctx: END})
+    async with WorkflowRunner(wf, store, execute=False) as submitter:
+        handle = await submitter.Run()
+    closed = anyio.Event()
+
+    async def close_when_claimed() -> None:
+        async with WorkflowRunner(wf, store, lease_ttl=3600):
+            await store.claimed.wait()  # the claim took the lease; its answer is held
+        closed.set()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(close_when_claimed)
+        await store.claimed.wait()
+        await anyio.wait_all_tasks_blocked()  # the runner is closing, held by the claim
+        assert not closed.is_set()
+        store.answer.set()
+    record = await store.load_run(handle.run_id)
+    assert record is not None and record.lease is None, "the closed runner kept the lease"
+    # So another runner takes the run at once, not an hour later.
+    async with WorkflowRunner(wf, store) as runner:
+        assert await (await runner.Get(handle.run_id)).Result(timeout=10) == {}

@@ -59,6 +59,7 @@ class _Call:
 
     __slots__ = (
         "_done",
+        "_loop",
         "_settle_waiters",
         "abandoned",
         "commands",
@@ -69,7 +70,9 @@ class _Call:
         "replies",
     )
 
-    def __init__(self, commands: Sequence[Command], key: str | None) -> None:
+    def __init__(
+        self, commands: Sequence[Command], key: str | None, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.commands = commands
         self.key = key
         self._settle_waiters: list[anyio.Event] | None = None
@@ -79,9 +82,8 @@ class _Call:
         self.error: BaseException | None = None
         self.lead = False
         self.abandoned = False
-        # Not `get_running_loop().create_future()`: a bare future finds the running
-        # loop itself, for two calls fewer per write.
-        self._done: asyncio.Future[None] = asyncio.Future()
+        self._loop = loop
+        self._done: asyncio.Future[None] = loop.create_future()
 
     @property
     def settled(self) -> bool:
@@ -113,7 +115,7 @@ class _Call:
         yielding, that it has neither its replies nor the lead)."""
         done = self._done
         if done.done():
-            done = self._done = asyncio.Future()
+            done = self._done = self._loop.create_future()
         return done
 
 
@@ -188,7 +190,7 @@ class Batcher:
         if self._abandoned and key is not None:
             while earlier := self._abandoned.get(key):
                 await earlier[0].when_settled()
-        call = _Call(commands, key)
+        call = _Call(commands, key, asyncio.get_running_loop())
         self._queue.append(call)
         self._queued += len(commands)
         # Lead now when no pipeline is in flight, or when enough is queued for another

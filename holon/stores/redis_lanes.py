@@ -122,6 +122,8 @@ class Lane:
         self._reloads = 0
         """Script loads in a row with no pipeline since answered without `NOSCRIPT`."""
         self._connecting: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The event loop of the writes, from the first until `close`."""
         self.pipelines = 0
         """Pipelines answered so far (for tests and benchmarks)."""
 
@@ -138,12 +140,16 @@ class Lane:
         """
         count = len(commands)
         payload = pack_command(commands[0]) if count == 1 else _pack(commands)
-        # A bare future finds the running loop itself, for two calls fewer per write.
-        future: asyncio.Future[Any] = asyncio.Future()
+        # The loop is looked up once: asking for the running loop (as a bare `Future()`
+        # does) costs a system call, to check the process has not forked.
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         self._queued.append((payload, count, future, key, decode))
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            future.get_loop().call_soon(self._flush)
+            loop.call_soon(self._flush)
         return future
 
     def _flush(self) -> None:
@@ -277,15 +283,13 @@ class Lane:
         self._queued[:0] = unanswered
 
     def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
+        if not self._flush_scheduled and self._loop is not None:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
 
     def _start_connecting(self, cause: BaseException | None = None) -> None:
-        if self._connecting is None or self._connecting.done():
-            self._connecting = asyncio.get_running_loop().create_task(
-                self._connect_with_retries(cause)
-            )
+        if (self._connecting is None or self._connecting.done()) and self._loop is not None:
+            self._connecting = self._loop.create_task(self._connect_with_retries(cause))
 
     async def _connect_with_retries(self, cause: BaseException | None) -> None:
         while self._queued:
@@ -331,6 +335,8 @@ class Lane:
         wire, self._wire = self._wire, None
         self._requeue_sent()
         self._fail_queued(error)
+        self._loop = None
+        self._flush_scheduled = False
         if wire is not None:
             wire.transport.close()
 
