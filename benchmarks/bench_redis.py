@@ -2,7 +2,7 @@
 same run, and the memory 100,000 runs waiting for approval take.
 
     .venv/bin/python benchmarks/bench_redis.py [--url redis://127.0.0.1:6379/15] [--quick]
-        [--worker-gc]
+        [--worker-gc] [--rounds 5]
 
 Everything runs against a private `redis-server` on a free loopback port (started and
 stopped by this script) unless `--url` names a server; keys go under a unique prefix and
@@ -412,6 +412,12 @@ async def main() -> None:
     parser.add_argument("--url", help="a Redis to use instead of a private redis-server")
     parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="rounds to take the medians of (more on a machine whose speed drifts)",
+    )
+    parser.add_argument(
         "--worker-gc",
         action="store_true",
         help="freeze what is loaded and collect garbage less often, as a worker may",
@@ -428,7 +434,7 @@ async def main() -> None:
         url = server.url
     prefix = f"holon-bench:{uuid.uuid4().hex[:8]}:"
     quick = args.quick
-    rounds = 1 if quick else 5
+    rounds = 1 if quick else max(1, args.rounds)
     rows: list[dict[str, float]] = []
     try:
         # Each round measures the bare round trip right next to what is compared with it,

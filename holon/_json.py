@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from pydantic import BaseModel
@@ -45,11 +46,26 @@ def to_json_value(value: Any, *, what: str, run_id: str, step: str | None) -> An
     return converted
 
 
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+# The C encoder `json.dumps` builds anew on every call, built once (every step that
+# records an output, and every run's end, digests one). No circular-reference check:
+# values are JSON data already; a cycle ends in RecursionError rather than ValueError.
+_CANONICAL_CHUNKS = (
+    None
+    if c_make_encoder is None
+    else c_make_encoder(
+        None, _CANONICAL.default, encode_basestring, None, ":", ",", True, False, False
+    )
+)
+
+
 def canonical_json(value: Any) -> bytes:
     """Keys sorted, separators `,` and `:`, UTF-8: any client can compute the same bytes."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    if _CANONICAL_CHUNKS is None:  # pragma: no cover - Python without the C encoder
+        return _CANONICAL.encode(value).encode("utf-8")
+    return "".join(_CANONICAL_CHUNKS(value, 0)).encode("utf-8")
 
 
 def digest(value: Any) -> str:

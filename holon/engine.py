@@ -381,7 +381,7 @@ class Engine:
                     "parallel_started", name, at=now, branches=cursor.branches, join=cursor.join
                 )
             )
-            new_body = body.model_copy(update={**update, "cursor": cursor})
+            new_body = evolve(body, {**update, "cursor": cursor})
             return self.commit(
                 execution, RunStatus.RUNNING, new_body, results=results, events=events
             )
@@ -392,7 +392,7 @@ class Engine:
         if target == _END:
             final = output if output is not None else state
             events.append(self.event("completed", None, at=now, output_digest=digest(final)))
-            new_body = body.model_copy(update={**update, "cursor": None, "output": final})
+            new_body = evolve(body, {**update, "cursor": None, "output": final})
             return self.finish(execution, RunStatus.COMPLETED, new_body, *events, results=results)
         events.append(NewEvent("step_started", now, target))
         shared = self._cursors.get(target)  # `cursor_at`'s lookup, written out
