@@ -14,8 +14,12 @@ Measured:
   client; one client in a loop, and 50 concurrent clients;
 * one run executed sequentially: per-step time of a workflow whose step loops, through
   the engine (`WorkflowRunner`), and of the store's commit alone;
-* 1,000 concurrent runs on one worker process: steps per second, through the engine
-  and with the store's commit alone (group commit shares pipelines between runs);
+* 1,000 concurrent runs on one worker process: steps per second through the engine
+  while all 1,000 runs are in flight (a queue of 1,000 runs of 101 steps drained by one
+  worker, counted from the moment the last run takes its first step until the first
+  run ends); the whole drain of 1,000 runs of 21 steps, their claiming, starting and
+  finishing included; and the store's commit alone (group commit shares pipelines
+  between runs);
 * 100,000 runs waiting for approval: `used_memory` per run from `INFO memory`, and the
   time to read one page of them.
 
@@ -64,15 +68,53 @@ class Counter(BaseModel):
     n: int = 0
 
 
-def looping_workflow(steps: int, finished: Callable[[], None] = lambda: None) -> Workflow:
+class InFlight:
+    """Counts a drain's `Tick` steps while every one of its runs is in flight: from the
+    moment the last run takes its first `Tick` until the first run finishes. In that
+    window the worker has all its runs at once, none starting or ending."""
+
+    def __init__(self, runs: int) -> None:
+        self.runs = runs
+        self.started = 0
+        self.steps = 0
+        self.opened: tuple[float, int] | None = None
+        self.closed: tuple[float, int] | None = None
+
+    def step(self, n: int) -> None:
+        self.steps += 1
+        if n == 0:
+            self.started += 1
+            if self.started == self.runs:
+                self.opened = (time.perf_counter(), self.steps)
+
+    def finishing(self) -> None:
+        if self.closed is None and self.opened is not None:
+            self.closed = (time.perf_counter(), self.steps)
+
+    @property
+    def rate(self) -> float:
+        """Steps per second in the window (0 when no run finished after all started)."""
+        if self.opened is None or self.closed is None or self.closed[0] <= self.opened[0]:
+            return 0.0
+        return (self.closed[1] - self.opened[1]) / (self.closed[0] - self.opened[0])
+
+
+def looping_workflow(
+    steps: int, finished: Callable[[], None] = lambda: None, window: InFlight | None = None
+) -> Workflow:
     """A run of `steps` steps; `finished` is called in its last step (so the benchmark
-    waits on that instead of polling the runs' records)."""
+    waits on that instead of polling the runs' records); `window` counts the steps."""
 
     def tick(ctx: Any) -> str:
-        if ctx.State.n >= steps:
+        n = ctx.State.n
+        if window is not None:
+            window.step(n)
+        if n >= steps:
+            if window is not None:
+                window.finishing()
             finished()
             return END
-        ctx.SetState(n=ctx.State.n + 1)
+        ctx.SetState(n=n + 1)
         return "Tick"
 
     return Workflow("bench").State(Counter).Flow({START: lambda ctx: "Tick", "Tick": tick})
@@ -244,11 +286,12 @@ async def sequential(url: str, prefix: str, steps: int) -> tuple[float, float]:
         await store.close()
 
 
-async def drain_queue(store: RedisStore, runs: int, steps: int) -> tuple[float, float]:
+async def drain_queue(store: RedisStore, runs: int, steps: int) -> tuple[float, float, float]:
     """Queue `runs` runs of `steps` + 1 steps with a runner that does not execute, then
     let one worker (a runner that does) claim and execute them all concurrently.
     Returns the worker's wall-clock and CPU seconds, from its start until the last run
-    has finished."""
+    has finished, and its steps per second while all the runs were in flight (see
+    `InFlight`)."""
     finished = 0
     all_done = anyio.Event()
 
@@ -258,7 +301,8 @@ async def drain_queue(store: RedisStore, runs: int, steps: int) -> tuple[float, 
         if finished == runs:
             all_done.set()
 
-    workflow = looping_workflow(steps, one_done)
+    window = InFlight(runs)
+    workflow = looping_workflow(steps, one_done, window)
     async with (
         WorkflowRunner(workflow, store, execute=False) as submitter,
         anyio.create_task_group() as group,
@@ -268,12 +312,16 @@ async def drain_queue(store: RedisStore, runs: int, steps: int) -> tuple[float, 
     started, cpu = time.perf_counter(), time.process_time()
     async with WorkflowRunner(workflow, store, lease_ttl=60):
         await all_done.wait()
-        return time.perf_counter() - started, time.process_time() - cpu
+        return time.perf_counter() - started, time.process_time() - cpu, window.rate
 
 
-async def concurrent(url: str, prefix: str, runs: int, steps: int) -> tuple[float, float, float]:
-    """Steps per second of `runs` concurrent runs in one process: (through the engine,
-    the store's commit alone, writes per pipeline in the store-alone case)."""
+async def concurrent(
+    url: str, prefix: str, runs: int, steps: int, long_steps: int
+) -> tuple[float, float, float, float]:
+    """Steps per second of `runs` concurrent runs in one process: (through the engine
+    while all the runs are in flight, in a drain of runs of `long_steps` + 1 steps;
+    through the engine for a whole drain of runs of `steps` + 1 steps; the store's
+    commit alone; writes per pipeline in the store-alone case)."""
     store = RedisStore(url, key_prefix=prefix)
     await store.open()
     try:
@@ -303,9 +351,13 @@ async def concurrent(url: str, prefix: str, runs: int, steps: int) -> tuple[floa
         store_rate = runs * steps / (time.perf_counter() - start_time)
         per_pipeline = runs * steps / max(1, store.pipelines - pipelines_before)
 
-        seconds, _ = await drain_queue(store, runs, steps)
+        seconds, _, _ = await drain_queue(store, runs, steps)
         engine_rate = runs * (steps + 1) / seconds
-        return engine_rate, store_rate, per_pipeline
+        # Runs long enough that all of them are in flight for most of the drain: the
+        # claims that start them take a while, and short runs end before the last
+        # ones start.
+        _, _, in_flight = await drain_queue(store, runs, long_steps)
+        return in_flight, engine_rate, store_rate, per_pipeline
     finally:
         await store.close()
 
@@ -435,6 +487,7 @@ async def main() -> None:
     prefix = f"holon-bench:{uuid.uuid4().hex[:8]}:"
     quick = args.quick
     rounds = 1 if quick else max(1, args.rounds)
+    steps = 5 if quick else 20
     rows: list[dict[str, float]] = []
     try:
         # Each round measures the bare round trip right next to what is compared with it,
@@ -445,8 +498,8 @@ async def main() -> None:
             engine_us, store_us = await sequential(url, f"{prefix}s{r}:", 300 if quick else 1_000)
             single = (single + await bare_single(url, 2_000 if quick else 5_000)) / 2
             bare50 = await bare_concurrent(url, 50, 1.0 if quick else 2.0)
-            engine_rate, store_rate, per_pipeline = await concurrent(
-                url, f"{prefix}c{r}:", 1_000, 5 if quick else 20
+            in_flight, engine_rate, store_rate, per_pipeline = await concurrent(
+                url, f"{prefix}c{r}:", 1_000, steps, steps if quick else 100
             )
             bare50 = (bare50 + await bare_concurrent(url, 50, 1.0 if quick else 2.0)) / 2
             rows.append(
@@ -455,6 +508,7 @@ async def main() -> None:
                     "engine_us": engine_us,
                     "store_us": store_us,
                     "bare50": bare50,
+                    "in_flight": in_flight,
                     "engine_rate": engine_rate,
                     "store_rate": store_rate,
                     "per_pipeline": per_pipeline,
@@ -468,14 +522,16 @@ async def main() -> None:
             server.stop()
     print(
         "| round | bare RTT | engine µs/step | commit µs/step | bare, 50 clients | "
-        "1,000 runs, engine | 1,000 runs, commits alone | writes per pipeline |"
+        "1,000 runs in flight, engine | whole drain, engine | 1,000 runs, commits alone "
+        "| writes per pipeline |"
     )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for n, row in enumerate(rows, start=1):
         print(
             f"| {n} | {row['single']:.0f} µs | {row['engine_us']:.0f} "
             f"({row['engine_us'] / row['single']:.2f}) | {row['store_us']:.0f} "
             f"({row['store_us'] / row['single']:.2f}) | {row['bare50']:,.0f} /s | "
+            f"{row['in_flight']:,.0f} /s ({row['in_flight'] / row['bare50']:.2f}x) | "
             f"{row['engine_rate']:,.0f} /s ({row['engine_rate'] / row['bare50']:.2f}x) | "
             f"{row['store_rate']:,.0f} /s ({row['store_rate'] / row['bare50']:.2f}x) | "
             f"{row['per_pipeline']:.0f} |"
@@ -485,11 +541,13 @@ async def main() -> None:
     bare50 = statistics.median(r["bare50"] for r in rows)
     engine_us = statistics.median(r["engine_us"] for r in rows)
     store_us = statistics.median(r["store_us"] for r in rows)
+    in_flight = statistics.median(r["in_flight"] for r in rows)
     engine_rate = statistics.median(r["engine_rate"] for r in rows)
     store_rate = statistics.median(r["store_rate"] for r in rows)
     per_pipeline = statistics.median(r["per_pipeline"] for r in rows)
     engine_rtts = statistics.median(r["engine_us"] / r["single"] for r in rows)
     store_rtts = statistics.median(r["store_us"] / r["single"] for r in rows)
+    in_flight_x = statistics.median(r["in_flight"] / r["bare50"] for r in rows)
     engine_x = statistics.median(r["engine_rate"] / r["bare50"] for r in rows)
     store_x = statistics.median(r["store_rate"] / r["bare50"] for r in rows)
     info = f"{sys.version.split()[0]}, hiredis" if _has_hiredis() else sys.version.split()[0]
@@ -509,8 +567,14 @@ async def main() -> None:
         f"({store_rtts:.2f} round trips) | ≤ 2 round trips |"
     )
     print(
-        f"| 1,000 concurrent runs, one process: steps through the engine | "
-        f"{engine_rate:,.0f} /s ({engine_x:.2f}x the 50 bare clients) | ≥ 1x |"
+        f"| 1,000 concurrent runs, one process: steps through the engine while all 1,000 "
+        f"are in flight | {in_flight:,.0f} /s ({in_flight_x:.2f}x the 50 bare clients) "
+        "| ≥ 1x |"
+    )
+    print(
+        f"| 1,000 runs of {steps + 1} steps drained by one process, claiming, starting and "
+        f"finishing each run included | {engine_rate:,.0f} /s ({engine_x:.2f}x the 50 bare "
+        "clients) | |"
     )
     print(
         f"| 1,000 concurrent runs, one process: store commits alone | {store_rate:,.0f} /s "

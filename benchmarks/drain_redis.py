@@ -39,11 +39,12 @@ async def drain(url: str, runs: int, steps: int) -> None:
     store = RedisStore(url, key_prefix=prefix)
     await store.open()
     try:
-        elapsed, cpu = await drain_queue(store, runs, steps)
+        elapsed, cpu, in_flight = await drain_queue(store, runs, steps)
         total = runs * (steps + 1)
         print(
             f"{total / elapsed:,.0f} steps/s, {elapsed / total * 1e6:.1f} µs a step, "
-            f"worker CPU {cpu / elapsed:.0%} busy",
+            f"worker CPU {cpu / elapsed:.0%} busy; {in_flight:,.0f} steps/s while all "
+            "the runs were in flight",
             flush=True,
         )
     finally:
