@@ -19,20 +19,20 @@ from redis.exceptions import ResponseError
 
 from holon.errors import StoreError
 from holon.stores import redis_lanes
-from holon.stores.base import Cursor, NewEvent, RunBody, RunRecord, RunStatus
+from holon.stores.base import NewEvent
 from holon.stores.redis import RedisStore
 from holon.stores.redis_lanes import Lane
 from holon.stores.redis_resp import PlainReader, plain_pack_command
 from tests.conftest import REDIS_URL
 from tests.redis_support import RedisProcess, delete_prefix, have_redis_server
+from tests.test_redis import NOW, checkpoint, need_redis, record
 
 pytestmark = pytest.mark.anyio
-
-NOW = 1_000.0
 
 
 @pytest.fixture
 async def store() -> AsyncIterator[RedisStore]:
+    need_redis()
     prefix = f"holon-test:{uuid.uuid4().hex[:12]}:"
     opened = RedisStore(REDIS_URL, key_prefix=prefix, lease_clock="caller")
     await opened.open()
@@ -57,19 +57,6 @@ def private_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisPr
 def lane_of(store: RedisStore, **options: Any) -> Lane:
     """A lane of its own on the store's server, for tests of the lane alone."""
     return Lane(store._open_wire, store._describe, [], **options)
-
-
-def record(run_id: str) -> RunRecord:
-    return RunRecord(
-        run_id=run_id,
-        workflow="wf",
-        version="v1",
-        status=RunStatus.QUEUED,
-        input=None,
-        body=RunBody(cursor=Cursor(step="__start__")),
-        created_at=NOW,
-        updated_at=NOW,
-    )
 
 
 async def test_the_writes_of_one_turn_share_a_pipeline(store: RedisStore) -> None:
@@ -152,12 +139,10 @@ async def test_scripts_are_loaded_again_after_the_server_forgot_them(
         for i in range(50):
             await store.create_run(record(f"r{i}"), [NewEvent(kind="started", at=NOW)])
         await raw.script_flush()
+        step = checkpoint(events=[NewEvent(kind="step_completed", at=NOW, step="A")])
         # Fifty commits in flight at once all meet NOSCRIPT; one load serves them all.
         committed = await asyncio.gather(
-            *(
-                store.commit(f"r{i}", expected_seq=0, token=None, checkpoint=_step())
-                for i in range(50)
-            )
+            *(store.commit(f"r{i}", expected_seq=0, token=None, checkpoint=step) for i in range(50))
         )
         assert {c.seq for c in committed} == {1}
         for i in range(50):
@@ -208,17 +193,6 @@ async def test_an_unconfirmed_waitaof_fails_every_write_of_its_pipeline(
             await lane.call([("PING",)])
     finally:
         lane.close(StoreError("test over"))
-
-
-def _step() -> Any:
-    from holon.stores.base import Checkpoint
-
-    return Checkpoint(
-        status=RunStatus.RUNNING,
-        body=RunBody(cursor=Cursor(step="B")),
-        at=NOW,
-        events=[NewEvent(kind="step_completed", at=NOW, step="A")],
-    )
 
 
 # -- the wire protocol without hiredis ------------------------------------------------
