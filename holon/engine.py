@@ -231,8 +231,7 @@ class Engine:
                         committed = await writing
                     except (StaleLease, SeqConflict) as exc:
                         raise self._refused(execution, exc) from exc
-                    running = RunStatus.RUNNING
-                    self._apply(execution, committed, running, body, results, release=False)
+                    execution.confirm(committed, RunStatus.RUNNING, body, results, release=False)
             if execution.status != RunStatus.RUNNING:
                 return
 
@@ -583,39 +582,10 @@ class Engine:
             committed = await writing
         except (StaleLease, SeqConflict) as exc:
             raise self._refused(execution, exc) from exc
-        self._apply(execution, committed, status, body, results, release=release)
+        execution.confirm(committed, status, body, results, release=release)
         return committed
 
     @staticmethod
     def _refused(execution: Execution, exc: StaleLease | SeqConflict) -> LeaseLost:
         logger.warning("run %s: checkpoint refused: %s", execution.run_id, exc)
         return LeaseLost()
-
-    @staticmethod
-    def _apply(
-        execution: Execution,
-        committed: Committed,
-        status: RunStatus,
-        body: RunBody,
-        results: dict[str, Any],
-        *,
-        release: bool,
-    ) -> None:
-        """Make a confirmed checkpoint the execution's record."""
-        control = committed.control
-        if release:
-            execution.record = evolve(
-                execution.record,
-                {
-                    "status": status,
-                    "body": body,
-                    "seq": committed.seq,
-                    "event_seq": committed.event_seq,
-                    "control": control,
-                    "results": results,
-                    "lease": None,
-                },
-            )
-        else:  # the usual case: the record is made when asked for, not at every step
-            execution.advance(status, body, committed.seq, committed.event_seq, control, results)
-        execution.control = control

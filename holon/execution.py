@@ -10,7 +10,7 @@ import anyio
 
 from holon.builder import FlowPlan, Workflow
 from holon.errors import UnknownStepError
-from holon.stores.base import Control, RunBody, RunRecord, RunStatus, evolve
+from holon.stores.base import Committed, Control, RunBody, RunRecord, RunStatus, evolve
 
 __all__ = [
     "EXECUTE_STEP",
@@ -41,7 +41,7 @@ class Execution:
 
     `record` is the run as last confirmed by the store. Its parts that every step
     changes (`status`, `body`, `seq`, `event_seq`, `results`) are also kept here,
-    always current: a step's confirmed commit updates them in place (`advance`) and the
+    always current: a step's confirmed commit updates them in place (`confirm`) and the
     record is made anew from them only when something asks for it, not at every step
     (a thousand runs in flight would otherwise each keep a fresh record alive for the
     garbage collector to walk)."""
@@ -129,20 +129,38 @@ class Execution:
         self.results = record.results
         self._record_control = record.control
 
-    def advance(
+    def confirm(
         self,
+        committed: Committed,
         status: RunStatus,
         body: RunBody,
-        seq: int,
-        event_seq: int,
-        control: Control | None,
         results: dict[str, Any],
+        *,
+        release: bool,
     ) -> None:
-        """Take a confirmed commit that kept the lease (see the class docstring)."""
+        """Take a checkpoint the store confirmed. One that kept the lease (every step's)
+        updates the current parts in place (see the class docstring); one that released
+        it makes the record at once."""
+        control = committed.control
+        self.control = control
+        if release:
+            self.record = evolve(
+                self.record,
+                {
+                    "status": status,
+                    "body": body,
+                    "seq": committed.seq,
+                    "event_seq": committed.event_seq,
+                    "control": control,
+                    "results": results,
+                    "lease": None,
+                },
+            )
+            return
         self.status = status
         self.body = body
-        self.seq = seq
-        self.event_seq = event_seq
+        self.seq = committed.seq
+        self.event_seq = committed.event_seq
         self.results = results
         self._record_control = control
         self._stale = True
