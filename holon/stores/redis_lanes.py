@@ -258,10 +258,13 @@ class Lane:
     def _lost(self, exc: Exception | None) -> None:
         self._wire = None
         self._failures += 1
-        logger.warning(
-            "Redis connection lost (%s); sending what was unanswered again",
-            exc or "closed by the server",
-        )
+        if self._sent:
+            logger.warning(
+                "Redis connection lost (%s); sending what was unanswered again",
+                exc or "closed by the server",
+            )
+        else:  # idle: a server's client timeout, say; the next write opens another
+            logger.info("Redis connection closed (%s)", exc or "by the server")
         self._requeue_sent()
         if self._queued:
             self._start_connecting(exc)
