@@ -1,23 +1,18 @@
-"""Group commit for the Redis store: concurrent writes share pipelines.
+"""Group commit for the Redis store through a redis-py client: concurrent writes share
+pipelines.
 
-This is the store's way where it sends through a redis-py client: on a Cluster (the
-client's cluster pipeline routes each command to its node) and with a client handed in
-(fakeredis in tests). On a single server the store writes on pipelined connections of
-its own instead (`redis_lanes`).
+This is the store's way where it sends through a client: on a Cluster (the client's
+cluster pipeline routes each command to its node) and with a client handed in (fakeredis
+in tests). On a single server the store writes on pipelined connections of its own
+instead (`redis_lanes`).
 
 Every write of the Redis store is a short list of commands (an `EVALSHA` and, on a
 Cluster, a few index hints). Writers queue their commands; a writer who finds no
 pipeline in flight becomes a *leader*, sends everything queued as one pipeline, hands
 each writer its replies, and passes the lead to the first writer that queued meanwhile.
 One writer alone pays one round trip per write; a thousand concurrent writers share a
-few.
-
-While a pipeline is in flight, a writer that finds `chunk` or more commands queued
-leads another one (up to `lanes` at a time, each on a connection of its own): the
-server then works through one pipeline while this process prepares the next, instead
-of the two taking turns. Pipelines on different connections may be applied in either
-order, so a write whose writer stopped waiting (cancelled, at a worker's shutdown) holds
-back the next write of the same run until it has been answered.
+few. One pipeline is in flight at a time and the queue is sent oldest first, so writes
+are applied in the order they were made, even one whose writer stopped waiting.
 
 Every script is idempotent (commits by their commit id, lease acquisitions by their
 request id), so a batch whose connection broke before the replies came back is sent
@@ -53,29 +48,14 @@ RETRY_DELAYS = (0.0, 0.05, 0.2, 0.5, 1.0, 2.0)
 
 class _Call:
     """One writer's commands, their replies once sent, and the wake-up that tells the
-    writer they came (or that it now leads). Made once per write: slotted, and woken
-    through a bare asyncio future rather than an `asyncio.Event` (no waiter queue, no
-    coroutine to wait). The Redis client runs on asyncio only, and so does this."""
+    writer they came (or that it now leads). Slotted, and woken through a bare asyncio
+    future rather than an `asyncio.Event` (no waiter queue, no coroutine to wait). The
+    Redis client runs on asyncio only, and so does this."""
 
-    __slots__ = (
-        "_done",
-        "_loop",
-        "_settle_waiters",
-        "abandoned",
-        "commands",
-        "error",
-        "first",
-        "key",
-        "lead",
-        "replies",
-    )
+    __slots__ = ("_done", "_loop", "abandoned", "commands", "error", "first", "lead", "replies")
 
-    def __init__(
-        self, commands: Sequence[Command], key: str | None, loop: asyncio.AbstractEventLoop
-    ) -> None:
+    def __init__(self, commands: Sequence[Command], loop: asyncio.AbstractEventLoop) -> None:
         self.commands = commands
-        self.key = key
-        self._settle_waiters: list[anyio.Event] | None = None
         self.replies: list[Any] | None = None
         """The whole pipeline's replies once sent; this writer's start at `first`."""
         self.first = 0
@@ -85,24 +65,9 @@ class _Call:
         self._loop = loop
         self._done: asyncio.Future[None] = loop.create_future()
 
-    @property
-    def settled(self) -> bool:
-        """Whether the commands have their replies, or their error."""
-        return self.replies is not None or self.error is not None
-
-    def when_settled(self) -> Awaitable[object]:
-        """Wait until the commands are settled (for a later write of the same key)."""
-        event = anyio.Event()
-        if self._settle_waiters is None:
-            self._settle_waiters = []
-        self._settle_waiters.append(event)
-        return event.wait()
-
     def settle(self, replies: list[Any] | None, error: BaseException | None, first: int) -> None:
         self.replies, self.error, self.first = replies, error, first
         self.commands = ()  # sent: not kept while the writer waits its turn to resume
-        for event in self._settle_waiters or ():
-            event.set()
 
     def wake(self) -> None:
         # A writer cancelled while waiting has cancelled its future with it.
@@ -120,17 +85,14 @@ class _Call:
 
 
 class Batcher:
-    """Sends queued command lists in shared pipelines.
+    """Sends queued command lists in shared pipelines, one pipeline at a time.
 
     Args:
         send: sends commands as one pipeline and returns one reply per command, with
-            errors as exception objects in place of their reply. With `lanes` above 1
-            it is called for several pipelines at once.
+            errors as exception objects in place of their reply.
         reload: loads the scripts again (after a `NOSCRIPT` reply).
         describe: names the server in connection errors.
         max_batch: the most commands one pipeline carries.
-        lanes: the most pipelines in flight at once.
-        chunk: queued commands that justify another pipeline while one is in flight.
     """
 
     def __init__(
@@ -140,22 +102,14 @@ class Batcher:
         describe: Callable[[BaseException], Exception],
         *,
         max_batch: int = 2000,
-        lanes: int = 1,
-        chunk: int = 64,
     ) -> None:
         self._send = send
         self._reload = reload
         self._describe = describe
         self._max_batch = max_batch
-        self._lanes = max(1, lanes)
-        self._chunk = max(1, chunk)
         self._queue: list[_Call] = []
-        self._queued = 0
-        """Commands in the queue."""
-        self._leading = 0
-        """Writers leading a pipeline, or told to lead and about to."""
-        self._abandoned: dict[str, list[_Call]] = {}
-        """By key: writes whose writers stopped waiting, not yet answered."""
+        self._leading = False
+        """Whether a writer leads a pipeline, or is told to lead and about to."""
         self.pipelines = 0
         """Pipelines sent so far (for tests and benchmarks)."""
 
@@ -175,29 +129,18 @@ class Batcher:
     ) -> Any:
         """Send `commands` (in order, in one pipeline) and return their replies, or what
         `then(key, replies, first)` makes of them (the pipeline's replies, this call's
-        from `first` on) (the writer's own decoding, done here rather
-        than in a coroutine of its own around this one: a commit on every step).
+        from `first` on): the writer's own decoding, done here rather than in a
+        coroutine of its own around this one.
 
         Once queued, the commands are sent even if the caller is cancelled while it
-        waits; a caller that leads a pipeline finishes sending it, shielded from
-        cancellation, so the writers that share it are never abandoned.
-
-        Writes with the same `key` (a run's id) are applied in the order they were made:
-        one whose writer stopped waiting may still be on its way, possibly in another
-        pipeline on another connection, and a later write of that key waits until it
-        has been answered rather than overtake it.
+        waits, and before any write queued after them; a caller that leads a pipeline
+        finishes sending it, shielded from cancellation, so the writers that share it
+        are never abandoned.
         """
-        if self._abandoned and key is not None:
-            while earlier := self._abandoned.get(key):
-                await earlier[0].when_settled()
-        call = _Call(commands, key, asyncio.get_running_loop())
+        call = _Call(commands, asyncio.get_running_loop())
         self._queue.append(call)
-        self._queued += len(commands)
-        # Lead now when no pipeline is in flight, or when enough is queued for another
-        # lane to be worth it.
-        leading = self._leading
-        if leading == 0 or (leading < self._lanes and self._queued >= self._chunk):
-            self._leading += 1
+        if not self._leading:
+            self._leading = True
             call.lead = True
         while True:
             if call.lead:
@@ -215,8 +158,6 @@ class Batcher:
                 call.abandoned = True
                 if call.lead:
                     await self._lead_shielded(call)
-                if key is not None and not call.settled:
-                    self._abandoned.setdefault(key, []).append(call)
                 raise
         if call.error is not None:
             raise call.error
@@ -226,17 +167,6 @@ class Batcher:
             assert key is not None
             return then(key, replies, first)
         return replies[first : first + len(commands)]
-
-    def _settle(
-        self, call: _Call, replies: list[Any] | None, error: BaseException | None, first: int = 0
-    ) -> None:
-        if call.abandoned and call.key in self._abandoned:
-            pending = self._abandoned[call.key]
-            if call in pending:
-                pending.remove(call)
-            if not pending:
-                del self._abandoned[call.key]
-        call.settle(replies, error, first)
 
     async def _lead_shielded(self, call: _Call) -> None:
         """Send one pipeline of what is queued (the leader's own commands among them,
@@ -263,23 +193,19 @@ class Batcher:
             size += len(queued.commands)
             count += 1
         batch, self._queue = self._queue[:count], self._queue[count:]
-        self._queued -= size
         return batch
 
     async def _hand_over(self) -> None:
-        """Pass the lead to the first writer still waiting that is not told to lead
-        already; send abandoned writes ourselves when nobody else is left to."""
+        """Pass the lead to the first writer still waiting; send the writes whose
+        writers all left ourselves, when nobody else is left to."""
         while self._queue:
-            successor = next((c for c in self._queue if not (c.abandoned or c.lead)), None)
+            successor = next((c for c in self._queue if not c.abandoned), None)
             if successor is not None:
                 successor.lead = True
                 successor.wake()
                 return
-            if any(c.lead for c in self._queue):
-                break  # a writer told to lead earlier sends these
-            batch = self._take()
-            await self._flush(batch)
-        self._leading -= 1
+            await self._flush(self._take())
+        self._leading = False
 
     async def _flush(self, batch: list[_Call]) -> None:
         pending = batch
@@ -294,13 +220,13 @@ class Batcher:
                 if attempt == len(RETRY_DELAYS) - 1:
                     error = self._describe(exc)
                     for call in pending:
-                        self._settle(call, None, error)
+                        call.settle(None, error, 0)
                     return
                 logger.warning("Redis connection lost (%s); sending the batch again", exc)
                 continue
             except Exception as exc:
                 for call in pending:
-                    self._settle(call, None, self._describe(exc))
+                    call.settle(None, self._describe(exc), 0)
                 return
             self.pipelines += 1
             # Scripts are missing only after the server restarted or was flushed: look
@@ -312,13 +238,8 @@ class Batcher:
                 count = len(call.commands)
                 if missing and NoScriptError in map(type, replies[position : position + count]):
                     again.append(call)
-                elif call.abandoned:
-                    self._settle(call, replies, None, position)
                 else:
-                    # `settle`, written out for a writer still waiting (nobody waits
-                    # on its settling): it reads its own replies from the whole list,
-                    # no copy each, and the commands sent are not kept meanwhile.
-                    call.replies, call.first, call.commands = replies, position, ()
+                    call.settle(replies, None, position)
                 position += count
             if not again:
                 return
@@ -326,4 +247,4 @@ class Batcher:
             reloaded = True
             pending = again
         for call in pending:  # pragma: no cover - only after repeated NOSCRIPT
-            self._settle(call, None, self._describe(RuntimeError("scripts could not be loaded")))
+            call.settle(None, self._describe(RuntimeError("scripts could not be loaded")), 0)
