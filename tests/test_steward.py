@@ -165,9 +165,10 @@ async def test_a_runner_by_name_without_the_code_starts_runs_for_others(store: S
         handle = await runner.Run({"order_id": "o-9"})
         record = await handle.Record()
         assert (record.status, record.version) == (RunStatus.QUEUED, ORDERS.version)
-        # A process with the code executes it.
+        # A process with the code executes it (claimed by this call or by the worker's
+        # own claim loop, whichever comes first: no count to assert).
         async with WorkflowRunner(ORDERS, store) as worker:
-            assert await worker.recover_now() == 1
+            await worker.recover_now()
             assert await handle.Result(timeout=10) == {"shipped": "o-9"}
 
 
