@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -169,6 +170,25 @@ async def test_writes_fail_naming_the_server_once_it_stays_gone(
     finally:
         await store.close()
         server.kill()
+
+
+async def test_an_idle_connection_closed_by_the_server_is_opened_again_at_once(
+    store: RedisStore,
+) -> None:
+    lane = lane_of(store)
+    raw = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        (client_id,) = await lane.call([("CLIENT", "ID")])
+        await raw.execute_command("CLIENT", "KILL", "ID", client_id)  # as a timeout would
+        with anyio.fail_after(5):
+            while lane._wire is not None:  # the loss is a callback, not an event to await
+                await anyio.lowlevel.checkpoint()
+        assert lane._failures == 0, "an idle close counted as a failure (it delays a retry)"
+        (new_id,) = await lane.call([("CLIENT", "ID")])
+        assert new_id != client_id
+    finally:
+        await raw.aclose()
+        lane.close(StoreError("test over"))
 
 
 async def test_closing_the_store_fails_writes_still_unanswered(store: RedisStore) -> None:

@@ -257,13 +257,13 @@ class Lane:
 
     def _lost(self, exc: Exception | None) -> None:
         self._wire = None
-        self._failures += 1
         if self._sent:
+            self._failures += 1
             logger.warning(
                 "Redis connection lost (%s); sending what was unanswered again",
                 exc or "closed by the server",
             )
-        else:  # idle: a server's client timeout, say; the next write opens another
+        else:  # idle (a server's client timeout, say): the next write connects at once
             logger.info("Redis connection closed (%s)", exc or "by the server")
         self._requeue_sent()
         if self._queued:
