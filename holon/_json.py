@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
@@ -13,7 +14,7 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from holon.errors import StepOutputError
 
-__all__ = ["canonical_json", "digest", "to_json_value"]
+__all__ = ["canonical_json", "compact_encoder", "digest", "to_json_value"]
 
 
 def to_json_value(value: Any, *, what: str, run_id: str, step: str | None) -> Any:
@@ -46,26 +47,36 @@ def to_json_value(value: Any, *, what: str, run_id: str, step: str | None) -> An
     return converted
 
 
-_CANONICAL = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-)
-# The C encoder `json.dumps` builds anew on every call, built once (every step that
-# records an output, and every run's end, digests one). No circular-reference check:
-# values are JSON data already; a cycle ends in RecursionError rather than ValueError.
-_CANONICAL_CHUNKS = (
-    None
-    if c_make_encoder is None
-    else c_make_encoder(
-        None, _CANONICAL.default, encode_basestring, None, ":", ",", True, False, False
+def compact_encoder(*, sort_keys: bool = False) -> Callable[[Any], str]:
+    """A compact JSON encoder (separators `,` and `:`, text left unescaped, NaN and
+    infinities refused) built once, for values that are JSON data already.
+
+    It is the C encoder that `json.dumps` builds anew on every call: building it costs
+    more than encoding a small value, and stores and digests encode several per step.
+    It skips the circular-reference check; a cycle ends in RecursionError rather than
+    ValueError.
+    """
+    python = json.JSONEncoder(
+        sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     )
-)
+    if c_make_encoder is None:  # pragma: no cover - Python without the C encoder
+        return python.encode
+    chunks = c_make_encoder(
+        None, python.default, encode_basestring, None, ":", ",", sort_keys, False, False
+    )
+
+    def encode(value: Any) -> str:
+        return "".join(chunks(value, 0))
+
+    return encode
+
+
+_canonical = compact_encoder(sort_keys=True)
 
 
 def canonical_json(value: Any) -> bytes:
     """Keys sorted, separators `,` and `:`, UTF-8: any client can compute the same bytes."""
-    if _CANONICAL_CHUNKS is None:  # pragma: no cover - Python without the C encoder
-        return _CANONICAL.encode(value).encode("utf-8")
-    return "".join(_CANONICAL_CHUNKS(value, 0)).encode("utf-8")
+    return _canonical(value).encode("utf-8")
 
 
 def digest(value: Any) -> str:

@@ -272,8 +272,7 @@ class Engine:
         except Exception as exc:
             await self.fail(execution, spec.name, exc)
             return None
-        ending = self._end_step(execution, spec, ctx, value, started)
-        return ending if isinstance(ending, tuple) else await ending
+        return await self._next_or_done(self._end_step(execution, spec, ctx, value, started))
 
     async def _step_with_policies(
         self, execution: Execution, name: str, started: float
@@ -297,7 +296,16 @@ class Engine:
             await self.fail(execution, name, outcome.error or HolonError("step did not run"))
             return None
         ending = self._end_step(execution, spec, outcome.ctx, outcome.value, started)
-        return ending if isinstance(ending, tuple) else await ending
+        return await self._next_or_done(ending)
+
+    @staticmethod
+    async def _next_or_done(ending: _Next | Awaitable[Any]) -> _Next | None:
+        """What a step's coroutine gives `_advance`: the commit on to the next step, to
+        apply there, or nothing once any other ending has been awaited here."""
+        if isinstance(ending, tuple):
+            return ending
+        await ending
+        return None
 
     def _end_step(
         self,

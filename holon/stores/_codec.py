@@ -3,44 +3,19 @@
 from __future__ import annotations
 
 import json
-from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
 
+from holon._json import compact_encoder
 from holon.errors import CorruptRecord
 from holon.stores.base import Control, Lease, RunBody
 
-__all__ = ["dump", "encode_chunks", "load", "load_body", "load_control", "load_lease"]
+__all__ = ["dump", "load", "load_body", "load_control", "load_lease"]
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-# The C encoder that `json.dumps` builds anew on every call, built once: building it
-# costs more than encoding a timeline event, and stores encode several per step. It
-# skips the circular-reference check, as values reach a store as JSON data already (the
-# engine checked them); a cycle would end in RecursionError rather than ValueError.
-_C_ENCODER = (
-    None
-    if c_make_encoder is None
-    else c_make_encoder(
-        None, _ENCODER.default, encode_basestring, None, ":", ",", False, False, False
-    )
-)
-
-
-def _encode_whole(value: Any, _indent_level: int) -> tuple[str]:
-    return (_ENCODER.encode(value),)
-
-
-encode_chunks: Any = _C_ENCODER or _encode_whole
-"""`encode_chunks(value, 0)`: compact JSON in pieces to join, for encoders that make
-several texts per step and call it directly."""
-
-
-def dump(value: Any) -> str:
-    """Compact JSON. Values reaching a store were made JSON-safe by the engine."""
-    return "".join(encode_chunks(value, 0))
+dump = compact_encoder()
+"""Compact JSON. Values reaching a store were made JSON-safe by the engine."""
 
 
 def load(text: str | bytes, *, run_id: str, what: str) -> Any:
