@@ -10,12 +10,14 @@ async with WorkflowRunner(wf) as runner:
 ```
 """
 
-from holon.builder import StepSpec, Workflow
-from holon.catalogue import WorkflowInfo
 from holon.clock import Clock, ManualClock, SystemClock
-from holon.conditions import payload_digest
-from holon.context import Context
-from holon.directives import (
+from holon.control.catalogue import WorkflowInfo
+from holon.control.handle import RunHandle
+from holon.control.runner import WorkflowRunner
+from holon.control.steward import Steward
+from holon.definition.builder import StepSpec, Workflow
+from holon.definition.conditions import payload_digest
+from holon.definition.directives import (
     END,
     START,
     Event,
@@ -28,6 +30,7 @@ from holon.directives import (
     Wait,
     WaitCondition,
 )
+from holon.definition.policies import NonRetryable, Retry, StepTimeout, step
 from holon.errors import (
     CorruptRecord,
     DecisionConflict,
@@ -53,16 +56,13 @@ from holon.errors import (
     WorkflowDefinitionError,
     WorkflowNotFound,
 )
-from holon.handle import RunHandle
-from holon.imperative import ExecuteContext, current_step
-from holon.policies import NonRetryable, Retry, StepTimeout, step
-from holon.runner import WorkflowRunner
-from holon.steward import Steward
+from holon.runtime.context import Context
+from holon.runtime.imperative import ExecuteContext, current_step
+from holon.runtime.task_state import TaskState
+from holon.runtime.waits import WaitInfo
 from holon.stores import MemoryStore, SQLiteStore, Store, open_store
 from holon.stores.base import RunRecord, RunStatus, RunSummary, TimelineEvent, WaitRecord
-from holon.task_state import TaskState
-from holon.waits import WaitInfo
-from holon.worker_gc import configure_worker_gc
+from holon.worker.collector import configure_worker_gc
 
 __version__ = "0.1.0"
 

@@ -16,9 +16,9 @@ from holon import (
     NotWaiting,
     payload_digest,
 )
-from holon.decisions import EventDelivery, Proposal, deliver, evaluate, matches, raced
+from holon.runtime.decisions import EventDelivery, Proposal, deliver, evaluate, matches, raced
+from holon.runtime.timers import on_wake
 from holon.stores.base import RunBody, RunRecord, RunStatus, WaitRecord
-from holon.timers import on_wake
 
 NOW = 1_000.0
 

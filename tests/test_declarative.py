@@ -19,7 +19,7 @@ from holon import (
     Steward,
     Workflow,
 )
-from holon.policies import Retry
+from holon.definition.policies import Retry
 from holon.stores.base import Store
 
 pytestmark = pytest.mark.anyio

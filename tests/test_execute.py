@@ -18,7 +18,7 @@ from holon import (
     Workflow,
     WorkflowRunner,
 )
-from holon.policies import Retry
+from holon.definition.policies import Retry
 from holon.stores.base import Store
 
 pytestmark = pytest.mark.anyio
@@ -193,7 +193,7 @@ async def test_task_retries_and_idempotency_keys(store: Store) -> None:
         return "unused"
 
     async def charge(amount: int) -> str:
-        from holon.imperative import current_step
+        from holon.runtime.imperative import current_step
 
         step = current_step()
         assert step is not None
@@ -266,7 +266,7 @@ async def test_task_compensations_run_in_reverse_when_the_function_fails(store: 
 
 
 def test_compensations_of_tasks_must_be_findable_after_a_restart() -> None:
-    from holon.compensation import undo_reference
+    from holon.runtime.compensation import undo_reference
 
     with pytest.raises(TypeError, match="must be a module-level function"):
         undo_reference(lambda ctx, output: None)

@@ -19,7 +19,7 @@ from holon import (
     Workflow,
     WorkflowRunner,
 )
-from holon.policies import NonRetryable, Retry, StepTimeout, step
+from holon.definition.policies import NonRetryable, Retry, StepTimeout, step
 from holon.stores.base import RunRecord, Store
 
 pytestmark = pytest.mark.anyio

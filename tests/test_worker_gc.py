@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from holon import configure_worker_gc
-from holon.worker_gc import WORKER_GC_THRESHOLD
+from holon.worker.collector import WORKER_GC_THRESHOLD
 
 
 @pytest.fixture

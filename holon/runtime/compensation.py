@@ -16,13 +16,13 @@ import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from holon.context import Context
-from holon.execution import Execution
-from holon.policies import Retry
+from holon.definition.policies import Retry
+from holon.runtime.context import Context
+from holon.runtime.execution import Execution
 from holon.stores.base import Compensation, ErrorInfo, RunStatus
 
 if TYPE_CHECKING:
-    from holon.engine import Engine
+    from holon.runtime.engine import Engine
 
 __all__ = ["Compensator", "undo_reference"]
 

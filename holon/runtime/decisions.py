@@ -2,7 +2,7 @@
 event) and the time, what to write and what to tell the caller.
 
 Nothing here reads or writes a store, so every rule is testable on its own;
-`holon.control.Operator` applies the outcome with a compare-and-set commit.
+`holon.control.operator.Operator` applies the outcome with a compare-and-set commit.
 
 The rules, in the order they are checked:
 
@@ -35,7 +35,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from holon._json import digest as payload_digest
 from holon._json import to_json_value
-from holon.conditions import resolve_model
+from holon.definition.conditions import resolve_model
 from holon.errors import (
     DecisionConflict,
     DecisionRefused,
@@ -46,6 +46,7 @@ from holon.errors import (
     NotWaiting,
     StepOutputError,
 )
+from holon.runtime.waits import approvals, approvers, can_decide
 from holon.stores.base import (
     Checkpoint,
     Cursor,
@@ -55,7 +56,6 @@ from holon.stores.base import (
     RunStatus,
     WaitRecord,
 )
-from holon.waits import approvals, approvers, can_decide
 
 __all__ = [
     "EVENTS_REMEMBERED",

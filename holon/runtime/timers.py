@@ -17,13 +17,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from holon.decisions import close_wait
+from holon.runtime.decisions import close_wait
+from holon.runtime.waits import approvers, wait_keys, wake_time
 from holon.stores.base import Checkpoint, NewEvent, RunRecord, RunStatus
-from holon.waits import approvers, wait_keys, wake_time
 
 if TYPE_CHECKING:
-    from holon.engine import Engine
-    from holon.execution import Execution
+    from holon.runtime.engine import Engine
+    from holon.runtime.execution import Execution
 
 __all__ = ["Timers", "on_wake"]
 

@@ -35,11 +35,11 @@ from pydantic import ValidationError as PydanticValidationError
 
 from holon._json import to_json_value
 from holon._naming import snake_case_aliases
-from holon.builder import Workflow
 from holon.clock import Clock, SystemClock
-from holon.control import Operator
-from holon.directives import START
-from holon.engine import Engine
+from holon.control.handle import RunHandle
+from holon.control.operator import Operator
+from holon.definition.builder import Workflow
+from holon.definition.directives import START
 from holon.errors import (
     DecisionConflict,
     HolonError,
@@ -47,8 +47,9 @@ from holon.errors import (
     NotWaiting,
     RunNotFound,
 )
-from holon.execution import EXECUTE_STEP
-from holon.handle import RunHandle
+from holon.runtime.engine import Engine
+from holon.runtime.execution import EXECUTE_STEP
+from holon.runtime.waits import WaitInfo, can_decide, describe
 from holon.stores import MemoryStore, open_store
 from holon.stores.base import (
     Cursor,
@@ -61,7 +62,6 @@ from holon.stores.base import (
     RunSummary,
     Store,
 )
-from holon.waits import WaitInfo, can_decide, describe
 
 __all__ = ["WorkflowRunner"]
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from holon._json import to_json_value
-from holon.conditions import wait_kind
-from holon.directives import Wait
+from holon.definition.conditions import wait_kind
+from holon.definition.directives import Wait
+from holon.runtime.waits import wait_keys, wake_time
 from holon.stores.base import NewEvent, RunStatus, WaitRecord
-from holon.waits import wait_keys, wake_time
 
 if TYPE_CHECKING:
-    from holon.engine import Engine
-    from holon.execution import Execution
+    from holon.runtime.engine import Engine
+    from holon.runtime.execution import Execution
 
 __all__ = ["Suspender"]
 

@@ -28,14 +28,14 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from holon._json import to_json_value
-from holon.builder import Workflow
-from holon.context import validate_state
+from holon.definition.builder import Workflow
 from holon.errors import HolonError, InputValidationError, StateValidationError
-from holon.execution import Execution, wants
+from holon.runtime.context import validate_state
+from holon.runtime.execution import Execution, wants
 from holon.stores.base import RunBody, RunRecord, RunStatus
 
 if TYPE_CHECKING:
-    from holon.engine import Engine
+    from holon.runtime.engine import Engine
 
 __all__ = [
     "INCOMPATIBLE",

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from holon.context import Context
-from holon.execution import Execution
-from holon.policies import Retry, StepTimeout
+from holon.definition.policies import Retry, StepTimeout
+from holon.runtime.context import Context
+from holon.runtime.execution import Execution
 from holon.stores.base import RunStatus
 
 if TYPE_CHECKING:
-    from holon.engine import Engine
+    from holon.runtime.engine import Engine
 
 __all__ = ["Attempts", "Outcome"]
 

@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from holon.builder import Workflow
-from holon.directives import START
+from holon.definition.builder import Workflow
+from holon.definition.directives import START
 
 __all__ = ["GraphStep", "WorkflowGraph", "WorkflowInfo", "entry_for"]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import anyio
 
-from holon.builder import FlowPlan, Workflow
+from holon.definition.builder import FlowPlan, Workflow
 from holon.errors import UnknownStepError
 from holon.stores.base import Committed, Control, RunBody, RunRecord, RunStatus, evolve
 

@@ -12,11 +12,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from holon._json import to_json_value
-from holon.builder import Workflow
 from holon.clock import Clock
-from holon.context import validate_state
-from holon.decisions import EventDelivery, Outcome, Proposal, deliver, evaluate, raced
-from holon.directives import START
+from holon.definition.builder import Workflow
+from holon.definition.directives import START
 from holon.errors import (
     InvalidRunState,
     NotAnApprover,
@@ -26,6 +24,9 @@ from holon.errors import (
     StoreError,
     UnknownStepError,
 )
+from holon.runtime.context import validate_state
+from holon.runtime.decisions import EventDelivery, Outcome, Proposal, deliver, evaluate, raced
+from holon.runtime.waits import wake_time
 from holon.stores.base import (
     Checkpoint,
     Control,
@@ -35,7 +36,6 @@ from holon.stores.base import (
     RunStatus,
     Store,
 )
-from holon.waits import wake_time
 
 __all__ = ["Operator"]
 
@@ -269,7 +269,7 @@ class Operator:
         roles: Iterable[str] = (),
         wait_id: str | None = None,
     ) -> RunRecord:
-        """Approve or reject the approval gate a run waits at (see `holon.decisions`)."""
+        """Approve or reject the approval gate a run waits at (see `holon.runtime.decisions`)."""
         _check_identity(run_id, by)
         proposal = Proposal(
             verdict=verdict,

@@ -26,9 +26,9 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel
 
 from holon._naming import snake_case_aliases
-from holon.directives import END, START, Marker
+from holon.definition.directives import END, START, Marker
+from holon.definition.policies import Retry, StepPolicy, check_policies
 from holon.errors import WorkflowDefinitionError
-from holon.policies import Retry, StepPolicy, check_policies
 
 if typing.TYPE_CHECKING:
     from holon.stores.base import Store
@@ -378,7 +378,7 @@ class Workflow:
 
     def Mermaid(self) -> str:
         """The flow as a Mermaid flowchart, edges taken from return annotations."""
-        from holon.mermaid import flow_to_mermaid
+        from holon.definition.mermaid import flow_to_mermaid
 
         return flow_to_mermaid(self)
 

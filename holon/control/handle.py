@@ -10,11 +10,11 @@ import anyio
 
 from holon._naming import snake_case_aliases
 from holon.errors import InvalidRunState, RunFailed, RunNotFound
+from holon.runtime.waits import WaitInfo, describe
 from holon.stores.base import RunProgress, RunRecord, RunStatus, TimelineEvent
-from holon.waits import WaitInfo, describe
 
 if TYPE_CHECKING:
-    from holon.runner import WorkflowRunner
+    from holon.control.runner import WorkflowRunner
 
 __all__ = ["RunHandle"]
 

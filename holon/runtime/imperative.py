@@ -37,17 +37,17 @@ from pydantic import BaseModel
 
 from holon._json import digest, to_json_value
 from holon._naming import snake_case_aliases
-from holon.compensation import undo_reference
-from holon.context import Context
-from holon.directives import Wait, WaitCondition
+from holon.definition.directives import Wait, WaitCondition
+from holon.definition.policies import Retry, check_policies
 from holon.errors import HolonError, NonDeterminismError
-from holon.execution import EXECUTE_STEP, Execution, idempotency_key, wants
-from holon.policies import Retry, check_policies
+from holon.runtime.compensation import undo_reference
+from holon.runtime.context import Context
+from holon.runtime.execution import EXECUTE_STEP, Execution, idempotency_key, wants
+from holon.runtime.task_state import TaskState
 from holon.stores.base import Compensation, RunStatus
-from holon.task_state import TaskState
 
 if TYPE_CHECKING:
-    from holon.engine import Engine
+    from holon.runtime.engine import Engine
 
 __all__ = ["ExecuteContext", "Imperative", "TaskCall", "TaskState"]
 

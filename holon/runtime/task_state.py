@@ -14,8 +14,8 @@ from pydantic import BaseModel
 
 from holon._json import to_json_value
 from holon._naming import snake_case_aliases
-from holon.context import validate_state
 from holon.errors import StateValidationError
+from holon.runtime.context import validate_state
 
 __all__ = ["TaskState"]
 

@@ -15,8 +15,8 @@ import anyio
 from holon.errors import StaleLease
 
 if TYPE_CHECKING:
-    from holon.engine import Engine
-    from holon.execution import Execution
+    from holon.runtime.engine import Engine
+    from holon.runtime.execution import Execution
 
 __all__ = ["LeaseKeeper"]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from holon.directives import END, START
+from holon.definition.directives import END, START
 
 if TYPE_CHECKING:
-    from holon.builder import Workflow
+    from holon.definition.builder import Workflow
 
 __all__ = ["flow_to_mermaid"]
 

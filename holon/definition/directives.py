@@ -17,7 +17,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from holon.conditions import Event, HumanApproval, HumanInput, Sleep, Until, WaitCondition
+from holon.definition.conditions import (
+    Event,
+    HumanApproval,
+    HumanInput,
+    Sleep,
+    Until,
+    WaitCondition,
+)
 
 __all__ = [
     "END",

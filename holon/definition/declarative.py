@@ -42,11 +42,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from holon._document import FieldPath, Lines, field_name, read_document
-from holon.builder import Workflow
-from holon.directives import END, START, HumanApproval, Next, Parallel, Wait
+from holon.definition._document import FieldPath, Lines, field_name, read_document
+from holon.definition.builder import Workflow
+from holon.definition.directives import END, START, HumanApproval, Next, Parallel, Wait
+from holon.definition.policies import Retry, step
 from holon.errors import DocumentError, WorkflowDefinitionError
-from holon.policies import Retry, step
 
 __all__ = ["Compiled", "compile_document"]
 

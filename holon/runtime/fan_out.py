@@ -11,14 +11,14 @@ import anyio
 from anyio.abc import TaskGroup
 
 from holon._json import digest, to_json_value
-from holon.context import Context
-from holon.directives import Next, Parallel, Wait
+from holon.definition.directives import Next, Parallel, Wait
 from holon.errors import HolonError, UnknownStepError
-from holon.execution import Execution, LeaseLost, branch_name, unknown_step
+from holon.runtime.context import Context
+from holon.runtime.execution import Execution, LeaseLost, branch_name, unknown_step
 from holon.stores.base import Compensation, Cursor, RunStatus
 
 if TYPE_CHECKING:
-    from holon.engine import Engine
+    from holon.runtime.engine import Engine
 
 __all__ = ["FanOut"]
 

@@ -31,10 +31,11 @@ from pydantic import ValidationError as PydanticValidationError
 
 from holon._json import to_json_value
 from holon._naming import snake_case_aliases
-from holon.builder import Workflow
-from holon.catalogue import WorkflowInfo, entry_for
 from holon.clock import Clock, SystemClock
-from holon.declarative import Compiled, compile_document
+from holon.control.catalogue import WorkflowInfo, entry_for
+from holon.control.runner import WorkflowRunner
+from holon.definition.builder import Workflow
+from holon.definition.declarative import Compiled, compile_document
 from holon.errors import (
     DocumentError,
     HolonError,
@@ -42,7 +43,6 @@ from holon.errors import (
     WorkflowDefinitionError,
     WorkflowNotFound,
 )
-from holon.runner import WorkflowRunner
 from holon.stores import open_store
 from holon.stores.base import TERMINAL_STATUSES, RunStatus, Store
 

@@ -4,8 +4,8 @@ A halt is `completed`, `failed`, `stopped`, `paused` or `waiting`, or the loss o
 lease (another executor took the run over; this one must write nothing more). Each step
 ends in exactly one `commit`: the step's result, the state patch, the next cursor and
 the timeline events for both, guarded by the fencing token. Leases are kept by
-`holon.leases`, which also learns of operators' stop requests while a step runs; waits
-are opened by `holon.suspension`.
+`holon.runtime.leases`, which also learns of operators' stop requests while a step runs; waits
+are opened by `holon.runtime.suspension`.
 """
 
 from __future__ import annotations
@@ -21,12 +21,9 @@ from typing import Any
 import anyio
 
 from holon._json import digest, to_json_value
-from holon.attempts import Attempts
-from holon.builder import StepSpec, Workflow
 from holon.clock import Clock
-from holon.compensation import Compensator
-from holon.context import Context
-from holon.directives import END, Marker, Next, Parallel, Wait
+from holon.definition.builder import StepSpec, Workflow
+from holon.definition.directives import END, Marker, Next, Parallel, Wait
 from holon.errors import (
     CorruptRecord,
     HolonError,
@@ -35,16 +32,22 @@ from holon.errors import (
     StepOutputError,
     UnknownStepError,
 )
-from holon.execution import (
+from holon.runtime.attempts import Attempts
+from holon.runtime.compensation import Compensator
+from holon.runtime.context import Context
+from holon.runtime.execution import (
     EXECUTE_STEP,
     Execution,
     LeaseLost,
     idempotency_key,
     unknown_step,
 )
-from holon.fan_out import FanOut
-from holon.imperative import Imperative
-from holon.leases import LeaseKeeper
+from holon.runtime.fan_out import FanOut
+from holon.runtime.imperative import Imperative
+from holon.runtime.leases import LeaseKeeper
+from holon.runtime.suspension import Suspender
+from holon.runtime.timers import Timers
+from holon.runtime.versioning import adopt
 from holon.stores.base import (
     Checkpoint,
     Committed,
@@ -58,9 +61,6 @@ from holon.stores.base import (
     Store,
     evolve,
 )
-from holon.suspension import Suspender
-from holon.timers import Timers
-from holon.versioning import adopt
 
 __all__ = ["Engine"]
 
