@@ -15,7 +15,7 @@ from holon.control.catalogue import WorkflowInfo
 from holon.control.handle import RunHandle
 from holon.control.runner import WorkflowRunner
 from holon.control.steward import Steward
-from holon.definition.builder import StepSpec, Workflow
+from holon.definition.builder import Workflow
 from holon.definition.conditions import payload_digest
 from holon.definition.directives import (
     END,
@@ -31,6 +31,7 @@ from holon.definition.directives import (
     WaitCondition,
 )
 from holon.definition.policies import NonRetryable, Retry, StepTimeout, step
+from holon.definition.steps import StepSpec
 from holon.errors import (
     CorruptRecord,
     DecisionConflict,

@@ -4,19 +4,36 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import anyio
 
 from holon._naming import snake_case_aliases
+from holon.clock import Clock
+from holon.control.operator import Operator
 from holon.errors import InvalidRunState, RunFailed, RunNotFound
 from holon.runtime.waits import WaitInfo, describe
-from holon.stores.base import RunProgress, RunRecord, RunStatus, TimelineEvent
+from holon.stores.base import RunProgress, RunRecord, RunStatus, Store, TimelineEvent
 
-if TYPE_CHECKING:
-    from holon.control.runner import WorkflowRunner
+__all__ = ["HandleSource", "RunHandle"]
 
-__all__ = ["RunHandle"]
+
+class HandleSource(Protocol):
+    """What a handle needs of the object that made it (a `WorkflowRunner`): the store
+    and its operator verbs, the time, and the process's own executor, if any."""
+
+    store: Store
+    operator: Operator
+    clock: Clock
+    poll_interval: float
+    """Seconds between re-reads while waiting on a run changed by another process."""
+    lease_ttl: float
+
+    def kick(self, run_id: str) -> None:
+        """Try to execute a run that became ready in this process, if it executes."""
+
+    def cancel_here(self, run_id: str) -> None:
+        """Cancel the step of `run_id` now if it is executing in this process."""
 
 
 @snake_case_aliases
@@ -24,7 +41,7 @@ class RunHandle:
     """One run. Every method reads or writes the store, so a handle obtained with
     `runner.Get(run_id)` in another process steers the same run."""
 
-    def __init__(self, runner: WorkflowRunner, run_id: str) -> None:
+    def __init__(self, runner: HandleSource, run_id: str) -> None:
         self._runner = runner
         self.run_id = run_id
         self.RunId = run_id
@@ -139,9 +156,7 @@ class RunHandle:
                 run_id=self.run_id,
             )
         await operator.request_stop(self.run_id, by)
-        execution = self._runner.engine.executions.get(self.run_id)
-        if execution is not None:
-            execution.request_stop()
+        self._runner.cancel_here(self.run_id)
         limit = timeout if timeout is not None else 2 * self._runner.lease_ttl
         with anyio.move_on_after(limit):
             while True:

@@ -187,6 +187,13 @@ class WorkflowRunner:
         if self.execute and self._group is not None:
             self._group.start_soon(self._acquire_and_execute, run_id)
 
+    def cancel_here(self, run_id: str) -> None:
+        """Cancel the step of `run_id` now if it is executing in this process (an
+        operator's Stop: the executor then writes the run `stopped`)."""
+        execution = self.engine.executions.get(run_id)
+        if execution is not None:
+            execution.request_stop()
+
     async def _acquire_and_execute(self, run_id: str) -> None:
         async def acquire() -> list[LeaseGrant]:
             now = self.clock.now()

@@ -27,7 +27,9 @@ from pydantic import BaseModel
 
 from holon._naming import snake_case_aliases
 from holon.definition.directives import END, START, Marker
+from holon.definition.mermaid import flow_to_mermaid
 from holon.definition.policies import Retry, StepPolicy, check_policies
+from holon.definition.steps import FlowPlan, StepFunction, StepSpec
 from holon.errors import WorkflowDefinitionError
 
 if typing.TYPE_CHECKING:
@@ -35,39 +37,7 @@ if typing.TYPE_CHECKING:
 
 __all__ = ["FlowPlan", "PersistenceConfig", "StepSpec", "Workflow"]
 
-StepFunction = Callable[..., Any]
 StateMigration = Callable[[dict[str, Any]], Any]
-
-
-@dataclass(frozen=True)
-class StepSpec:
-    """One step of a flow as the builder understood it."""
-
-    name: str
-    fn: StepFunction
-    edges: frozenset[str]
-    """Step names (or `END`) the return annotation says this step can go to."""
-    edges_complete: bool
-    """False when the annotation is missing or admits other targets (`str`, `Next`,
-    `Wait`, `Parallel`), so `edges` is a lower bound."""
-    retry: Retry | None = None
-    timeout: float | None = None
-    compensate: StepFunction | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class FlowPlan:
-    """What executing a workflow reads at every step, gathered once per workflow
-    (`Workflow.plan`): plain attributes instead of a handful of property calls per
-    step, and the steps that need no policy machinery picked out in advance."""
-
-    steps: Mapping[str, StepSpec]
-    direct: Mapping[str, StepSpec]
-    """The steps called once with no deadline: no retry or timeout of their own nor
-    from the workflow's defaults (most steps)."""
-    state_model: type[BaseModel] | None
-    agents: Mapping[str, Any]
-    execute_fn: StepFunction | None
 
 
 @dataclass(frozen=True)
@@ -324,26 +294,24 @@ class Workflow:
     @property
     def plan(self) -> FlowPlan:
         """What the engine reads at every step, worked out once (see `FlowPlan`)."""
-        if self._plan is None:
-            steps = self.steps
-            defaults = self._defaults
+        plan = self._plan
+        if plan is None:
             direct = {}
-            if defaults.retry is None and defaults.timeout is None:
+            if self._defaults.retry is None and self._defaults.timeout is None:
                 direct = {
                     name: spec
-                    for name, spec in steps.items()
+                    for name, spec in self.steps.items()
                     if spec.retry is None and spec.timeout is None
                 }
             plan = FlowPlan(
-                steps=steps,
+                steps=self.steps,
                 direct=direct,
                 state_model=self._state,
                 agents=self._agents,
                 execute_fn=self._execute,
             )
             object.__setattr__(self, "_plan", plan)
-            return plan
-        return self._plan
+        return plan
 
     @property
     def migrations(self) -> Mapping[str, StateMigration]:
@@ -378,9 +346,7 @@ class Workflow:
 
     def Mermaid(self) -> str:
         """The flow as a Mermaid flowchart, edges taken from return annotations."""
-        from holon.definition.mermaid import flow_to_mermaid
-
-        return flow_to_mermaid(self)
+        return flow_to_mermaid(self.steps)
 
     def __repr__(self) -> str:
         kind = "Flow" if self._steps is not None else "Execute" if self._execute else "empty"

@@ -9,17 +9,15 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
 from holon.definition.policies import Retry, StepTimeout
 from holon.runtime.context import Context
 from holon.runtime.execution import Execution
-from holon.stores.base import RunStatus
-
-if TYPE_CHECKING:
-    from holon.runtime.engine import Engine
+from holon.runtime.transitions import Transitions
+from holon.stores.base import RunStatus, evolve
 
 __all__ = ["Attempts", "Outcome"]
 
@@ -35,10 +33,10 @@ class Outcome:
 
 
 class Attempts:
-    """Runs step functions for an engine."""
+    """Runs step functions under their policies."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, transitions: Transitions) -> None:
+        self.transitions = transitions
 
     async def run(
         self,
@@ -59,12 +57,13 @@ class Attempts:
             durable: checkpoint the attempt number and the backoff's due time (for the
                 one step at the run's cursor; concurrent calls pass False).
         """
-        engine = self.engine
-        attempt = execution.record.body.attempt if durable else 1
-        retry_at = execution.record.body.retry_at if durable else None
+        transitions = self.transitions
+        clock = transitions.clock
+        attempt = execution.body.attempt if durable else 1
+        retry_at = execution.body.retry_at if durable else None
         while True:
-            if retry_at is not None and retry_at > engine.clock.now():
-                await engine.clock.sleep(retry_at - engine.clock.now())
+            if retry_at is not None and retry_at > clock.now():
+                await clock.sleep(retry_at - clock.now())
             ctx = make_ctx(attempt)
             outcome = await self.call_once(fn, ctx, timeout)
             outcome.ctx = ctx
@@ -72,8 +71,8 @@ class Attempts:
             if error is None or retry is None or not retry.retries(error, attempt):
                 return outcome
             delay = retry.delay(attempt)
-            retry_at = engine.clock.now() + delay
-            event = engine.event(
+            retry_at = clock.now() + delay
+            event = transitions.event(
                 "attempt_failed",
                 name,
                 attempt=attempt,
@@ -81,11 +80,11 @@ class Attempts:
                 message=str(error),
                 retry_in=round(delay, 3),
             )
-            body = execution.record.body
+            body = execution.body
             if durable:
-                body = body.model_copy(update={"attempt": attempt + 1, "retry_at": retry_at})
+                body = evolve(body, {"attempt": attempt + 1, "retry_at": retry_at})
             async with execution.lock:
-                await engine.commit(execution, RunStatus.RUNNING, body, events=[event])
+                await transitions.commit(execution, RunStatus.RUNNING, body, events=[event])
             attempt += 1
 
     @staticmethod

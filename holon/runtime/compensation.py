@@ -14,15 +14,14 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from holon.definition.policies import Retry
+from holon.runtime.attempts import Attempts
 from holon.runtime.context import Context
 from holon.runtime.execution import Execution
-from holon.stores.base import Compensation, ErrorInfo, RunStatus
-
-if TYPE_CHECKING:
-    from holon.runtime.engine import Engine
+from holon.runtime.transitions import Transitions
+from holon.stores.base import Compensation, RunStatus, evolve
 
 __all__ = ["Compensator", "undo_reference"]
 
@@ -54,44 +53,24 @@ def _call_undo(undo: Callable[..., Any], output: Any, ctx: Context[Any, Any]) ->
 
 
 class Compensator:
-    """Runs a failed run's compensations for an engine."""
+    """Undoes a failed run's compensable steps. `Transitions.fail` switches a run with
+    such steps to compensating; the engine then calls `run`."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    async def start(self, execution: Execution, error: ErrorInfo) -> None:
-        """Record the failure and switch the run to compensating, then compensate."""
-        engine = self.engine
-        body = execution.record.body.model_copy(
-            update={"error": error, "compensating": True, "retry_at": None}
-        )
-        pending = [c.step for c in reversed(body.compensations)]
-        await engine.commit(
-            execution,
-            RunStatus.RUNNING,
-            body,
-            events=[
-                engine.event(
-                    "compensating",
-                    error.step,
-                    error=error.type,
-                    message=error.message,
-                    undo=pending,
-                )
-            ],
-        )
-        await self.run(execution)
+    def __init__(self, transitions: Transitions, attempts: Attempts) -> None:
+        self.transitions = transitions
+        self.attempts = attempts
 
     async def run(self, execution: Execution) -> None:
-        engine = self.engine
-        while execution.record.body.compensations:
-            entry = execution.record.body.compensations[-1]
+        """Undo the run's compensable steps, newest first, then end it `failed`."""
+        transitions = self.transitions
+        while execution.body.compensations:
+            entry = execution.body.compensations[-1]
             try:
                 undo, retry = self._undo_for(execution, entry)
             except (LookupError, TypeError, ImportError, AttributeError) as exc:
                 await self._give_up(execution, entry, exc)
                 return
-            outcome = await engine.attempts.run(
+            outcome = await self.attempts.run(
                 execution,
                 entry.step,
                 functools.partial(_call_undo, undo, entry.output),
@@ -103,22 +82,24 @@ class Compensator:
             if outcome.error is not None:
                 await self._give_up(execution, entry, outcome.error)
                 return
-            body = execution.record.body
-            await engine.commit(
+            body = execution.body
+            await transitions.commit(
                 execution,
                 RunStatus.RUNNING,
-                body.model_copy(update={"compensations": body.compensations[:-1]}),
+                evolve(body, {"compensations": body.compensations[:-1]}),
                 events=[
-                    engine.event("compensated", entry.step, idempotency_key=entry.idempotency_key)
+                    transitions.event(
+                        "compensated", entry.step, idempotency_key=entry.idempotency_key
+                    )
                 ],
             )
-        body = execution.record.body.model_copy(update={"compensating": False, "compensated": True})
+        body = evolve(execution.body, {"compensating": False, "compensated": True})
         error = body.error
-        await engine.finish(
+        await transitions.finish(
             execution,
             RunStatus.FAILED,
             body,
-            engine.event(
+            transitions.event(
                 "failed",
                 error.step if error else None,
                 compensated=True,
@@ -131,7 +112,7 @@ class Compensator:
     def _context(
         self, execution: Execution, entry: Compensation, attempt: int
     ) -> Context[Any, Any]:
-        return self.engine.context(execution, entry.step, attempt, key=entry.idempotency_key)
+        return execution.context(entry.step, attempt, key=entry.idempotency_key)
 
     def _undo_for(
         self, execution: Execution, entry: Compensation
@@ -150,13 +131,12 @@ class Compensator:
     async def _give_up(
         self, execution: Execution, entry: Compensation, error: BaseException
     ) -> None:
-        engine = self.engine
-        body = execution.record.body.model_copy(update={"compensating": False})
-        await engine.finish(
+        body = evolve(execution.body, {"compensating": False})
+        await self.transitions.finish(
             execution,
             RunStatus.FAILED,
             body,
-            engine.event(
+            self.transitions.event(
                 "compensation_failed",
                 entry.step,
                 error=type(error).__name__,

@@ -2,10 +2,15 @@
 
 A halt is `completed`, `failed`, `stopped`, `paused` or `waiting`, or the loss of the
 lease (another executor took the run over; this one must write nothing more). Each step
-ends in exactly one `commit`: the step's result, the state patch, the next cursor and
-the timeline events for both, guarded by the fencing token. Leases are kept by
-`holon.runtime.leases`, which also learns of operators' stop requests while a step runs; waits
-are opened by `holon.runtime.suspension`.
+ends in exactly one checkpoint: the step's result, the state patch, the next cursor and
+the timeline events for both, guarded by the fencing token.
+
+The engine composes the runtime's parts and owns none of their rules: `versioning`
+fits a run to this definition, `timers` wakes a run whose deadline passed, `attempts`
+calls a step under its retry and timeout, `fan_out` runs a `Parallel`, `suspension`
+opens a wait, `compensation` undoes a failed run's steps, `imperative` runs an
+`.Execute()` function, `leases` keeps the leases alive, and `transitions` writes every
+checkpoint.
 """
 
 from __future__ import annotations
@@ -13,8 +18,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-import traceback
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -22,41 +26,26 @@ import anyio
 
 from holon._json import digest, to_json_value
 from holon.clock import Clock
-from holon.definition.builder import StepSpec, Workflow
-from holon.definition.directives import END, Marker, Next, Parallel, Wait
-from holon.errors import (
-    CorruptRecord,
-    HolonError,
-    SeqConflict,
-    StaleLease,
-    StepOutputError,
-    UnknownStepError,
-)
+from holon.definition.builder import Workflow
+from holon.definition.directives import END, Next, Parallel, Wait
+from holon.definition.steps import StepSpec
+from holon.errors import CorruptRecord, HolonError, StepOutputError, UnknownStepError
 from holon.runtime.attempts import Attempts
 from holon.runtime.compensation import Compensator
 from holon.runtime.context import Context
-from holon.runtime.execution import (
-    EXECUTE_STEP,
-    Execution,
-    LeaseLost,
-    idempotency_key,
-    unknown_step,
-)
+from holon.runtime.execution import Execution, LeaseLost, next_step, unknown_step, wants
 from holon.runtime.fan_out import FanOut
 from holon.runtime.imperative import Imperative
 from holon.runtime.leases import LeaseKeeper
 from holon.runtime.suspension import Suspender
 from holon.runtime.timers import Timers
+from holon.runtime.transitions import Transitions, step_of
 from holon.runtime.versioning import adopt
 from holon.stores.base import (
     Checkpoint,
-    Committed,
     Compensation,
-    Cursor,
-    ErrorInfo,
     LeaseGrant,
     NewEvent,
-    RunBody,
     RunStatus,
     Store,
     evolve,
@@ -68,13 +57,10 @@ _TURN = 0.001
 """Longest a run keeps the event loop to itself between step boundaries, in seconds:
 short enough for heartbeats and operators, long enough that yielding costs little."""
 
-_END = END.value  # compared with at every step: an enum's `.value` is a property call
+_OUTCOME_ERRORS = (UnknownStepError, StepOutputError, TypeError, ValueError)
+"""What a step's return value can be wrong with; the run fails naming the step."""
 
 logger = logging.getLogger("holon.engine")
-
-_Next = tuple[Awaitable[Committed], RunBody, dict[str, Any]]
-"""A step's commit on to the next step, under way: the store's write, and the body and
-results the run has once the write is confirmed."""
 
 
 class Engine:
@@ -95,14 +81,14 @@ class Engine:
         self.lease_ttl = lease_ttl
         self.clock = clock
         self.executions: dict[str, Execution] = {}
-        self._cursors: dict[str, Cursor] = {}
-        self.fan_out = FanOut(self)
-        self.leases = LeaseKeeper(self)
-        self.suspender = Suspender(self)
-        self.timers = Timers(self)
-        self.attempts = Attempts(self)
-        self.compensator = Compensator(self)
-        self.imperative = Imperative(self)
+        self.transitions = Transitions(store, clock)
+        self.attempts = Attempts(self.transitions)
+        self.suspender = Suspender(self.transitions)
+        self.fan_out = FanOut(self.transitions, self.attempts)
+        self.compensator = Compensator(self.transitions, self.attempts)
+        self.imperative = Imperative(self.transitions, self.attempts, self.suspender)
+        self.timers = Timers(self.transitions)
+        self.leases = LeaseKeeper(store, clock, lease_ttl, self.executions)
 
     # -- entry ------------------------------------------------------------------------
 
@@ -111,7 +97,8 @@ class Engine:
         try:
             record = grant.record or await self.store.load_run(grant.run_id)
         except CorruptRecord as exc:
-            await self._quarantine(grant, exc)
+            logger.error("run %s: %s; marking it failed", grant.run_id, exc)
+            await self.store.quarantine(grant.run_id, str(exc), self.clock.now())
             return
         except anyio.get_cancelled_exc_class():
             # Closing before the run started: let it go now rather than leave it leased
@@ -135,24 +122,17 @@ class Engine:
         )
         self.executions[grant.run_id] = execution
         try:
-            try:
-                await self._drive(execution, recovered=grant.recovered)
-            except LeaseLost:
-                logger.warning("run %s: lease lost; this executor stops", grant.run_id)
+            await self._drive(execution, recovered=grant.recovered)
+        except LeaseLost:
+            logger.warning("run %s: lease lost; this executor stops", grant.run_id)
         finally:
             self.executions.pop(grant.run_id, None)
-            if execution.record.lease is not None or execution.record.status == RunStatus.RUNNING:
+            if execution.record.lease is not None or execution.status == RunStatus.RUNNING:
                 with anyio.CancelScope(shield=True):
                     await self.store.release_lease(grant.run_id, grant.token)
 
-    async def _quarantine(self, grant: LeaseGrant, exc: CorruptRecord) -> None:
-        logger.error("run %s: %s; marking it failed", grant.run_id, exc)
-        await self.store.quarantine(grant.run_id, str(exc), self.clock.now())
-
-    # -- the loop -----------------------------------------------------------------------
-
     async def _drive(self, execution: Execution, *, recovered: bool) -> None:
-        if not await adopt(self, execution):
+        if not await adopt(self.transitions, execution):
             return
         # One cancel scope for everything the execution runs: an operator's Stop or a
         # lost lease cancels whichever step, branch, backoff or commit is under way.
@@ -161,218 +141,158 @@ class Engine:
         with execution.cancellable() as scope:
             await self._advance(execution, recovered=recovered)
         if execution.stopped(scope):
-            await self.halt(execution, RunStatus.STOPPED, "stopped")
+            await self.transitions.halt(execution, RunStatus.STOPPED, "stopped")
+
+    # -- the loop -----------------------------------------------------------------------
 
     async def _advance(self, execution: Execution, *, recovered: bool) -> None:
-        record = execution.record
-        if record.status == RunStatus.WAITING:
+        """Run steps until the run halts: one turn of the loop per step boundary."""
+        if execution.status == RunStatus.WAITING:
             # Handed over because its wake-up time passed: a timer, timeout or escalation.
             await self.timers.wake(execution)
-            if execution.record.status != RunStatus.RUNNING:
-                return
-            record = execution.record
-        elif record.status != RunStatus.RUNNING:
+        if execution.status != RunStatus.RUNNING:
             return
-        if record.body.compensating:
-            await self.compensator.run(execution)
-            return
-        if recovered:
-            # A crash during a backoff interrupted no attempt: the count stays.
-            in_backoff = record.body.retry_at is not None
-            body = record.body.model_copy(
-                update={"attempt": record.body.attempt + (0 if in_backoff else 1)}
-            )
-            step = record.body.cursor.step if record.body.cursor else None
-            await self.commit(
-                execution,
-                RunStatus.RUNNING,
-                body,
-                events=[
-                    self.event("recovered", step, attempt=body.attempt, owner=self.owner),
-                ],
-            )
+        if recovered and not execution.body.compensating:
+            await self._recovered(execution)
         # Step boundaries let other tasks in (heartbeat, Pause and Stop, readers) at
         # least every _TURN seconds, even when the steps and the store never yield. A
         # store whose every commit waits on the network gives them a turn at each step.
         make_room = not self.store.commit_waits
         turn_ends = time.perf_counter() + _TURN
-        while True:
+        while execution.status == RunStatus.RUNNING:
             if make_room and time.perf_counter() >= turn_ends:
                 await anyio.lowlevel.checkpoint()
                 turn_ends = time.perf_counter() + _TURN
-            control = execution.control  # `wants(...)` written out: every step passes here
-            if execution.stop_requested or (control is not None and control.kind == "stop"):
-                await self.halt(execution, RunStatus.STOPPED, "stopped")
-                return
-            if control is not None and control.kind == "pause":
-                await self.halt(execution, RunStatus.PAUSED, "paused")
-                return
-            if execution.plan.execute_fn is not None:
+            if execution.stop_requested or execution.control is not None:
+                await self._obey(execution)
+            elif execution.body.compensating:
+                await self.compensator.run(execution)
+            elif execution.plan.execute_fn is not None:
                 await self.imperative.run(execution)
-                return
-            cursor = execution.body.cursor
-            if cursor is None:
-                await self.fail(execution, None, HolonError("run has no cursor"))
-                return
-            if cursor.join is not None:  # a fan-out under way
+            elif (cursor := execution.body.cursor) is None:
+                await self.transitions.fail(execution, None, HolonError("run has no cursor"))
+            elif cursor.join is not None:
                 await self.fan_out.run(execution, cursor)
             else:
-                stepping = self._step(execution, cursor.step)
-                if stepping.__class__ is not tuple:
-                    # A step that awaits, or has retries or a deadline, or ends otherwise
-                    # than by naming the next step: finished by a coroutine.
-                    stepping = await stepping  # type: ignore[misc]
-                if stepping.__class__ is tuple:
-                    # On to the next step, the usual case: the commit is awaited and
-                    # applied here rather than in a coroutine of its own per step.
-                    writing, body, results = stepping
-                    del stepping
-                    try:
-                        committed = await writing
-                    except (StaleLease, SeqConflict) as exc:
-                        raise self._refused(execution, exc) from exc
-                    execution.confirm(committed, RunStatus.RUNNING, body, results, release=False)
-            if execution.status != RunStatus.RUNNING:
-                return
+                await self._step(execution, cursor.step)
 
-    async def halt(self, execution: Execution, status: RunStatus, kind: str) -> None:
-        record = execution.record
-        by = execution.control.by if execution.control else None
-        step = record.body.cursor.step if record.body.cursor else None
-        await self.finish(execution, status, record.body, self.event(kind, step, by=by))
+    async def _obey(self, execution: Execution) -> None:
+        """Halt the run as an operator asked: stopped, or paused."""
+        if execution.stop_requested or wants(execution.control, "stop"):
+            await self.transitions.halt(execution, RunStatus.STOPPED, "stopped")
+        else:
+            await self.transitions.halt(execution, RunStatus.PAUSED, "paused")
 
-    def _step(self, execution: Execution, name: str) -> _Next | Awaitable[Any]:
-        """Run step `name` and start its commit. A step called directly (one attempt,
-        no deadline, the usual case) that names the next step gives back what `_advance`
-        awaits and applies (see `_transition`). Anything else gives back the awaitable
-        that finishes the step, whose result is that again or nothing to apply."""
+    async def _recovered(self, execution: Execution) -> None:
+        """Record that this executor took over a run whose previous one died mid-step:
+        the step at the cursor starts a new attempt (a crash during a backoff
+        interrupted no attempt, so the count stays)."""
+        body = execution.body
+        attempt = body.attempt if body.retry_at is not None else body.attempt + 1
+        event = self.transitions.event(
+            "recovered", step_of(body), attempt=attempt, owner=self.owner
+        )
+        await self.transitions.commit(
+            execution, RunStatus.RUNNING, evolve(body, {"attempt": attempt}), events=[event]
+        )
+
+    async def _step(self, execution: Execution, name: str) -> None:
+        """Run step `name` and write the checkpoint its outcome calls for."""
         started = time.perf_counter()
         spec = execution.plan.direct.get(name)
-        if spec is None or execution.body.retry_at is not None:
-            return self._step_with_policies(execution, name, started)
-        ctx = self.context(execution, name)
+        if spec is not None and execution.body.retry_at is None:
+            # The usual step: called once, with no deadline and nothing to retry.
+            ctx = execution.context(name)
+            try:
+                value = spec.fn(ctx)
+                if inspect.isawaitable(value):
+                    value = await value
+            except Exception as exc:
+                await self.transitions.fail(execution, name, exc)
+                return
+        else:
+            called = await self._call_with_policies(execution, name)
+            if called is None:
+                return
+            spec, ctx, value = called
+        duration_ms = round((time.perf_counter() - started) * 1000, 3)
         try:
-            value = spec.fn(ctx)
-        except Exception as exc:
-            return self.fail(execution, name, exc)
-        if value.__class__ is not str and inspect.isawaitable(value):
-            return self._finish_async_step(execution, spec, ctx, value, started)
-        return self._end_step(execution, spec, ctx, value, started)
+            checkpoint = self._ending(execution, spec, ctx, value, duration_ms)
+        except _OUTCOME_ERRORS as exc:
+            await self.transitions.fail(execution, name, exc)
+            return
+        await self.transitions.write(execution, checkpoint)
 
-    async def _finish_async_step(
-        self,
-        execution: Execution,
-        spec: StepSpec,
-        ctx: Context[Any, Any],
-        pending: Awaitable[Any],
-        started: float,
-    ) -> _Next | None:
-        try:
-            value = await pending
-        except Exception as exc:
-            await self.fail(execution, spec.name, exc)
-            return None
-        return await self._next_or_done(self._end_step(execution, spec, ctx, value, started))
-
-    async def _step_with_policies(
-        self, execution: Execution, name: str, started: float
-    ) -> _Next | None:
-        """A step with retries, a deadline or a backoff under way: run by `attempts`."""
+    async def _call_with_policies(
+        self, execution: Execution, name: str
+    ) -> tuple[StepSpec, Context[Any, Any], Any] | None:
+        """Call step `name` under its retry and timeout (or resume its backoff); None
+        when it failed for good and the run was failed."""
         workflow = execution.workflow
         spec = workflow.steps.get(name)
         if spec is None:
-            await self.fail(execution, name, unknown_step(workflow, name, name, "cursor"))
+            unknown = unknown_step(workflow, name, name, "is at the cursor as")
+            await self.transitions.fail(execution, name, unknown)
             return None
         outcome = await self.attempts.run(
             execution,
             name,
             spec.fn,
-            partial(self.context, execution, name),
+            partial(execution.context, name),
             retry=spec.retry or workflow.default_retry,
             timeout=spec.timeout if spec.timeout is not None else workflow.default_timeout,
             durable=True,
         )
         if outcome.error is not None or outcome.ctx is None:
-            await self.fail(execution, name, outcome.error or HolonError("step did not run"))
+            failure = outcome.error or HolonError(f"step {name!r} did not run")
+            await self.transitions.fail(execution, name, failure)
             return None
-        ending = self._end_step(execution, spec, outcome.ctx, outcome.value, started)
-        return await self._next_or_done(ending)
+        return spec, outcome.ctx, outcome.value
 
-    @staticmethod
-    async def _next_or_done(ending: _Next | Awaitable[Any]) -> _Next | None:
-        """What a step's coroutine gives `_advance`: the commit on to the next step, to
-        apply there, or nothing once any other ending has been awaited here."""
-        if isinstance(ending, tuple):
-            return ending
-        await ending
-        return None
-
-    def _end_step(
-        self,
-        execution: Execution,
-        spec: StepSpec,
-        ctx: Context[Any, Any],
-        value: Any,
-        started: float,
-    ) -> _Next | Awaitable[Any]:
-        """The commit that ends a step that returned `value`, or the run's failure when
-        `value` is no valid outcome."""
-        # Whole microseconds, in milliseconds (cheaper than `round(..., 3)`).
-        duration_ms = int((time.perf_counter() - started) * 1_000_000) / 1000
-        try:
-            return self._transition(execution, spec, ctx, value, duration_ms)
-        except (UnknownStepError, StepOutputError, TypeError, ValueError) as exc:
-            return self.fail(execution, spec.name, exc)
-
-    def _transition(
+    def _ending(
         self,
         execution: Execution,
         spec: StepSpec,
         ctx: Context[Any, Any],
         outcome: Any,
         duration_ms: float,
-    ) -> _Next | Awaitable[Any]:
-        """Work out the commit that ends step `spec` with `outcome`, and return it to
-        be awaited; for the usual outcome, the next step's name, return what `_step`
-        applies once the store confirms it: the write, the new body and the results.
+    ) -> Checkpoint:
+        """The checkpoint that ends step `spec` with `outcome`: its result, its state
+        patch and logs, and the run's next cursor (a step, a fan-out, a wait or the end).
 
-        Returned rather than awaited here: this method's locals (the step's ctx, its
-        events, the merged state) are released while the commit waits on the store, and
-        every run in flight waits there, so the garbage collector has that much less to
-        walk. Errors in the outcome raise before anything is written.
+        Raises, before anything is written, when the outcome is no valid transition or
+        holds a value that cannot be stored.
         """
+        transitions = self.transitions
         body = execution.body
         name = spec.name
-        run_id = execution.run_id
         output: Any = None
         results: dict[str, Any] = {}
         if isinstance(outcome, Next):
-            output = to_json_value(outcome.output, what="output", run_id=run_id, step=name)
+            output = to_json_value(
+                outcome.output, what="output", run_id=execution.run_id, step=name
+            )
             results[name] = output
             outcome = outcome.step
-        patch = ctx.state_patch
-        state = {**body.state, **patch} if patch else body.state
+        state = {**body.state, **ctx.state_patch}
         counts = {**body.counts, name: body.counts.get(name, 0) + 1}
+        # One time for the step's events and checkpoint: they happen together.
+        now = self.clock.now()
         completed: dict[str, Any] = {"duration_ms": duration_ms, "attempt": body.attempt}
         if results:
             completed["output_digest"] = digest(output)
-        # One time for the step's events and checkpoint: they happen together, and the
-        # store then formats it once.
-        now = self.clock.now()
         events = [NewEvent("step_completed", now, name, completed)]
-        if ctx.log_entries:
-            self.add_side_events(events, name, ctx, at=now)
-        elif patch:  # `add_side_events` without logs, written out: most steps set state
-            events.append(NewEvent("state_changed", now, name, {"patch": patch}))
+        if ctx.state_patch or ctx.log_entries:
+            transitions.step_events(events, name, ctx, at=now)
         update: dict[str, Any] = {"state": state, "counts": counts, "attempt": 1, "retry_at": None}
         if spec.compensate is not None:
-            update["compensations"] = [
-                *body.compensations,
-                Compensation(step=name, idempotency_key=ctx.IdempotencyKey, output=output),
-            ]
+            compensation = Compensation(
+                step=name, idempotency_key=ctx.IdempotencyKey, output=output
+            )
+            update["compensations"] = [*body.compensations, compensation]
 
         if isinstance(outcome, Wait):
-            return self.suspender.suspend(
+            return self.suspender.checkpoint(
                 execution,
                 name,
                 outcome,
@@ -384,216 +304,30 @@ class Engine:
         if isinstance(outcome, Parallel):
             cursor = self.fan_out.plan(execution, name, outcome)
             events.append(
-                self.event(
+                transitions.event(
                     "parallel_started", name, at=now, branches=cursor.branches, join=cursor.join
                 )
             )
-            new_body = evolve(body, {**update, "cursor": cursor})
-            return self.commit(
-                execution, RunStatus.RUNNING, new_body, results=results, events=events
+            update["cursor"] = cursor
+            return Checkpoint(
+                RunStatus.RUNNING, evolve(body, update), now, results=results, events=events
             )
-        if outcome.__class__ is str and outcome in execution.plan.steps:
-            target = outcome  # the usual case, checked as `target` would
-        else:
-            target = self.target(execution.workflow, name, outcome)
-        if target == _END:
+        target = next_step(execution.workflow, name, outcome)
+        if target == END:
             final = output if output is not None else state
-            events.append(self.event("completed", None, at=now, output_digest=digest(final)))
-            new_body = evolve(body, {**update, "cursor": None, "output": final})
-            return self.finish(execution, RunStatus.COMPLETED, new_body, *events, results=results)
-        events.append(NewEvent("step_started", now, target))
-        shared = self._cursors.get(target)  # `cursor_at`'s lookup, written out
-        update["cursor"] = shared if shared is not None else self.cursor_at(target)
-        new_body = evolve(body, update)
-        checkpoint = Checkpoint(
-            status=RunStatus.RUNNING, body=new_body, at=now, results=results, events=events
-        )
-        writing, merged = self.write(execution, checkpoint)
-        return writing, new_body, merged
-
-    def cursor_at(self, step: str) -> Cursor:
-        """The cursor of a run about to execute `step` (not a fan-out). Made once per
-        step name and shared: a cursor (like every record) is replaced, never changed
-        in place, and one with its empty fan-out fields costs half a dozen objects."""
-        cursor = self._cursors.get(step)
-        if cursor is None:
-            cursor = self._cursors[step] = Cursor(step=step)
-        return cursor
-
-    def target(self, workflow: Workflow, step: str, outcome: Any) -> str:
-        if isinstance(outcome, Marker):
-            outcome = outcome.value
-        if not isinstance(outcome, str):
-            raise TypeError(
-                f"step {step!r} returned {outcome!r}; a step returns the next step's name, "
-                "END, Next(...), Wait(...) or Parallel(...)"
+            events.append(transitions.event("completed", None, at=now, output_digest=digest(final)))
+            update.update(cursor=None, output=final)
+            return Checkpoint(
+                RunStatus.COMPLETED,
+                evolve(body, update),
+                now,
+                results=results,
+                events=events,
+                release_lease=True,
+                clear_control=True,
             )
-        if outcome == EXECUTE_STEP and workflow.execute_fn is not None:
-            return outcome
-        if outcome != _END and outcome not in workflow.steps:
-            raise unknown_step(workflow, step, outcome, "returned")
-        return outcome
-
-    # -- helpers ------------------------------------------------------------------------
-
-    def context(
-        self,
-        execution: Execution,
-        step: str,
-        attempt: int | None = None,
-        key: str | None = None,
-    ) -> Context[Any, Any]:
-        """The ctx for `step` (attempt and idempotency key default to the cursor's)."""
-        body = execution.body
-        run_id = execution.run_id
-        plan = execution.plan
-        occurrence = body.counts.get(step, 0) + 1
-        return Context(
-            run_id=run_id,
-            step=step,
-            attempt=body.attempt if attempt is None else attempt,
-            idempotency_key=key or idempotency_key(run_id, step, occurrence),
-            input=execution.input_value,
-            state=body.state,
-            state_model=plan.state_model,
-            results=execution.results,
-            decision=body.decision,
-            agents=plan.agents,
+        events.append(NewEvent("step_started", now, target))
+        update["cursor"] = transitions.cursor_at(target)
+        return Checkpoint(
+            RunStatus.RUNNING, evolve(body, update), now, results=results, events=events
         )
-
-    def add_side_events(
-        self,
-        events: list[NewEvent],
-        step: str,
-        ctx: Context[Any, Any],
-        *,
-        at: float | None = None,
-    ) -> None:
-        """Append what `step` did besides its result: its state change and its logs."""
-        if at is None:
-            at = self.clock.now()
-        if ctx.state_patch:
-            events.append(NewEvent("state_changed", at, step, {"patch": ctx.state_patch}))
-        for entry in ctx.log_entries:
-            # Made directly: a log entry's own fields may be called `at`, `kind`, `step`.
-            data = to_json_value(entry, what="log entry", run_id=ctx.RunId, step=step)
-            events.append(NewEvent("log", at, step, data))
-
-    def event(
-        self, kind: str, step: str | None, *, at: float | None = None, **data: Any
-    ) -> NewEvent:
-        """A timeline event of this run, at `at` (now when not given)."""
-        return NewEvent(kind=kind, at=self.clock.now() if at is None else at, step=step, data=data)
-
-    async def fail(self, execution: Execution, step: str | None, error: BaseException) -> None:
-        """End the run `failed`, after undoing its compensable steps if it has any."""
-        info = ErrorInfo(
-            type=type(error).__name__,
-            message=str(error),
-            step=step,
-            traceback="".join(traceback.format_exception(error)),
-        )
-        logger.info("run %s failed in step %s: %s", execution.run_id, step, error)
-        body = execution.record.body
-        if body.compensations and not body.compensating:
-            await self.compensator.start(execution, info)
-            return
-        body = body.model_copy(update={"error": info, "retry_at": None})
-        await self.finish(
-            execution,
-            RunStatus.FAILED,
-            body,
-            self.event(
-                "failed", step, error=info.type, message=info.message, traceback=info.traceback
-            ),
-        )
-
-    def finish(
-        self,
-        execution: Execution,
-        status: RunStatus,
-        body: RunBody,
-        *events: NewEvent,
-        results: dict[str, Any] | None = None,
-    ) -> Awaitable[Committed]:
-        """The last commit of an execution: the run halts or ends, its lease is released
-        and any operator request is answered."""
-        return self.commit(
-            execution,
-            status,
-            body,
-            events=list(events),
-            results=results,
-            release=True,
-            clear_control=True,
-        )
-
-    def commit(
-        self,
-        execution: Execution,
-        status: RunStatus,
-        body: RunBody,
-        *,
-        events: list[NewEvent],
-        results: dict[str, Any] | None = None,
-        release: bool = False,
-        clear_control: bool = False,
-        wake_at: float | None = None,
-        wait_keys: list[str] | None = None,
-    ) -> Awaitable[Committed]:
-        """Write a checkpoint of `execution`; the awaitable returned applies it to the
-        execution's record once the store confirms it.
-
-        The checkpoint goes to the store here and only what is needed afterwards is
-        kept while the store works: with a thousand runs in flight, each one waiting on
-        its commit, what a waiting commit holds on to is what the garbage collector
-        walks again and again. Bad checkpoint data raises here, before anything is sent.
-        """
-        checkpoint = Checkpoint(
-            status=status,
-            body=body,
-            at=events[-1].at if events else self.clock.now(),
-            results=results or {},
-            events=events,
-            wake_at=wake_at,
-            release_lease=release,
-            clear_control=clear_control,
-            wait_keys=wait_keys,
-        )
-        writing, merged = self.write(execution, checkpoint)
-        return self._committed(execution, writing, status, body, merged, release)
-
-    def write(
-        self, execution: Execution, checkpoint: Checkpoint
-    ) -> tuple[Awaitable[Committed], dict[str, Any]]:
-        """Send `checkpoint` of `execution` to the store: the store's write to await,
-        and the run's results as they are once it is applied (see `commit`)."""
-        writing = self.store.commit(
-            execution.run_id,
-            expected_seq=execution.seq,
-            token=execution.token,
-            checkpoint=checkpoint,
-        )
-        results = checkpoint.results
-        return writing, {**execution.results, **results} if results else execution.results
-
-    async def _committed(
-        self,
-        execution: Execution,
-        writing: Awaitable[Committed],
-        status: RunStatus,
-        body: RunBody,
-        results: dict[str, Any],
-        release: bool,
-    ) -> Committed:
-        try:
-            committed = await writing
-        except (StaleLease, SeqConflict) as exc:
-            raise self._refused(execution, exc) from exc
-        execution.confirm(committed, status, body, results, release=release)
-        return committed
-
-    @staticmethod
-    def _refused(execution: Execution, exc: StaleLease | SeqConflict) -> LeaseLost:
-        logger.warning("run %s: checkpoint refused: %s", execution.run_id, exc)
-        return LeaseLost()

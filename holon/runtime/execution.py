@@ -1,4 +1,5 @@
-"""What the engine keeps about a run while executing it, and small shared helpers."""
+"""What a process keeps about a run it executes, and the small rules every part of the
+runtime shares: idempotency keys, step names, the step a directive leads to."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from typing import Any
 
 import anyio
 
-from holon.definition.builder import FlowPlan, Workflow
+from holon.definition.builder import Workflow
+from holon.definition.directives import END, Marker
 from holon.errors import UnknownStepError
-from holon.stores.base import Committed, Control, RunBody, RunRecord, RunStatus, evolve
+from holon.runtime.context import Context
+from holon.stores.base import Checkpoint, Committed, Control, RunBody, RunRecord, RunStatus, evolve
 
 __all__ = [
     "EXECUTE_STEP",
@@ -18,6 +21,7 @@ __all__ = [
     "LeaseLost",
     "branch_name",
     "idempotency_key",
+    "next_step",
     "unknown_step",
     "wants",
 ]
@@ -39,12 +43,11 @@ class LeaseLost(Exception):
 class Execution:
     """One run being executed in this process.
 
-    `record` is the run as last confirmed by the store. Its parts that every step
-    changes (`status`, `body`, `seq`, `event_seq`, `results`) are also kept here,
-    always current: a step's confirmed commit updates them in place (`confirm`) and the
-    record is made anew from them only when something asks for it, not at every step
-    (a thousand runs in flight would otherwise each keep a fresh record alive for the
-    garbage collector to walk)."""
+    `record` is the run as last confirmed by the store. The parts of it that every step
+    changes (`status`, `body`, `seq`, `event_seq`, `results`) are kept as attributes,
+    always current; `confirm` updates them from each confirmed checkpoint, and the
+    record is made anew from them only when something reads it (see `confirm`).
+    """
 
     __slots__ = (
         "_lock",
@@ -89,14 +92,14 @@ class Execution:
         self.run_id = run_id
         self.token = token
         self.workflow = workflow
+        self.plan = workflow.plan
+        """What every step reads of the workflow (`Workflow.plan`)."""
         self.control = control
         self.step_scope: anyio.CancelScope | None = None
         self.stop_requested = False
         self.lease_lost = False
         self.input_value = input_value
         self.branch_functions: dict[str, Callable[..., Any]] = {}
-        self.plan: FlowPlan = workflow.plan
-        """The workflow's `FlowPlan`: what every step reads."""
         self._lock: anyio.Lock | None = None
         self.record = record
 
@@ -129,26 +132,23 @@ class Execution:
         self.results = record.results
         self._record_control = record.control
 
-    def confirm(
-        self,
-        committed: Committed,
-        status: RunStatus,
-        body: RunBody,
-        results: dict[str, Any],
-        *,
-        release: bool,
-    ) -> None:
-        """Take a checkpoint the store confirmed. One that kept the lease (every step's)
-        updates the current parts in place (see the class docstring); one that released
-        it makes the record at once."""
+    def confirm(self, committed: Committed, checkpoint: Checkpoint) -> None:
+        """Take `checkpoint`, which the store confirmed as `committed`.
+
+        A checkpoint that keeps the lease (every step's) updates the current parts in
+        place and leaves the record to be made when read: with a thousand runs in flight,
+        a record made at every step is one more object per run for the garbage collector
+        to walk. One that releases the lease ends this execution and makes it at once.
+        """
         control = committed.control
         self.control = control
-        if release:
+        results = {**self.results, **checkpoint.results} if checkpoint.results else self.results
+        if checkpoint.release_lease:
             self.record = evolve(
                 self.record,
                 {
-                    "status": status,
-                    "body": body,
+                    "status": checkpoint.status,
+                    "body": checkpoint.body,
                     "seq": committed.seq,
                     "event_seq": committed.event_seq,
                     "control": control,
@@ -157,8 +157,8 @@ class Execution:
                 },
             )
             return
-        self.status = status
-        self.body = body
+        self.status = checkpoint.status
+        self.body = checkpoint.body
         self.seq = committed.seq
         self.event_seq = committed.event_seq
         self.results = results
@@ -167,6 +167,26 @@ class Execution:
 
     def __repr__(self) -> str:
         return f"Execution(run_id={self.run_id!r}, token={self.token}, seq={self.seq})"
+
+    def context(
+        self, step: str, attempt: int | None = None, key: str | None = None
+    ) -> Context[Any, Any]:
+        """The `ctx` for `step`; the attempt and idempotency key default to the cursor's."""
+        body = self.body
+        plan = self.plan
+        occurrence = body.counts.get(step, 0) + 1
+        return Context(
+            run_id=self.run_id,
+            step=step,
+            attempt=body.attempt if attempt is None else attempt,
+            idempotency_key=key or idempotency_key(self.run_id, step, occurrence),
+            input=self.input_value,
+            state=body.state,
+            state_model=plan.state_model,
+            results=self.results,
+            decision=body.decision,
+            agents=plan.agents,
+        )
 
     @property
     def lock(self) -> anyio.Lock:
@@ -207,8 +227,15 @@ class Execution:
         if self.step_scope is not None:
             self.step_scope.cancel()
 
+    def lose_lease(self) -> None:
+        """Another executor owns the run now: cancel the step, write nothing more."""
+        self.lease_lost = True
+        if self.step_scope is not None:
+            self.step_scope.cancel()
+
 
 def wants(control: Control | None, kind: str) -> bool:
+    """Whether an operator's pending request is `kind` (`pause` or `stop`)."""
     return control is not None and control.kind == kind
 
 
@@ -220,6 +247,27 @@ def unknown_step(workflow: Workflow, step: str, value: str, how: str) -> Unknown
         step=step,
         workflow=workflow.name,
     )
+
+
+def next_step(workflow: Workflow, step: str, outcome: Any, how: str = "returned") -> str:
+    """The step (or `END`) that `outcome`, named by `step`, leads to.
+
+    Raises `TypeError` when `outcome` is no step name, `UnknownStepError` when it names
+    a step the flow does not have."""
+    if outcome.__class__ is str and outcome in workflow.plan.steps:
+        return outcome  # the usual case: the name of a step of the flow
+    if isinstance(outcome, Marker):
+        outcome = outcome.value
+    if not isinstance(outcome, str):
+        raise TypeError(
+            f"step {step!r} returned {outcome!r}; a step returns the next step's name, "
+            "END, Next(...), Wait(...) or Parallel(...)"
+        )
+    if outcome == EXECUTE_STEP and workflow.execute_fn is not None:
+        return outcome
+    if outcome != END and outcome not in workflow.steps:
+        raise unknown_step(workflow, step, outcome, how)
+    return outcome
 
 
 def branch_name(workflow: Workflow, fn: Callable[..., Any]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -13,25 +13,27 @@ from anyio.abc import TaskGroup
 from holon._json import digest, to_json_value
 from holon.definition.directives import Next, Parallel, Wait
 from holon.errors import HolonError, UnknownStepError
+from holon.runtime.attempts import Attempts
 from holon.runtime.context import Context
-from holon.runtime.execution import Execution, LeaseLost, branch_name, unknown_step
-from holon.stores.base import Compensation, Cursor, RunStatus
-
-if TYPE_CHECKING:
-    from holon.runtime.engine import Engine
+from holon.runtime.execution import Execution, LeaseLost, branch_name, next_step, unknown_step
+from holon.runtime.transitions import Transitions
+from holon.stores.base import Compensation, Cursor, RunStatus, evolve
 
 __all__ = ["FanOut"]
 
 
 class FanOut:
-    """Plans and runs fan-outs for an engine."""
+    """Plans and runs fan-outs."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, transitions: Transitions, attempts: Attempts) -> None:
+        self.transitions = transitions
+        self.attempts = attempts
 
     def plan(self, execution: Execution, step: str, parallel: Parallel) -> Cursor:
+        """The cursor of the fan-out `step` returned. Raises when it names a step the
+        flow does not have, or a branch twice."""
         workflow = execution.workflow
-        self.engine.target(workflow, step, parallel.join)
+        next_step(workflow, step, parallel.join, "joins the fan-out at")
         names: list[str] = []
         for branch in parallel.branches:
             if isinstance(branch, str):
@@ -61,7 +63,7 @@ class FanOut:
             # After a restart the callables are gone: ask the step that fanned out again.
             parent = execution.workflow.steps.get(cursor.step)
             if parent is not None:
-                outcome = parent.fn(self.engine.context(execution, cursor.step))
+                outcome = parent.fn(execution.context(cursor.step))
                 if inspect.isawaitable(outcome):
                     outcome = await outcome
                 if isinstance(outcome, Parallel):
@@ -81,7 +83,7 @@ class FanOut:
         try:
             functions = {b: await self._branch_function(execution, cursor, b) for b in pending}
         except HolonError as exc:
-            await self.engine.fail(execution, cursor.step, exc)
+            await self.transitions.fail(execution, cursor.step, exc)
             return
 
         workflow = execution.workflow
@@ -89,11 +91,11 @@ class FanOut:
         async def branch(name: str, group: TaskGroup) -> None:
             spec = workflow.steps.get(name)
             started = time.perf_counter()
-            outcome = await self.engine.attempts.run(
+            outcome = await self.attempts.run(
                 execution,
                 name,
                 functions[name],
-                lambda attempt: self.engine.context(execution, name, attempt),
+                lambda attempt: execution.context(name, attempt),
                 retry=(spec.retry if spec else None) or workflow.default_retry,
                 timeout=spec.timeout
                 if spec and spec.timeout is not None
@@ -136,7 +138,7 @@ class FanOut:
             raise LeaseLost()
         if failures:
             name, error = failures[0]
-            await self.engine.fail(execution, name, error)
+            await self.transitions.fail(execution, name, error)
 
     async def _commit_branch(
         self,
@@ -148,30 +150,34 @@ class FanOut:
         *,
         compensate: Callable[..., Any] | None,
     ) -> None:
-        body = execution.record.body
+        transitions = self.transitions
+        body = execution.body
         cursor = body.cursor
         assert cursor is not None and cursor.join is not None
         done = [*cursor.done, name]
         counts = {**body.counts, name: body.counts.get(name, 0) + 1}
+        now = transitions.clock.now()
         events = [
-            self.engine.event(
+            transitions.event(
                 "branch_completed",
                 name,
+                at=now,
                 duration_ms=duration_ms,
                 output_digest=digest(result),
                 attempt=body.attempt,
             )
         ]
-        self.engine.add_side_events(events, name, ctx)
+        transitions.step_events(events, name, ctx, at=now)
         if set(done) >= set(cursor.branches):
-            next_cursor = self.engine.cursor_at(cursor.join)
-            events.append(self.engine.event("step_started", cursor.join))
+            next_cursor = transitions.cursor_at(cursor.join)
+            events.append(transitions.event("step_started", cursor.join, at=now))
             attempt = 1
         else:
-            next_cursor = cursor.model_copy(update={"done": done})
+            next_cursor = evolve(cursor, {"done": done})
             attempt = body.attempt
-        new_body = body.model_copy(
-            update={
+        new_body = evolve(
+            body,
+            {
                 "state": {**body.state, **ctx.state_patch},
                 "counts": counts,
                 "cursor": next_cursor,
@@ -182,8 +188,8 @@ class FanOut:
                     *body.compensations,
                     Compensation(step=name, idempotency_key=ctx.IdempotencyKey, output=result),
                 ],
-            }
+            },
         )
-        await self.engine.commit(
+        await transitions.commit(
             execution, RunStatus.RUNNING, new_body, results={name: result}, events=events
         )

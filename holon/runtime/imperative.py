@@ -30,7 +30,7 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 from pydantic import BaseModel
@@ -40,14 +40,14 @@ from holon._naming import snake_case_aliases
 from holon.definition.directives import Wait, WaitCondition
 from holon.definition.policies import Retry, check_policies
 from holon.errors import HolonError, NonDeterminismError
+from holon.runtime.attempts import Attempts
 from holon.runtime.compensation import undo_reference
 from holon.runtime.context import Context
 from holon.runtime.execution import EXECUTE_STEP, Execution, idempotency_key, wants
+from holon.runtime.suspension import Suspender
 from holon.runtime.task_state import TaskState
-from holon.stores.base import Compensation, RunStatus
-
-if TYPE_CHECKING:
-    from holon.runtime.engine import Engine
+from holon.runtime.transitions import Transitions
+from holon.stores.base import Compensation, NewEvent, RunStatus, evolve
 
 __all__ = ["ExecuteContext", "Imperative", "TaskCall", "TaskState"]
 
@@ -327,13 +327,16 @@ def _journal(results: Mapping[str, Any]) -> dict[int, _Entry]:
 
 
 class Imperative:
-    """Runs `.Execute()` workflows for an engine."""
+    """Runs `.Execute()` workflows."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, transitions: Transitions, attempts: Attempts, suspender: Suspender) -> None:
+        self.transitions = transitions
+        self.attempts = attempts
+        self.suspender = suspender
 
     async def run(self, execution: Execution) -> None:
-        engine = self.engine
+        """Run the workflow function from the top until it returns, fails or halts."""
+        transitions = self.transitions
         fn = execution.workflow.execute_fn
         assert fn is not None
         ctx: ExecuteContext[Any, Any] = ExecuteContext(self, execution)
@@ -348,12 +351,12 @@ class Imperative:
         except Exception as exc:
             error = exc
         if error is not None:
-            await engine.fail(execution, ctx.last_step or EXECUTE_STEP, error)
+            await transitions.fail(execution, ctx.last_step or EXECUTE_STEP, error)
             return
         try:
             output = to_json_value(value, what="result", run_id=execution.run_id, step=EXECUTE_STEP)
         except HolonError as exc:
-            await engine.fail(execution, EXECUTE_STEP, exc)
+            await transitions.fail(execution, EXECUTE_STEP, exc)
             return
         async with execution.lock:
             await self._checkpoint(
@@ -362,11 +365,11 @@ class Imperative:
                 RunStatus.COMPLETED,
                 {},
                 output=output,
-                events=[engine.event("completed", None, output_digest=digest(output))],
+                events=[transitions.event("completed", None, output_digest=digest(output))],
             )
 
     async def run_task(self, ctx: ExecuteContext[Any, Any], call: TaskCall[Any]) -> Any:
-        engine = self.engine
+        transitions = self.transitions
         execution = ctx._execution
         workflow = execution.workflow
         if wants(execution.control, "pause"):
@@ -377,7 +380,7 @@ class Imperative:
                     RunStatus.PAUSED,
                     {},
                     events=[
-                        engine.event(
+                        transitions.event(
                             "paused",
                             call.name,
                             by=execution.control.by if execution.control else None,
@@ -388,11 +391,11 @@ class Imperative:
         key = idempotency_key(execution.run_id, call.base, call.occurrence)
         ctx.last_step = call.name
         started = time.perf_counter()
-        outcome = await engine.attempts.run(
+        outcome = await self.attempts.run(
             execution,
             call.name,
             lambda step_ctx: _invoke(call, step_ctx),
-            lambda attempt: engine.context(execution, call.name, attempt, key=key),
+            lambda attempt: execution.context(call.name, attempt, key=key),
             retry=call.retry or workflow.default_retry,
             timeout=call.timeout if call.timeout is not None else workflow.default_timeout,
             durable=False,
@@ -420,7 +423,7 @@ class Imperative:
                 {call.name: entry},
                 compensation=compensation,
                 events=[
-                    engine.event(
+                    transitions.event(
                         "step_completed",
                         call.name,
                         position=call.position,
@@ -440,9 +443,8 @@ class Imperative:
         name: str,
         occurrence: int,
     ) -> Any:
-        engine = self.engine
         execution = ctx._execution
-        body = execution.record.body
+        body = execution.body
         wait_id = f"{name}#{occurrence}"
         closed = body.closed_wait
         if body.wait is None and closed is not None and closed.wait_id == wait_id:
@@ -455,16 +457,17 @@ class Imperative:
             }
             return value
         directive = Wait(condition, EXECUTE_STEP, on_reject=EXECUTE_STEP, on_timeout=EXECUTE_STEP)
+        checkpoint = self.suspender.checkpoint(
+            execution,
+            name,
+            directive,
+            occurrence,
+            events=[],
+            results=self._take_pending(ctx),
+            update={"state": ctx.State.as_dict()},
+        )
         async with execution.lock:
-            await engine.suspender.suspend(
-                execution,
-                name,
-                directive,
-                occurrence,
-                events=[],
-                results=self._take_pending(ctx),
-                state=ctx.State.as_dict(),
-            )
+            await self.transitions.write(execution, checkpoint)
         raise _Suspended()
 
     def _take_pending(self, ctx: ExecuteContext[Any, Any]) -> dict[str, Any]:
@@ -478,19 +481,19 @@ class Imperative:
         status: RunStatus,
         results: dict[str, Any],
         *,
-        events: list[Any],
+        events: list[NewEvent],
         output: Any = None,
         compensation: Compensation | None = None,
     ) -> None:
-        engine = self.engine
-        body = execution.record.body
+        transitions = self.transitions
+        body = execution.body
         update: dict[str, Any] = {"state": ctx.State.as_dict(), "attempt": 1}
         if compensation is not None:
             update["compensations"] = [*body.compensations, compensation]
         if status == RunStatus.COMPLETED:
             update.update(output=output, cursor=None)
         logs = [
-            engine.event(
+            transitions.event(
                 "log",
                 ctx.last_step,
                 **to_json_value(entry, what="log entry", run_id=ctx.RunId, step=ctx.last_step),
@@ -499,10 +502,10 @@ class Imperative:
         ]
         ctx.logs.clear()
         terminal = status != RunStatus.RUNNING
-        await engine.commit(
+        await transitions.commit(
             execution,
             status,
-            body.model_copy(update=update),
+            evolve(body, update),
             results={**self._take_pending(ctx), **results},
             events=[*logs, *events],
             release=terminal,

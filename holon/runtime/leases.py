@@ -8,15 +8,14 @@ executor whose lease was taken over (it was presumed dead) to stop writing.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
 
 import anyio
 
+from holon.clock import Clock
 from holon.errors import StaleLease
-
-if TYPE_CHECKING:
-    from holon.runtime.engine import Engine
-    from holon.runtime.execution import Execution
+from holon.runtime.execution import Execution, wants
+from holon.stores.base import Store
 
 __all__ = ["LeaseKeeper"]
 
@@ -24,10 +23,19 @@ logger = logging.getLogger("holon.engine")
 
 
 class LeaseKeeper:
-    """Renews the leases of an engine's executing runs."""
+    """Renews the leases of the runs executing in this process.
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    Args:
+        executions: the runs executing here, by id (the engine's live mapping).
+    """
+
+    def __init__(
+        self, store: Store, clock: Clock, lease_ttl: float, executions: Mapping[str, Execution]
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.lease_ttl = lease_ttl
+        self.executions = executions
 
     async def renew_forever(self) -> None:
         """Renew the lease of every run executing here, every third of the lease time.
@@ -38,10 +46,10 @@ class LeaseKeeper:
         requests from other processes, and tells a run whose lease was taken over to
         stop writing.
         """
-        interval = self.engine.lease_ttl / 3
+        interval = self.lease_ttl / 3
         while True:
-            await self.engine.clock.sleep(interval)
-            executions = list(self.engine.executions.values())
+            await self.clock.sleep(interval)
+            executions = list(self.executions.values())
             if not executions:
                 continue
             failures: list[str] = []
@@ -60,20 +68,17 @@ class LeaseKeeper:
 
     async def _renew(self, execution: Execution, failures: list[str]) -> None:
         try:
-            control = await self.engine.store.renew_lease(
-                execution.run_id, execution.token, self.engine.lease_ttl, self.engine.clock.now()
+            control = await self.store.renew_lease(
+                execution.run_id, execution.token, self.lease_ttl, self.clock.now()
             )
         except StaleLease:
-            if self.engine.executions.get(execution.run_id) is not execution:
+            if self.executions.get(execution.run_id) is not execution:
                 return  # it ended meanwhile and released its lease
-            # Another executor owns the run now: cancel the step, write nothing more.
-            execution.lease_lost = True
-            if execution.step_scope is not None:
-                execution.step_scope.cancel()
+            execution.lose_lease()
             return
         except Exception as exc:
             failures.append(f"run {execution.run_id}: {exc}")
             return
         execution.control = control
-        if control is not None and control.kind == "stop":
+        if wants(control, "stop"):
             execution.request_stop()

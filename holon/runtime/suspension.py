@@ -1,19 +1,17 @@
-"""Halting a run on a wait: the wait record is opened and the run checkpointed as
+"""Halting a run on a wait: the checkpoint that opens the wait record and leaves the run
 `waiting`, its lease released (a waiting run holds no task and no lease)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from holon._json import to_json_value
 from holon.definition.conditions import wait_kind
 from holon.definition.directives import Wait
+from holon.runtime.execution import Execution, next_step
+from holon.runtime.transitions import Transitions
 from holon.runtime.waits import wait_keys, wake_time
-from holon.stores.base import NewEvent, RunStatus, WaitRecord
-
-if TYPE_CHECKING:
-    from holon.runtime.engine import Engine
-    from holon.runtime.execution import Execution
+from holon.stores.base import Checkpoint, NewEvent, RunStatus, WaitRecord, evolve
 
 __all__ = ["Suspender"]
 
@@ -24,12 +22,12 @@ def _unset(value: Any) -> bool:
 
 
 class Suspender:
-    """Opens the waits steps return and halts their runs on them."""
+    """Opens the waits that steps return."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, transitions: Transitions) -> None:
+        self.transitions = transitions
 
-    async def suspend(
+    def checkpoint(
         self,
         execution: Execution,
         step: str,
@@ -39,40 +37,45 @@ class Suspender:
         events: list[NewEvent],
         results: dict[str, Any],
         update: dict[str, Any] | None = None,
-        state: dict[str, Any] | None = None,
-    ) -> None:
-        """Open the wait `step` returned and halt the run on it, releasing the lease."""
+    ) -> Checkpoint:
+        """The checkpoint that halts the run on the wait `step` returned.
+
+        Raises `UnknownStepError` when the wait names a step the flow does not have,
+        and `StepOutputError` when its condition cannot be stored, before anything is
+        written.
+        """
         wait = self._open(execution, step, directive, occurrence)
-        events = [
-            *events,
-            self.engine.event(
-                "waiting",
-                step,
-                wait_id=wait.wait_id,
-                wait_kind=wait.kind,
-                next=wait.next,
-                **wait.spec,
-            ),
-        ]
-        changes = {**(update or {}), "wait": wait, "cursor": self.engine.cursor_at(wait.next)}
-        if state is not None:
-            changes["state"] = state
-        await self.engine.commit(
-            execution,
-            RunStatus.WAITING,
-            execution.record.body.model_copy(update=changes),
+        transitions = self.transitions
+        opened = transitions.event(
+            "waiting",
+            step,
+            at=wait.opened_at,
+            wait_id=wait.wait_id,
+            wait_kind=wait.kind,
+            next=wait.next,
+            **wait.spec,
+        )
+        changes = {**(update or {}), "wait": wait, "cursor": transitions.cursor_at(wait.next)}
+        return Checkpoint(
+            status=RunStatus.WAITING,
+            body=evolve(execution.body, changes),
+            at=wait.opened_at,
             results=results,
-            events=events,
-            release=True,
+            events=[*events, opened],
+            release_lease=True,
             wake_at=wake_time(wait),
             wait_keys=wait_keys(wait),
         )
 
     def _open(self, execution: Execution, step: str, wait: Wait, occurrence: int) -> WaitRecord:
         workflow = execution.workflow
-        for target in (wait.next, wait.on_reject, wait.on_timeout):
+        for target, how in (
+            (wait.next, "waits, then goes to"),
+            (wait.on_reject, "waits with on_reject="),
+            (wait.on_timeout, "waits with on_timeout="),
+        ):
             if target is not None:
-                self.engine.target(workflow, step, target)
+                next_step(workflow, step, target, how)
         spec = to_json_value(
             wait.condition.spec(), what="wait condition", run_id=execution.run_id, step=step
         )
@@ -81,7 +84,7 @@ class Suspender:
         # Settings left unset are not stored (readers default them): a waiting run's
         # record and its `waiting` event stay small, and there may be millions of them.
         spec = {k: v for k, v in spec.items() if not _unset(v)}
-        now = self.engine.clock.now()
+        now = self.transitions.clock.now()
         return WaitRecord(
             wait_id=f"{step}#{occurrence}",
             kind=wait_kind(wait.condition),

@@ -15,15 +15,13 @@ The time is the runner's clock, so tests move a `ManualClock` instead of sleepin
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from holon.runtime.decisions import close_wait
+from holon.runtime.execution import Execution
+from holon.runtime.transitions import Transitions
 from holon.runtime.waits import approvers, wait_keys, wake_time
 from holon.stores.base import Checkpoint, NewEvent, RunRecord, RunStatus
-
-if TYPE_CHECKING:
-    from holon.runtime.engine import Engine
-    from holon.runtime.execution import Execution
 
 __all__ = ["Timers", "on_wake"]
 
@@ -107,25 +105,17 @@ def on_wake(record: RunRecord, now: float) -> Checkpoint | None:
 
 
 class Timers:
-    """The engine's part of timers: applies `on_wake` to a claimed waiting run."""
+    """Applies `on_wake` to a waiting run handed over because its wake-up time passed."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, transitions: Transitions) -> None:
+        self.transitions = transitions
 
     async def wake(self, execution: Execution) -> None:
         """Commit what the run's wake-up means, with the executor's lease. A run that
         goes on is left `running` for the engine to continue."""
-        checkpoint = on_wake(execution.record, self.engine.clock.now())
+        transitions = self.transitions
+        checkpoint = on_wake(execution.record, transitions.clock.now())
         if checkpoint is None:
-            await self.engine.store.release_lease(execution.run_id, execution.token)
+            await transitions.store.release_lease(execution.run_id, execution.token)
             return
-        await self.engine.commit(
-            execution,
-            checkpoint.status,
-            checkpoint.body,
-            events=checkpoint.events,
-            release=checkpoint.release_lease,
-            clear_control=checkpoint.clear_control,
-            wake_at=checkpoint.wake_at,
-            wait_keys=checkpoint.wait_keys,
-        )
+        await transitions.write(execution, checkpoint)

@@ -22,7 +22,7 @@ keeps the version it started on.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
@@ -32,10 +32,8 @@ from holon.definition.builder import Workflow
 from holon.errors import HolonError, InputValidationError, StateValidationError
 from holon.runtime.context import validate_state
 from holon.runtime.execution import Execution, wants
-from holon.stores.base import RunBody, RunRecord, RunStatus
-
-if TYPE_CHECKING:
-    from holon.runtime.engine import Engine
+from holon.runtime.transitions import Transitions, step_of
+from holon.stores.base import RunBody, RunRecord, RunStatus, evolve
 
 __all__ = [
     "INCOMPATIBLE",
@@ -103,10 +101,11 @@ def cursor_problems(workflow: Workflow, body: RunBody) -> list[str]:
     return problems
 
 
-async def adopt(engine: Engine, execution: Execution) -> bool:
-    """Fit a leased run to the engine's definition before it executes.
+async def adopt(transitions: Transitions, execution: Execution) -> bool:
+    """Fit a leased run to the executor's definition before it executes.
 
-    Sets `execution.input_value`. Returns False when the run was paused instead.
+    Sets `execution.input_value`. Returns False when the run was paused or failed
+    instead.
     """
     workflow = execution.workflow
     record = execution.record
@@ -124,8 +123,8 @@ async def adopt(engine: Engine, execution: Execution) -> bool:
     changed = started_on != workflow.version
     if bad_input is not None and not changed:
         # Its own definition refuses the input: no operator action can make it run.
-        await engine.fail(execution, None, bad_input)
-        return False
+        await transitions.fail(execution, None, bad_input)
+        return execution.status == RunStatus.RUNNING  # compensating
     problems = [bad_input.message] if bad_input else []
     body = record.body
     events = []
@@ -135,11 +134,11 @@ async def adopt(engine: Engine, execution: Execution) -> bool:
         except HolonError as exc:
             problems.append(exc.message)
         else:
-            body = body.model_copy(update={"state": migrated})
+            body = evolve(body, {"state": migrated})
             events.append(
-                engine.event(
+                transitions.event(
                     "state_migrated",
-                    _step(body),
+                    step_of(body),
                     from_version=started_on,
                     to_version=workflow.version,
                 )
@@ -152,22 +151,24 @@ async def adopt(engine: Engine, execution: Execution) -> bool:
     if changed:
         problems += cursor_problems(workflow, body)
     if problems:
-        await _pause(engine, execution, INCOMPATIBLE if changed else INVALID_STATE, problems)
+        await _pause(transitions, execution, INCOMPATIBLE if changed else INVALID_STATE, problems)
         return False
     if not changed:
         return True
     events.append(
-        engine.event(
+        transitions.event(
             "version_changed",
-            _step(body),
+            step_of(body),
             from_version=started_on,
             to_version=workflow.version,
             state_fields_added=sorted(set(state) - set(record.body.state)),
             state_fields_dropped=sorted(set(record.body.state) - set(state)),
         )
     )
-    new_body = body.model_copy(update={"state": state, "version": workflow.version})
-    await engine.commit(execution, record.status, new_body, events=events, wake_at=record.wake_at)
+    new_body = evolve(body, {"state": state, "version": workflow.version})
+    await transitions.commit(
+        execution, record.status, new_body, events=events, wake_at=record.wake_at
+    )
     return True
 
 
@@ -194,26 +195,24 @@ def _migrate(workflow: Workflow, from_version: str, state: dict[str, Any], run_i
     return to_json_value(upgraded, what="migrated state", run_id=run_id, step=None)
 
 
-async def _pause(engine: Engine, execution: Execution, reason: str, problems: list[str]) -> None:
+async def _pause(
+    transitions: Transitions, execution: Execution, reason: str, problems: list[str]
+) -> None:
     record = execution.record
     paused_from = RunStatus.WAITING if record.status == RunStatus.WAITING else None
-    await engine.finish(
+    await transitions.finish(
         execution,
         RunStatus.PAUSED,
-        record.body.model_copy(update={"paused_from": paused_from}),
-        engine.event(
+        evolve(record.body, {"paused_from": paused_from}),
+        transitions.event(
             "paused",
-            _step(record.body),
+            step_of(record.body),
             reason=reason,
             problems=problems,
             from_version=run_version(record),
             to_version=execution.workflow.version,
         ),
     )
-
-
-def _step(body: RunBody) -> str | None:
-    return body.cursor.step if body.cursor else None
 
 
 def _paths(exc: PydanticValidationError) -> str:

@@ -1,0 +1,181 @@
+"""The writes that move a run on: a checkpoint, a halt, the end, a failure.
+
+Every part of the runtime that changes a run goes through `Transitions`: the engine's
+steps, the fan-out's branches, retries, compensation, waits, timers and versioning. It
+makes the timeline events, sends the checkpoint to the store under the execution's
+fencing token and expected sequence number, and applies it to the `Execution` once the
+store confirms it. A refused checkpoint (another executor took the run, or something
+else wrote it) raises `LeaseLost`: the execution writes nothing more.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any
+
+from holon._json import to_json_value
+from holon.clock import Clock
+from holon.errors import SeqConflict, StaleLease
+from holon.runtime.context import Context
+from holon.runtime.execution import Execution, LeaseLost
+from holon.stores.base import (
+    Checkpoint,
+    Committed,
+    Cursor,
+    ErrorInfo,
+    NewEvent,
+    RunBody,
+    RunStatus,
+    Store,
+    evolve,
+)
+
+__all__ = ["Transitions", "step_of"]
+
+logger = logging.getLogger("holon.engine")
+
+
+def step_of(body: RunBody) -> str | None:
+    """The step at the run's cursor, if any."""
+    return body.cursor.step if body.cursor else None
+
+
+class Transitions:
+    """Writes the checkpoints of the runs one engine executes."""
+
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+        self._cursors: dict[str, Cursor] = {}
+
+    # -- what goes into a checkpoint ------------------------------------------------------
+
+    def event(
+        self, kind: str, step: str | None, *, at: float | None = None, **data: Any
+    ) -> NewEvent:
+        """A timeline event, at `at` (now when not given)."""
+        return NewEvent(kind=kind, at=self.clock.now() if at is None else at, step=step, data=data)
+
+    def step_events(
+        self, events: list[NewEvent], step: str, ctx: Context[Any, Any], at: float
+    ) -> None:
+        """Append what `step` did besides its result: its state change and its logs."""
+        if ctx.state_patch:
+            events.append(NewEvent("state_changed", at, step, {"patch": ctx.state_patch}))
+        for entry in ctx.log_entries:
+            # Made directly: a log entry's own fields may be called `at`, `kind`, `step`.
+            data = to_json_value(entry, what="log entry", run_id=ctx.RunId, step=step)
+            events.append(NewEvent("log", at, step, data))
+
+    def cursor_at(self, step: str) -> Cursor:
+        """The cursor of a run about to execute `step` (not a fan-out). Made once per
+        step name and shared: a cursor, like every record, is replaced and never changed
+        in place."""
+        cursor = self._cursors.get(step)
+        if cursor is None:
+            cursor = self._cursors[step] = Cursor(step=step)
+        return cursor
+
+    # -- writing --------------------------------------------------------------------------
+
+    async def write(self, execution: Execution, checkpoint: Checkpoint) -> Committed:
+        """Commit `checkpoint` of `execution` and apply it once the store confirms it.
+
+        Raises `LeaseLost` when the store refuses it: the fencing token is stale or the
+        run changed since this execution last wrote it.
+        """
+        try:
+            committed = await self.store.commit(
+                execution.run_id,
+                expected_seq=execution.seq,
+                token=execution.token,
+                checkpoint=checkpoint,
+            )
+        except (StaleLease, SeqConflict) as exc:
+            logger.warning("run %s: checkpoint refused: %s", execution.run_id, exc)
+            raise LeaseLost() from exc
+        execution.confirm(committed, checkpoint)
+        return committed
+
+    async def commit(
+        self,
+        execution: Execution,
+        status: RunStatus,
+        body: RunBody,
+        *,
+        events: list[NewEvent],
+        results: dict[str, Any] | None = None,
+        release: bool = False,
+        clear_control: bool = False,
+        wake_at: float | None = None,
+        wait_keys: list[str] | None = None,
+    ) -> Committed:
+        """Write a checkpoint of `execution` made of these parts (see `Checkpoint`)."""
+        checkpoint = Checkpoint(
+            status=status,
+            body=body,
+            at=events[-1].at if events else self.clock.now(),
+            results=results or {},
+            events=events,
+            wake_at=wake_at,
+            release_lease=release,
+            clear_control=clear_control,
+            wait_keys=wait_keys,
+        )
+        return await self.write(execution, checkpoint)
+
+    async def finish(
+        self,
+        execution: Execution,
+        status: RunStatus,
+        body: RunBody,
+        *events: NewEvent,
+        results: dict[str, Any] | None = None,
+    ) -> Committed:
+        """The last write of an execution: the run halts or ends, its lease is released
+        and any operator request is answered."""
+        return await self.commit(
+            execution,
+            status,
+            body,
+            events=list(events),
+            results=results,
+            release=True,
+            clear_control=True,
+        )
+
+    async def halt(self, execution: Execution, status: RunStatus, kind: str) -> None:
+        """Halt the run where it is, as an operator asked: `paused` or `stopped`."""
+        by = execution.control.by if execution.control else None
+        body = execution.body
+        await self.finish(execution, status, body, self.event(kind, step_of(body), by=by))
+
+    async def fail(self, execution: Execution, step: str | None, error: BaseException) -> None:
+        """Record that the run failed in `step`.
+
+        A run with completed compensable steps goes on `running`, compensating (the
+        engine then undoes them, see `holon.runtime.compensation`); any other run ends
+        `failed`.
+        """
+        info = ErrorInfo(
+            type=type(error).__name__,
+            message=str(error),
+            step=step,
+            traceback="".join(traceback.format_exception(error)),
+        )
+        logger.info("run %s failed in step %s: %s", execution.run_id, step, error)
+        body = execution.body
+        if body.compensations and not body.compensating:
+            undo = [c.step for c in reversed(body.compensations)]
+            compensating = evolve(body, {"error": info, "compensating": True, "retry_at": None})
+            event = self.event(
+                "compensating", step, error=info.type, message=info.message, undo=undo
+            )
+            await self.commit(execution, RunStatus.RUNNING, compensating, events=[event])
+            return
+        failed = evolve(body, {"error": info, "retry_at": None})
+        event = self.event(
+            "failed", step, error=info.type, message=info.message, traceback=info.traceback
+        )
+        await self.finish(execution, RunStatus.FAILED, failed, event)
