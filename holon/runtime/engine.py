@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from functools import partial
 from typing import Any
 
@@ -196,44 +196,55 @@ class Engine:
             execution, RunStatus.RUNNING, evolve(body, {"attempt": attempt}), events=[event]
         )
 
-    async def _step(self, execution: Execution, name: str) -> None:
-        """Run step `name` and write the checkpoint its outcome calls for."""
+    def _step(self, execution: Execution, name: str) -> Awaitable[Any]:
+        """Run step `name`; return what finishes it, to be awaited: the write of the
+        checkpoint its outcome calls for, the run's failure, or, for a step that must be
+        awaited or has policies, a coroutine that does the rest.
+
+        A plain function, not a coroutine: a step called directly (the usual case)
+        leaves nothing of itself alive while its checkpoint waits on the store, and
+        costs no coroutine of its own (as a coroutine it cost 2.7 % more instructions
+        per step: 160,700 against 156,400).
+        """
         started = time.perf_counter()
         spec = execution.plan.direct.get(name)
-        if spec is not None and execution.body.retry_at is None:
-            # The usual step: called once, with no deadline and nothing to retry.
-            ctx = execution.context(name)
-            try:
-                value = spec.fn(ctx)
-                if inspect.isawaitable(value):
-                    value = await value
-            except Exception as exc:
-                await self.transitions.fail(execution, name, exc)
-                return
-        else:
-            called = await self._call_with_policies(execution, name)
-            if called is None:
-                return
-            spec, ctx, value = called
-        duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        if spec is None or execution.body.retry_at is not None:
+            return self._step_with_policies(execution, name, started)
+        ctx = execution.context(name)
         try:
-            checkpoint = self._ending(execution, spec, ctx, value, duration_ms)
-        except _OUTCOME_ERRORS as exc:
-            await self.transitions.fail(execution, name, exc)
-            return
-        await self.transitions.write(execution, checkpoint)
+            value = spec.fn(ctx)
+        except Exception as exc:
+            return self.transitions.fail(execution, name, exc)
+        # Most steps return the next step's name, and asking `inspect.isawaitable` of a
+        # string (an ABC check) costs 2 % of a step (3,100 of 153,000 instructions).
+        if not isinstance(value, str) and inspect.isawaitable(value):
+            return self._step_awaited(execution, spec, ctx, value, started)
+        return self._end(execution, spec, ctx, value, started)
 
-    async def _call_with_policies(
-        self, execution: Execution, name: str
-    ) -> tuple[StepSpec, Context[Any, Any], Any] | None:
-        """Call step `name` under its retry and timeout (or resume its backoff); None
-        when it failed for good and the run was failed."""
+    async def _step_awaited(
+        self,
+        execution: Execution,
+        spec: StepSpec,
+        ctx: Context[Any, Any],
+        pending: Awaitable[Any],
+        started: float,
+    ) -> None:
+        """Finish a step whose function returned an awaitable."""
+        try:
+            value = await pending
+        except Exception as exc:
+            await self.transitions.fail(execution, spec.name, exc)
+            return
+        await self._end(execution, spec, ctx, value, started)
+
+    async def _step_with_policies(self, execution: Execution, name: str, started: float) -> None:
+        """Run step `name` under its retry and timeout (or resume its backoff)."""
         workflow = execution.workflow
         spec = workflow.steps.get(name)
         if spec is None:
             unknown = unknown_step(workflow, name, name, "is at the cursor as")
             await self.transitions.fail(execution, name, unknown)
-            return None
+            return
         outcome = await self.attempts.run(
             execution,
             name,
@@ -246,8 +257,25 @@ class Engine:
         if outcome.error is not None or outcome.ctx is None:
             failure = outcome.error or HolonError(f"step {name!r} did not run")
             await self.transitions.fail(execution, name, failure)
-            return None
-        return spec, outcome.ctx, outcome.value
+            return
+        await self._end(execution, spec, outcome.ctx, outcome.value, started)
+
+    def _end(
+        self,
+        execution: Execution,
+        spec: StepSpec,
+        ctx: Context[Any, Any],
+        value: Any,
+        started: float,
+    ) -> Awaitable[Any]:
+        """The write that ends step `spec`, which returned `value`; the run's failure
+        when `value` is no valid outcome."""
+        duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        try:
+            checkpoint = self._ending(execution, spec, ctx, value, duration_ms)
+        except _OUTCOME_ERRORS as exc:
+            return self.transitions.fail(execution, spec.name, exc)
+        return self.transitions.write(execution, checkpoint)
 
     def _ending(
         self,
@@ -312,7 +340,10 @@ class Engine:
             return Checkpoint(
                 RunStatus.RUNNING, evolve(body, update), now, results=results, events=events
             )
-        target = next_step(execution.workflow, name, outcome)
+        if isinstance(outcome, str) and outcome in execution.plan.steps:
+            target = outcome  # the name of a step of the flow: the usual outcome
+        else:
+            target = next_step(execution.workflow, name, outcome)
         if target == END:
             final = output if output is not None else state
             events.append(transitions.event("completed", None, at=now, output_digest=digest(final)))

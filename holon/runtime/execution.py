@@ -13,7 +13,7 @@ from holon.definition.builder import Workflow
 from holon.definition.directives import END, Marker
 from holon.errors import UnknownStepError
 from holon.runtime.context import Context
-from holon.stores.base import Checkpoint, Committed, Control, RunBody, RunRecord, RunStatus, evolve
+from holon.stores.base import Committed, Control, RunBody, RunRecord, RunStatus, evolve
 
 __all__ = [
     "EXECUTE_STEP",
@@ -132,8 +132,16 @@ class Execution:
         self.results = record.results
         self._record_control = record.control
 
-    def confirm(self, committed: Committed, checkpoint: Checkpoint) -> None:
-        """Take `checkpoint`, which the store confirmed as `committed`.
+    def confirm(
+        self,
+        committed: Committed,
+        status: RunStatus,
+        body: RunBody,
+        results: dict[str, Any],
+        *,
+        release: bool,
+    ) -> None:
+        """Take a checkpoint the store confirmed as `committed`.
 
         A checkpoint that keeps the lease (every step's) updates the current parts in
         place and leaves the record to be made when read: with a thousand runs in flight,
@@ -142,13 +150,12 @@ class Execution:
         """
         control = committed.control
         self.control = control
-        results = {**self.results, **checkpoint.results} if checkpoint.results else self.results
-        if checkpoint.release_lease:
+        if release:
             self.record = evolve(
                 self.record,
                 {
-                    "status": checkpoint.status,
-                    "body": checkpoint.body,
+                    "status": status,
+                    "body": body,
                     "seq": committed.seq,
                     "event_seq": committed.event_seq,
                     "control": control,
@@ -157,8 +164,8 @@ class Execution:
                 },
             )
             return
-        self.status = checkpoint.status
-        self.body = checkpoint.body
+        self.status = status
+        self.body = body
         self.seq = committed.seq
         self.event_seq = committed.event_seq
         self.results = results
@@ -254,8 +261,6 @@ def next_step(workflow: Workflow, step: str, outcome: Any, how: str = "returned"
 
     Raises `TypeError` when `outcome` is no step name, `UnknownStepError` when it names
     a step the flow does not have."""
-    if outcome.__class__ is str and outcome in workflow.plan.steps:
-        return outcome  # the usual case: the name of a step of the flow
     if isinstance(outcome, Marker):
         outcome = outcome.value
     if not isinstance(outcome, str):
