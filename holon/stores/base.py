@@ -104,9 +104,10 @@ def _all_fields(cls: type[BaseModel]) -> set[str]:
 def evolve(record: _RecordT, changes: dict[str, Any]) -> _RecordT:
     """A copy of `record` with `changes`, unvalidated, like `model_copy(update=...)`.
 
-    The engine makes a new body and a new run record at every step, so this is on the
-    hot path: it builds the copy directly, without `model_copy`'s generic copying (a
-    record has no extra or private attributes to carry over).
+    The engine makes a new body at every step, so this is on the hot path: it builds
+    the copy directly, without `model_copy`'s generic copying (a record has no extra or
+    private attributes to carry over). `model_copy` here costs 8 % of a step (12,600 of
+    152,000 instructions, a sync step on the memory store).
     """
     cls = type(record)
     copy = cls.__new__(cls)

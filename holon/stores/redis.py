@@ -22,8 +22,7 @@ Cluster.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from functools import cached_property
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -54,7 +53,6 @@ from holon.stores.redis_codec import (
     time_text,
 )
 from holon.stores.redis_reads import RedisReads
-from holon.stores.redis_scripts import SCRIPTS
 
 __all__ = ["RedisStore", "safe_url"]
 
@@ -62,8 +60,6 @@ _CLAIM_ROUNDS = 4
 """Reads of the claim indexes one claim makes at most on a Cluster (stale hints)."""
 
 logger = logging.getLogger("holon.stores.redis")
-
-_COMMIT_SHA = SCRIPTS["commit"].sha
 
 
 class RedisStore(RedisReads):
@@ -320,14 +316,10 @@ class RedisStore(RedisReads):
         wait_keys = checkpoint.wait_keys
         keys = _wait_key_args(wait_keys) if wait_keys else ()
         wake = "" if checkpoint.wake_at is None else repr(checkpoint.wake_at)
-        command = (
-            # `_script("commit", _run_keys(run_id), ...)`, written out: once per step.
-            "EVALSHA",
-            _COMMIT_SHA,
-            5,
-            *(self._keys.get(run_id) or self._run_keys(run_id)),
+        command = self._script(
+            "commit",
+            self._run_keys(run_id),
             # The header, as one f-string (see the script): no field holds a separator.
-            # The status is a `StrEnum`: formatted as its value, without a property call.
             f"{self._ip}\x1f{run_id}\x1f{'' if token is None else token}\x1f{expected_seq}"
             f"\x1f{self._request_id()}\x1f{status}\x1f{wake}"
             f"\x1f{time_text(checkpoint.at)}\x1f{'1' if checkpoint.release_lease else '0'}"
@@ -342,12 +334,7 @@ class RedisStore(RedisReads):
         if self.cluster:
             # Only a Cluster needs the checkpoint after this (for its index hints).
             return self._commit_on_cluster(run_id, command, checkpoint, expire_at)
-        return self._submit((command,), run_id, self._decode_commit)
-
-    @cached_property
-    def _decode_commit(self) -> Callable[[str, list[Any], int], Committed]:
-        """`_committed`, bound once (the batcher calls it for every commit)."""
-        return self._committed
+        return self._submit((command,), run_id, self._committed)
 
     def _committed(self, run_id: str, replies: list[Any], first: int = 0) -> Committed:
         """The commit script's reply (`replies[first]`) as a `Committed`, or the
