@@ -144,9 +144,11 @@ class Execution:
         """Take a checkpoint the store confirmed as `committed`.
 
         A checkpoint that keeps the lease (every step's) updates the current parts in
-        place and leaves the record to be made when read: with a thousand runs in flight,
-        a record made at every step is one more object per run for the garbage collector
-        to walk. One that releases the lease ends this execution and makes it at once.
+        place and leaves the record to be made when read: a record made at every step
+        cost 11 % more instructions per step (167,100 against 150,500, a sync step on the
+        memory store), and with a thousand runs in flight it is one more object per run
+        for the garbage collector to walk. One that releases the lease ends this
+        execution and makes the record at once.
         """
         control = committed.control
         self.control = control
