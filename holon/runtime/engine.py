@@ -29,7 +29,14 @@ from holon.clock import Clock
 from holon.definition.builder import Workflow
 from holon.definition.directives import END, Next, Parallel, Wait
 from holon.definition.steps import StepSpec
-from holon.errors import CorruptRecord, HolonError, StepOutputError, UnknownStepError
+from holon.errors import (
+    CorruptRecord,
+    HolonError,
+    SeqConflict,
+    StaleLease,
+    StepOutputError,
+    UnknownStepError,
+)
 from holon.runtime.attempts import Attempts
 from holon.runtime.compensation import Compensator
 from holon.runtime.context import Context
@@ -43,6 +50,7 @@ from holon.runtime.transitions import Transitions, step_of
 from holon.runtime.versioning import adopt
 from holon.stores.base import (
     Checkpoint,
+    Committed,
     Compensation,
     LeaseGrant,
     NewEvent,
@@ -174,7 +182,13 @@ class Engine:
             elif cursor.join is not None:
                 await self.fan_out.run(execution, cursor)
             else:
-                await self._step(execution, cursor.step)
+                # `_settle(execution, self._step(...))`, written out: see `_step`.
+                try:
+                    answer = await self._step(execution, cursor.step)
+                except (StaleLease, SeqConflict) as exc:
+                    raise self.transitions.refused(execution, exc) from exc
+                if answer is not None:
+                    execution.confirm(answer)
 
     async def _obey(self, execution: Execution) -> None:
         """Halt the run as an operator asked: stopped, or paused."""
@@ -196,15 +210,17 @@ class Engine:
             execution, RunStatus.RUNNING, evolve(body, {"attempt": attempt}), events=[event]
         )
 
-    def _step(self, execution: Execution, name: str) -> Awaitable[Any]:
-        """Run step `name`; return what finishes it, to be awaited: the write of the
-        checkpoint its outcome calls for, the run's failure, or, for a step that must be
-        awaited or has policies, a coroutine that does the rest.
+    def _step(self, execution: Execution, name: str) -> Awaitable[Committed | None]:
+        """Run step `name` and return what finishes it, to be awaited.
 
-        A plain function, not a coroutine: a step called directly (the usual case)
-        leaves nothing of itself alive while its checkpoint waits on the store, and
-        costs no coroutine of its own (as a coroutine it cost 2.7 % more instructions
-        per step: 160,700 against 156,400).
+        For a step called directly (the usual case) that is the store's answer to its
+        checkpoint, sent here, which the loop applies (`Execution.confirm`): a step
+        then costs no coroutine of its own and leaves nothing of itself alive while its
+        checkpoint waits on the store. As a coroutine the step cost 2.7 % more
+        instructions (160,700 against 156,400 per step) and 9 % of the step rate of
+        1,000 runs in flight on Redis (1.23x against 1.34x the bare clients). Anything
+        else (the run's failure, a step that must be awaited or has policies) is a
+        coroutine that writes and applies its own checkpoint and gives None.
         """
         started = time.perf_counter()
         spec = execution.plan.direct.get(name)
@@ -235,7 +251,7 @@ class Engine:
         except Exception as exc:
             await self.transitions.fail(execution, spec.name, exc)
             return
-        await self._end(execution, spec, ctx, value, started)
+        await self._settle(execution, self._end(execution, spec, ctx, value, started))
 
     async def _step_with_policies(self, execution: Execution, name: str, started: float) -> None:
         """Run step `name` under its retry and timeout (or resume its backoff)."""
@@ -258,7 +274,8 @@ class Engine:
             failure = outcome.error or HolonError(f"step {name!r} did not run")
             await self.transitions.fail(execution, name, failure)
             return
-        await self._end(execution, spec, outcome.ctx, outcome.value, started)
+        ending = self._end(execution, spec, outcome.ctx, outcome.value, started)
+        await self._settle(execution, ending)
 
     def _end(
         self,
@@ -267,15 +284,27 @@ class Engine:
         ctx: Context[Any, Any],
         value: Any,
         started: float,
-    ) -> Awaitable[Any]:
-        """The write that ends step `spec`, which returned `value`; the run's failure
-        when `value` is no valid outcome."""
+    ) -> Awaitable[Committed | None]:
+        """Send the checkpoint that ends step `spec`, which returned `value`, and return
+        the store's answer to await; or the run's failure, when `value` is no valid
+        outcome or holds what cannot be stored."""
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
         try:
-            checkpoint = self._ending(execution, spec, ctx, value, duration_ms)
+            return self.transitions.send(
+                execution, self._ending(execution, spec, ctx, value, duration_ms)
+            )
         except _OUTCOME_ERRORS as exc:
             return self.transitions.fail(execution, spec.name, exc)
-        return self.transitions.write(execution, checkpoint)
+
+    async def _settle(self, execution: Execution, ending: Awaitable[Committed | None]) -> None:
+        """Await a step's ending (see `_end`) and apply its checkpoint once confirmed:
+        what the loop does for the usual step, for the steps finished by a coroutine."""
+        try:
+            answer = await ending
+        except (StaleLease, SeqConflict) as exc:
+            raise self.transitions.refused(execution, exc) from exc
+        if answer is not None:
+            execution.confirm(answer)
 
     def _ending(
         self,

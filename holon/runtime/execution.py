@@ -13,7 +13,7 @@ from holon.definition.builder import Workflow
 from holon.definition.directives import END, Marker
 from holon.errors import UnknownStepError
 from holon.runtime.context import Context
-from holon.stores.base import Committed, Control, RunBody, RunRecord, RunStatus, evolve
+from holon.stores.base import Checkpoint, Committed, Control, RunBody, RunRecord, RunStatus, evolve
 
 __all__ = [
     "EXECUTE_STEP",
@@ -50,6 +50,7 @@ class Execution:
     """
 
     __slots__ = (
+        "_expected",
         "_lock",
         "_record",
         "_record_control",
@@ -79,6 +80,7 @@ class Execution:
     _record: RunRecord
     _record_control: Control | None
     _stale: bool
+    _expected: tuple[RunStatus, RunBody, dict[str, Any], bool]
 
     def __init__(
         self,
@@ -132,16 +134,16 @@ class Execution:
         self.results = record.results
         self._record_control = record.control
 
-    def confirm(
-        self,
-        committed: Committed,
-        status: RunStatus,
-        body: RunBody,
-        results: dict[str, Any],
-        *,
-        release: bool,
-    ) -> None:
-        """Take a checkpoint the store confirmed as `committed`.
+    def expect(self, checkpoint: Checkpoint) -> None:
+        """Remember what the run becomes once the store confirms `checkpoint` (sent
+        now): its status, body and results, and whether the lease is let go."""
+        added = checkpoint.results
+        results = {**self.results, **added} if added else self.results
+        self._expected = (checkpoint.status, checkpoint.body, results, checkpoint.release_lease)
+
+    def confirm(self, committed: Committed) -> None:
+        """Apply the checkpoint the store just confirmed as `committed` (the one given
+        to `expect` last).
 
         A checkpoint that keeps the lease (every step's) updates the current parts in
         place and leaves the record to be made when read: a record made at every step
@@ -150,6 +152,7 @@ class Execution:
         for the garbage collector to walk. One that releases the lease ends this
         execution and makes the record at once.
         """
+        status, body, results, release = self._expected
         control = committed.control
         self.control = control
         if release:
