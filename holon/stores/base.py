@@ -24,6 +24,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "BODY_SCHEMA_VERSION",
     "TERMINAL_STATUSES",
     "ChangeSignals",
     "Checkpoint",
@@ -207,9 +208,16 @@ class Compensation(_Record):
     `compensate=` (as for `ctx.Task(..., compensate=...)`)."""
 
 
+BODY_SCHEMA_VERSION = 1
+"""The version of `RunBody`'s schema this holon writes and reads. A stored body of
+another version is a corrupt record to this holon: its run fails alone."""
+
+
 class RunBody(_Record):
     """The part of a run that each checkpoint rewrites whole."""
 
+    schema_version: int = BODY_SCHEMA_VERSION
+    """The schema the body was written with (see `BODY_SCHEMA_VERSION`)."""
     cursor: Cursor | None = None
     state: dict[str, Any] = Field(default_factory=dict)
     counts: dict[str, int] = Field(default_factory=dict)

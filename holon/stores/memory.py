@@ -79,8 +79,10 @@ class _Row:
 class MemoryStore:
     """A store in memory. `MemoryStore()` or `open_store("memory://")`."""
 
-    def __init__(self, url: str = "memory://") -> None:
+    def __init__(self, url: str = "memory://", *, max_value_bytes: int | None = None) -> None:
         self.url = url
+        self.max_value_bytes = max_value_bytes or _codec.MAX_VALUE_BYTES
+        """A stored value larger than this is read as a corrupt record."""
         self.signals = ChangeSignals()
         self.commit_waits = False
         self._rows: dict[str, _Row] = {}
@@ -137,15 +139,16 @@ class MemoryStore:
         row = self._rows.get(run_id)
         if row is None:
             return None
+        limit = self.max_value_bytes
         return RunRecord(
             run_id=row.run_id,
             workflow=row.workflow,
             version=row.version,
             status=row.status,
-            input=_codec.load(row.input_json, run_id=run_id, what="input"),
-            body=_codec.load_body(row.body_json, run_id=run_id),
+            input=_codec.load(row.input_json, run_id=run_id, what="input", max_bytes=limit),
+            body=_codec.load_body(row.body_json, run_id=run_id, max_bytes=limit),
             results={
-                name: _codec.load(text, run_id=run_id, what=f"result of {name!r}")
+                name: _codec.load(text, run_id=run_id, what=f"result of {name!r}", max_bytes=limit)
                 for name, text in row.results.items()
             },
             seq=row.seq,

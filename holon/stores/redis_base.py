@@ -19,6 +19,7 @@ from redis.exceptions import AuthenticationError, NoScriptError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from holon.errors import RunNotFound, SeqConflict, StaleLease, StoreError
+from holon.stores._codec import MAX_VALUE_BYTES
 from holon.stores.base import (
     ChangeSignals,
     RunStatus,
@@ -68,6 +69,7 @@ class RedisBase:
         completed_ttl: float | None = None,
         durable_ack: Literal["aof"] | None = None,
         client: Any = None,
+        max_value_bytes: int | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
@@ -102,6 +104,8 @@ class RedisBase:
             raise StoreError(f"{self.safe_url!r}: durable_ack must be 'aof' when given")
         self.durable_ack = "aof" if ack == "aof" else None
         self.key_prefix = key_prefix or "holon:"
+        self.max_value_bytes = max_value_bytes or MAX_VALUE_BYTES
+        """A stored value larger than this is read as a corrupt record."""
         self.signals = ChangeSignals()
         self.commit_waits = True
         self.server_version = ""

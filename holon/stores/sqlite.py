@@ -44,6 +44,8 @@ class SQLiteStore(SQLiteBase):
             `sqlite:///:memory:`; query options `synchronous` (OFF, NORMAL, FULL, EXTRA)
             and `busy_timeout` (milliseconds).
         namespace: keeps deployments that share one file apart (the `key_prefix`).
+        max_value_bytes: a stored value (body, input, result) larger than this is read
+            as a corrupt record; default 64 MiB.
     """
 
     # -- runs ---------------------------------------------------------------------
