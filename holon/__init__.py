@@ -54,9 +54,11 @@ from holon.errors import (
     StoreError,
     UnknownStepError,
     ValidationError,
+    ValueTooLarge,
     WorkflowDefinitionError,
     WorkflowNotFound,
 )
+from holon.limits import Limits
 from holon.runtime.context import Context
 from holon.runtime.imperative import ExecuteContext, current_step
 from holon.runtime.task_state import TaskState
@@ -117,6 +119,8 @@ __all__ = [
     "UnknownStepError",
     "Until",
     "ValidationError",
+    "ValueTooLarge",
+    "Limits",
     "Wait",
     "WaitCondition",
     "WaitInfo",

@@ -6,7 +6,8 @@ HolonError
 │   └── DocumentError            a declarative document that does not compile (line, field)
 ├── ValidationError              data that fails its schema; nothing was changed
 │   ├── InputValidationError     the input of Run()
-│   └── StateValidationError     a SetState patch or a Resume(state=...) patch
+│   ├── StateValidationError     a SetState patch or a Resume(state=...) patch
+│   └── ValueTooLarge            a value over its size limit (`Limits`): not stored
 ├── UnknownStepError             a step name that is not in the flow
 ├── StepOutputError              a value a step produced that cannot be stored as JSON
 ├── RunNotFound                  no run with that id in the store
@@ -56,6 +57,7 @@ __all__ = [
     "StoreError",
     "UnknownStepError",
     "ValidationError",
+    "ValueTooLarge",
     "WorkflowDefinitionError",
     "WorkflowNotFound",
 ]
@@ -122,6 +124,33 @@ class InputValidationError(ValidationError):
 class StateValidationError(ValidationError):
     """A state patch, or a stored state read by `ctx.State`, does not match the workflow's
     State model."""
+
+
+class ValueTooLarge(ValidationError):
+    """A value is larger than its limit (see `holon.Limits`); nothing was stored.
+
+    Attributes:
+        field: the limit that applies (`input`, `answer`, `event_payload`,
+            `state_patch`, `step_output`).
+        size: the value's size, bytes of compact JSON.
+        limit: the most that field allows.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str,
+        size: int,
+        limit: int,
+        run_id: str | None = None,
+        step: str | None = None,
+        workflow: str | None = None,
+    ) -> None:
+        super().__init__(message, run_id=run_id, step=step, workflow=workflow)
+        self.field = field
+        self.size = size
+        self.limit = limit
 
 
 class UnknownStepError(HolonError):

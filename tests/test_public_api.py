@@ -50,6 +50,8 @@ def test_exports_are_pinned() -> None:
             "UnknownStepError",
             "Until",
             "ValidationError",
+            "ValueTooLarge",
+            "Limits",
             "Wait",
             "WaitCondition",
             "WaitInfo",

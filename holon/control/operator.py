@@ -21,9 +21,11 @@ from holon.errors import (
     RunNotFound,
     SeqConflict,
     StateValidationError,
+    StepOutputError,
     StoreError,
     UnknownStepError,
 )
+from holon.limits import Limits
 from holon.runtime.context import validate_state
 from holon.runtime.decisions import EventDelivery, Outcome, Proposal, deliver, evaluate, raced
 from holon.runtime.waits import wake_time
@@ -40,6 +42,8 @@ from holon.stores.base import (
 __all__ = ["Operator"]
 
 _MAX_CAS_ATTEMPTS = 50
+
+_DEFAULT_LIMITS = Limits()
 
 Decide = Callable[[RunRecord], Checkpoint | None]
 
@@ -87,6 +91,11 @@ class Operator:
             f"run {run_id!r} kept changing; gave up after {_MAX_CAS_ATTEMPTS} attempts",
             run_id=run_id,
         )
+
+    def _limits(self, record: RunRecord) -> Limits:
+        """The size limits of the run's workflow (the defaults for one not known here)."""
+        workflow = self.workflows.get(record.workflow)
+        return workflow.size_limits if workflow is not None else _DEFAULT_LIMITS
 
     def _event(self, kind: str, step: str | None = None, **data: Any) -> NewEvent:
         return NewEvent(kind=kind, at=self.clock.now(), step=step, data=data)
@@ -192,6 +201,12 @@ class Operator:
                     k: to_json_value(v, what="state", run_id=run_id, step=None)
                     for k, v in state.items()
                 }
+                self._limits(current).check(
+                    "state_patch",
+                    patch,
+                    what=f"the state patch of Resume(state=...) of run {run_id!r}",
+                    run_id=run_id,
+                )
                 if model is not None:
                     unknown = sorted(set(patch) - set(model.model_fields))
                     if unknown:
@@ -240,6 +255,7 @@ class Operator:
         judged: list[Outcome] = []
 
         def decide(record: RunRecord) -> Checkpoint | None:
+            self._check_size(record, attempt)
             now = self.clock.now()
             outcome = (
                 evaluate(record, attempt, now)
@@ -257,6 +273,24 @@ class Operator:
         if judged[-1].error is not None:
             raise judged[-1].error
         return record
+
+    def _check_size(self, record: RunRecord, attempt: Proposal | EventDelivery) -> None:
+        """Refuse an answer, comment or event payload over its limit, before judging."""
+        limits, run_id = self._limits(record), record.run_id
+        if isinstance(attempt, EventDelivery):
+            what = f"the payload of event {attempt.name!r} sent to run {run_id!r}"
+            limits.check("event_payload", attempt.payload, what=what, run_id=run_id)
+            return
+        if attempt.comment is not None:
+            what = f"the comment by {attempt.by!r} on run {run_id!r}"
+            limits.check("answer", attempt.comment, what=what, run_id=run_id)
+        if attempt.verdict == "answer":
+            try:
+                value = to_json_value(attempt.value, what="answer", run_id=run_id, step=None)
+            except StepOutputError:
+                return  # not JSON at all: the gate's rules refuse it, naming why
+            what = f"the answer by {attempt.by!r} to run {run_id!r}"
+            limits.check("answer", value, what=what, run_id=run_id)
 
     async def decide(
         self,

@@ -264,13 +264,18 @@ class WorkflowRunner:
     ) -> RunHandle:
         """Start a run and return its handle.
 
-        The input is validated first: an invalid one raises `InputValidationError` and
-        creates nothing. A given `run_id` makes the start idempotent: the same id again
+        The input is validated first: an invalid one raises `InputValidationError`, and
+        one larger than the workflow's `Limits.input` raises `ValueTooLarge`; neither
+        creates anything. A given `run_id` makes the start idempotent: the same id again
         returns the existing run, whatever its status. `started_by` is the identity
         starting the run, recorded with it (and barred from approving it where an
         approval says `forbid_self_approval=True`).
         """
         run_input = self._validate_input(input)
+        name = self.workflow.name
+        self.workflow.size_limits.check(
+            "input", run_input, what=f"the input of a run of workflow {name!r}", workflow=name
+        )
         await self._started()
         if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
             raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")

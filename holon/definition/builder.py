@@ -15,6 +15,7 @@ mistake is reported by the call that makes it, with the workflow and step named.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import types
@@ -31,6 +32,7 @@ from holon.definition.mermaid import flow_to_mermaid
 from holon.definition.policies import Retry, StepPolicy, check_policies
 from holon.definition.steps import FlowPlan, StepFunction, StepSpec
 from holon.errors import WorkflowDefinitionError
+from holon.limits import Limits as SizeLimits
 
 if typing.TYPE_CHECKING:
     from holon.stores.base import Store
@@ -69,6 +71,7 @@ class Workflow:
         "_execute",
         "_fingerprint",
         "_input",
+        "_limits",
         "_migrations",
         "_name",
         "_persistence",
@@ -96,6 +99,7 @@ class Workflow:
         self._agents: Mapping[str, Any] = types.MappingProxyType({})
         self._defaults = StepPolicy(fn=_no_step)
         self._migrations: Mapping[str, StateMigration] = types.MappingProxyType({})
+        self._limits = SizeLimits()
         self._fingerprint: str | None = None
         self._plan: FlowPlan | None = None
         self._persistence = PersistenceConfig()  # set last: it marks the object as built
@@ -248,7 +252,41 @@ class Workflow:
             raise self._fail(f".Agents() takes a dict of name -> agent, got {agents!r}")
         return self._with(_agents=types.MappingProxyType(dict(agents)))
 
+    def Limits(
+        self,
+        limits: SizeLimits | None = None,
+        *,
+        input: int | None = None,
+        answer: int | None = None,
+        event_payload: int | None = None,
+        state_patch: int | None = None,
+        step_output: int | None = None,
+    ) -> Workflow:
+        """Size limits (bytes of JSON) on what runs of this workflow accept; a value
+        over its limit is refused with `ValueTooLarge` and nothing is stored. Fields
+        not given keep their defaults (see `holon.Limits`)."""
+        given = {
+            "input": input,
+            "answer": answer,
+            "event_payload": event_payload,
+            "state_patch": state_patch,
+            "step_output": step_output,
+        }
+        base = limits if limits is not None else self._limits
+        if not isinstance(base, SizeLimits):
+            raise self._fail(f".Limits() takes a Limits object, got {base!r}")
+        try:
+            chosen = dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
+        except ValueError as exc:
+            raise self._fail(f".Limits(): {exc}") from None
+        return self._with(_limits=chosen)
+
     # -- reading --------------------------------------------------------------------
+
+    @property
+    def size_limits(self) -> SizeLimits:
+        """The size limits of runs of this workflow (`.Limits()`)."""
+        return self._limits
 
     @property
     def name(self) -> str:
@@ -309,6 +347,7 @@ class Workflow:
                 state_model=self._state,
                 agents=self._agents,
                 execute_fn=self._execute,
+                limits=self._limits,
             )
             object.__setattr__(self, "_plan", plan)
         return plan

@@ -10,10 +10,13 @@ from typing import Any
 from pydantic import BaseModel
 
 from holon.definition.policies import Retry
+from holon.limits import Limits
 
 __all__ = ["FlowPlan", "StepFunction", "StepSpec"]
 
 StepFunction = Callable[..., Any]
+
+_DEFAULT_LIMITS = Limits()
 
 
 @dataclass(frozen=True)
@@ -44,3 +47,5 @@ class FlowPlan:
     state_model: type[BaseModel] | None
     agents: Mapping[str, Any]
     execute_fn: StepFunction | None
+    limits: Limits = _DEFAULT_LIMITS
+    """The size limits of the workflow's runs (`.Limits()`)."""

@@ -12,6 +12,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from holon._naming import snake_case_aliases
 from holon.errors import StateValidationError
+from holon.limits import Limits
 
 __all__ = ["Context", "validate_state"]
 
@@ -19,6 +20,8 @@ InputT = TypeVar("InputT")
 StateT = TypeVar("StateT")
 
 logger = logging.getLogger("holon.step")
+
+_DEFAULT_LIMITS = Limits()
 
 
 def validate_state(
@@ -101,6 +104,7 @@ class Context(Generic[InputT, StateT]):
         results: Mapping[str, Any],
         decision: Any,
         agents: Mapping[str, Any],
+        limits: Limits = _DEFAULT_LIMITS,
     ) -> None:
         self.RunId = run_id
         self.StepName = step
@@ -113,6 +117,7 @@ class Context(Generic[InputT, StateT]):
         self._state = state
         self._state_model = state_model
         self._state_view: Any = None
+        self._limits = limits
         self.state_patch: dict[str, Any] = {}
         """What this step changed, applied to the run's state when the step commits."""
         self.log_entries: Sequence[dict[str, Any]] = ()
@@ -146,7 +151,9 @@ class Context(Generic[InputT, StateT]):
         `ctx.SetState({"artifact": "out.tar"})`.
 
         The patch is validated against the State model now, so a bad value fails this
-        step, not a later one. Changes are stored with the step's checkpoint.
+        step, not a later one; so is its size (all this step's changes together, at
+        most the workflow's `Limits.state_patch`). Changes are stored with the step's
+        checkpoint.
         """
         update = {**patch, **fields} if patch else fields  # keyword names are strings
         if patch and not all(isinstance(k, str) for k in update):
@@ -176,8 +183,18 @@ class Context(Generic[InputT, StateT]):
             # 3.6 % of a step (5,400 of 152,000 instructions).
             view = _state_instance(self._state_model, merged, run_id=self.RunId, step=self.StepName)
             validated = self._state_model.__pydantic_serializer__.to_python(view, mode="json")
+        patch = {**self.state_patch}
         for key in update:
-            self.state_patch[key] = validated.get(key, update[key])
+            patch[key] = validated.get(key, update[key])
+        # Checked before it is kept: a step that catches the error stores nothing of it.
+        self._limits.check(
+            "state_patch",
+            patch,
+            what=f"the state patch of step {self.StepName!r} in run {self.RunId!r}",
+            run_id=self.RunId,
+            step=self.StepName,
+        )
+        self.state_patch = patch
         self._state_view = view
 
     def Log(self, message: str, **data: Any) -> None:

@@ -329,6 +329,9 @@ class Engine:
             output = to_json_value(
                 outcome.output, what="output", run_id=execution.run_id, step=name
             )
+            execution.plan.limits.check(
+                "step_output", output, what=f"the output of step {name!r}", step=name
+            )
             results[name] = output
             outcome = outcome.step
         state = {**body.state, **ctx.state_patch}

@@ -198,6 +198,7 @@ class Execution:
             results=self.results,
             decision=body.decision,
             agents=plan.agents,
+            limits=plan.limits,
         )
 
     @property

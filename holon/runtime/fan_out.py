@@ -112,6 +112,9 @@ class FanOut:
                         "returns its result, the join step decides what is next"
                     )
                 result = to_json_value(value, what="result", run_id=execution.run_id, step=name)
+                execution.plan.limits.check(
+                    "step_output", result, what=f"the result of branch {name!r}", step=name
+                )
             except Exception as exc:
                 failures.append((name, exc))
                 group.cancel_scope.cancel()

@@ -355,6 +355,9 @@ class Imperative:
             return
         try:
             output = to_json_value(value, what="result", run_id=execution.run_id, step=EXECUTE_STEP)
+            execution.plan.limits.check(
+                "step_output", output, what="the result of the run", step=EXECUTE_STEP
+            )
         except HolonError as exc:
             await transitions.fail(execution, EXECUTE_STEP, exc)
             return
@@ -403,6 +406,9 @@ class Imperative:
         if outcome.error is not None:
             raise outcome.error
         value = to_json_value(outcome.value, what="result", run_id=execution.run_id, step=call.name)
+        execution.plan.limits.check(
+            "step_output", value, what=f"the result of task {call.name!r}", step=call.name
+        )
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
         compensation = (
             None

@@ -15,6 +15,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from holon._json import compact_encoder
 from holon.errors import CorruptRecord
+from holon.limits import MAX_LIMIT
 from holon.stores.base import BODY_SCHEMA_VERSION, Control, Lease, RunBody
 
 __all__ = [
@@ -26,7 +27,7 @@ __all__ = [
     "load_lease",
 ]
 
-MAX_VALUE_BYTES = 64 * 1024 * 1024
+MAX_VALUE_BYTES = MAX_LIMIT
 """The largest stored value (a body, an input, a result) a store reads by default: a
 larger one is corrupt, for no limit of `holon.limits` lets one be written."""
 
