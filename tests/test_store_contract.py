@@ -459,3 +459,45 @@ async def test_run_progress_reads_status_and_sequences_only(store: Store) -> Non
     progress = await store.run_progress("r1")
     assert progress is not None
     assert (progress.status, progress.seq, progress.event_seq) == (RunStatus.RUNNING, 1, 3)
+
+
+async def test_append_timeline_adds_events_and_leaves_the_checkpoint(store: Store) -> None:
+    await create(store, "r1")
+    grant = await store.acquire_lease("r1", "w", 30, NOW)
+    assert grant is not None
+    committed = await store.commit(
+        "r1", expected_seq=0, token=grant.token, checkpoint=checkpoint(events=[event("a")])
+    )
+    before = await store.load_run("r1")
+    assert before is not None
+    event_seq = await store.append_timeline(
+        "r1", [event("decision_refused", "Gate", by="bob"), event("note", k=1)]
+    )
+    assert event_seq == committed.event_seq + 2
+    after = await store.load_run("r1")
+    assert after is not None
+    assert after.event_seq == event_seq
+    assert (after.seq, after.status, after.body, after.lease) == (
+        before.seq,
+        before.status,
+        before.body,
+        before.lease,
+    )
+    # The executor's next commit is not disturbed, and its events come after.
+    next_commit = await store.commit(
+        "r1", expected_seq=1, token=grant.token, checkpoint=checkpoint(events=[event("b")])
+    )
+    assert next_commit.seq == 2 and next_commit.event_seq == event_seq + 1
+    timeline = await store.timeline("r1")
+    assert [(e.seq, e.kind) for e in timeline] == [
+        (1, "started"),
+        (2, "a"),
+        (3, "decision_refused"),
+        (4, "note"),
+        (5, "b"),
+    ]
+    assert timeline[2].step == "Gate" and timeline[2].data == {"by": "bob"}
+    progress = await store.run_progress("r1")
+    assert progress is not None and progress.event_seq == 5
+    with pytest.raises(RunNotFound):
+        await store.append_timeline("missing", [event("x")])

@@ -270,8 +270,12 @@ class Operator:
             attempt = raced(attempt, judged[-1])
 
         record = await self._cas(run_id, decide, on_conflict=lost_race)
-        if judged[-1].error is not None:
-            raise judged[-1].error
+        outcome = judged[-1]
+        if outcome.checkpoint is None and outcome.events:
+            # A refusal while an executor holds the run: recorded beside its checkpoint.
+            await self.store.append_timeline(run_id, outcome.events)
+        if outcome.error is not None:
+            raise outcome.error
         return record
 
     def _check_size(self, record: RunRecord, attempt: Proposal | EventDelivery) -> None:

@@ -19,11 +19,15 @@ The rules, in the order they are checked:
    already decided is a `DecisionConflict` (decisions are final).
 5. One rejection closes the gate; `min_approvals` distinct approvals open it.
 
-A refusal is written as a checkpoint that changes nothing but the timeline: same
-status, body, wake-up time and index keys. It goes through the same compare-and-set as
-an accepted decision, so it can never overwrite a decision that landed first (it is
-then judged again on the newer record). It is written only while no executor holds the
-run (a waiting, paused or finished run), so it never costs an executor its checkpoint.
+Every attempt is in the timeline, with who, when and why: an accepted decision as
+`decision`, a refused one (a lost race included) as `decision_refused`. While no executor
+holds the run (a waiting, paused or finished run), a refusal is written as a checkpoint
+that changes nothing but the timeline: same status, body, wake-up time and index keys,
+through the same compare-and-set as an accepted decision, so it can never overwrite a
+decision that landed first (it is then judged again on the newer record). While an
+executor holds the run (the decision that won the race queued it), the refusal is
+added to the timeline alone (`Outcome.events`, `Store.append_timeline`), which never
+costs the executor its checkpoint.
 """
 
 from __future__ import annotations
@@ -113,6 +117,8 @@ class Outcome:
     """The checkpoint records the decision (a lost race on it is a conflict)."""
     wait_id: str | None = None
     events: list[NewEvent] = field(default_factory=list)
+    """Events to add to the timeline alone, when there is no checkpoint to carry them
+    (a refusal while an executor holds the run)."""
 
 
 def _event(kind: str, now: float, step: str | None, **data: Any) -> NewEvent:
@@ -125,9 +131,10 @@ def _idle(record: RunRecord) -> bool:
 
 
 def _refuse(record: RunRecord, error: HolonError, event: NewEvent, now: float) -> Outcome:
-    """Raise `error`; record the attempt in the timeline when the run is idle."""
+    """Raise `error`, and record the attempt in the timeline: by a checkpoint while the
+    run is idle, else (an executor holds it) by adding `event` to the timeline alone."""
     if not _idle(record):
-        return Outcome(error=error)
+        return Outcome(error=error, events=[event])
     checkpoint = Checkpoint(
         status=record.status,
         body=record.body,
@@ -202,7 +209,9 @@ def evaluate(record: RunRecord, proposal: Proposal, now: float) -> Outcome:
                 status=record.status.value,
                 run_id=run_id,
             )
-        return _refuse(record, error, _refused_event(proposal, wait, error, now), now)
+        # A closed wait still names the step the decision was meant for.
+        about = wait or record.body.closed_wait
+        return _refuse(record, error, _refused_event(proposal, about, error, now), now)
     assert wait is not None
     wanted = "input" if proposal.verdict == "answer" else "approval"
     if wait.kind != wanted:

@@ -8,7 +8,9 @@ A run record has three parts that change at different times:
 * the **lease** (`lease`, `fence`), taken by `acquire_lease`/`claim` and kept alive by
   `renew_lease`; every acquisition increments the fencing token;
 * the **control request** (`control`), set by `request` (pause or stop) without touching
-  the checkpoint, so an operator never races the executor's commit.
+  the checkpoint, so an operator never races the executor's commit; likewise
+  `append_timeline` adds to the timeline alone (a refused decision, recorded while an
+  executor holds the run).
 
 Every operation is atomic. Stores hold JSON only: nothing is pickled.
 """
@@ -482,6 +484,12 @@ class Store(Protocol):
 
     async def request(self, run_id: str, control: Control) -> RunRecord:
         """Record an operator's pause or stop request; the checkpoint is not touched."""
+
+    async def append_timeline(self, run_id: str, events: Sequence[NewEvent]) -> int:
+        """Add `events` to the run's timeline without touching its checkpoint (its
+        status, body, `seq` and lease), the way `request` sets a control flag: for what
+        must be recorded while an executor holds the run (a refused decision). Returns
+        the run's new `event_seq`. Raises `RunNotFound`."""
 
     async def quarantine(self, run_id: str, reason: str, at: float) -> None:
         """Mark a run whose record cannot be decoded `failed` with `reason`, replacing its

@@ -275,6 +275,12 @@ class MemoryStore:
         assert record is not None
         return record
 
+    async def append_timeline(self, run_id: str, events: Sequence[NewEvent]) -> int:
+        row = self._row(run_id)
+        self._append(row, events)
+        self.signals.notify(run_id)
+        return row.event_seq
+
     def _index_waiting(self, row: _Row, keys: list[str]) -> None:
         for key in row.wait_keys:
             self._waiting.get(key, set()).discard(row.run_id)

@@ -375,6 +375,19 @@ class RedisStore(RedisReads):
             raise RunNotFound(f"no run {run_id!r} in {self.safe_url}", run_id=run_id)
         return record
 
+    async def append_timeline(self, run_id: str, events: Sequence[NewEvent]) -> int:
+        """Add events to the run's timeline without touching its checkpoint."""
+        key, _, _, _, timeline_key = self._run_keys(run_id)
+        command = self._script(
+            "append",
+            (key, timeline_key),
+            _header(self._ip, run_id, self._request_id(), self.timeline_cap),
+            *_event_args(events),
+        )
+        replies = await self._write(run_id, [command])
+        self.signals.notify(run_id)
+        return int(replies[0])
+
     async def quarantine(self, run_id: str, reason: str, at: float) -> None:
         """Mark a run whose record cannot be decoded `failed`, without reading it."""
         event = NewEvent(kind="failed", at=at, data={"error": "CorruptRecord", "message": reason})

@@ -16,7 +16,8 @@ The hash stays small (every value short) so Redis keeps it in its compact encodi
 (checkpoint and timeline sequence numbers), `tb` (timeline events trimmed away), `ctl`
 (control request), `own`, `lx`, `ln`, `lr` (lease owner, expiry, acquiring request id,
 recovered flag), `f` (last fencing token), `wk` (wake-up time), `ca`, `ua` (created and
-updated), `lc` (id of the last commit applied), `wx` (wait keys, `\\x1f`-separated).
+updated), `lc` (id of the last commit applied), `wx` (wait keys, `\\x1f`-separated),
+`an` (id of the last timeline append applied).
 
 On a single server the scripts also keep the global indexes exact: the index key prefix
 then comes first in the header and the scripts reach the index keys by name (a single
@@ -383,6 +384,27 @@ redis.call('HSET', run, 'ctl', ARGV[2])
 return 1
 """
 
+# KEYS: run, timeline. ARGV: header (ip, id, request id, timeline cap), then the events
+# (JSON each). Adds to the timeline alone; `an` remembers the last request applied, so
+# sending it again (after a lost connection) appends nothing more. Returns the new es.
+_APPEND = r"""
+local run, tl = KEYS[1], KEYS[2]
+local ok = check_type(run, 'hash')
+if not ok then return redis.error_reply('HOLON NOTFOUND') end
+if type(ok) == 'table' then return ok end
+local h = split(ARGV[1], '\31')
+if redis.call('HGET', run, 'an') == h[3] then
+  return tonumber(redis.call('HGET', run, 'es'))
+end
+local tok = check_type(tl, 'list')
+if type(tok) == 'table' then return tok end
+local events = {}
+for i = 2, #ARGV do events[#events + 1] = ARGV[i] end
+append(run, tl, events, tonumber(h[4]))
+redis.call('HSET', run, 'an', h[3])
+return redis.call('HINCRBY', run, 'es', #events)
+"""
+
 # ARGV: header (ip, id, at, request id, timeline cap), body, event JSON
 # Replaces the record without reading its body; keys of the wrong type are replaced too.
 # Returns the wait keys the run had.
@@ -508,6 +530,7 @@ SCRIPTS: dict[str, Script] = {
         _script("commit", _COMMIT),
         _script("request", _REQUEST),
         _script("quarantine", _QUARANTINE),
+        _script("append", _APPEND),
         _script("delete", _DELETE),
         _script("timeline", _TIMELINE),
         _script("candidates", _CANDIDATES),

@@ -337,6 +337,23 @@ class SQLiteStore(SQLiteBase):
         self.signals.notify(run_id)
         return record
 
+    async def append_timeline(self, run_id: str, events: Sequence[NewEvent]) -> int:
+        def write(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "UPDATE holon_runs SET event_seq = event_seq + ? WHERE ns = ? AND run_id = ? "
+                "RETURNING event_seq",
+                (len(events), self.namespace, run_id),
+            ).fetchone()
+            if row is None:
+                raise RunNotFound(f"no run {run_id!r} in {self.url}", run_id=run_id)
+            event_seq: int = row[0]
+            self._insert_events(conn, run_id, event_seq - len(events) + 1, events)
+            return event_seq
+
+        event_seq = await self._run(lambda c: self._write(c, lambda: write(c)))
+        self.signals.notify(run_id)
+        return event_seq
+
     async def quarantine(self, run_id: str, reason: str, at: float) -> None:
         body = quarantined_body(reason).model_dump_json()
         data = {"error": "CorruptRecord", "message": reason}
