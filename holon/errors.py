@@ -10,6 +10,7 @@ HolonError
 │   └── ValueTooLarge            a value over its size limit (`Limits`): not stored
 ├── UnknownStepError             a step name that is not in the flow
 ├── StepOutputError              a value a step produced that cannot be stored as JSON
+├── SecretKeyError               a secret with no key to seal or open it (`holon.sealing`)
 ├── RunNotFound                  no run with that id in the store
 ├── WorkflowNotFound             no workflow (or version) of that name in the catalogue
 ├── InvalidRunState              a verb that does not apply to the run's status
@@ -55,6 +56,7 @@ __all__ = [
     "StateValidationError",
     "StepOutputError",
     "StoreError",
+    "SecretKeyError",
     "UnknownStepError",
     "ValidationError",
     "ValueTooLarge",
@@ -159,6 +161,13 @@ class UnknownStepError(HolonError):
 
 class StepOutputError(HolonError):
     """A step produced a value that cannot be stored as JSON."""
+
+
+class SecretKeyError(HolonError):
+    """A secret (a `SecretStr`, `SecretBytes` or field marked `Secret()`) cannot be
+    sealed, because no key is configured, or opened, because its key is not configured
+    or its ciphertext was changed. Nothing is stored in its place: never the mask,
+    never the plaintext."""
 
 
 class RunNotFound(HolonError, LookupError):

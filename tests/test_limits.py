@@ -90,7 +90,7 @@ async def test_ten_megabytes_of_answer_event_and_input_are_refused(store: Store)
 
 async def test_a_resume_state_patch_over_its_limit_is_refused() -> None:
     wf = asks().Limits(state_patch=1024)
-    async with WorkflowRunner(wf) as runner:
+    async with WorkflowRunner(wf, "memory://") as runner:
         handle = await runner.Run()
         await handle.WaitUntil(RunStatus.WAITING, timeout=10)
         await handle.Pause()
@@ -121,7 +121,7 @@ def writer(size: int, *, output: bool) -> Workflow:
 async def test_a_step_over_its_limit_fails_naming_the_step_and_stores_nothing(
     output: bool,
 ) -> None:
-    async with WorkflowRunner(writer(10_000, output=output)) as runner:
+    async with WorkflowRunner(writer(10_000, output=output), "memory://") as runner:
         handle = await runner.Run()
         with pytest.raises(RunFailed, match="ValueTooLarge") as failed:
             await handle.Result(timeout=10)
@@ -132,7 +132,7 @@ async def test_a_step_over_its_limit_fails_naming_the_step_and_stores_nothing(
         assert f"Limits.{field}" in record.body.error.message
         assert "4,096 bytes" in record.body.error.message
         assert record.results == {} and record.body.state == {"text": ""}
-    async with WorkflowRunner(writer(100, output=output)) as runner:
+    async with WorkflowRunner(writer(100, output=output), "memory://") as runner:
         handle = await runner.Run()
         await handle.Result(timeout=10)
 

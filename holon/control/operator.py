@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
+from pydantic import SecretBytes, SecretStr
+
 from holon._json import to_json_value
 from holon.clock import Clock
 from holon.definition.builder import Workflow
@@ -29,6 +31,7 @@ from holon.limits import Limits
 from holon.runtime.context import validate_state
 from holon.runtime.decisions import EventDelivery, Outcome, Proposal, deliver, evaluate, raced
 from holon.runtime.waits import wake_time
+from holon.sealing import redact
 from holon.stores.base import (
     Checkpoint,
     Control,
@@ -179,6 +182,7 @@ class Operator:
                     run_id=run_id,
                 )
             body = current.body
+            patch: dict[str, Any] | None = None
             update: dict[str, Any] = {"paused_from": None}
             if goto is not None:
                 if workflow is not None and (goto not in workflow.steps or goto == START.value):
@@ -197,16 +201,14 @@ class Operator:
                         f"Resume(state=...) takes a dict of fields, got {state!r}", run_id=run_id
                     )
                 model = workflow.state_model if workflow else None
+                # Secrets are sealed by `validate_state`: here they are kept as they are.
+                keyring = workflow.plan.keyring if workflow else None
                 patch = {
-                    k: to_json_value(v, what="state", run_id=run_id, step=None)
+                    k: v
+                    if isinstance(v, SecretStr | SecretBytes) and model is not None
+                    else to_json_value(v, what="state", run_id=run_id, step=None, keyring=keyring)
                     for k, v in state.items()
                 }
-                self._limits(current).check(
-                    "state_patch",
-                    patch,
-                    what=f"the state patch of Resume(state=...) of run {run_id!r}",
-                    run_id=run_id,
-                )
                 if model is not None:
                     unknown = sorted(set(patch) - set(model.model_fields))
                     if unknown:
@@ -216,7 +218,17 @@ class Operator:
                             run_id=run_id,
                         )
                 update["state"] = validate_state(
-                    model, {**body.state, **patch}, run_id=run_id, step=None
+                    model,
+                    {**body.state, **patch},
+                    run_id=run_id,
+                    step=None,
+                    keyring=keyring,
+                )
+                self._limits(current).check(
+                    "state_patch",
+                    {k: update["state"].get(k, v) for k, v in patch.items()},
+                    what=f"the state patch of Resume(state=...) of run {run_id!r}",
+                    run_id=run_id,
                 )
             new_body = body.model_copy(update=update)
             back_to_wait = goto is None and body.paused_from == RunStatus.WAITING and body.wait
@@ -227,7 +239,7 @@ class Operator:
                     _step(current),
                     by=by,
                     goto=goto,
-                    state=dict(state) if state else None,
+                    state=redact(patch) if patch is not None else None,
                 )
             ]
             if goto is not None:

@@ -283,6 +283,7 @@ class WorkflowRunner:
             raise ValueError(f"started_by must be a non-empty string, got {started_by!r}")
         now = self.clock.now()
         state_model = self.workflow.state_model
+        keyring = self.workflow.plan.keyring
         first_step = EXECUTE_STEP if self.workflow.execute_fn else START.value
         record = RunRecord(
             run_id=run_id or uuid.uuid4().hex,
@@ -292,7 +293,11 @@ class WorkflowRunner:
             input=run_input,
             body=RunBody(
                 cursor=Cursor(step=first_step),
-                state=state_model().model_dump(mode="json") if state_model else {},
+                state=to_json_value(
+                    state_model(), what="state", run_id="(new)", step=None, keyring=keyring
+                )
+                if state_model
+                else {},
                 started_by=started_by,
             ),
             created_at=now,
@@ -312,8 +317,9 @@ class WorkflowRunner:
 
     def _validate_input(self, value: Any) -> Any:
         model = self.workflow.input_model
+        keyring = self.workflow.plan.keyring
         if model is None:
-            return to_json_value(value, what="input", run_id="(new)", step=None)
+            return to_json_value(value, what="input", run_id="(new)", step=None, keyring=keyring)
         if isinstance(value, BaseModel) and not isinstance(value, model):
             value = value.model_dump()
         try:
@@ -329,7 +335,7 @@ class WorkflowRunner:
                 errors=[dict(e) for e in exc.errors(include_url=False)],
                 workflow=self.workflow.name,
             ) from None
-        return validated.model_dump(mode="json")
+        return to_json_value(validated, what="input", run_id="(new)", step=None, keyring=keyring)
 
     async def Get(self, run_id: str) -> RunHandle:
         """The handle of an existing run; `RunNotFound` if there is none."""

@@ -33,6 +33,7 @@ from holon.definition.policies import Retry, StepPolicy, check_policies
 from holon.definition.steps import FlowPlan, StepFunction, StepSpec
 from holon.errors import WorkflowDefinitionError
 from holon.limits import Limits as SizeLimits
+from holon.sealing import Keyring
 
 if typing.TYPE_CHECKING:
     from holon.stores.base import Store
@@ -71,6 +72,7 @@ class Workflow:
         "_execute",
         "_fingerprint",
         "_input",
+        "_keyring",
         "_limits",
         "_migrations",
         "_name",
@@ -100,6 +102,7 @@ class Workflow:
         self._defaults = StepPolicy(fn=_no_step)
         self._migrations: Mapping[str, StateMigration] = types.MappingProxyType({})
         self._limits = SizeLimits()
+        self._keyring: Keyring | None = None
         self._fingerprint: str | None = None
         self._plan: FlowPlan | None = None
         self._persistence = PersistenceConfig()  # set last: it marks the object as built
@@ -281,6 +284,14 @@ class Workflow:
             raise self._fail(f".Limits(): {exc}") from None
         return self._with(_limits=chosen)
 
+    def Secrets(self, keyring: Keyring) -> Workflow:
+        """The keys that seal this workflow's secrets (`SecretStr`, `SecretBytes`,
+        fields marked `Secret()`) in its runs' records. Without this call they come from
+        `HOLON_SECRET_KEYS` (see `holon.sealing`)."""
+        if not isinstance(keyring, Keyring):
+            raise self._fail(f".Secrets() takes a Keyring, got {keyring!r}")
+        return self._with(_keyring=keyring)
+
     # -- reading --------------------------------------------------------------------
 
     @property
@@ -348,6 +359,7 @@ class Workflow:
                 agents=self._agents,
                 execute_fn=self._execute,
                 limits=self._limits,
+                keyring=self._keyring or Keyring.from_env(),
             )
             object.__setattr__(self, "_plan", plan)
         return plan

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from holon.definition.policies import Retry
 from holon.limits import Limits
+from holon.sealing import Keyring
 
 __all__ = ["FlowPlan", "StepFunction", "StepSpec"]
 
@@ -49,3 +50,5 @@ class FlowPlan:
     execute_fn: StepFunction | None
     limits: Limits = _DEFAULT_LIMITS
     """The size limits of the workflow's runs (`.Limits()`)."""
+    keyring: Keyring | None = None
+    """The keys that seal the runs' secrets (`.Secrets()`, else `HOLON_SECRET_KEYS`)."""

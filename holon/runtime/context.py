@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import logging
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from holon._naming import snake_case_aliases
-from holon.errors import StateValidationError
+from holon.errors import SecretKeyError, StateValidationError
 from holon.limits import Limits
+from holon.sealing import (
+    REDACTED,
+    SECRET_KEYS_ENV,
+    Keyring,
+    Secret,
+    has_secrets,
+    open_secrets,
+    redact,
+    seal_model,
+    secret_name,
+)
 
 __all__ = ["Context", "validate_state"]
 
@@ -25,12 +36,39 @@ _DEFAULT_LIMITS = Limits()
 
 
 def validate_state(
-    model: type[BaseModel] | None, state: dict[str, Any], *, run_id: str, step: str | None
+    model: type[BaseModel] | None,
+    state: dict[str, Any],
+    *,
+    run_id: str,
+    step: str | None,
+    keyring: Keyring | None = None,
 ) -> dict[str, Any]:
-    """Validate a whole state against the State model; return its JSON form."""
+    """Validate a whole state against the State model; return its JSON form, its
+    secrets sealed with `keyring` (stored ones are opened to be validated)."""
     if model is None:
         return state
-    return _state_instance(model, state, run_id=run_id, step=step).model_dump(mode="json")
+    secret = has_secrets(model)
+    if secret:
+        state = open_secrets(state, keyring)
+    instance = _state_instance(model, state, run_id=run_id, step=step)
+    dumped = instance.model_dump(mode="json")
+    if secret:
+        return seal_model(instance, dumped, keyring, _refuse(run_id, step))
+    return dumped
+
+
+def _refuse(run_id: str, step: str | None) -> Callable[[str], SecretKeyError]:
+    def refuse(path: str) -> SecretKeyError:
+        where = f"step {step!r} of run {run_id!r}" if step else f"run {run_id!r}"
+        return SecretKeyError(
+            f"{where}: state field {path!r} holds a secret, and no key is configured to "
+            f"seal it; set {SECRET_KEYS_ENV} or Workflow.Secrets(...) (a secret is never "
+            "stored masked or in plaintext)",
+            run_id=run_id,
+            step=step,
+        )
+
+    return refuse
 
 
 def _state_instance(
@@ -45,8 +83,8 @@ def _state_instance(
     except PydanticValidationError as exc:
         raise StateValidationError(
             f"state of run {run_id!r}{f' in step {step!r}' if step else ''} does not match "
-            f"{model.__name__}: {_describe(exc)}",
-            errors=[dict(e) for e in exc.errors(include_url=False)],
+            f"{model.__name__}: {_describe(exc, model)}",
+            errors=[_redacted_error(e, model) for e in exc.errors(include_url=False)],
             run_id=run_id,
             step=step,
         ) from None
@@ -65,12 +103,29 @@ def _field_names(model: type[BaseModel]) -> frozenset[str]:
     return names
 
 
-def _describe(exc: PydanticValidationError) -> str:
+def _describe(exc: PydanticValidationError, model: type[BaseModel]) -> str:
     parts = []
     for err in exc.errors(include_url=False):
         where = ".".join(str(p) for p in err["loc"]) or "(root)"
-        parts.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+        got = _redacted_error(dict(err), model).get("input")
+        parts.append(f"{where}: {err['msg']} (got {got!r})")
     return "; ".join(parts)
+
+
+def _redacted_error(error: Mapping[str, Any], model: type[BaseModel]) -> dict[str, Any]:
+    """pydantic's error with the input hidden when it is a secret's (errors are shown
+    and logged: a secret must not be in them)."""
+    out = dict(error)
+    loc = out.get("loc") or ()
+    field = model.model_fields.get(str(loc[0])) if loc else None
+    secret_field = field is not None and (
+        field.metadata and any(isinstance(m, Secret) for m in field.metadata)
+    )
+    if secret_field or (loc and secret_name(str(loc[-1]))) or (has_secrets(model) and not loc):
+        out["input"] = REDACTED
+    else:
+        out["input"] = redact(out.get("input"))
+    return out
 
 
 @snake_case_aliases
@@ -105,6 +160,7 @@ class Context(Generic[InputT, StateT]):
         decision: Any,
         agents: Mapping[str, Any],
         limits: Limits = _DEFAULT_LIMITS,
+        keyring: Keyring | None = None,
     ) -> None:
         self.RunId = run_id
         self.StepName = step
@@ -118,6 +174,7 @@ class Context(Generic[InputT, StateT]):
         self._state_model = state_model
         self._state_view: Any = None
         self._limits = limits
+        self._keyring = keyring
         self.state_patch: dict[str, Any] = {}
         """What this step changed, applied to the run's state when the step commits."""
         self.log_entries: Sequence[dict[str, Any]] = ()
@@ -128,7 +185,10 @@ class Context(Generic[InputT, StateT]):
     def StepResults(self) -> Mapping[str, Any]:
         """Results recorded so far, by step name."""
         # A read-only view, not a copy: the engine replaces a run's results on every
-        # commit and never changes them in place.
+        # commit and never changes them in place. With keys, sealed secrets are opened
+        # as each result is read (back into `SecretStr`s).
+        if self._keyring is not None:
+            return _OpenedResults(self._results, self._keyring)
         return types.MappingProxyType(self._results)
 
     @property
@@ -138,6 +198,8 @@ class Context(Generic[InputT, StateT]):
         if view is None:
             merged = {**self._state, **self.state_patch}
             model = self._state_model
+            if model is not None and has_secrets(model):
+                merged = open_secrets(merged, self._keyring)
             view = self._state_view = (
                 _state_instance(model, merged, run_id=self.RunId, step=self.StepName)
                 if model is not None
@@ -174,15 +236,22 @@ class Context(Generic[InputT, StateT]):
                     step=self.StepName,
                 )
         merged = {**self._state, **self.state_patch, **update}
-        if self._state_model is None:
+        model = self._state_model
+        if model is None:
             view: Any = merged
             validated = merged
         else:
+            secret = has_secrets(model)
+            if secret:
+                merged = open_secrets(merged, self._keyring)
             # Validated once: the instance is also what `ctx.State` returns next. Its JSON
             # form comes from pydantic's serializer directly: `model_dump` would cost
             # 3.6 % of a step (5,400 of 152,000 instructions).
-            view = _state_instance(self._state_model, merged, run_id=self.RunId, step=self.StepName)
-            validated = self._state_model.__pydantic_serializer__.to_python(view, mode="json")
+            view = _state_instance(model, merged, run_id=self.RunId, step=self.StepName)
+            validated = model.__pydantic_serializer__.to_python(view, mode="json")
+            if secret:  # pydantic masks secrets in JSON: seal them instead
+                refuse = _refuse(self.RunId, self.StepName)
+                validated = seal_model(view, validated, self._keyring, refuse)
         patch = {**self.state_patch}
         for key in update:
             patch[key] = validated.get(key, update[key])
@@ -197,8 +266,14 @@ class Context(Generic[InputT, StateT]):
         self.state_patch = patch
         self._state_view = view
 
+    @property
+    def holds_secrets(self) -> bool:
+        """Whether the State model has secret fields (their patches are sealed)."""
+        return self._state_model is not None and has_secrets(self._state_model)
+
     def Log(self, message: str, **data: Any) -> None:
-        """Record a message in the run's timeline (with this step's checkpoint)."""
+        """Record a message in the run's timeline (with this step's checkpoint). Secret
+        values and values named like secrets (`password=...`) are redacted."""
         entry = {"message": str(message), **data}
         if isinstance(self.log_entries, list):
             self.log_entries.append(entry)
@@ -208,3 +283,20 @@ class Context(Generic[InputT, StateT]):
 
     def __repr__(self) -> str:
         return f"Context(run={self.RunId!r}, step={self.StepName!r}, attempt={self.Attempt})"
+
+
+class _OpenedResults(Mapping[str, Any]):
+    """Step results whose sealed secrets are opened as each is read."""
+
+    def __init__(self, results: Mapping[str, Any], keyring: Keyring) -> None:
+        self._results = results
+        self._keyring = keyring
+
+    def __getitem__(self, name: str) -> Any:
+        return open_secrets(self._results[name], self._keyring)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._results)
+
+    def __len__(self) -> int:
+        return len(self._results)

@@ -32,6 +32,7 @@ from holon.definition.steps import StepSpec
 from holon.errors import (
     CorruptRecord,
     HolonError,
+    SecretKeyError,
     SeqConflict,
     StaleLease,
     StepOutputError,
@@ -65,8 +66,9 @@ _TURN = 0.001
 """Longest a run keeps the event loop to itself between step boundaries, in seconds:
 short enough for heartbeats and operators, long enough that yielding costs little."""
 
-_OUTCOME_ERRORS = (UnknownStepError, StepOutputError, TypeError, ValueError)
-"""What a step's return value can be wrong with; the run fails naming the step."""
+_OUTCOME_ERRORS = (UnknownStepError, StepOutputError, SecretKeyError, TypeError, ValueError)
+"""What a step's return value can be wrong with (a secret with no key to seal it among
+them); the run fails naming the step."""
 
 logger = logging.getLogger("holon.engine")
 
@@ -327,7 +329,11 @@ class Engine:
         results: dict[str, Any] = {}
         if isinstance(outcome, Next):
             output = to_json_value(
-                outcome.output, what="output", run_id=execution.run_id, step=name
+                outcome.output,
+                what="output",
+                run_id=execution.run_id,
+                step=name,
+                keyring=execution.plan.keyring,
             )
             execution.plan.limits.check(
                 "step_output", output, what=f"the output of step {name!r}", step=name

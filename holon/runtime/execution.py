@@ -199,6 +199,7 @@ class Execution:
             decision=body.decision,
             agents=plan.agents,
             limits=plan.limits,
+            keyring=plan.keyring,
         )
 
     @property

@@ -20,6 +20,7 @@ from holon.clock import Clock
 from holon.errors import SeqConflict, StaleLease
 from holon.runtime.context import Context
 from holon.runtime.execution import Execution, LeaseLost
+from holon.sealing import redact, secret_name
 from holon.stores.base import (
     Checkpoint,
     Committed,
@@ -62,11 +63,16 @@ class Transitions:
         self, events: list[NewEvent], step: str, ctx: Context[Any, Any], at: float
     ) -> None:
         """Append what `step` did besides its result: its state change and its logs."""
-        if ctx.state_patch:
-            events.append(NewEvent("state_changed", at, step, {"patch": ctx.state_patch}))
+        patch = ctx.state_patch
+        if patch:
+            # The timeline shows no secret: sealed values and values named like secrets
+            # are redacted (the state keeps them, sealed).
+            if ctx.holds_secrets or any(map(secret_name, patch)):
+                patch = redact(patch)
+            events.append(NewEvent("state_changed", at, step, {"patch": patch}))
         for entry in ctx.log_entries:
             # Made directly: a log entry's own fields may be called `at`, `kind`, `step`.
-            data = to_json_value(entry, what="log entry", run_id=ctx.RunId, step=step)
+            data = to_json_value(redact(entry), what="log entry", run_id=ctx.RunId, step=step)
             events.append(NewEvent("log", at, step, data))
 
     def cursor_at(self, step: str) -> Cursor:
