@@ -62,6 +62,7 @@ __all__ = [
     "ValueTooLarge",
     "WorkflowDefinitionError",
     "WorkflowNotFound",
+    "seq_conflict",
 ]
 
 
@@ -281,7 +282,52 @@ class StaleLease(StoreError):
 
 
 class SeqConflict(StoreError):
-    """The commit was based on a checkpoint that is no longer the latest."""
+    """The commit was based on a checkpoint that is not the stored one: usually an older
+    one (something else wrote the run since); or a newer one, when the store lost
+    checkpoints this writer saw (`lost`).
+
+    Attributes:
+        stored_seq: the sequence number the store holds (None when not known).
+        expected_seq: the one the commit was based on (None when not known).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        stored_seq: int | None = None,
+        expected_seq: int | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        super().__init__(message, run_id=run_id)
+        self.stored_seq = stored_seq
+        self.expected_seq = expected_seq
+
+    @property
+    def lost(self) -> bool:
+        """The store holds an older checkpoint than the writer saw: it lost writes (a
+        Redis restarted from older data)."""
+        return (
+            self.stored_seq is not None
+            and self.expected_seq is not None
+            and self.stored_seq < self.expected_seq
+        )
+
+
+def seq_conflict(run_id: str, expected_seq: int, stored_seq: int) -> SeqConflict:
+    """The refusal of a commit based on checkpoint `expected_seq` when the store holds
+    `stored_seq`, saying which way they differ."""
+    if stored_seq < expected_seq:
+        why = "the store lost checkpoints this writer saw"
+    else:
+        why = "something else wrote the run since"
+    return SeqConflict(
+        f"run {run_id!r}: commit expected checkpoint {expected_seq}, the store has "
+        f"{stored_seq} ({why})",
+        stored_seq=stored_seq,
+        expected_seq=expected_seq,
+        run_id=run_id,
+    )
 
 
 class CorruptRecord(StoreError):

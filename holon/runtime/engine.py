@@ -41,7 +41,14 @@ from holon.errors import (
 from holon.runtime.attempts import Attempts
 from holon.runtime.compensation import Compensator
 from holon.runtime.context import Context
-from holon.runtime.execution import Execution, LeaseLost, next_step, unknown_step, wants
+from holon.runtime.execution import (
+    CheckpointsLost,
+    Execution,
+    LeaseLost,
+    next_step,
+    unknown_step,
+    wants,
+)
 from holon.runtime.fan_out import FanOut
 from holon.runtime.imperative import Imperative
 from holon.runtime.leases import LeaseKeeper
@@ -133,6 +140,9 @@ class Engine:
         self.executions[grant.run_id] = execution
         try:
             await self._drive(execution, recovered=grant.recovered)
+        except CheckpointsLost as lost:
+            with anyio.CancelScope(shield=True):
+                await self.transitions.halt_lost(execution, lost)
         except LeaseLost:
             logger.warning("run %s: lease lost; this executor stops", grant.run_id)
         finally:

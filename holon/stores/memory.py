@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
-from holon.errors import RunNotFound, SeqConflict, StaleLease
+from holon.errors import RunNotFound, StaleLease, seq_conflict
 from holon.stores import _codec
 from holon.stores.base import (
     TERMINAL_STATUSES,
@@ -245,11 +245,7 @@ class MemoryStore:
                 run_id=run_id,
             )
         if row.seq != expected_seq:
-            raise SeqConflict(
-                f"run {run_id!r}: commit expected checkpoint {expected_seq}, the store has "
-                f"{row.seq}",
-                run_id=run_id,
-            )
+            raise seq_conflict(run_id, expected_seq, row.seq)
         row.status = checkpoint.status
         row.body_json = checkpoint.body.model_dump_json()
         for name, value in checkpoint.results.items():

@@ -18,7 +18,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, NoScriptError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from holon.errors import RunNotFound, SeqConflict, StaleLease, StoreError
+from holon.errors import RunNotFound, SeqConflict, StaleLease, StoreError, seq_conflict
 from holon.stores._codec import MAX_VALUE_BYTES
 from holon.stores.base import (
     ChangeSignals,
@@ -380,11 +380,11 @@ class RedisBase:
                 run_id=run_id,
             )
         if message.startswith("HOLON SEQ"):
-            return SeqConflict(
-                f"run {run_id!r}: commit based on an old checkpoint; the store has "
-                f"{message.removeprefix('HOLON SEQ ').strip()}",
-                run_id=run_id,
-            )
+            stored, _, expected = message.removeprefix("HOLON SEQ ").strip().partition(" ")
+            try:
+                return seq_conflict(run_id, int(expected), int(stored))
+            except ValueError:
+                return SeqConflict(f"run {run_id!r}: {message}", run_id=run_id)
         if message.startswith("HOLON NOTFOUND"):
             return RunNotFound(f"no run {run_id!r} in {self.safe_url}", run_id=run_id)
         if message.startswith("HOLON WRONGTYPE"):

@@ -238,11 +238,14 @@ local after = st
 if st == 'queued' then after = 'running' end
 local bad = check_indexes(ip, r[8] or '', st, after, {})
 if bad then return bad end
-local token = tonumber(r[4]) + 1
+-- The next token is above the last one and at least the server's clock in microseconds:
+-- after a restart from older data (the last tokens lost) it still never goes back.
+local t = redis.call('TIME')
+local token = math.max(tonumber(r[4]) + 1, tonumber(t[1]) * 1000000 + tonumber(t[2]))
 local recovered = 0
 if st == 'running' then recovered = 1 end
-redis.call('HSET', run, 'f', token, 'own', owner, 'lx', string.format('%.6f', lnow + ttl),
-  'ln', nonce, 'lr', recovered)
+redis.call('HSET', run, 'f', string.format('%.0f', token), 'own', owner,
+  'lx', string.format('%.6f', lnow + ttl), 'ln', nonce, 'lr', recovered)
 if st == 'queued' then redis.call('HSET', run, 'st', 'running') end
 reindex(ip, id, run, st)
 return {1, token, recovered}
@@ -312,7 +315,9 @@ end
 if token ~= '' and (not r[3] or r[2] ~= token) then
   return redis.error_reply('HOLON STALE ' .. (r[3] and r[2] or 'none (released)'))
 end
-if seq ~= expected then return redis.error_reply('HOLON SEQ ' .. seq) end
+if seq ~= expected then
+  return redis.error_reply(string.format('HOLON SEQ %d %d', seq, expected))
+end
 local nres, nev, nkeys = tonumber(h[14]), tonumber(h[15]), tonumber(h[16])
 local first_event = 3 + 2 * nres
 local first_key = first_event + nev

@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from holon.errors import RunNotFound, SeqConflict, StaleLease, StoreError
+from holon.errors import RunNotFound, StaleLease, StoreError, seq_conflict
 from holon.stores import _codec
 from holon.stores.base import (
     TERMINAL_STATUSES,
@@ -316,10 +316,7 @@ class SQLiteStore(SQLiteBase):
                 f"token is {current}",
                 run_id=run_id,
             )
-        raise SeqConflict(
-            f"run {run_id!r}: commit expected checkpoint {expected_seq}, the store has {seq}",
-            run_id=run_id,
-        )
+        raise seq_conflict(run_id, expected_seq, seq)
 
     async def request(self, run_id: str, control: Control) -> RunRecord:
         def write(conn: sqlite3.Connection) -> RunRecord:
