@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -33,7 +32,7 @@ from holon.stores.base import (
     Store,
 )
 from holon.stores.redis import RedisStore
-from tests.redis_support import RedisProcess, have_redis_server
+from tests.redis_support import CuttingProxy, RedisProcess, have_redis_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -238,58 +237,6 @@ async def test_concurrent_runs_lose_and_double_nothing_when_redis_is_killed(
 
 
 # -- 2. a reply lost after the script ran -------------------------------------------------
-
-
-class CuttingProxy:
-    """Forwards loopback TCP to Redis; when armed, drops the next reply from the server
-    and cuts that connection, so the client never learns its command ran."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.armed = False
-        self.cuts = 0
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: list[asyncio.StreamWriter] = []
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def close(self) -> None:
-        for writer in self._writers:
-            writer.close()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self._writers += [client_w, server_w]
-
-        async def upstream() -> None:
-            while data := await client_r.read(65536):
-                server_w.write(data)
-                await server_w.drain()
-
-        async def downstream() -> None:
-            while data := await server_r.read(65536):
-                if self.armed:
-                    self.armed = False
-                    self.cuts += 1
-                    client_w.transport.abort()
-                    server_w.close()
-                    return
-                client_w.write(data)
-                await client_w.drain()
-
-        try:
-            await asyncio.gather(upstream(), downstream())
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            client_w.close()
-            server_w.close()
 
 
 async def test_a_lost_reply_is_retried_without_doubling(server: RedisProcess) -> None:
