@@ -44,6 +44,7 @@ __all__ = [
     "is_envelope",
     "open_secrets",
     "redact",
+    "redacted_fields",
     "seal_model",
     "seal_value",
     "secret_name",
@@ -220,6 +221,18 @@ def _has_secrets(model: type[BaseModel]) -> bool:
     return any(
         _marked(field.metadata) or _annotation_has_secrets(field.annotation, {model})
         for field in model.model_fields.values()
+    )
+
+
+def redacted_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The fields of `model` whose values the timeline redacts: secret ones (typed,
+    marked, or holding secrets in nested models) and those named like secrets."""
+    return frozenset(
+        name
+        for name, field in model.model_fields.items()
+        if secret_name(name)
+        or _marked(field.metadata)
+        or _annotation_has_secrets(field.annotation, {model})
     )
 
 

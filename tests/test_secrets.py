@@ -243,7 +243,7 @@ def test_keys_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
     key = base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
     other = base64.urlsafe_b64encode(os.urandom(16)).decode()
     monkeypatch.setenv(SECRET_KEYS_ENV, f"k2:{key},k1:{other}")
-    parsed = vault(None).plan.keyring
+    parsed = vault(None).plan.rules.keyring
     assert parsed is not None and parsed.current == "k2" and sorted(parsed.keys) == ["k1", "k2"]
     assert "k2" in repr(parsed) and key not in repr(parsed)
     monkeypatch.setenv(SECRET_KEYS_ENV, "k1:not base64!!")

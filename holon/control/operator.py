@@ -202,7 +202,7 @@ class Operator:
                     )
                 model = workflow.state_model if workflow else None
                 # Secrets are sealed by `validate_state`: here they are kept as they are.
-                keyring = workflow.plan.keyring if workflow else None
+                keyring = workflow.plan.rules.keyring if workflow else None
                 patch = {
                     k: v
                     if isinstance(v, SecretStr | SecretBytes) and model is not None

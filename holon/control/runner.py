@@ -283,7 +283,7 @@ class WorkflowRunner:
             raise ValueError(f"started_by must be a non-empty string, got {started_by!r}")
         now = self.clock.now()
         state_model = self.workflow.state_model
-        keyring = self.workflow.plan.keyring
+        keyring = self.workflow.plan.rules.keyring
         first_step = EXECUTE_STEP if self.workflow.execute_fn else START.value
         record = RunRecord(
             run_id=run_id or uuid.uuid4().hex,
@@ -317,7 +317,7 @@ class WorkflowRunner:
 
     def _validate_input(self, value: Any) -> Any:
         model = self.workflow.input_model
-        keyring = self.workflow.plan.keyring
+        keyring = self.workflow.plan.rules.keyring
         if model is None:
             return to_json_value(value, what="input", run_id="(new)", step=None, keyring=keyring)
         if isinstance(value, BaseModel) and not isinstance(value, model):

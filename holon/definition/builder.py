@@ -30,10 +30,10 @@ from holon._naming import snake_case_aliases
 from holon.definition.directives import END, START, Marker
 from holon.definition.mermaid import flow_to_mermaid
 from holon.definition.policies import Retry, StepPolicy, check_policies
-from holon.definition.steps import FlowPlan, StepFunction, StepSpec
+from holon.definition.steps import DataRules, FlowPlan, StepFunction, StepSpec
 from holon.errors import WorkflowDefinitionError
 from holon.limits import Limits as SizeLimits
-from holon.sealing import Keyring
+from holon.sealing import Keyring, has_secrets, redacted_fields
 
 if typing.TYPE_CHECKING:
     from holon.stores.base import Store
@@ -358,8 +358,12 @@ class Workflow:
                 state_model=self._state,
                 agents=self._agents,
                 execute_fn=self._execute,
-                limits=self._limits,
-                keyring=self._keyring or Keyring.from_env(),
+                rules=DataRules(
+                    limits=self._limits,
+                    keyring=self._keyring or Keyring.from_env(),
+                    sealed_state=has_secrets(self._state),
+                    redacted_state=redacted_fields(self._state) if self._state else None,
+                ),
             )
             object.__setattr__(self, "_plan", plan)
         return plan

@@ -11,8 +11,8 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from holon._naming import snake_case_aliases
+from holon.definition.steps import DEFAULT_RULES, DataRules
 from holon.errors import SecretKeyError, StateValidationError
-from holon.limits import Limits
 from holon.sealing import (
     REDACTED,
     SECRET_KEYS_ENV,
@@ -32,7 +32,10 @@ StateT = TypeVar("StateT")
 
 logger = logging.getLogger("holon.step")
 
-_DEFAULT_LIMITS = Limits()
+_UNKNOWN = 1 << 62
+"""A patch size bound that says: measure it."""
+
+_SCALARS = frozenset({int, float, bool, type(None)})
 
 
 def validate_state(
@@ -146,6 +149,10 @@ class Context(Generic[InputT, StateT]):
         Agents: the agents given to `.Agents({...})`.
     """
 
+    _patch_bound = 2
+    """An upper bound of the JSON size of `state_patch`, kept while it is cheap to (a
+    class default: most steps never set state)."""
+
     def __init__(
         self,
         *,
@@ -159,8 +166,7 @@ class Context(Generic[InputT, StateT]):
         results: Mapping[str, Any],
         decision: Any,
         agents: Mapping[str, Any],
-        limits: Limits = _DEFAULT_LIMITS,
-        keyring: Keyring | None = None,
+        rules: DataRules = DEFAULT_RULES,
     ) -> None:
         self.RunId = run_id
         self.StepName = step
@@ -173,8 +179,8 @@ class Context(Generic[InputT, StateT]):
         self._state = state
         self._state_model = state_model
         self._state_view: Any = None
-        self._limits = limits
-        self._keyring = keyring
+        self.rules = rules
+        """The workflow's size limits and secrets (`DataRules`)."""
         self.state_patch: dict[str, Any] = {}
         """What this step changed, applied to the run's state when the step commits."""
         self.log_entries: Sequence[dict[str, Any]] = ()
@@ -187,8 +193,9 @@ class Context(Generic[InputT, StateT]):
         # A read-only view, not a copy: the engine replaces a run's results on every
         # commit and never changes them in place. With keys, sealed secrets are opened
         # as each result is read (back into `SecretStr`s).
-        if self._keyring is not None:
-            return _OpenedResults(self._results, self._keyring)
+        keyring = self.rules.keyring
+        if keyring is not None:
+            return _OpenedResults(self._results, keyring)
         return types.MappingProxyType(self._results)
 
     @property
@@ -198,8 +205,8 @@ class Context(Generic[InputT, StateT]):
         if view is None:
             merged = {**self._state, **self.state_patch}
             model = self._state_model
-            if model is not None and has_secrets(model):
-                merged = open_secrets(merged, self._keyring)
+            if self.rules.sealed_state:
+                merged = open_secrets(merged, self.rules.keyring)
             view = self._state_view = (
                 _state_instance(model, merged, run_id=self.RunId, step=self.StepName)
                 if model is not None
@@ -241,35 +248,44 @@ class Context(Generic[InputT, StateT]):
             view: Any = merged
             validated = merged
         else:
-            secret = has_secrets(model)
-            if secret:
-                merged = open_secrets(merged, self._keyring)
+            sealed = self.rules.sealed_state
+            if sealed:
+                merged = open_secrets(merged, self.rules.keyring)
             # Validated once: the instance is also what `ctx.State` returns next. Its JSON
             # form comes from pydantic's serializer directly: `model_dump` would cost
             # 3.6 % of a step (5,400 of 152,000 instructions).
             view = _state_instance(model, merged, run_id=self.RunId, step=self.StepName)
             validated = model.__pydantic_serializer__.to_python(view, mode="json")
-            if secret:  # pydantic masks secrets in JSON: seal them instead
+            if sealed:  # pydantic masks secrets in JSON: seal them instead
                 refuse = _refuse(self.RunId, self.StepName)
-                validated = seal_model(view, validated, self._keyring, refuse)
-        patch = {**self.state_patch}
+                validated = seal_model(view, validated, self.rules.keyring, refuse)
+        # The size is checked before the patch is kept (a step that catches the error
+        # stores nothing of it), measured only when a cheap upper bound does not settle
+        # it: texts and numbers count at their largest, six bytes a character.
+        bound = self._patch_bound
+        for key, value in update.items():
+            kind = type(value)
+            if kind in _SCALARS:
+                bound += 6 * len(key) + 32
+            elif kind is str:
+                bound += 6 * (len(key) + len(value)) + 6
+            else:
+                bound = _UNKNOWN
+                break
+        patch = self.state_patch
+        limits = self.rules.limits
+        if bound > limits.state_patch:
+            limits.check(
+                "state_patch",
+                {**patch, **{key: validated.get(key, update[key]) for key in update}},
+                what=f"the state patch of step {self.StepName!r} in run {self.RunId!r}",
+                run_id=self.RunId,
+                step=self.StepName,
+            )
+        self._patch_bound = bound
         for key in update:
             patch[key] = validated.get(key, update[key])
-        # Checked before it is kept: a step that catches the error stores nothing of it.
-        self._limits.check(
-            "state_patch",
-            patch,
-            what=f"the state patch of step {self.StepName!r} in run {self.RunId!r}",
-            run_id=self.RunId,
-            step=self.StepName,
-        )
-        self.state_patch = patch
         self._state_view = view
-
-    @property
-    def holds_secrets(self) -> bool:
-        """Whether the State model has secret fields (their patches are sealed)."""
-        return self._state_model is not None and has_secrets(self._state_model)
 
     def Log(self, message: str, **data: Any) -> None:
         """Record a message in the run's timeline (with this step's checkpoint). Secret

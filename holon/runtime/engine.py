@@ -343,9 +343,9 @@ class Engine:
                 what="output",
                 run_id=execution.run_id,
                 step=name,
-                keyring=execution.plan.keyring,
+                keyring=execution.plan.rules.keyring,
             )
-            execution.plan.limits.check(
+            execution.plan.rules.limits.check(
                 "step_output", output, what=f"the output of step {name!r}", step=name
             )
             results[name] = output

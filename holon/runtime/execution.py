@@ -208,8 +208,7 @@ class Execution:
             results=self.results,
             decision=body.decision,
             agents=plan.agents,
-            limits=plan.limits,
-            keyring=plan.keyring,
+            rules=plan.rules,
         )
 
     @property

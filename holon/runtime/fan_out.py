@@ -116,9 +116,9 @@ class FanOut:
                     what="result",
                     run_id=execution.run_id,
                     step=name,
-                    keyring=execution.plan.keyring,
+                    keyring=execution.plan.rules.keyring,
                 )
-                execution.plan.limits.check(
+                execution.plan.rules.limits.check(
                     "step_output", result, what=f"the result of branch {name!r}", step=name
                 )
             except Exception as exc:

@@ -117,7 +117,7 @@ class ExecuteContext(Generic[InputT, StateT]):
         self.RunId = record.run_id
         self.Input: InputT = execution.input_value
         self.Agents = workflow.agent_map
-        self.State = TaskState({}, workflow.state_model, record.run_id, workflow.plan.keyring)
+        self.State = TaskState({}, workflow.state_model, record.run_id, workflow.plan.rules.keyring)
         if workflow.state_model is not None:
             self.State.apply(workflow.state_model().model_dump(mode="json"), [])
         self._journal = _journal(record.results)
@@ -360,9 +360,9 @@ class Imperative:
                 what="result",
                 run_id=execution.run_id,
                 step=EXECUTE_STEP,
-                keyring=execution.plan.keyring,
+                keyring=execution.plan.rules.keyring,
             )
-            execution.plan.limits.check(
+            execution.plan.rules.limits.check(
                 "step_output", output, what="the result of the run", step=EXECUTE_STEP
             )
         except HolonError as exc:
@@ -417,9 +417,9 @@ class Imperative:
             what="result",
             run_id=execution.run_id,
             step=call.name,
-            keyring=execution.plan.keyring,
+            keyring=execution.plan.rules.keyring,
         )
-        execution.plan.limits.check(
+        execution.plan.rules.limits.check(
             "step_output", value, what=f"the result of task {call.name!r}", step=call.name
         )
         duration_ms = round((time.perf_counter() - started) * 1000, 3)

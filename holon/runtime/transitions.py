@@ -67,7 +67,11 @@ class Transitions:
         if patch:
             # The timeline shows no secret: sealed values and values named like secrets
             # are redacted (the state keeps them, sealed).
-            if ctx.holds_secrets or any(map(secret_name, patch)):
+            redacted = ctx.rules.redacted_state
+            if redacted is None:
+                if any(map(secret_name, patch)):
+                    patch = redact(patch)
+            elif redacted and not redacted.isdisjoint(patch):
                 patch = redact(patch)
             events.append(NewEvent("state_changed", at, step, {"patch": patch}))
         for entry in ctx.log_entries:

@@ -65,7 +65,7 @@ def parse_input(workflow: Workflow, record: RunRecord) -> Any:
     stored = record.input
     try:
         if has_secrets(model):
-            stored = open_secrets(stored, workflow.plan.keyring)
+            stored = open_secrets(stored, workflow.plan.rules.keyring)
         return model.model_validate(stored)
     except SecretKeyError as exc:
         raise InputValidationError(
@@ -159,7 +159,7 @@ async def adopt(transitions: Transitions, execution: Execution) -> bool:
             body.state,
             run_id=record.run_id,
             step=None,
-            keyring=workflow.plan.keyring,
+            keyring=workflow.plan.rules.keyring,
         )
     except (StateValidationError, SecretKeyError) as exc:
         problems.append(exc.message)
