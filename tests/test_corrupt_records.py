@@ -142,3 +142,95 @@ def test_an_undecodable_reply_is_read_whole_and_the_next_one_comes_out_right(
     assert reader.gets() == "NEXT"
     assert reader.gets() == "abc"
     assert reader.gets() is False
+
+
+async def test_a_hash_field_that_is_not_text_fails_its_run_alone_on_redis(store: Store) -> None:
+    if not isinstance(store, RedisStore):
+        pytest.skip("the run's hash is Redis's")
+    async with WorkflowRunner(Flow, store, execute=False) as submitter:
+        ids = [(await submitter.Run(run_id=f"run-{i:02}")).run_id for i in range(HEALTHY + 1)]
+    bad = ids[3]
+    key, field, value = store.run_key(bad), "ver", b"v\xff1"
+    if store._own_client:
+        url = store.url
+        client: Any = (
+            redis.RedisCluster.from_url(url.replace("redis+cluster://", "redis://", 1))
+            if store.cluster
+            else redis.Redis.from_url(url)
+        )
+        try:
+            client.hset(key, field, value)
+        finally:
+            client.close()
+    else:
+        await store._client.hset(key, field, value)
+    async with WorkflowRunner(Flow, store, poll_interval=0.05) as runner:
+        with anyio.fail_after(30):
+            for run_id in ids:
+                await RunHandle(runner, run_id).WaitUntil("completed", "failed")
+    statuses = {run_id: (await store.run_progress(run_id)) for run_id in ids}
+    assert all(p is not None for p in statuses.values())
+    assert [r for r, p in statuses.items() if p and p.status != RunStatus.COMPLETED] == [bad]
+    timeline = await store.timeline(bad)
+    assert timeline[-1].kind == "failed" and "not UTF-8" in timeline[-1].data["message"]
+
+
+async def corrupt_input_and_result(store: Store, run_id: str) -> None:
+    """The run's input made undecodable bytes and a result made invalid JSON."""
+    bad_input, bad_result = b'{"doc":"\xff"}', b'{"half":'
+    if isinstance(store, MemoryStore):
+        row = store._rows[run_id]
+        row.input_json = bad_input  # type: ignore[assignment]
+        row.results["A"] = bad_result.decode()
+    elif isinstance(store, SQLiteStore):
+        with sqlite3.connect(store.path) as conn:
+            conn.execute(
+                "UPDATE holon_runs SET input = CAST(? AS TEXT) WHERE run_id = ?",
+                (bad_input, run_id),
+            )
+            conn.execute(
+                "INSERT INTO holon_results (ns, run_id, name, value) VALUES ('', ?, 'A', ?)",
+                (run_id, bad_result.decode()),
+            )
+    else:
+        assert isinstance(store, RedisStore)
+        key = store.run_key(run_id)
+        commands: list[tuple[Any, ...]] = [
+            ("HDEL", key, "in"),
+            ("SET", f"{key}:i", bad_input),
+            ("HSET", f"{key}:r", "A", bad_result),
+        ]
+        if not store._own_client:
+            for command in commands:
+                await store._client.execute_command(*command)
+            return
+        client: Any = (
+            redis.RedisCluster.from_url(store.url.replace("redis+cluster://", "redis://", 1))
+            if store.cluster
+            else redis.Redis.from_url(store.url)
+        )
+        try:
+            for command in commands:
+                client.execute_command(*command)
+        finally:
+            client.close()
+
+
+async def test_a_failed_corrupt_run_reads_back(store: Store) -> None:
+    """Quarantine mends what the record keeps (input, results) so that the failed run,
+    with its reason, can be read: by `Result()`, listings, operators."""
+    async with WorkflowRunner(Flow, store, execute=False) as submitter:
+        ids = [(await submitter.Run(run_id=f"run-{i:02}")).run_id for i in range(HEALTHY + 1)]
+    bad = ids[7]
+    await corrupt_input_and_result(store, bad)
+    with pytest.raises(CorruptRecord):
+        await store.load_run(bad)
+    async with WorkflowRunner(Flow, store, poll_interval=0.05) as runner:
+        with anyio.fail_after(30):
+            for run_id in ids:
+                await RunHandle(runner, run_id).WaitUntil("completed", "failed")
+        failed = await (await runner.Get(bad)).Record()
+    assert failed.status == RunStatus.FAILED and failed.input is None and failed.results == {}
+    assert failed.body.error is not None and failed.body.error.message.startswith("corrupt record")
+    counts = await store.count_runs(workflow="corruptible")
+    assert counts == {RunStatus.COMPLETED: HEALTHY, RunStatus.FAILED: 1}

@@ -23,6 +23,7 @@ from holon import (
     Secret,
     SecretKeyError,
     Workflow,
+    WorkflowDefinitionError,
     WorkflowRunner,
 )
 from holon.sealing import ENVELOPE, SECRET_KEYS_ENV, redact, secret_name
@@ -249,6 +250,8 @@ def test_keys_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv(SECRET_KEYS_ENV, "k1:not base64!!")
     with pytest.raises(SecretKeyError, match="key 'k1'"):
         Keyring.from_env()
+    with pytest.raises(WorkflowDefinitionError, match="workflow 'vault': HOLON_SECRET_KEYS"):
+        WorkflowRunner(vault(None), "memory://")
     with pytest.raises(SecretKeyError, match="16, 24 or 32 bytes"):
         Keyring({"k": b"short"})
     monkeypatch.delenv(SECRET_KEYS_ENV)

@@ -31,7 +31,7 @@ from holon.definition.directives import END, START, Marker
 from holon.definition.mermaid import flow_to_mermaid
 from holon.definition.policies import Retry, StepPolicy, check_policies
 from holon.definition.steps import DataRules, FlowPlan, StepFunction, StepSpec
-from holon.errors import WorkflowDefinitionError
+from holon.errors import SecretKeyError, WorkflowDefinitionError
 from holon.limits import Limits as SizeLimits
 from holon.sealing import Keyring, has_secrets, redacted_fields
 
@@ -395,9 +395,15 @@ class Workflow:
         return digest[:12]
 
     def check_runnable(self) -> None:
-        """Raise unless the workflow has a Flow or an Execute function."""
+        """Raise unless the workflow has a Flow or an Execute function, and its plan can
+        be made (keys of secrets from `HOLON_SECRET_KEYS` included): a runner finds out
+        when it is made, not at its first step."""
         if self._steps is None and self._execute is None:
             raise self._fail("has neither .Flow() nor .Execute(); nothing to run")
+        try:
+            self.plan  # noqa: B018 - made and kept: it reads the environment's keys
+        except SecretKeyError as exc:
+            raise self._fail(str(exc)) from None
 
     def Mermaid(self) -> str:
         """The flow as a Mermaid flowchart, edges taken from return annotations."""

@@ -25,6 +25,7 @@ __all__ = [
     "load_body",
     "load_control",
     "load_lease",
+    "readable",
 ]
 
 MAX_VALUE_BYTES = MAX_LIMIT
@@ -76,6 +77,17 @@ def load_body(text: str | bytes, *, run_id: str, max_bytes: int | None = None) -
             run_id=run_id,
         )
     return body
+
+
+def readable(data: str | bytes, max_bytes: int) -> bool:
+    """Whether a stored JSON value reads back (text, within `max_bytes`, JSON): what a
+    quarantine keeps of a record must, so that the failed run can be read."""
+    try:
+        _check_size(data, run_id="-", what="value", max_bytes=max_bytes)
+        json.loads(data)
+    except (CorruptRecord, ValueError, TypeError):
+        return False
+    return True
 
 
 def _check_size(text: str | bytes, *, run_id: str, what: str, max_bytes: int) -> None:

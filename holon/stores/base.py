@@ -493,7 +493,9 @@ class Store(Protocol):
 
     async def quarantine(self, run_id: str, reason: str, at: float) -> None:
         """Mark a run whose record cannot be decoded `failed` with `reason`, replacing its
-        body without reading it and dropping its lease. Other runs are untouched."""
+        body without reading it and dropping its lease, and mend what the record keeps
+        (an input or results that do not read back, names that are not text) so that
+        the failed run can be read. Other runs are untouched."""
 
     async def claim(
         self, owner: str, workflows: Sequence[str], limit: int, ttl: float, now: float

@@ -293,6 +293,14 @@ class MemoryStore:
 
     async def quarantine(self, run_id: str, reason: str, at: float) -> None:
         row = self._row(run_id)
+        # What the record keeps must read back, so that the failed run can be read.
+        if not _codec.readable(row.input_json, self.max_value_bytes):
+            row.input_json = "null"
+        row.results = {
+            name: text
+            for name, text in row.results.items()
+            if _codec.readable(text, self.max_value_bytes)
+        }
         row.status = RunStatus.FAILED
         row.body_json = quarantined_body(reason).model_dump_json()
         row.seq += 1

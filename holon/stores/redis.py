@@ -394,7 +394,14 @@ class RedisStore(RedisReads):
         command = self._script(
             "quarantine",
             self._run_keys(run_id),
-            _header(self._ip, run_id, repr(at), self._request_id(), self.timeline_cap),
+            _header(
+                self._ip,
+                run_id,
+                repr(at),
+                self._request_id(),
+                self.timeline_cap,
+                self.max_value_bytes,
+            ),
             dump_body(quarantined_body(reason)),
             _events([event]),
         )

@@ -451,6 +451,8 @@ class RedisBase:
 
     async def _hint_from_record(self, run_id: str) -> None:
         row = await self._pipeline([("HMGET", self.run_key(run_id), "wf", "st", "ca")])
+        if isinstance(row[0], Exception):  # fields that are not text: no hint to give
+            return
         wf, st, ca = row[0]
         if wf is None or st is None:
             return

@@ -410,10 +410,74 @@ redis.call('HSET', run, 'an', h[3])
 return redis.call('HINCRBY', run, 'es', #events)
 """
 
-# ARGV: header (ip, id, at, request id, timeline cap), body, event JSON
-# Replaces the record without reading its body; keys of the wrong type are replaced too.
-# Returns the wait keys the run had.
+# ARGV: header (ip, id, at, request id, timeline cap, max value bytes), body, event JSON
+# Replaces the record without reading its body (and mends what it keeps so that it reads
+# back); keys of the wrong type are replaced too. Returns the wait keys the run had.
 _QUARANTINE = r"""
+-- Whether `s` is UTF-8 text (a reply the client can decode).
+local function is_utf8(s)
+  local i, n = 1, #s
+  while i <= n do
+    local c = string.byte(s, i)
+    local len
+    if c < 128 then len = 1
+    elseif c >= 194 and c <= 223 then len = 2
+    elseif c >= 224 and c <= 239 then len = 3
+    elseif c >= 240 and c <= 244 then len = 4
+    else return false end
+    for j = i + 1, i + len - 1 do
+      local d = string.byte(s, j)
+      if not d or d < 128 or d > 191 then return false end
+    end
+    i = i + len
+  end
+  return true
+end
+
+-- Whether a stored JSON value reads back: text, within `max` bytes, and JSON (where the
+-- server's Lua has cjson to tell).
+local function readable(s, max)
+  if #s > max or not is_utf8(s) then return false end
+  if cjson then return (pcall(cjson.decode, s)) end
+  return true
+end
+
+-- Make what a quarantined record keeps read back: hash fields that are not text are
+-- emptied (names) or dropped, an input or results that do not read are replaced.
+local function mend(run, input, res, max)
+  local fields = redis.call('HGETALL', run)
+  for i = 1, #fields, 2 do
+    local f, v = fields[i], fields[i + 1]
+    if not is_utf8(f) then
+      redis.call('HDEL', run, f)
+    elseif f == 'in' then
+      if not readable(v, max) then redis.call('HSET', run, 'in', 'null') end
+    elseif not is_utf8(v) then
+      if f == 'wf' or f == 'ver' then
+        redis.call('HSET', run, f, '')
+      else
+        redis.call('HDEL', run, f)
+      end
+    end
+  end
+  local it = redis.call('TYPE', input)['ok']
+  if it ~= 'none' and (it ~= 'string' or not readable(redis.call('GET', input), max)) then
+    redis.call('DEL', input)
+    redis.call('HSET', run, 'in', 'null')
+  end
+  local rt = redis.call('TYPE', res)['ok']
+  if rt == 'hash' then
+    local results = redis.call('HGETALL', res)
+    for i = 1, #results, 2 do
+      if not is_utf8(results[i]) or not readable(results[i + 1], max) then
+        redis.call('HDEL', res, results[i])
+      end
+    end
+  elseif rt ~= 'none' then
+    redis.call('DEL', res)
+  end
+end
+
 local run, body, tl = KEYS[1], KEYS[2], KEYS[5]
 local t = redis.call('TYPE', run)['ok']
 if t == 'none' then return redis.error_reply('HOLON NOTFOUND') end
@@ -422,6 +486,7 @@ local ip, id, at = h[1], h[2], h[3]
 local old, seq = nil, 0
 if t == 'hash' then
   if redis.call('HGET', run, 'lc') == h[4] then return {} end
+  mend(run, KEYS[3], KEYS[4], tonumber(h[6]))
   local r = redis.call('HMGET', run, 'st', 'seq', 'es', 'wf', 'ca', 'ver', 'wx')
   local touched = {}
   if r[7] then touched = split(r[7], '\31') end

@@ -367,9 +367,38 @@ class SQLiteStore(SQLiteBase):
                 raise RunNotFound(f"no run {run_id!r} in {self.url}", run_id=run_id)
             self._insert_events(conn, run_id, row[0], [NewEvent(kind="failed", at=at, data=data)])
             self._index_waiting(conn, run_id, [])
+            self._mend(conn, run_id)
 
         await self._run(lambda c: self._write(c, lambda: write(c)))
         self.signals.notify(run_id)
+
+    def _mend(self, conn: sqlite3.Connection, run_id: str) -> None:
+        """Make what a quarantined record keeps read back: text columns that are not
+        UTF-8 emptied, an input or results that do not read replaced or dropped."""
+        key = (self.namespace, run_id)
+        workflow, version, input_data = conn.execute(
+            "SELECT CAST(workflow AS BLOB), CAST(version AS BLOB), CAST(input AS BLOB) "
+            "FROM holon_runs WHERE ns = ? AND run_id = ?",
+            key,
+        ).fetchone()
+        for column, data in (("workflow", workflow), ("version", version)):
+            if not _is_text(data):
+                conn.execute(
+                    f"UPDATE holon_runs SET {column} = '' WHERE ns = ? AND run_id = ?", key
+                )
+        if not _codec.readable(input_data, self.max_value_bytes):
+            conn.execute("UPDATE holon_runs SET input = 'null' WHERE ns = ? AND run_id = ?", key)
+        for name, value in conn.execute(
+            "SELECT CAST(name AS BLOB), CAST(value AS BLOB) FROM holon_results "
+            "WHERE ns = ? AND run_id = ?",
+            key,
+        ).fetchall():
+            if not _is_text(name) or not _codec.readable(value, self.max_value_bytes):
+                conn.execute(
+                    "DELETE FROM holon_results WHERE ns = ? AND run_id = ? "
+                    "AND CAST(name AS BLOB) = ?",
+                    (*key, name),
+                )
 
     async def find_waiting(
         self, key: str, *, limit: int = 100, cursor: str | None = None
@@ -475,3 +504,11 @@ class SQLiteStore(SQLiteBase):
             self.signals.notify(run_id)
         order = {run_id: i for i, run_id in enumerate(ids)}
         return sorted(deleted, key=order.__getitem__)
+
+
+def _is_text(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
