@@ -24,7 +24,7 @@ HolonError
 ├── RunFailed                    Result() of a run that ended other than `completed`
 └── StoreError                   the store refused or could not do an operation
     ├── StaleLease               a commit whose fencing token is no longer current
-    ├── SeqConflict              a commit based on an out-of-date checkpoint
+    ├── SeqConflict              a commit based on another checkpoint than the stored one
     └── CorruptRecord            a stored record that cannot be read back
 ```
 
