@@ -16,12 +16,15 @@ from pydantic import BaseModel, SecretBytes, SecretStr
 from holon import (
     END,
     START,
+    Event,
+    HumanInput,
     Keyring,
     Next,
     RunFailed,
     RunStatus,
     Secret,
     SecretKeyError,
+    Wait,
     Workflow,
     WorkflowDefinitionError,
     WorkflowRunner,
@@ -270,3 +273,50 @@ def test_redaction_by_name_and_type() -> None:
         "auth": {"password": "[redacted]"},
         "s": "[redacted]",
     }
+
+
+class Otp(BaseModel):
+    code: SecretStr
+
+
+async def test_a_secret_answer_or_event_payload_is_sealed_and_reaches_the_next_step(
+    store: Store,
+) -> None:
+    seen: list[str] = []
+
+    def after_answer(ctx: Any) -> Any:
+        seen.append(ctx.Decision["code"].get_secret_value())
+        return Wait(Event("paid"), "Paid")
+
+    def paid(ctx: Any) -> Any:
+        seen.append(ctx.Decision["payload"]["card"].get_secret_value())
+        return END
+
+    wf = (
+        Workflow("otp")
+        .Flow(
+            {
+                START: lambda ctx: Wait(HumanInput("Code?", schema=Otp), "Check"),
+                "Check": after_answer,
+                "Paid": paid,
+            }
+        )
+        .Secrets(keyring("k1"))
+    )
+    async with WorkflowRunner(wf, store) as runner:
+        handle = await runner.Run()
+        await handle.WaitUntil(RunStatus.WAITING, timeout=10)
+        await handle.Answer({"code": "otp-5151-plaintext"}, by="ann")
+        record = await handle.WaitUntil(RunStatus.WAITING, timeout=10)
+        assert record.body.wait is not None and record.body.wait.kind == "event"
+        await handle.Send("paid", {"card": SecretStr("card-4242-plaintext")})
+        await handle.Result(timeout=10)
+        timeline = await handle.Timeline()
+    assert seen == ["otp-5151-plaintext", "card-4242-plaintext"]
+    decision = next(e for e in timeline if e.kind == "decision")
+    assert decision.data["value"] == {"code": "[redacted]"}
+    received = next(e for e in timeline if e.kind == "event_received")
+    assert received.data["payload"] == {"card": "[redacted]"}
+    raw = await raw_bytes(store)
+    for plaintext in (b"otp-5151-plaintext", b"card-4242-plaintext"):
+        assert plaintext not in raw

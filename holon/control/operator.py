@@ -9,6 +9,7 @@ the executor is asked (`Store.request`) and applies the request at its next boun
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import SecretBytes, SecretStr
@@ -21,6 +22,7 @@ from holon.errors import (
     InvalidRunState,
     NotAnApprover,
     RunNotFound,
+    SecretKeyError,
     SeqConflict,
     StateValidationError,
     StepOutputError,
@@ -31,7 +33,7 @@ from holon.limits import Limits
 from holon.runtime.context import validate_state
 from holon.runtime.decisions import EventDelivery, Outcome, Proposal, deliver, evaluate, raced
 from holon.runtime.waits import wake_time
-from holon.sealing import redact
+from holon.sealing import Keyring, redact
 from holon.stores.base import (
     Checkpoint,
     Control,
@@ -99,6 +101,11 @@ class Operator:
         """The size limits of the run's workflow (the defaults for one not known here)."""
         workflow = self.workflows.get(record.workflow)
         return workflow.size_limits if workflow is not None else _DEFAULT_LIMITS
+
+    def _keyring(self, record: RunRecord) -> Keyring | None:
+        """The keys that seal the secrets of the run's workflow (none for one not here)."""
+        workflow = self.workflows.get(record.workflow)
+        return workflow.plan.rules.keyring if workflow is not None else None
 
     def _event(self, kind: str, step: str | None = None, **data: Any) -> NewEvent:
         return NewEvent(kind=kind, at=self.clock.now(), step=step, data=data)
@@ -267,6 +274,10 @@ class Operator:
         judged: list[Outcome] = []
 
         def decide(record: RunRecord) -> Checkpoint | None:
+            nonlocal attempt
+            keyring = self._keyring(record)
+            if isinstance(attempt, Proposal) and attempt.keyring is not keyring:
+                attempt = replace(attempt, keyring=keyring)  # seals a secret in an answer
             self._check_size(record, attempt)
             now = self.clock.now()
             outcome = (
@@ -302,7 +313,13 @@ class Operator:
             limits.check("answer", attempt.comment, what=what, run_id=run_id)
         if attempt.verdict == "answer":
             try:
-                value = to_json_value(attempt.value, what="answer", run_id=run_id, step=None)
+                value = to_json_value(
+                    attempt.value,
+                    what="answer",
+                    run_id=run_id,
+                    step=None,
+                    keyring=attempt.keyring,
+                )
             except StepOutputError:
                 return  # not JSON at all: the gate's rules refuse it, naming why
             what = f"the answer by {attempt.by!r} to run {run_id!r}"
@@ -353,7 +370,14 @@ class Operator:
             raise TypeError(f"an event name is a non-empty string, got {name!r}")
         if event_id is not None and (not isinstance(event_id, str) or not event_id):
             raise TypeError(f"event_id is a non-empty string, got {event_id!r}")
-        data = to_json_value(payload, what="event payload", run_id=run_id, step=None)
+        try:
+            data = to_json_value(payload, what="event payload", run_id=run_id, step=None)
+        except SecretKeyError:
+            # A secret in the payload: sealed with the keys of the run's workflow.
+            keyring = self._keyring(await self.load(run_id))
+            data = to_json_value(
+                payload, what="event payload", run_id=run_id, step=None, keyring=keyring
+            )
         return await self._judge(run_id, EventDelivery(name=name, payload=data, event_id=event_id))
 
 

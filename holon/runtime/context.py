@@ -174,7 +174,7 @@ class Context(Generic[InputT, StateT]):
         self.IdempotencyKey = idempotency_key
         self.Input = input
         self._results = results
-        self.Decision = decision
+        self._decision = decision
         self.Agents = agents
         self._state = state
         self._state_model = state_model
@@ -186,6 +186,16 @@ class Context(Generic[InputT, StateT]):
         self.log_entries: Sequence[dict[str, Any]] = ()
         """What `Log` recorded in this step, committed with its checkpoint (a list
         made by the first `Log`)."""
+
+    @property
+    def Decision(self) -> Any:
+        """The decision that closed the last wait (e.g. the approval, an answer), else
+        None; a secret in an answer is opened (a `SecretStr` again)."""
+        decision = self._decision
+        keyring = self.rules.keyring
+        if decision is not None and keyring is not None:
+            return open_secrets(decision, keyring)
+        return decision
 
     @property
     def StepResults(self) -> Mapping[str, Any]:

@@ -51,6 +51,7 @@ from holon.errors import (
     StepOutputError,
 )
 from holon.runtime.waits import approvals, approvers, can_decide
+from holon.sealing import Keyring, redact
 from holon.stores.base import (
     Checkpoint,
     Cursor,
@@ -95,6 +96,8 @@ class Proposal:
     raced: str | None = None
     """Set by the caller after a lost commit race: the wait this decision was about to
     be accepted on."""
+    keyring: Keyring | None = field(default=None, compare=False)
+    """The keys that seal a secret in the answer (the workflow's, see `holon.sealing`)."""
 
 
 @dataclass(frozen=True)
@@ -324,12 +327,12 @@ def _decision_event(wait: WaitRecord, decision: Decision, now: float) -> NewEven
         "wait_id": wait.wait_id,
     }
     if decision.verdict == "answer":
-        data["value"] = decision.value
+        data["value"] = redact(decision.value)  # the answer is kept, sealed, in the wait
     return _event("decision", now, wait.step, **data)
 
 
 def _answer(record: RunRecord, wait: WaitRecord, proposal: Proposal, now: float) -> Outcome:
-    value, problem, errors = validate_answer(wait.spec, proposal.value)
+    value, problem, errors = validate_answer(wait.spec, proposal.value, proposal.keyring)
     if problem is not None:
         refusal = InvalidAnswer(
             f"{proposal.by!r}'s answer to {wait.spec.get('question')!r} (run "
@@ -340,7 +343,7 @@ def _answer(record: RunRecord, wait: WaitRecord, proposal: Proposal, now: float)
             errors=errors,
         )
         event = _refused_event(proposal, wait, refusal, now)
-        event.data["value"] = _json_or_repr(proposal.value)
+        event.data["value"] = redact(_json_or_repr(redact(proposal.value)))
         return _refuse(record, refusal, event, now)
     decision = Decision(
         decision_id=f"{wait.wait_id}:{proposal.by}:answer",
@@ -364,14 +367,20 @@ def _json_or_repr(value: Any) -> Any:
 
 
 def validate_answer(
-    spec: dict[str, Any], value: Any
+    spec: dict[str, Any], value: Any, keyring: Keyring | None = None
 ) -> tuple[Any, str | None, list[dict[str, Any]]]:
-    """(the answer as JSON, why it is refused or None, pydantic's errors)."""
+    """(the answer as JSON, its secrets sealed with `keyring`; why it is refused or None;
+    pydantic's errors)."""
     ref = spec.get("schema_ref")
     if ref:
         model = resolve_model(ref)
         try:
-            return model.model_validate(value).model_dump(mode="json"), None, []
+            answer = model.model_validate(value)
+            return (
+                to_json_value(answer, what="answer", run_id="-", step=None, keyring=keyring),
+                None,
+                [],
+            )
         except PydanticValidationError as exc:
             errors: list[dict[str, Any]] = [dict(e) for e in exc.errors(include_url=False)]
             problems = "; ".join(
@@ -379,7 +388,7 @@ def validate_answer(
             )
             return None, f"it does not match {model.__name__}: {problems}", errors
     try:
-        value = to_json_value(value, what="answer", run_id="-", step=None)
+        value = to_json_value(value, what="answer", run_id="-", step=None, keyring=keyring)
     except StepOutputError:
         return None, f"a {type(value).__name__} is not JSON", []
     kind = spec.get("input_kind", "text")
@@ -507,7 +516,7 @@ def deliver(record: RunRecord, delivery: EventDelivery, now: float) -> Outcome:
             wait.step,
             name=name,
             event_id=event_id,
-            payload=delivery.payload,
+            payload=redact(delivery.payload),
             digest=decision.digest,
             wait_id=wait.wait_id,
         )
