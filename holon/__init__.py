@@ -47,6 +47,7 @@ from holon.errors import (
     NotWaiting,
     RunFailed,
     RunNotFound,
+    SecretKeyError,
     SeqConflict,
     StaleLease,
     StateValidationError,
@@ -54,13 +55,16 @@ from holon.errors import (
     StoreError,
     UnknownStepError,
     ValidationError,
+    ValueTooLarge,
     WorkflowDefinitionError,
     WorkflowNotFound,
 )
+from holon.limits import Limits
 from holon.runtime.context import Context
 from holon.runtime.imperative import ExecuteContext, current_step
 from holon.runtime.task_state import TaskState
 from holon.runtime.waits import WaitInfo
+from holon.sealing import Keyring, Secret
 from holon.stores import MemoryStore, SQLiteStore, Store, open_store
 from holon.stores.base import RunRecord, RunStatus, RunSummary, TimelineEvent, WaitRecord
 from holon.worker.collector import configure_worker_gc
@@ -117,6 +121,11 @@ __all__ = [
     "UnknownStepError",
     "Until",
     "ValidationError",
+    "ValueTooLarge",
+    "Limits",
+    "Keyring",
+    "Secret",
+    "SecretKeyError",
     "Wait",
     "WaitCondition",
     "WaitInfo",

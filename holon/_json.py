@@ -6,22 +6,30 @@ import hashlib
 import json
 import math
 from collections.abc import Callable
+from functools import partial
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
-from holon.errors import StepOutputError
+from holon.errors import SecretKeyError, StepOutputError
+from holon.sealing import SECRET_KEYS_ENV, Keyring, has_secrets, seal_model, seal_value
 
 __all__ = ["canonical_json", "compact_encoder", "digest", "to_json_value"]
 
 
-def to_json_value(value: Any, *, what: str, run_id: str, step: str | None) -> Any:
-    """`value` as plain JSON data (models dumped, datetimes as ISO strings, ...).
+def to_json_value(
+    value: Any, *, what: str, run_id: str, step: str | None, keyring: Keyring | None = None
+) -> Any:
+    """`value` as plain JSON data (models dumped, datetimes as ISO strings, ...), every
+    secret in it (`SecretStr`, `SecretBytes`, a field marked `Secret()`) sealed with
+    `keyring` (see `holon.sealing`).
 
     Raises `StepOutputError` naming the step and the offending type when the value has
-    no JSON form: holon stores JSON only, never pickles.
+    no JSON form: holon stores JSON only, never pickles. Raises `SecretKeyError` naming
+    the step and the field for a secret when there is no key to seal it: a secret is
+    never stored masked or in plaintext.
     """
     if value is None or isinstance(value, (str, int, float, bool)):
         if isinstance(value, float) and not math.isfinite(value):
@@ -31,8 +39,12 @@ def to_json_value(value: Any, *, what: str, run_id: str, step: str | None) -> An
                 step=step,
             )
         return value
+    refuse = partial(_no_key, what=what, run_id=run_id, step=step)
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+        dumped = value.model_dump(mode="json")
+        if has_secrets(type(value)):
+            return seal_model(value, dumped, keyring, refuse)
+        return dumped
     try:
         converted = to_jsonable_python(value)
         json.dumps(converted, allow_nan=False)
@@ -44,7 +56,19 @@ def to_json_value(value: Any, *, what: str, run_id: str, step: str | None) -> An
             run_id=run_id,
             step=step,
         ) from None
-    return converted
+    # A secret inside a list or dict was masked by the conversion: seal it instead.
+    return seal_value(value, converted, keyring, refuse)
+
+
+def _no_key(path: str, *, what: str, run_id: str, step: str | None) -> SecretKeyError:
+    where = f"{what} of step {step!r} in run {run_id!r}" if step else f"{what} of run {run_id!r}"
+    return SecretKeyError(
+        f"{where}: field {path!r} holds a secret, and no key is configured to seal it;"
+        f" set {SECRET_KEYS_ENV} or Workflow.Secrets(...) (a secret is "
+        "never stored masked or in plaintext)",
+        run_id=run_id,
+        step=step,
+    )
 
 
 def compact_encoder(*, sort_keys: bool = False) -> Callable[[Any], str]:

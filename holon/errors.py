@@ -6,9 +6,11 @@ HolonError
 │   └── DocumentError            a declarative document that does not compile (line, field)
 ├── ValidationError              data that fails its schema; nothing was changed
 │   ├── InputValidationError     the input of Run()
-│   └── StateValidationError     a SetState patch or a Resume(state=...) patch
+│   ├── StateValidationError     a SetState patch or a Resume(state=...) patch
+│   └── ValueTooLarge            a value over its size limit (`Limits`): not stored
 ├── UnknownStepError             a step name that is not in the flow
 ├── StepOutputError              a value a step produced that cannot be stored as JSON
+├── SecretKeyError               a secret with no key to seal or open it (`holon.sealing`)
 ├── RunNotFound                  no run with that id in the store
 ├── WorkflowNotFound             no workflow (or version) of that name in the catalogue
 ├── InvalidRunState              a verb that does not apply to the run's status
@@ -22,7 +24,7 @@ HolonError
 ├── RunFailed                    Result() of a run that ended other than `completed`
 └── StoreError                   the store refused or could not do an operation
     ├── StaleLease               a commit whose fencing token is no longer current
-    ├── SeqConflict              a commit based on an out-of-date checkpoint
+    ├── SeqConflict              a commit based on another checkpoint than the stored one
     └── CorruptRecord            a stored record that cannot be read back
 ```
 
@@ -54,10 +56,13 @@ __all__ = [
     "StateValidationError",
     "StepOutputError",
     "StoreError",
+    "SecretKeyError",
     "UnknownStepError",
     "ValidationError",
+    "ValueTooLarge",
     "WorkflowDefinitionError",
     "WorkflowNotFound",
+    "seq_conflict",
 ]
 
 
@@ -124,12 +129,46 @@ class StateValidationError(ValidationError):
     State model."""
 
 
+class ValueTooLarge(ValidationError):
+    """A value is larger than its limit (see `holon.Limits`); nothing was stored.
+
+    Attributes:
+        field: the limit that applies (`input`, `answer`, `event_payload`,
+            `state_patch`, `step_output`).
+        size: the value's size, bytes of compact JSON.
+        limit: the most that field allows.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str,
+        size: int,
+        limit: int,
+        run_id: str | None = None,
+        step: str | None = None,
+        workflow: str | None = None,
+    ) -> None:
+        super().__init__(message, run_id=run_id, step=step, workflow=workflow)
+        self.field = field
+        self.size = size
+        self.limit = limit
+
+
 class UnknownStepError(HolonError):
     """A step name (returned by a step, or given to `goto=`) is not in the flow."""
 
 
 class StepOutputError(HolonError):
     """A step produced a value that cannot be stored as JSON."""
+
+
+class SecretKeyError(HolonError):
+    """A secret (a `SecretStr`, `SecretBytes` or field marked `Secret()`) cannot be
+    sealed, because no key is configured, or opened, because its key is not configured
+    or its ciphertext was changed. Nothing is stored in its place: never the mask,
+    never the plaintext."""
 
 
 class RunNotFound(HolonError, LookupError):
@@ -243,7 +282,52 @@ class StaleLease(StoreError):
 
 
 class SeqConflict(StoreError):
-    """The commit was based on a checkpoint that is no longer the latest."""
+    """The commit was based on a checkpoint that is not the stored one: usually an older
+    one (something else wrote the run since); or a newer one, when the store lost
+    checkpoints this writer saw (`lost`).
+
+    Attributes:
+        stored_seq: the sequence number the store holds (None when not known).
+        expected_seq: the one the commit was based on (None when not known).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        stored_seq: int | None = None,
+        expected_seq: int | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        super().__init__(message, run_id=run_id)
+        self.stored_seq = stored_seq
+        self.expected_seq = expected_seq
+
+    @property
+    def lost(self) -> bool:
+        """The store holds an older checkpoint than the writer saw: it lost writes (a
+        Redis restarted from older data)."""
+        return (
+            self.stored_seq is not None
+            and self.expected_seq is not None
+            and self.stored_seq < self.expected_seq
+        )
+
+
+def seq_conflict(run_id: str, expected_seq: int, stored_seq: int) -> SeqConflict:
+    """The refusal of a commit based on checkpoint `expected_seq` when the store holds
+    `stored_seq`, saying which way they differ."""
+    if stored_seq < expected_seq:
+        why = "the store lost checkpoints this writer saw"
+    else:
+        why = "something else wrote the run since"
+    return SeqConflict(
+        f"run {run_id!r}: commit expected checkpoint {expected_seq}, the store has "
+        f"{stored_seq} ({why})",
+        stored_seq=stored_seq,
+        expected_seq=expected_seq,
+        run_id=run_id,
+    )
 
 
 class CorruptRecord(StoreError):

@@ -3,6 +3,7 @@ pid, their directories removed. Also a three-master Cluster, and key cleanup by 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 import redis
 
 __all__ = [
+    "CuttingProxy",
     "RedisProcess",
     "delete_prefix",
     "free_port",
@@ -206,3 +208,63 @@ def delete_prefix(url: str, prefix: str) -> None:
             client.delete(key)
     finally:
         client.close()
+
+
+class CuttingProxy:
+    """Forwards loopback TCP to a Redis port; when armed, drops the next reply from the
+    server and cuts that connection, so the client never learns its command ran. A
+    connection whose server side ends (the server died) is closed on the client side
+    too, as the server's own would be."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.armed = False
+        self.cuts = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        for writer in self._writers:
+            writer.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        try:
+            server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            client_w.close()
+            return
+        self._writers += [client_w, server_w]
+
+        async def upstream() -> None:
+            while data := await client_r.read(65536):
+                server_w.write(data)
+                await server_w.drain()
+            server_w.close()
+
+        async def downstream() -> None:
+            while data := await server_r.read(65536):
+                if self.armed:
+                    self.armed = False
+                    self.cuts += 1
+                    client_w.transport.abort()
+                    server_w.close()
+                    return
+                client_w.write(data)
+                await client_w.drain()
+            client_w.close()
+
+        try:
+            await asyncio.gather(upstream(), downstream())
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            client_w.close()
+            server_w.close()

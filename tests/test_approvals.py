@@ -290,6 +290,49 @@ async def test_two_concurrent_approvals_by_different_people(store: Store) -> Non
         assert [d.data["by"] for d in decisions] == won
 
 
+async def test_an_approval_racing_a_rejection_leaves_both_attempts_in_the_timeline(
+    store: Store,
+) -> None:
+    racing = RacingStore(store)
+    wf = gate(HumanApproval(approvers=["a", "b"]))
+    clock = ManualClock()
+    async with WorkflowRunner(wf, cast(Store, racing), clock=clock) as runner:
+        handle = await waiting(runner)
+        outcomes: dict[str, str] = {}
+
+        async def decide(by: str, verdict: str) -> None:
+            try:
+                if verdict == "approve":
+                    await handle.Approve(by=by, comment=f"{by} says yes")
+                else:
+                    await handle.Reject(by=by, comment=f"{by} says no")
+                outcomes[by] = "won"
+            except DecisionConflict:
+                outcomes[by] = "lost"
+
+        racing.race(2)
+        async with anyio.create_task_group() as group:
+            group.start_soon(decide, "a", "approve")
+            group.start_soon(decide, "b", "reject")
+        assert sorted(outcomes.values()) == ["lost", "won"], outcomes
+        winner = next(by for by, outcome in outcomes.items() if outcome == "won")
+        loser = next(by for by, outcome in outcomes.items() if outcome == "lost")
+        with anyio.fail_after(10):
+            while not of_kind(await handle.Timeline(), "decision_refused"):
+                await next_event(handle, "decision_refused")
+        timeline = await handle.Timeline()
+        accepted = of_kind(timeline, "decision")
+        refused = of_kind(timeline, "decision_refused")
+        assert [d.data["by"] for d in accepted] == [winner]
+        assert [r.data["by"] for r in refused] == [loser]
+        attempt = refused[0]
+        assert attempt.data["verdict"] == ("approve" if loser == "a" else "reject")
+        assert attempt.data["comment"] == f"{loser} says {'yes' if loser == 'a' else 'no'}"
+        assert attempt.data["error"] == "DecisionConflict"
+        assert "lost the race" in attempt.data["reason"]
+        assert attempt.at == clock.now() and attempt.step == "Gate"
+
+
 async def test_quorum_two_concurrent_approvals_both_count(store: Store) -> None:
     racing = RacingStore(store)
     wf = gate(HumanApproval(approvers=["a", "b", "c"], min_approvals=2))

@@ -29,4 +29,8 @@ def test_code_block_runs(
     path: str, index: int, code: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # a block that uses the default store writes here
-    exec(compile(code, f"{path} block {index}", "exec"), {"__name__": "__docs__"})
+    # dont_inherit: a block runs as a module of its own would, without this file's
+    # `from __future__ import annotations` (which would leave its models' annotations as
+    # names pydantic cannot resolve outside a real module).
+    compiled = compile(code, f"{path} block {index}", "exec", dont_inherit=True)
+    exec(compiled, {"__name__": "__docs__"})

@@ -345,7 +345,7 @@ async def test_server_clock_leases_ignore_the_callers_clock(prefix: str) -> None
         with anyio.fail_after(5):
             while (taken := await store.acquire_lease("r1", "w2", 10, NOW)) is None:
                 await anyio.sleep(0.05)  # sleep-ok: waiting for the server's clock
-        assert taken.token == first.token + 1 and taken.recovered
+        assert taken.token > first.token and taken.recovered
     finally:
         await store.close()
 

@@ -11,10 +11,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.lowlevel
@@ -23,9 +22,17 @@ from pydantic import BaseModel
 
 from holon import END, START, Workflow, WorkflowRunner
 from holon.clock import ManualClock
-from holon.stores.base import Checkpoint, Cursor, NewEvent, RunBody, RunRecord, RunStatus
+from holon.stores.base import (
+    Checkpoint,
+    Cursor,
+    NewEvent,
+    RunBody,
+    RunRecord,
+    RunStatus,
+    Store,
+)
 from holon.stores.redis import RedisStore
-from tests.redis_support import RedisProcess, have_redis_server
+from tests.redis_support import CuttingProxy, RedisProcess, have_redis_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -232,58 +239,6 @@ async def test_concurrent_runs_lose_and_double_nothing_when_redis_is_killed(
 # -- 2. a reply lost after the script ran -------------------------------------------------
 
 
-class CuttingProxy:
-    """Forwards loopback TCP to Redis; when armed, drops the next reply from the server
-    and cuts that connection, so the client never learns its command ran."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.armed = False
-        self.cuts = 0
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: list[asyncio.StreamWriter] = []
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def close(self) -> None:
-        for writer in self._writers:
-            writer.close()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self._writers += [client_w, server_w]
-
-        async def upstream() -> None:
-            while data := await client_r.read(65536):
-                server_w.write(data)
-                await server_w.drain()
-
-        async def downstream() -> None:
-            while data := await server_r.read(65536):
-                if self.armed:
-                    self.armed = False
-                    self.cuts += 1
-                    client_w.transport.abort()
-                    server_w.close()
-                    return
-                client_w.write(data)
-                await client_w.drain()
-
-        try:
-            await asyncio.gather(upstream(), downstream())
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            client_w.close()
-            server_w.close()
-
-
 async def test_a_lost_reply_is_retried_without_doubling(server: RedisProcess) -> None:
     proxy = CuttingProxy(server.port)
     await proxy.start()
@@ -341,7 +296,7 @@ async def test_a_stale_worker_is_refused_and_stops(store: RedisStore) -> None:
         assert before is not None and before.lease is not None and before.lease.owner == "w1"
         # w1 is presumed dead: its lease ran out on another worker's clock, w2 takes over.
         taken = await store.acquire_lease("r", "w2", 30, clock.now() + 3600)
-        assert taken is not None and taken.token == before.fence + 1
+        assert taken is not None and taken.token > before.fence
         changed = store.signals.event("r")
         finish_a.set()
         with anyio.fail_after(10):
@@ -356,3 +311,208 @@ async def test_a_stale_worker_is_refused_and_stops(store: RedisStore) -> None:
     assert after.lease.token == taken.token
     completed = [e.step for e in await store.timeline("r") if e.kind == "step_completed"]
     assert "A" not in completed
+
+
+# -- 4. a restart from older data ----------------------------------------------------------
+
+
+class Witness:
+    """A real store, passed through, that notes every commit it saw confirmed under a
+    lease token: which owner wrote which run under which token, in order."""
+
+    def __init__(self, inner: RedisStore, owner: str, log: list[tuple[str, str, int]]) -> None:
+        self._inner = inner
+        self._owner = owner
+        self._log = log
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def commit(
+        self, run_id: str, *, expected_seq: int, token: int | None, checkpoint: Checkpoint
+    ) -> Any:
+        committed = await self._inner.commit(
+            run_id, expected_seq=expected_seq, token=token, checkpoint=checkpoint
+        )
+        if token is not None:
+            self._log.append((run_id, self._owner, token))
+        return committed
+
+
+class Sink:
+    """An external system that honours idempotency keys: the first write of a key is
+    applied, a repeated one is recognised and dropped."""
+
+    def __init__(self) -> None:
+        self.applied: dict[str, str] = {}
+        self.attempts: list[tuple[str, str]] = []
+
+    def write(self, key: str, value: str, by: str) -> None:
+        self.attempts.append((key, by))
+        self.applied.setdefault(key, value)
+
+
+STEPS = ["S1", "S2", "S3", "S4"]
+
+
+def fenced(
+    sink: Sink, by: str, gates: dict[str, anyio.Event], inside: dict[str, list[str]]
+) -> Workflow:
+    """S1 -> S4, each writing to the sink; a step with a gate reports itself inside and
+    waits for it to open. Every executor's copy has the same name and version."""
+
+    def step(name: str, after: str) -> Any:
+        async def run(ctx: Any) -> str:
+            sink.write(ctx.IdempotencyKey, f"{ctx.RunId}/{name}", by)
+            gate = gates.get(name)
+            if gate is not None:
+                inside.setdefault(name, []).append(ctx.RunId)
+                await gate.wait()
+            return after
+
+        return run
+
+    flow: dict[Any, Any] = {START: lambda ctx: "S1"}
+    for name, after in zip(STEPS, [*STEPS[1:], END], strict=True):
+        flow[name] = step(name, after)
+    return Workflow("fenced", version="v1").Flow(flow)
+
+
+async def until(what: str, check: Any, timeout: float = 20) -> None:
+    """Poll `check()` (a condition in this process or the store) until true, bounded."""
+    with anyio.fail_after(timeout):
+        while not await check():
+            await anyio.sleep(0.02)  # sleep-ok: polling other tasks' progress, bounded
+
+
+def snapshot(server: RedisProcess) -> None:
+    """`SAVE`: the server's data as of now, which a restart loads (append-only is off)."""
+    import redis as sync_redis
+
+    client = sync_redis.Redis(port=server.port)
+    try:
+        client.save()
+    finally:
+        client.close()
+
+
+def snapshot_server(directory: Path) -> RedisProcess:
+    return RedisProcess(directory, options=("--appendonly", "no"))
+
+
+async def test_tokens_never_go_back_after_a_restart_from_an_older_snapshot(
+    tmp_path: Path,
+) -> None:
+    """The runs are saved queued; worker A takes them (token t) and is inside S2 when the
+    server restarts from that snapshot, which knows nothing of t. Worker B takes them
+    again: its tokens must be above t, or A, still alive, would commit as B's equal."""
+    server = snapshot_server(tmp_path / "snap").start()
+    sink, log = Sink(), []
+    gate_a, gate_b = anyio.Event(), anyio.Event()
+    inside_a: dict[str, list[str]] = {}
+    inside_b: dict[str, list[str]] = {}
+    runs = 5
+    plain = RedisStore(server.url, key_prefix="fence:")
+    store_a = RedisStore(server.url, key_prefix="fence:")
+    store_b = RedisStore(server.url, key_prefix="fence:")
+    try:
+        for opened in (plain, store_a):
+            await opened.open()
+        async with WorkflowRunner(fenced(sink, "A", {}, {}), plain, execute=False) as submit:
+            ids = [(await submit.Run(run_id=f"r{i}")).run_id for i in range(runs)]
+        snapshot(server)
+        wf_a = fenced(sink, "A", {"S2": gate_a}, inside_a)
+        witness_a = cast(Store, Witness(store_a, "A", log))
+        async with WorkflowRunner(wf_a, witness_a, lease_ttl=2, owner="A") as runner_a:
+
+            async def a_inside() -> bool:
+                return len(inside_a.get("S2", [])) == runs
+
+            await until("A inside S2", a_inside)
+            tokens_a = {r: (await plain.load_run(r)).fence for r in ids}  # type: ignore[union-attr]
+            server.kill()
+            server.start()  # from the snapshot: queued runs, tokens of before A
+            restarted = len(log)
+            wf_b = fenced(sink, "B", {"S2": gate_b}, inside_b)
+            witness_b = cast(Store, Witness(store_b, "B", log))
+            async with WorkflowRunner(wf_b, witness_b, lease_ttl=2, owner="B") as runner_b:
+
+                async def b_inside() -> bool:
+                    return len(inside_b.get("S2", [])) == runs
+
+                await until("B inside S2", b_inside)
+                gate_a.set()  # A, alive all along, tries to go on
+
+                async def a_gone() -> bool:
+                    return not runner_a.engine.executions
+
+                await until("A stopped", a_gone)
+                gate_b.set()
+                for run_id in ids:
+                    handle = await runner_b.Get(run_id)
+                    await handle.Result(timeout=20)
+        for run_id in ids:
+            by_owner: dict[str, set[int]] = {}
+            for rid, owner, token in log:
+                if rid == run_id:
+                    by_owner.setdefault(owner, set()).add(token)
+            assert not by_owner["A"] & by_owner["B"], f"{run_id}: two owners under one token"
+            assert min(by_owner["B"]) > tokens_a[run_id], f"{run_id}: B's token went back"
+        assert [entry for entry in log[restarted:] if entry[1] == "A"] == [], (
+            "A committed after the restart"
+        )
+        assert sorted(sink.applied) == sorted(f"{r}:{s}:1" for r in ids for s in STEPS)
+        assert {key for key, by in sink.attempts if by == "B"} >= {f"{r}:S1:1" for r in ids}
+    finally:
+        for opened in (plain, store_a, store_b):
+            await opened.close()
+        server.kill()
+
+
+async def test_a_worker_ahead_of_the_store_halts_the_run_instead_of_overwriting(
+    tmp_path: Path,
+) -> None:
+    """The snapshot is taken while A is inside S2; A goes on to S4 and the server restarts
+    from it. A, whose checkpoints the store lost, pauses each run where the store has
+    it, for an operator; resumed, the runs redo the lost steps, each applied once."""
+    server = snapshot_server(tmp_path / "snap").start()
+    sink, log = Sink(), []
+    at_s2, at_s4 = anyio.Event(), anyio.Event()
+    inside: dict[str, list[str]] = {}
+    runs = 4
+    store = RedisStore(server.url, key_prefix="ahead:")
+    try:
+        await store.open()
+        wf = fenced(sink, "A", {"S2": at_s2, "S4": at_s4}, inside)
+        async with WorkflowRunner(wf, cast(Store, Witness(store, "A", log)), lease_ttl=30) as a:
+            ids = [(await a.Run(run_id=f"r{i}")).run_id for i in range(runs)]
+
+            async def all_inside(step: str) -> bool:
+                return len(inside.get(step, [])) == runs
+
+            await until("inside S2", lambda: all_inside("S2"))
+            snapshot(server)
+            at_s2.set()
+            await until("inside S4", lambda: all_inside("S4"))
+            ahead = {r: (await store.load_run(r)).seq for r in ids}  # type: ignore[union-attr]
+            server.kill()
+            server.start()  # the store now holds each run inside S2
+            at_s4.set()
+            for run_id in ids:
+                handle = await a.Get(run_id)
+                paused = await handle.WaitUntil(RunStatus.PAUSED, timeout=20)
+                assert paused.body.cursor is not None and paused.body.cursor.step == "S2"
+                lost = (await handle.Timeline())[-1]
+                assert lost.kind == "checkpoints_lost" and lost.step == "S2"
+                assert lost.data["stored_seq"] == paused.seq - 1
+                assert lost.data["executor_seq"] == ahead[run_id] > lost.data["stored_seq"]
+            for run_id in ids:
+                await (await a.Get(run_id)).Resume(by="operator")
+            for run_id in ids:
+                await (await a.Get(run_id)).Result(timeout=20)
+        assert sorted(sink.applied) == sorted(f"{r}:{s}:1" for r in ids for s in STEPS)
+        redone = [key for key, _ in sink.attempts if key.endswith(":S3:1")]
+        assert len(redone) == 2 * runs, "the lost steps were not redone"
+    finally:
+        await store.close()
+        server.kill()

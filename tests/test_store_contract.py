@@ -89,13 +89,15 @@ async def test_list_runs_filters_and_pages_newest_first(store: Store) -> None:
 async def test_acquire_sets_running_and_fences(store: Store) -> None:
     await create(store, "r1")
     grant = await store.acquire_lease("r1", "w1", 10, NOW)
-    assert grant is not None and grant.token == 1 and not grant.recovered
+    # Tokens only grow (on Redis they are at least the server's clock in microseconds).
+    assert grant is not None and grant.token >= 1 and not grant.recovered
     loaded = await store.load_run("r1")
     assert loaded is not None and loaded.status == RunStatus.RUNNING
+    assert loaded.fence == grant.token
     assert loaded.lease is not None and loaded.lease.owner == "w1"
     assert await store.acquire_lease("r1", "w2", 10, NOW + 5) is None
     taken = await store.acquire_lease("r1", "w2", 10, NOW + 11)
-    assert taken is not None and taken.token == 2 and taken.recovered
+    assert taken is not None and taken.token > grant.token and taken.recovered
 
 
 async def test_acquire_refuses_runs_that_are_not_runnable(store: Store) -> None:
@@ -201,12 +203,12 @@ async def test_commit_after_release_with_token_is_refused(store: Store) -> None:
         checkpoint=checkpoint(RunStatus.WAITING, release_lease=True),
     )
     loaded = await store.load_run("r1")
-    assert loaded is not None and loaded.lease is None and loaded.fence == 1
+    assert loaded is not None and loaded.lease is None and loaded.fence == grant.token
     with pytest.raises(StaleLease):
         await store.commit("r1", expected_seq=1, token=grant.token, checkpoint=checkpoint())
     await store.commit("r1", expected_seq=1, token=None, checkpoint=checkpoint(RunStatus.QUEUED))
     regrant = await store.acquire_lease("r1", "w", 10, NOW)
-    assert regrant is not None and regrant.token == 2 and not regrant.recovered
+    assert regrant is not None and regrant.token > grant.token and not regrant.recovered
 
 
 async def test_release_lease_only_with_current_token(store: Store) -> None:
@@ -250,8 +252,11 @@ async def test_claim_takes_what_needs_an_executor(store: Store) -> None:
     await create(store, "sleeping", created=NOW + 4)
     await create(store, "done", created=NOW + 5)
     await create(store, "elsewhere", workflow="other", created=NOW + 6)
+    tokens = {}
     for run_id in ("orphan", "live", "timer", "sleeping", "done"):
-        assert await store.acquire_lease(run_id, "w0", 10, NOW) is not None
+        grant = await store.acquire_lease(run_id, "w0", 10, NOW)
+        assert grant is not None
+        tokens[run_id] = grant.token
     for run_id, wake_at in (("timer", NOW + 50), ("sleeping", NOW + 500)):
         loaded = await store.load_run(run_id)
         assert loaded is not None
@@ -264,10 +269,10 @@ async def test_claim_takes_what_needs_an_executor(store: Store) -> None:
     await store.commit(
         "done",
         expected_seq=0,
-        token=1,
+        token=tokens["done"],
         checkpoint=checkpoint(RunStatus.COMPLETED, release_lease=True),
     )
-    await store.renew_lease("live", 1, 1000, NOW)
+    await store.renew_lease("live", tokens["live"], 1000, NOW)
     grants = await store.claim("w1", ["wf"], 10, 10, NOW + 60)
     claimed = {g.run_id: g for g in grants}
     assert set(claimed) == {"queued", "orphan", "timer"}
@@ -459,3 +464,45 @@ async def test_run_progress_reads_status_and_sequences_only(store: Store) -> Non
     progress = await store.run_progress("r1")
     assert progress is not None
     assert (progress.status, progress.seq, progress.event_seq) == (RunStatus.RUNNING, 1, 3)
+
+
+async def test_append_timeline_adds_events_and_leaves_the_checkpoint(store: Store) -> None:
+    await create(store, "r1")
+    grant = await store.acquire_lease("r1", "w", 30, NOW)
+    assert grant is not None
+    committed = await store.commit(
+        "r1", expected_seq=0, token=grant.token, checkpoint=checkpoint(events=[event("a")])
+    )
+    before = await store.load_run("r1")
+    assert before is not None
+    event_seq = await store.append_timeline(
+        "r1", [event("decision_refused", "Gate", by="bob"), event("note", k=1)]
+    )
+    assert event_seq == committed.event_seq + 2
+    after = await store.load_run("r1")
+    assert after is not None
+    assert after.event_seq == event_seq
+    assert (after.seq, after.status, after.body, after.lease) == (
+        before.seq,
+        before.status,
+        before.body,
+        before.lease,
+    )
+    # The executor's next commit is not disturbed, and its events come after.
+    next_commit = await store.commit(
+        "r1", expected_seq=1, token=grant.token, checkpoint=checkpoint(events=[event("b")])
+    )
+    assert next_commit.seq == 2 and next_commit.event_seq == event_seq + 1
+    timeline = await store.timeline("r1")
+    assert [(e.seq, e.kind) for e in timeline] == [
+        (1, "started"),
+        (2, "a"),
+        (3, "decision_refused"),
+        (4, "note"),
+        (5, "b"),
+    ]
+    assert timeline[2].step == "Gate" and timeline[2].data == {"by": "bob"}
+    progress = await store.run_progress("r1")
+    assert progress is not None and progress.event_seq == 5
+    with pytest.raises(RunNotFound):
+        await store.append_timeline("missing", [event("x")])

@@ -9,7 +9,10 @@ the executor is asked (`Store.request`) and applies the request at its next boun
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any, Literal
+
+from pydantic import SecretBytes, SecretStr
 
 from holon._json import to_json_value
 from holon.clock import Clock
@@ -19,14 +22,18 @@ from holon.errors import (
     InvalidRunState,
     NotAnApprover,
     RunNotFound,
+    SecretKeyError,
     SeqConflict,
     StateValidationError,
+    StepOutputError,
     StoreError,
     UnknownStepError,
 )
+from holon.limits import Limits
 from holon.runtime.context import validate_state
 from holon.runtime.decisions import EventDelivery, Outcome, Proposal, deliver, evaluate, raced
 from holon.runtime.waits import wake_time
+from holon.sealing import Keyring, redact
 from holon.stores.base import (
     Checkpoint,
     Control,
@@ -40,6 +47,8 @@ from holon.stores.base import (
 __all__ = ["Operator"]
 
 _MAX_CAS_ATTEMPTS = 50
+
+_DEFAULT_LIMITS = Limits()
 
 Decide = Callable[[RunRecord], Checkpoint | None]
 
@@ -87,6 +96,16 @@ class Operator:
             f"run {run_id!r} kept changing; gave up after {_MAX_CAS_ATTEMPTS} attempts",
             run_id=run_id,
         )
+
+    def _limits(self, record: RunRecord) -> Limits:
+        """The size limits of the run's workflow (the defaults for one not known here)."""
+        workflow = self.workflows.get(record.workflow)
+        return workflow.size_limits if workflow is not None else _DEFAULT_LIMITS
+
+    def _keyring(self, record: RunRecord) -> Keyring | None:
+        """The keys that seal the secrets of the run's workflow (none for one not here)."""
+        workflow = self.workflows.get(record.workflow)
+        return workflow.plan.rules.keyring if workflow is not None else None
 
     def _event(self, kind: str, step: str | None = None, **data: Any) -> NewEvent:
         return NewEvent(kind=kind, at=self.clock.now(), step=step, data=data)
@@ -170,6 +189,7 @@ class Operator:
                     run_id=run_id,
                 )
             body = current.body
+            patch: dict[str, Any] | None = None
             update: dict[str, Any] = {"paused_from": None}
             if goto is not None:
                 if workflow is not None and (goto not in workflow.steps or goto == START.value):
@@ -188,8 +208,12 @@ class Operator:
                         f"Resume(state=...) takes a dict of fields, got {state!r}", run_id=run_id
                     )
                 model = workflow.state_model if workflow else None
+                # Secrets are sealed by `validate_state`: here they are kept as they are.
+                keyring = workflow.plan.rules.keyring if workflow else None
                 patch = {
-                    k: to_json_value(v, what="state", run_id=run_id, step=None)
+                    k: v
+                    if isinstance(v, SecretStr | SecretBytes) and model is not None
+                    else to_json_value(v, what="state", run_id=run_id, step=None, keyring=keyring)
                     for k, v in state.items()
                 }
                 if model is not None:
@@ -201,7 +225,17 @@ class Operator:
                             run_id=run_id,
                         )
                 update["state"] = validate_state(
-                    model, {**body.state, **patch}, run_id=run_id, step=None
+                    model,
+                    {**body.state, **patch},
+                    run_id=run_id,
+                    step=None,
+                    keyring=keyring,
+                )
+                self._limits(current).check(
+                    "state_patch",
+                    {k: update["state"].get(k, v) for k, v in patch.items()},
+                    what=f"the state patch of Resume(state=...) of run {run_id!r}",
+                    run_id=run_id,
                 )
             new_body = body.model_copy(update=update)
             back_to_wait = goto is None and body.paused_from == RunStatus.WAITING and body.wait
@@ -212,7 +246,7 @@ class Operator:
                     _step(current),
                     by=by,
                     goto=goto,
-                    state=dict(state) if state else None,
+                    state=redact(patch) if patch is not None else None,
                 )
             ]
             if goto is not None:
@@ -240,6 +274,11 @@ class Operator:
         judged: list[Outcome] = []
 
         def decide(record: RunRecord) -> Checkpoint | None:
+            nonlocal attempt
+            keyring = self._keyring(record)
+            if isinstance(attempt, Proposal) and attempt.keyring is not keyring:
+                attempt = replace(attempt, keyring=keyring)  # seals a secret in an answer
+            self._check_size(record, attempt)
             now = self.clock.now()
             outcome = (
                 evaluate(record, attempt, now)
@@ -254,9 +293,37 @@ class Operator:
             attempt = raced(attempt, judged[-1])
 
         record = await self._cas(run_id, decide, on_conflict=lost_race)
-        if judged[-1].error is not None:
-            raise judged[-1].error
+        outcome = judged[-1]
+        if outcome.checkpoint is None and outcome.events:
+            # A refusal while an executor holds the run: recorded beside its checkpoint.
+            await self.store.append_timeline(run_id, outcome.events)
+        if outcome.error is not None:
+            raise outcome.error
         return record
+
+    def _check_size(self, record: RunRecord, attempt: Proposal | EventDelivery) -> None:
+        """Refuse an answer, comment or event payload over its limit, before judging."""
+        limits, run_id = self._limits(record), record.run_id
+        if isinstance(attempt, EventDelivery):
+            what = f"the payload of event {attempt.name!r} sent to run {run_id!r}"
+            limits.check("event_payload", attempt.payload, what=what, run_id=run_id)
+            return
+        if attempt.comment is not None:
+            what = f"the comment by {attempt.by!r} on run {run_id!r}"
+            limits.check("answer", attempt.comment, what=what, run_id=run_id)
+        if attempt.verdict == "answer":
+            try:
+                value = to_json_value(
+                    attempt.value,
+                    what="answer",
+                    run_id=run_id,
+                    step=None,
+                    keyring=attempt.keyring,
+                )
+            except StepOutputError:
+                return  # not JSON at all: the gate's rules refuse it, naming why
+            what = f"the answer by {attempt.by!r} to run {run_id!r}"
+            limits.check("answer", value, what=what, run_id=run_id)
 
     async def decide(
         self,
@@ -303,7 +370,14 @@ class Operator:
             raise TypeError(f"an event name is a non-empty string, got {name!r}")
         if event_id is not None and (not isinstance(event_id, str) or not event_id):
             raise TypeError(f"event_id is a non-empty string, got {event_id!r}")
-        data = to_json_value(payload, what="event payload", run_id=run_id, step=None)
+        try:
+            data = to_json_value(payload, what="event payload", run_id=run_id, step=None)
+        except SecretKeyError:
+            # A secret in the payload: sealed with the keys of the run's workflow.
+            keyring = self._keyring(await self.load(run_id))
+            data = to_json_value(
+                payload, what="event payload", run_id=run_id, step=None, keyring=keyring
+            )
         return await self._judge(run_id, EventDelivery(name=name, payload=data, event_id=event_id))
 
 

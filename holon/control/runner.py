@@ -264,13 +264,18 @@ class WorkflowRunner:
     ) -> RunHandle:
         """Start a run and return its handle.
 
-        The input is validated first: an invalid one raises `InputValidationError` and
-        creates nothing. A given `run_id` makes the start idempotent: the same id again
+        The input is validated first: an invalid one raises `InputValidationError`, and
+        one larger than the workflow's `Limits.input` raises `ValueTooLarge`; neither
+        creates anything. A given `run_id` makes the start idempotent: the same id again
         returns the existing run, whatever its status. `started_by` is the identity
         starting the run, recorded with it (and barred from approving it where an
         approval says `forbid_self_approval=True`).
         """
         run_input = self._validate_input(input)
+        name = self.workflow.name
+        self.workflow.size_limits.check(
+            "input", run_input, what=f"the input of a run of workflow {name!r}", workflow=name
+        )
         await self._started()
         if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
             raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
@@ -278,6 +283,7 @@ class WorkflowRunner:
             raise ValueError(f"started_by must be a non-empty string, got {started_by!r}")
         now = self.clock.now()
         state_model = self.workflow.state_model
+        keyring = self.workflow.plan.rules.keyring
         first_step = EXECUTE_STEP if self.workflow.execute_fn else START.value
         record = RunRecord(
             run_id=run_id or uuid.uuid4().hex,
@@ -287,7 +293,11 @@ class WorkflowRunner:
             input=run_input,
             body=RunBody(
                 cursor=Cursor(step=first_step),
-                state=state_model().model_dump(mode="json") if state_model else {},
+                state=to_json_value(
+                    state_model(), what="state", run_id="(new)", step=None, keyring=keyring
+                )
+                if state_model
+                else {},
                 started_by=started_by,
             ),
             created_at=now,
@@ -307,8 +317,9 @@ class WorkflowRunner:
 
     def _validate_input(self, value: Any) -> Any:
         model = self.workflow.input_model
+        keyring = self.workflow.plan.rules.keyring
         if model is None:
-            return to_json_value(value, what="input", run_id="(new)", step=None)
+            return to_json_value(value, what="input", run_id="(new)", step=None, keyring=keyring)
         if isinstance(value, BaseModel) and not isinstance(value, model):
             value = value.model_dump()
         try:
@@ -324,7 +335,7 @@ class WorkflowRunner:
                 errors=[dict(e) for e in exc.errors(include_url=False)],
                 workflow=self.workflow.name,
             ) from None
-        return validated.model_dump(mode="json")
+        return to_json_value(validated, what="input", run_id="(new)", step=None, keyring=keyring)
 
     async def Get(self, run_id: str) -> RunHandle:
         """The handle of an existing run; `RunNotFound` if there is none."""

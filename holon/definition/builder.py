@@ -15,6 +15,7 @@ mistake is reported by the call that makes it, with the workflow and step named.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import types
@@ -29,8 +30,10 @@ from holon._naming import snake_case_aliases
 from holon.definition.directives import END, START, Marker
 from holon.definition.mermaid import flow_to_mermaid
 from holon.definition.policies import Retry, StepPolicy, check_policies
-from holon.definition.steps import FlowPlan, StepFunction, StepSpec
-from holon.errors import WorkflowDefinitionError
+from holon.definition.steps import DataRules, FlowPlan, StepFunction, StepSpec
+from holon.errors import SecretKeyError, WorkflowDefinitionError
+from holon.limits import Limits as SizeLimits
+from holon.sealing import Keyring, has_secrets, redacted_fields
 
 if typing.TYPE_CHECKING:
     from holon.stores.base import Store
@@ -69,6 +72,8 @@ class Workflow:
         "_execute",
         "_fingerprint",
         "_input",
+        "_keyring",
+        "_limits",
         "_migrations",
         "_name",
         "_persistence",
@@ -96,6 +101,8 @@ class Workflow:
         self._agents: Mapping[str, Any] = types.MappingProxyType({})
         self._defaults = StepPolicy(fn=_no_step)
         self._migrations: Mapping[str, StateMigration] = types.MappingProxyType({})
+        self._limits = SizeLimits()
+        self._keyring: Keyring | None = None
         self._fingerprint: str | None = None
         self._plan: FlowPlan | None = None
         self._persistence = PersistenceConfig()  # set last: it marks the object as built
@@ -248,7 +255,49 @@ class Workflow:
             raise self._fail(f".Agents() takes a dict of name -> agent, got {agents!r}")
         return self._with(_agents=types.MappingProxyType(dict(agents)))
 
+    def Limits(
+        self,
+        limits: SizeLimits | None = None,
+        *,
+        input: int | None = None,
+        answer: int | None = None,
+        event_payload: int | None = None,
+        state_patch: int | None = None,
+        step_output: int | None = None,
+    ) -> Workflow:
+        """Size limits (bytes of JSON) on what runs of this workflow accept; a value
+        over its limit is refused with `ValueTooLarge` and nothing is stored. Fields
+        not given keep their defaults (see `holon.Limits`)."""
+        given = {
+            "input": input,
+            "answer": answer,
+            "event_payload": event_payload,
+            "state_patch": state_patch,
+            "step_output": step_output,
+        }
+        base = limits if limits is not None else self._limits
+        if not isinstance(base, SizeLimits):
+            raise self._fail(f".Limits() takes a Limits object, got {base!r}")
+        try:
+            chosen = dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
+        except ValueError as exc:
+            raise self._fail(f".Limits(): {exc}") from None
+        return self._with(_limits=chosen)
+
+    def Secrets(self, keyring: Keyring) -> Workflow:
+        """The keys that seal this workflow's secrets (`SecretStr`, `SecretBytes`,
+        fields marked `Secret()`) in its runs' records. Without this call they come from
+        `HOLON_SECRET_KEYS` (see `holon.sealing`)."""
+        if not isinstance(keyring, Keyring):
+            raise self._fail(f".Secrets() takes a Keyring, got {keyring!r}")
+        return self._with(_keyring=keyring)
+
     # -- reading --------------------------------------------------------------------
+
+    @property
+    def size_limits(self) -> SizeLimits:
+        """The size limits of runs of this workflow (`.Limits()`)."""
+        return self._limits
 
     @property
     def name(self) -> str:
@@ -309,6 +358,12 @@ class Workflow:
                 state_model=self._state,
                 agents=self._agents,
                 execute_fn=self._execute,
+                rules=DataRules(
+                    limits=self._limits,
+                    keyring=self._keyring or Keyring.from_env(),
+                    sealed_state=has_secrets(self._state),
+                    redacted_state=redacted_fields(self._state) if self._state else None,
+                ),
             )
             object.__setattr__(self, "_plan", plan)
         return plan
@@ -340,9 +395,15 @@ class Workflow:
         return digest[:12]
 
     def check_runnable(self) -> None:
-        """Raise unless the workflow has a Flow or an Execute function."""
+        """Raise unless the workflow has a Flow or an Execute function, and its plan can
+        be made (keys of secrets from `HOLON_SECRET_KEYS` included): a runner finds out
+        when it is made, not at its first step."""
         if self._steps is None and self._execute is None:
             raise self._fail("has neither .Flow() nor .Execute(); nothing to run")
+        try:
+            self.plan  # noqa: B018 - made and kept: it reads the environment's keys
+        except SecretKeyError as exc:
+            raise self._fail(str(exc)) from None
 
     def Mermaid(self) -> str:
         """The flow as a Mermaid flowchart, edges taken from return annotations."""

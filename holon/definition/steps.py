@@ -10,10 +10,31 @@ from typing import Any
 from pydantic import BaseModel
 
 from holon.definition.policies import Retry
+from holon.limits import Limits
+from holon.sealing import Keyring
 
-__all__ = ["FlowPlan", "StepFunction", "StepSpec"]
+__all__ = ["DEFAULT_RULES", "DataRules", "FlowPlan", "StepFunction", "StepSpec"]
 
 StepFunction = Callable[..., Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DataRules:
+    """What a workflow's runs accept and how they keep their data: the size limits and
+    the secrets. One object, made with the plan, that every step's `ctx` holds."""
+
+    limits: Limits = Limits()  # noqa: RUF009 - frozen, shared on purpose
+    """The size limits of the workflow's runs (`.Limits()`)."""
+    keyring: Keyring | None = None
+    """The keys that seal the runs' secrets (`.Secrets()`, else `HOLON_SECRET_KEYS`)."""
+    sealed_state: bool = False
+    """The State model has secret fields: state is opened to be read, sealed to be kept."""
+    redacted_state: frozenset[str] | None = None
+    """State fields whose values the timeline redacts (secret or named like one); None
+    without a State model (then every patch's keys are looked at)."""
+
+
+DEFAULT_RULES = DataRules()
 
 
 @dataclass(frozen=True)
@@ -44,3 +65,5 @@ class FlowPlan:
     state_model: type[BaseModel] | None
     agents: Mapping[str, Any]
     execute_fn: StepFunction | None
+    rules: DataRules = DEFAULT_RULES
+    """What the runs accept and how they keep it (size limits, secrets)."""

@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import logging
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from holon._naming import snake_case_aliases
-from holon.errors import StateValidationError
+from holon.definition.steps import DEFAULT_RULES, DataRules
+from holon.errors import SecretKeyError, StateValidationError
+from holon.sealing import (
+    REDACTED,
+    SECRET_KEYS_ENV,
+    Keyring,
+    Secret,
+    has_secrets,
+    open_secrets,
+    redact,
+    seal_model,
+    secret_name,
+)
 
 __all__ = ["Context", "validate_state"]
 
@@ -20,14 +32,46 @@ StateT = TypeVar("StateT")
 
 logger = logging.getLogger("holon.step")
 
+_UNKNOWN = 1 << 62
+"""A patch size bound that says: measure it."""
+
+_SCALARS = frozenset({int, float, bool, type(None)})
+
 
 def validate_state(
-    model: type[BaseModel] | None, state: dict[str, Any], *, run_id: str, step: str | None
+    model: type[BaseModel] | None,
+    state: dict[str, Any],
+    *,
+    run_id: str,
+    step: str | None,
+    keyring: Keyring | None = None,
 ) -> dict[str, Any]:
-    """Validate a whole state against the State model; return its JSON form."""
+    """Validate a whole state against the State model; return its JSON form, its
+    secrets sealed with `keyring` (stored ones are opened to be validated)."""
     if model is None:
         return state
-    return _state_instance(model, state, run_id=run_id, step=step).model_dump(mode="json")
+    secret = has_secrets(model)
+    if secret:
+        state = open_secrets(state, keyring)
+    instance = _state_instance(model, state, run_id=run_id, step=step)
+    dumped = instance.model_dump(mode="json")
+    if secret:
+        return seal_model(instance, dumped, keyring, _refuse(run_id, step))
+    return dumped
+
+
+def _refuse(run_id: str, step: str | None) -> Callable[[str], SecretKeyError]:
+    def refuse(path: str) -> SecretKeyError:
+        where = f"step {step!r} of run {run_id!r}" if step else f"run {run_id!r}"
+        return SecretKeyError(
+            f"{where}: state field {path!r} holds a secret, and no key is configured to "
+            f"seal it; set {SECRET_KEYS_ENV} or Workflow.Secrets(...) (a secret is never "
+            "stored masked or in plaintext)",
+            run_id=run_id,
+            step=step,
+        )
+
+    return refuse
 
 
 def _state_instance(
@@ -42,8 +86,8 @@ def _state_instance(
     except PydanticValidationError as exc:
         raise StateValidationError(
             f"state of run {run_id!r}{f' in step {step!r}' if step else ''} does not match "
-            f"{model.__name__}: {_describe(exc)}",
-            errors=[dict(e) for e in exc.errors(include_url=False)],
+            f"{model.__name__}: {_describe(exc, model)}",
+            errors=[_redacted_error(e, model) for e in exc.errors(include_url=False)],
             run_id=run_id,
             step=step,
         ) from None
@@ -62,12 +106,29 @@ def _field_names(model: type[BaseModel]) -> frozenset[str]:
     return names
 
 
-def _describe(exc: PydanticValidationError) -> str:
+def _describe(exc: PydanticValidationError, model: type[BaseModel]) -> str:
     parts = []
     for err in exc.errors(include_url=False):
         where = ".".join(str(p) for p in err["loc"]) or "(root)"
-        parts.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+        got = _redacted_error(dict(err), model).get("input")
+        parts.append(f"{where}: {err['msg']} (got {got!r})")
     return "; ".join(parts)
+
+
+def _redacted_error(error: Mapping[str, Any], model: type[BaseModel]) -> dict[str, Any]:
+    """pydantic's error with the input hidden when it is a secret's (errors are shown
+    and logged: a secret must not be in them)."""
+    out = dict(error)
+    loc = out.get("loc") or ()
+    field = model.model_fields.get(str(loc[0])) if loc else None
+    secret_field = field is not None and (
+        field.metadata and any(isinstance(m, Secret) for m in field.metadata)
+    )
+    if secret_field or (loc and secret_name(str(loc[-1]))) or (has_secrets(model) and not loc):
+        out["input"] = REDACTED
+    else:
+        out["input"] = redact(out.get("input"))
+    return out
 
 
 @snake_case_aliases
@@ -88,6 +149,10 @@ class Context(Generic[InputT, StateT]):
         Agents: the agents given to `.Agents({...})`.
     """
 
+    _patch_bound = 2
+    """An upper bound of the JSON size of `state_patch`, kept while it is cheap to (a
+    class default: most steps never set state)."""
+
     def __init__(
         self,
         *,
@@ -101,6 +166,7 @@ class Context(Generic[InputT, StateT]):
         results: Mapping[str, Any],
         decision: Any,
         agents: Mapping[str, Any],
+        rules: DataRules = DEFAULT_RULES,
     ) -> None:
         self.RunId = run_id
         self.StepName = step
@@ -108,11 +174,13 @@ class Context(Generic[InputT, StateT]):
         self.IdempotencyKey = idempotency_key
         self.Input = input
         self._results = results
-        self.Decision = decision
+        self._decision = decision
         self.Agents = agents
         self._state = state
         self._state_model = state_model
         self._state_view: Any = None
+        self.rules = rules
+        """The workflow's size limits and secrets (`DataRules`)."""
         self.state_patch: dict[str, Any] = {}
         """What this step changed, applied to the run's state when the step commits."""
         self.log_entries: Sequence[dict[str, Any]] = ()
@@ -120,10 +188,24 @@ class Context(Generic[InputT, StateT]):
         made by the first `Log`)."""
 
     @property
+    def Decision(self) -> Any:
+        """The decision that closed the last wait (e.g. the approval, an answer), else
+        None; a secret in an answer is opened (a `SecretStr` again)."""
+        decision = self._decision
+        keyring = self.rules.keyring
+        if decision is not None and keyring is not None:
+            return open_secrets(decision, keyring)
+        return decision
+
+    @property
     def StepResults(self) -> Mapping[str, Any]:
         """Results recorded so far, by step name."""
         # A read-only view, not a copy: the engine replaces a run's results on every
-        # commit and never changes them in place.
+        # commit and never changes them in place. With keys, sealed secrets are opened
+        # as each result is read (back into `SecretStr`s).
+        keyring = self.rules.keyring
+        if keyring is not None:
+            return _OpenedResults(self._results, keyring)
         return types.MappingProxyType(self._results)
 
     @property
@@ -133,6 +215,8 @@ class Context(Generic[InputT, StateT]):
         if view is None:
             merged = {**self._state, **self.state_patch}
             model = self._state_model
+            if self.rules.sealed_state:
+                merged = open_secrets(merged, self.rules.keyring)
             view = self._state_view = (
                 _state_instance(model, merged, run_id=self.RunId, step=self.StepName)
                 if model is not None
@@ -146,7 +230,9 @@ class Context(Generic[InputT, StateT]):
         `ctx.SetState({"artifact": "out.tar"})`.
 
         The patch is validated against the State model now, so a bad value fails this
-        step, not a later one. Changes are stored with the step's checkpoint.
+        step, not a later one; so is its size (all this step's changes together, at
+        most the workflow's `Limits.state_patch`). Changes are stored with the step's
+        checkpoint.
         """
         update = {**patch, **fields} if patch else fields  # keyword names are strings
         if patch and not all(isinstance(k, str) for k in update):
@@ -167,21 +253,53 @@ class Context(Generic[InputT, StateT]):
                     step=self.StepName,
                 )
         merged = {**self._state, **self.state_patch, **update}
-        if self._state_model is None:
+        model = self._state_model
+        if model is None:
             view: Any = merged
             validated = merged
         else:
+            sealed = self.rules.sealed_state
+            if sealed:
+                merged = open_secrets(merged, self.rules.keyring)
             # Validated once: the instance is also what `ctx.State` returns next. Its JSON
             # form comes from pydantic's serializer directly: `model_dump` would cost
             # 3.6 % of a step (5,400 of 152,000 instructions).
-            view = _state_instance(self._state_model, merged, run_id=self.RunId, step=self.StepName)
-            validated = self._state_model.__pydantic_serializer__.to_python(view, mode="json")
+            view = _state_instance(model, merged, run_id=self.RunId, step=self.StepName)
+            validated = model.__pydantic_serializer__.to_python(view, mode="json")
+            if sealed:  # pydantic masks secrets in JSON: seal them instead
+                refuse = _refuse(self.RunId, self.StepName)
+                validated = seal_model(view, validated, self.rules.keyring, refuse)
+        # The size is checked before the patch is kept (a step that catches the error
+        # stores nothing of it), measured only when a cheap upper bound does not settle
+        # it: texts and numbers count at their largest, six bytes a character.
+        bound = self._patch_bound
+        for key, value in update.items():
+            kind = type(value)
+            if kind in _SCALARS:
+                bound += 6 * len(key) + 32
+            elif kind is str:
+                bound += 6 * (len(key) + len(value)) + 6
+            else:
+                bound = _UNKNOWN
+                break
+        patch = self.state_patch
+        limits = self.rules.limits
+        if bound > limits.state_patch:
+            limits.check(
+                "state_patch",
+                {**patch, **{key: validated.get(key, update[key]) for key in update}},
+                what=f"the state patch of step {self.StepName!r} in run {self.RunId!r}",
+                run_id=self.RunId,
+                step=self.StepName,
+            )
+        self._patch_bound = bound
         for key in update:
-            self.state_patch[key] = validated.get(key, update[key])
+            patch[key] = validated.get(key, update[key])
         self._state_view = view
 
     def Log(self, message: str, **data: Any) -> None:
-        """Record a message in the run's timeline (with this step's checkpoint)."""
+        """Record a message in the run's timeline (with this step's checkpoint). Secret
+        values and values named like secrets (`password=...`) are redacted."""
         entry = {"message": str(message), **data}
         if isinstance(self.log_entries, list):
             self.log_entries.append(entry)
@@ -191,3 +309,20 @@ class Context(Generic[InputT, StateT]):
 
     def __repr__(self) -> str:
         return f"Context(run={self.RunId!r}, step={self.StepName!r}, attempt={self.Attempt})"
+
+
+class _OpenedResults(Mapping[str, Any]):
+    """Step results whose sealed secrets are opened as each is read."""
+
+    def __init__(self, results: Mapping[str, Any], keyring: Keyring) -> None:
+        self._results = results
+        self._keyring = keyring
+
+    def __getitem__(self, name: str) -> Any:
+        return open_secrets(self._results[name], self._keyring)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._results)
+
+    def __len__(self) -> int:
+        return len(self._results)

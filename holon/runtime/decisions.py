@@ -19,11 +19,15 @@ The rules, in the order they are checked:
    already decided is a `DecisionConflict` (decisions are final).
 5. One rejection closes the gate; `min_approvals` distinct approvals open it.
 
-A refusal is written as a checkpoint that changes nothing but the timeline: same
-status, body, wake-up time and index keys. It goes through the same compare-and-set as
-an accepted decision, so it can never overwrite a decision that landed first (it is
-then judged again on the newer record). It is written only while no executor holds the
-run (a waiting, paused or finished run), so it never costs an executor its checkpoint.
+Every attempt is in the timeline, with who, when and why: an accepted decision as
+`decision`, a refused one (a lost race included) as `decision_refused`. While no executor
+holds the run (a waiting, paused or finished run), a refusal is written as a checkpoint
+that changes nothing but the timeline: same status, body, wake-up time and index keys,
+through the same compare-and-set as an accepted decision, so it can never overwrite a
+decision that landed first (it is then judged again on the newer record). While an
+executor holds the run (the decision that won the race queued it), the refusal is
+added to the timeline alone (`Outcome.events`, `Store.append_timeline`), which never
+costs the executor its checkpoint.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from holon.errors import (
     StepOutputError,
 )
 from holon.runtime.waits import approvals, approvers, can_decide
+from holon.sealing import Keyring, redact
 from holon.stores.base import (
     Checkpoint,
     Cursor,
@@ -91,6 +96,8 @@ class Proposal:
     raced: str | None = None
     """Set by the caller after a lost commit race: the wait this decision was about to
     be accepted on."""
+    keyring: Keyring | None = field(default=None, compare=False)
+    """The keys that seal a secret in the answer (the workflow's, see `holon.sealing`)."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +120,8 @@ class Outcome:
     """The checkpoint records the decision (a lost race on it is a conflict)."""
     wait_id: str | None = None
     events: list[NewEvent] = field(default_factory=list)
+    """Events to add to the timeline alone, when there is no checkpoint to carry them
+    (a refusal while an executor holds the run)."""
 
 
 def _event(kind: str, now: float, step: str | None, **data: Any) -> NewEvent:
@@ -125,9 +134,10 @@ def _idle(record: RunRecord) -> bool:
 
 
 def _refuse(record: RunRecord, error: HolonError, event: NewEvent, now: float) -> Outcome:
-    """Raise `error`; record the attempt in the timeline when the run is idle."""
+    """Raise `error`, and record the attempt in the timeline: by a checkpoint while the
+    run is idle, else (an executor holds it) by adding `event` to the timeline alone."""
     if not _idle(record):
-        return Outcome(error=error)
+        return Outcome(error=error, events=[event])
     checkpoint = Checkpoint(
         status=record.status,
         body=record.body,
@@ -202,7 +212,9 @@ def evaluate(record: RunRecord, proposal: Proposal, now: float) -> Outcome:
                 status=record.status.value,
                 run_id=run_id,
             )
-        return _refuse(record, error, _refused_event(proposal, wait, error, now), now)
+        # A closed wait still names the step the decision was meant for.
+        about = wait or record.body.closed_wait
+        return _refuse(record, error, _refused_event(proposal, about, error, now), now)
     assert wait is not None
     wanted = "input" if proposal.verdict == "answer" else "approval"
     if wait.kind != wanted:
@@ -315,12 +327,12 @@ def _decision_event(wait: WaitRecord, decision: Decision, now: float) -> NewEven
         "wait_id": wait.wait_id,
     }
     if decision.verdict == "answer":
-        data["value"] = decision.value
+        data["value"] = redact(decision.value)  # the answer is kept, sealed, in the wait
     return _event("decision", now, wait.step, **data)
 
 
 def _answer(record: RunRecord, wait: WaitRecord, proposal: Proposal, now: float) -> Outcome:
-    value, problem, errors = validate_answer(wait.spec, proposal.value)
+    value, problem, errors = validate_answer(wait.spec, proposal.value, proposal.keyring)
     if problem is not None:
         refusal = InvalidAnswer(
             f"{proposal.by!r}'s answer to {wait.spec.get('question')!r} (run "
@@ -331,7 +343,7 @@ def _answer(record: RunRecord, wait: WaitRecord, proposal: Proposal, now: float)
             errors=errors,
         )
         event = _refused_event(proposal, wait, refusal, now)
-        event.data["value"] = _json_or_repr(proposal.value)
+        event.data["value"] = redact(_json_or_repr(redact(proposal.value)))
         return _refuse(record, refusal, event, now)
     decision = Decision(
         decision_id=f"{wait.wait_id}:{proposal.by}:answer",
@@ -355,14 +367,20 @@ def _json_or_repr(value: Any) -> Any:
 
 
 def validate_answer(
-    spec: dict[str, Any], value: Any
+    spec: dict[str, Any], value: Any, keyring: Keyring | None = None
 ) -> tuple[Any, str | None, list[dict[str, Any]]]:
-    """(the answer as JSON, why it is refused or None, pydantic's errors)."""
+    """(the answer as JSON, its secrets sealed with `keyring`; why it is refused or None;
+    pydantic's errors)."""
     ref = spec.get("schema_ref")
     if ref:
         model = resolve_model(ref)
         try:
-            return model.model_validate(value).model_dump(mode="json"), None, []
+            answer = model.model_validate(value)
+            return (
+                to_json_value(answer, what="answer", run_id="-", step=None, keyring=keyring),
+                None,
+                [],
+            )
         except PydanticValidationError as exc:
             errors: list[dict[str, Any]] = [dict(e) for e in exc.errors(include_url=False)]
             problems = "; ".join(
@@ -370,7 +388,7 @@ def validate_answer(
             )
             return None, f"it does not match {model.__name__}: {problems}", errors
     try:
-        value = to_json_value(value, what="answer", run_id="-", step=None)
+        value = to_json_value(value, what="answer", run_id="-", step=None, keyring=keyring)
     except StepOutputError:
         return None, f"a {type(value).__name__} is not JSON", []
     kind = spec.get("input_kind", "text")
@@ -498,7 +516,7 @@ def deliver(record: RunRecord, delivery: EventDelivery, now: float) -> Outcome:
             wait.step,
             name=name,
             event_id=event_id,
-            payload=delivery.payload,
+            payload=redact(delivery.payload),
             digest=decision.digest,
             wait_id=wait.wait_id,
         )

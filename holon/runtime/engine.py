@@ -32,6 +32,7 @@ from holon.definition.steps import StepSpec
 from holon.errors import (
     CorruptRecord,
     HolonError,
+    SecretKeyError,
     SeqConflict,
     StaleLease,
     StepOutputError,
@@ -40,7 +41,14 @@ from holon.errors import (
 from holon.runtime.attempts import Attempts
 from holon.runtime.compensation import Compensator
 from holon.runtime.context import Context
-from holon.runtime.execution import Execution, LeaseLost, next_step, unknown_step, wants
+from holon.runtime.execution import (
+    CheckpointsLost,
+    Execution,
+    LeaseLost,
+    next_step,
+    unknown_step,
+    wants,
+)
 from holon.runtime.fan_out import FanOut
 from holon.runtime.imperative import Imperative
 from holon.runtime.leases import LeaseKeeper
@@ -65,8 +73,9 @@ _TURN = 0.001
 """Longest a run keeps the event loop to itself between step boundaries, in seconds:
 short enough for heartbeats and operators, long enough that yielding costs little."""
 
-_OUTCOME_ERRORS = (UnknownStepError, StepOutputError, TypeError, ValueError)
-"""What a step's return value can be wrong with; the run fails naming the step."""
+_OUTCOME_ERRORS = (UnknownStepError, StepOutputError, SecretKeyError, TypeError, ValueError)
+"""What a step's return value can be wrong with (a secret with no key to seal it among
+them); the run fails naming the step."""
 
 logger = logging.getLogger("holon.engine")
 
@@ -131,6 +140,9 @@ class Engine:
         self.executions[grant.run_id] = execution
         try:
             await self._drive(execution, recovered=grant.recovered)
+        except CheckpointsLost as lost:
+            with anyio.CancelScope(shield=True):
+                await self.transitions.halt_lost(execution, lost)
         except LeaseLost:
             logger.warning("run %s: lease lost; this executor stops", grant.run_id)
         finally:
@@ -327,7 +339,14 @@ class Engine:
         results: dict[str, Any] = {}
         if isinstance(outcome, Next):
             output = to_json_value(
-                outcome.output, what="output", run_id=execution.run_id, step=name
+                outcome.output,
+                what="output",
+                run_id=execution.run_id,
+                step=name,
+                keyring=execution.plan.rules.keyring,
+            )
+            execution.plan.rules.limits.check(
+                "step_output", output, what=f"the output of step {name!r}", step=name
             )
             results[name] = output
             outcome = outcome.step

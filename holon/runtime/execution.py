@@ -11,12 +11,13 @@ import anyio
 
 from holon.definition.builder import Workflow
 from holon.definition.directives import END, Marker
-from holon.errors import UnknownStepError
+from holon.errors import SeqConflict, UnknownStepError
 from holon.runtime.context import Context
 from holon.stores.base import Checkpoint, Committed, Control, RunBody, RunRecord, RunStatus, evolve
 
 __all__ = [
     "EXECUTE_STEP",
+    "CheckpointsLost",
     "Execution",
     "LeaseLost",
     "branch_name",
@@ -38,6 +39,15 @@ def idempotency_key(run_id: str, step: str, occurrence: int) -> str:
 
 class LeaseLost(Exception):
     """Internal: the run was taken over or changed under us; stop writing."""
+
+
+class CheckpointsLost(LeaseLost):
+    """Internal: the store holds an older checkpoint than this executor wrote (it lost
+    writes): stop, and halt the run where the store has it (`Transitions.halt_lost`)."""
+
+    def __init__(self, conflict: SeqConflict) -> None:
+        super().__init__(str(conflict))
+        self.conflict = conflict
 
 
 class Execution:
@@ -198,6 +208,7 @@ class Execution:
             results=self.results,
             decision=body.decision,
             agents=plan.agents,
+            rules=plan.rules,
         )
 
     @property

@@ -111,7 +111,16 @@ class FanOut:
                         f"Parallel branch {name!r} returned {value!r}; a branch "
                         "returns its result, the join step decides what is next"
                     )
-                result = to_json_value(value, what="result", run_id=execution.run_id, step=name)
+                result = to_json_value(
+                    value,
+                    what="result",
+                    run_id=execution.run_id,
+                    step=name,
+                    keyring=execution.plan.rules.keyring,
+                )
+                execution.plan.rules.limits.check(
+                    "step_output", result, what=f"the result of branch {name!r}", step=name
+                )
             except Exception as exc:
                 failures.append((name, exc))
                 group.cancel_scope.cancel()

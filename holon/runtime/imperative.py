@@ -47,6 +47,7 @@ from holon.runtime.execution import EXECUTE_STEP, Execution, idempotency_key, wa
 from holon.runtime.suspension import Suspender
 from holon.runtime.task_state import TaskState
 from holon.runtime.transitions import Transitions
+from holon.sealing import redact
 from holon.stores.base import Compensation, NewEvent, RunStatus, evolve
 
 __all__ = ["ExecuteContext", "Imperative", "TaskCall", "TaskState"]
@@ -116,7 +117,7 @@ class ExecuteContext(Generic[InputT, StateT]):
         self.RunId = record.run_id
         self.Input: InputT = execution.input_value
         self.Agents = workflow.agent_map
-        self.State = TaskState({}, workflow.state_model, record.run_id)
+        self.State = TaskState({}, workflow.state_model, record.run_id, workflow.plan.rules.keyring)
         if workflow.state_model is not None:
             self.State.apply(workflow.state_model().model_dump(mode="json"), [])
         self._journal = _journal(record.results)
@@ -354,7 +355,16 @@ class Imperative:
             await transitions.fail(execution, ctx.last_step or EXECUTE_STEP, error)
             return
         try:
-            output = to_json_value(value, what="result", run_id=execution.run_id, step=EXECUTE_STEP)
+            output = to_json_value(
+                value,
+                what="result",
+                run_id=execution.run_id,
+                step=EXECUTE_STEP,
+                keyring=execution.plan.rules.keyring,
+            )
+            execution.plan.rules.limits.check(
+                "step_output", output, what="the result of the run", step=EXECUTE_STEP
+            )
         except HolonError as exc:
             await transitions.fail(execution, EXECUTE_STEP, exc)
             return
@@ -402,7 +412,16 @@ class Imperative:
         )
         if outcome.error is not None:
             raise outcome.error
-        value = to_json_value(outcome.value, what="result", run_id=execution.run_id, step=call.name)
+        value = to_json_value(
+            outcome.value,
+            what="result",
+            run_id=execution.run_id,
+            step=call.name,
+            keyring=execution.plan.rules.keyring,
+        )
+        execution.plan.rules.limits.check(
+            "step_output", value, what=f"the result of task {call.name!r}", step=call.name
+        )
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
         compensation = (
             None
@@ -496,7 +515,9 @@ class Imperative:
             transitions.event(
                 "log",
                 ctx.last_step,
-                **to_json_value(entry, what="log entry", run_id=ctx.RunId, step=ctx.last_step),
+                **to_json_value(
+                    redact(entry), what="log entry", run_id=ctx.RunId, step=ctx.last_step
+                ),
             )
             for entry in ctx.logs
         ]

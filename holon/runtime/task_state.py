@@ -16,6 +16,7 @@ from holon._json import to_json_value
 from holon._naming import snake_case_aliases
 from holon.errors import StateValidationError
 from holon.runtime.context import validate_state
+from holon.sealing import Keyring
 
 __all__ = ["TaskState"]
 
@@ -28,10 +29,17 @@ class TaskState:
     and stored with the next checkpoint.
     """
 
-    def __init__(self, initial: dict[str, Any], model: type[BaseModel] | None, run_id: str):
+    def __init__(
+        self,
+        initial: dict[str, Any],
+        model: type[BaseModel] | None,
+        run_id: str,
+        keyring: Keyring | None = None,
+    ):
         self._values = dict(initial)
         self._model = model
         self._run_id = run_id
+        self._keyring = keyring
         self.pending_set: dict[str, Any] = {}
         self.pending_unset: set[str] = set()
 
@@ -70,10 +78,14 @@ class TaskState:
                 f"state keys are strings, got {set_keys!r}", run_id=self._run_id
             )
         proposed = {
-            k: to_json_value(v, what=f"state {k!r}", run_id=self._run_id, step=None)
+            k: to_json_value(
+                v, what=f"state {k!r}", run_id=self._run_id, step=None, keyring=self._keyring
+            )
             for k, v in proposed.items()
         }
-        validated = validate_state(self._model, proposed, run_id=self._run_id, step=None)
+        validated = validate_state(
+            self._model, proposed, run_id=self._run_id, step=None, keyring=self._keyring
+        )
         for key in unset_keys:
             self.pending_set.pop(key, None)
             if key in validated:  # a model field falls back to its default

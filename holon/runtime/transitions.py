@@ -19,7 +19,8 @@ from holon._json import to_json_value
 from holon.clock import Clock
 from holon.errors import SeqConflict, StaleLease
 from holon.runtime.context import Context
-from holon.runtime.execution import Execution, LeaseLost
+from holon.runtime.execution import CheckpointsLost, Execution, LeaseLost
+from holon.sealing import redact, secret_name
 from holon.stores.base import (
     Checkpoint,
     Committed,
@@ -62,11 +63,20 @@ class Transitions:
         self, events: list[NewEvent], step: str, ctx: Context[Any, Any], at: float
     ) -> None:
         """Append what `step` did besides its result: its state change and its logs."""
-        if ctx.state_patch:
-            events.append(NewEvent("state_changed", at, step, {"patch": ctx.state_patch}))
+        patch = ctx.state_patch
+        if patch:
+            # The timeline shows no secret: sealed values and values named like secrets
+            # are redacted (the state keeps them, sealed).
+            redacted = ctx.rules.redacted_state
+            if redacted is None:
+                if any(map(secret_name, patch)):
+                    patch = redact(patch)
+            elif redacted and not redacted.isdisjoint(patch):
+                patch = redact(patch)
+            events.append(NewEvent("state_changed", at, step, {"patch": patch}))
         for entry in ctx.log_entries:
             # Made directly: a log entry's own fields may be called `at`, `kind`, `step`.
-            data = to_json_value(entry, what="log entry", run_id=ctx.RunId, step=step)
+            data = to_json_value(redact(entry), what="log entry", run_id=ctx.RunId, step=step)
             events.append(NewEvent("log", at, step, data))
 
     def cursor_at(self, step: str) -> Cursor:
@@ -102,9 +112,56 @@ class Transitions:
     @staticmethod
     def refused(execution: Execution, error: StaleLease | SeqConflict) -> LeaseLost:
         """What a refused checkpoint means for its execution: it must write nothing
-        more (another executor took the run, or something else wrote it)."""
+        more (another executor took the run, or something else wrote it); when the
+        store lost checkpoints this executor wrote, the run is to be halted
+        (`CheckpointsLost`, see `halt_lost`)."""
+        if isinstance(error, SeqConflict) and error.lost:
+            logger.error("run %s: checkpoint refused: %s", execution.run_id, error)
+            return CheckpointsLost(error)
         logger.warning("run %s: checkpoint refused: %s", execution.run_id, error)
         return LeaseLost()
+
+    async def halt_lost(self, execution: Execution, lost: CheckpointsLost) -> None:
+        """Halt a run whose store lost checkpoints this executor wrote (a Redis that
+        restarted from older data): paused where the store has it, with a
+        `checkpoints_lost` event, for an operator to resume; never overwritten with
+        this executor's newer state, nor redone behind anyone's back. Only while this
+        executor's token still holds the run: otherwise it is another's, and nothing
+        is written."""
+        run_id = execution.run_id
+        record = await self.store.load_run(run_id)
+        if record is None or record.lease is None or record.lease.token != execution.token:
+            logger.error("run %s: the store lost checkpoints and another executor holds it", run_id)
+            return
+        event = self.event(
+            "checkpoints_lost",
+            step_of(record.body),
+            stored_seq=record.seq,
+            executor_seq=lost.conflict.expected_seq,
+            owner=record.lease.owner,
+        )
+        halted = Checkpoint(
+            status=RunStatus.PAUSED,
+            body=evolve(record.body, {"paused_from": None}),
+            at=event.at,
+            events=[event],
+            release_lease=True,
+            clear_control=True,
+        )
+        try:
+            await self.store.commit(
+                run_id, expected_seq=record.seq, token=execution.token, checkpoint=halted
+            )
+        except (StaleLease, SeqConflict) as exc:
+            logger.error("run %s: could not halt it after lost checkpoints: %s", run_id, exc)
+            return
+        logger.error(
+            "run %s: the store has checkpoint %s, older than %s which this executor wrote "
+            "(it lost writes: restarted from older data?); the run is paused for an operator",
+            run_id,
+            record.seq,
+            lost.conflict.expected_seq,
+        )
 
     async def write(self, execution: Execution, checkpoint: Checkpoint) -> Committed:
         """Commit `checkpoint` of `execution` and apply it once the store confirms it.

@@ -29,10 +29,11 @@ from pydantic import ValidationError as PydanticValidationError
 
 from holon._json import to_json_value
 from holon.definition.builder import Workflow
-from holon.errors import HolonError, InputValidationError, StateValidationError
+from holon.errors import HolonError, InputValidationError, SecretKeyError, StateValidationError
 from holon.runtime.context import validate_state
 from holon.runtime.execution import Execution, wants
 from holon.runtime.transitions import Transitions, step_of
+from holon.sealing import has_secrets, open_secrets
 from holon.stores.base import RunBody, RunRecord, RunStatus, evolve
 
 __all__ = [
@@ -61,8 +62,17 @@ def parse_input(workflow: Workflow, record: RunRecord) -> Any:
     model = workflow.input_model
     if model is None:
         return record.input
+    stored = record.input
     try:
-        return model.model_validate(record.input)
+        if has_secrets(model):
+            stored = open_secrets(stored, workflow.plan.rules.keyring)
+        return model.model_validate(stored)
+    except SecretKeyError as exc:
+        raise InputValidationError(
+            f"stored input of run {record.run_id!r}: {exc.message}",
+            run_id=record.run_id,
+            workflow=workflow.name,
+        ) from None
     except PydanticValidationError as exc:
         raise InputValidationError(
             f"stored input of run {record.run_id!r} does not match {model.__name__}: {_paths(exc)}",
@@ -144,8 +154,14 @@ async def adopt(transitions: Transitions, execution: Execution) -> bool:
                 )
             )
     try:
-        state = validate_state(workflow.state_model, body.state, run_id=record.run_id, step=None)
-    except StateValidationError as exc:
+        state = validate_state(
+            workflow.state_model,
+            body.state,
+            run_id=record.run_id,
+            step=None,
+            keyring=workflow.plan.rules.keyring,
+        )
+    except (StateValidationError, SecretKeyError) as exc:
         problems.append(exc.message)
         state = body.state
     if changed:

@@ -8,7 +8,9 @@ A run record has three parts that change at different times:
 * the **lease** (`lease`, `fence`), taken by `acquire_lease`/`claim` and kept alive by
   `renew_lease`; every acquisition increments the fencing token;
 * the **control request** (`control`), set by `request` (pause or stop) without touching
-  the checkpoint, so an operator never races the executor's commit.
+  the checkpoint, so an operator never races the executor's commit; likewise
+  `append_timeline` adds to the timeline alone (a refused decision, recorded while an
+  executor holds the run).
 
 Every operation is atomic. Stores hold JSON only: nothing is pickled.
 """
@@ -24,6 +26,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "BODY_SCHEMA_VERSION",
     "TERMINAL_STATUSES",
     "ChangeSignals",
     "Checkpoint",
@@ -207,9 +210,16 @@ class Compensation(_Record):
     `compensate=` (as for `ctx.Task(..., compensate=...)`)."""
 
 
+BODY_SCHEMA_VERSION = 1
+"""The version of `RunBody`'s schema this holon writes and reads. A stored body of
+another version is a corrupt record to this holon: its run fails alone."""
+
+
 class RunBody(_Record):
     """The part of a run that each checkpoint rewrites whole."""
 
+    schema_version: int = BODY_SCHEMA_VERSION
+    """The schema the body was written with (see `BODY_SCHEMA_VERSION`)."""
     cursor: Cursor | None = None
     state: dict[str, Any] = Field(default_factory=dict)
     counts: dict[str, int] = Field(default_factory=dict)
@@ -475,9 +485,17 @@ class Store(Protocol):
     async def request(self, run_id: str, control: Control) -> RunRecord:
         """Record an operator's pause or stop request; the checkpoint is not touched."""
 
+    async def append_timeline(self, run_id: str, events: Sequence[NewEvent]) -> int:
+        """Add `events` to the run's timeline without touching its checkpoint (its
+        status, body, `seq` and lease), the way `request` sets a control flag: for what
+        must be recorded while an executor holds the run (a refused decision). Returns
+        the run's new `event_seq`. Raises `RunNotFound`."""
+
     async def quarantine(self, run_id: str, reason: str, at: float) -> None:
         """Mark a run whose record cannot be decoded `failed` with `reason`, replacing its
-        body without reading it and dropping its lease. Other runs are untouched."""
+        body without reading it and dropping its lease, and mend what the record keeps
+        (an input or results that do not read back, names that are not text) so that
+        the failed run can be read. Other runs are untouched."""
 
     async def claim(
         self, owner: str, workflows: Sequence[str], limit: int, ttl: float, now: float

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
-from holon.errors import RunNotFound, SeqConflict, StaleLease
+from holon.errors import RunNotFound, StaleLease, seq_conflict
 from holon.stores import _codec
 from holon.stores.base import (
     TERMINAL_STATUSES,
@@ -79,8 +79,10 @@ class _Row:
 class MemoryStore:
     """A store in memory. `MemoryStore()` or `open_store("memory://")`."""
 
-    def __init__(self, url: str = "memory://") -> None:
+    def __init__(self, url: str = "memory://", *, max_value_bytes: int | None = None) -> None:
         self.url = url
+        self.max_value_bytes = max_value_bytes or _codec.MAX_VALUE_BYTES
+        """A stored value larger than this is read as a corrupt record."""
         self.signals = ChangeSignals()
         self.commit_waits = False
         self._rows: dict[str, _Row] = {}
@@ -137,15 +139,16 @@ class MemoryStore:
         row = self._rows.get(run_id)
         if row is None:
             return None
+        limit = self.max_value_bytes
         return RunRecord(
             run_id=row.run_id,
             workflow=row.workflow,
             version=row.version,
             status=row.status,
-            input=_codec.load(row.input_json, run_id=run_id, what="input"),
-            body=_codec.load_body(row.body_json, run_id=run_id),
+            input=_codec.load(row.input_json, run_id=run_id, what="input", max_bytes=limit),
+            body=_codec.load_body(row.body_json, run_id=run_id, max_bytes=limit),
             results={
-                name: _codec.load(text, run_id=run_id, what=f"result of {name!r}")
+                name: _codec.load(text, run_id=run_id, what=f"result of {name!r}", max_bytes=limit)
                 for name, text in row.results.items()
             },
             seq=row.seq,
@@ -242,11 +245,7 @@ class MemoryStore:
                 run_id=run_id,
             )
         if row.seq != expected_seq:
-            raise SeqConflict(
-                f"run {run_id!r}: commit expected checkpoint {expected_seq}, the store has "
-                f"{row.seq}",
-                run_id=run_id,
-            )
+            raise seq_conflict(run_id, expected_seq, row.seq)
         row.status = checkpoint.status
         row.body_json = checkpoint.body.model_dump_json()
         for name, value in checkpoint.results.items():
@@ -272,6 +271,12 @@ class MemoryStore:
         assert record is not None
         return record
 
+    async def append_timeline(self, run_id: str, events: Sequence[NewEvent]) -> int:
+        row = self._row(run_id)
+        self._append(row, events)
+        self.signals.notify(run_id)
+        return row.event_seq
+
     def _index_waiting(self, row: _Row, keys: list[str]) -> None:
         for key in row.wait_keys:
             self._waiting.get(key, set()).discard(row.run_id)
@@ -288,6 +293,14 @@ class MemoryStore:
 
     async def quarantine(self, run_id: str, reason: str, at: float) -> None:
         row = self._row(run_id)
+        # What the record keeps must read back, so that the failed run can be read.
+        if not _codec.readable(row.input_json, self.max_value_bytes):
+            row.input_json = "null"
+        row.results = {
+            name: text
+            for name, text in row.results.items()
+            if _codec.readable(text, self.max_value_bytes)
+        }
         row.status = RunStatus.FAILED
         row.body_json = quarantined_body(reason).model_dump_json()
         row.seq += 1

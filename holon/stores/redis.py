@@ -53,6 +53,7 @@ from holon.stores.redis_codec import (
     time_text,
 )
 from holon.stores.redis_reads import RedisReads
+from holon.stores.redis_resp import UndecodableReply
 
 __all__ = ["RedisStore", "safe_url"]
 
@@ -81,6 +82,8 @@ class RedisStore(RedisReads):
             its append-only file (`WAITAOF`, Redis 7.2 and newer).
         client: an already made `redis.asyncio` client (e.g. fakeredis); the URL then
             only names the store in messages.
+        max_value_bytes: a stored value (body, input, result) larger than this is read
+            as a corrupt record; default 64 MiB.
 
     Example:
         ```python
@@ -183,9 +186,16 @@ class RedisStore(RedisReads):
                 if strict:
                     raise self._refusal(run_id, reply)
                 message = str(reply)
-                if message.startswith(f"HOLON WRONGTYPE {self.run_key(run_id)} "):
-                    # Nothing can lease a record that is not a hash: fail it here.
-                    reason = f"corrupt record: {self._refusal(run_id, reply)}"
+                if isinstance(reply, UndecodableReply) or message.startswith(
+                    f"HOLON WRONGTYPE {self.run_key(run_id)} "
+                ):
+                    # Nothing can lease a record that is not a hash, or whose fields are
+                    # not text: fail it here, alone.
+                    reason = (
+                        f"run {run_id!r}: its fields are not UTF-8 text ({reply})"
+                        if isinstance(reply, UndecodableReply)
+                        else str(self._refusal(run_id, reply))
+                    )
                     logger.error("run %s: %s; marking it failed", run_id, reason)
                     await self.quarantine(run_id, reason, now)
                 elif not message.startswith("HOLON NOTFOUND"):
@@ -365,13 +375,33 @@ class RedisStore(RedisReads):
             raise RunNotFound(f"no run {run_id!r} in {self.safe_url}", run_id=run_id)
         return record
 
+    async def append_timeline(self, run_id: str, events: Sequence[NewEvent]) -> int:
+        """Add events to the run's timeline without touching its checkpoint."""
+        key, _, _, _, timeline_key = self._run_keys(run_id)
+        command = self._script(
+            "append",
+            (key, timeline_key),
+            _header(self._ip, run_id, self._request_id(), self.timeline_cap),
+            *_event_args(events),
+        )
+        replies = await self._write(run_id, [command])
+        self.signals.notify(run_id)
+        return int(replies[0])
+
     async def quarantine(self, run_id: str, reason: str, at: float) -> None:
         """Mark a run whose record cannot be decoded `failed`, without reading it."""
         event = NewEvent(kind="failed", at=at, data={"error": "CorruptRecord", "message": reason})
         command = self._script(
             "quarantine",
             self._run_keys(run_id),
-            _header(self._ip, run_id, repr(at), self._request_id(), self.timeline_cap),
+            _header(
+                self._ip,
+                run_id,
+                repr(at),
+                self._request_id(),
+                self.timeline_cap,
+                self.max_value_bytes,
+            ),
             dump_body(quarantined_body(reason)),
             _events([event]),
         )

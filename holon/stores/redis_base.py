@@ -18,7 +18,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, NoScriptError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from holon.errors import RunNotFound, SeqConflict, StaleLease, StoreError
+from holon.errors import RunNotFound, SeqConflict, StaleLease, StoreError, seq_conflict
+from holon.stores._codec import MAX_VALUE_BYTES
 from holon.stores.base import (
     ChangeSignals,
     RunStatus,
@@ -68,6 +69,7 @@ class RedisBase:
         completed_ttl: float | None = None,
         durable_ack: Literal["aof"] | None = None,
         client: Any = None,
+        max_value_bytes: int | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
@@ -102,6 +104,8 @@ class RedisBase:
             raise StoreError(f"{self.safe_url!r}: durable_ack must be 'aof' when given")
         self.durable_ack = "aof" if ack == "aof" else None
         self.key_prefix = key_prefix or "holon:"
+        self.max_value_bytes = max_value_bytes or MAX_VALUE_BYTES
+        """A stored value larger than this is read as a corrupt record."""
         self.signals = ChangeSignals()
         self.commit_waits = True
         self.server_version = ""
@@ -376,11 +380,11 @@ class RedisBase:
                 run_id=run_id,
             )
         if message.startswith("HOLON SEQ"):
-            return SeqConflict(
-                f"run {run_id!r}: commit based on an old checkpoint; the store has "
-                f"{message.removeprefix('HOLON SEQ ').strip()}",
-                run_id=run_id,
-            )
+            stored, _, expected = message.removeprefix("HOLON SEQ ").strip().partition(" ")
+            try:
+                return seq_conflict(run_id, int(expected), int(stored))
+            except ValueError:
+                return SeqConflict(f"run {run_id!r}: {message}", run_id=run_id)
         if message.startswith("HOLON NOTFOUND"):
             return RunNotFound(f"no run {run_id!r} in {self.safe_url}", run_id=run_id)
         if message.startswith("HOLON WRONGTYPE"):
@@ -447,6 +451,8 @@ class RedisBase:
 
     async def _hint_from_record(self, run_id: str) -> None:
         row = await self._pipeline([("HMGET", self.run_key(run_id), "wf", "st", "ca")])
+        if isinstance(row[0], Exception):  # fields that are not text: no hint to give
+            return
         wf, st, ca = row[0]
         if wf is None or st is None:
             return

@@ -14,6 +14,9 @@ One writer alone pays one round trip per write; a thousand concurrent writers sh
 few. One pipeline is in flight at a time and the queue is sent oldest first, so writes
 are applied in the order they were made, even one whose writer stopped waiting.
 
+A pipeline one of whose replies is not UTF-8 text (a corrupt record) is sent again one
+command at a time, so that only the write that asked for it gets `UndecodableReply`.
+
 Every script is idempotent (commits by their commit id, lease acquisitions by their
 request id), so a batch whose connection broke before the replies came back is sent
 again as a whole.
@@ -30,6 +33,8 @@ import anyio
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from holon.stores.redis_resp import UndecodableReply
 
 __all__ = ["RETRY_DELAYS", "Batcher", "Command"]
 
@@ -207,6 +212,28 @@ class Batcher:
             await self._flush(self._take())
         self._leading = False
 
+    async def _isolate(self, pending: list[_Call]) -> None:
+        """A reply of the pipeline held text that is not UTF-8 (a corrupt record), and
+        the client cannot say whose: each command is sent again alone (every command
+        is idempotent), so that only the one that asked for it gets `UndecodableReply`
+        in place of its reply."""
+        for call in pending:
+            replies: list[Any] = []
+            try:
+                for command in call.commands:
+                    try:
+                        (reply,) = await self._send([command])
+                    except UnicodeDecodeError as exc:
+                        reply = exc
+                    if isinstance(reply, UnicodeDecodeError):
+                        reply = UndecodableReply(f"the reply is not UTF-8 text ({reply})")
+                    replies.append(reply)
+            except Exception as exc:
+                call.settle(None, self._describe(exc), 0)
+                continue
+            self.pipelines += 1
+            call.settle(replies, None, 0)
+
     async def _flush(self, batch: list[_Call]) -> None:
         pending = batch
         reloaded = False
@@ -224,9 +251,15 @@ class Batcher:
                     return
                 logger.warning("Redis connection lost (%s); sending the batch again", exc)
                 continue
+            except UnicodeDecodeError:
+                await self._isolate(pending)
+                return
             except Exception as exc:
                 for call in pending:
                     call.settle(None, self._describe(exc), 0)
+                return
+            if UnicodeDecodeError in map(type, replies):  # a Cluster's pipeline says so
+                await self._isolate(pending)
                 return
             self.pipelines += 1
             # Scripts are missing only after the server restarted or was flushed: look

@@ -215,6 +215,7 @@ def _decode(
     body: str | None,
     input_text: str | None,
     results: dict[str, str],
+    max_bytes: int,
 ) -> RunRecord:
     def corrupt(detail: str) -> CorruptRecord:
         return CorruptRecord(f"run {run_id!r}: {detail}", run_id=run_id)
@@ -244,10 +245,10 @@ def _decode(
         workflow=f["wf"],
         version=f["ver"],
         status=status,
-        input=_codec.load(input_text, run_id=run_id, what="input"),
-        body=_codec.load_body(body, run_id=run_id),
+        input=_codec.load(input_text, run_id=run_id, what="input", max_bytes=max_bytes),
+        body=_codec.load_body(body, run_id=run_id, max_bytes=max_bytes),
         results={
-            name: _codec.load(text, run_id=run_id, what=f"result of {name!r}")
+            name: _codec.load(text, run_id=run_id, what=f"result of {name!r}", max_bytes=max_bytes)
             for name, text in results.items()
         },
         seq=seq,

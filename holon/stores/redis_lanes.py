@@ -15,6 +15,10 @@ them in that order, so a run whose writes all go through one lane (the store pic
 lane from the run's id) has them applied in order, even one whose writer stopped waiting
 (cancelled at a worker's shutdown) before the next was queued.
 
+A reply whose text is not UTF-8 (a corrupt record) reaches the writer that asked for
+it as an `UndecodableReply` in place of the reply; the connection and the other writes
+of its pipeline carry on.
+
 Every script is idempotent (commits by their commit id, lease acquisitions by their
 request id): when the connection breaks, everything sent and not yet answered is sent
 again, ahead of what is queued, on a new connection, after a short pause that grows on
@@ -36,7 +40,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from holon.stores.redis_batch import RETRY_DELAYS, Command
-from holon.stores.redis_resp import ReplyReader, new_reader, pack_command
+from holon.stores.redis_resp import ReplyReader, UndecodableReply, new_reader, pack_command
 
 __all__ = ["Decode", "Lane"]
 
@@ -193,6 +197,10 @@ class Lane:
         while True:
             try:
                 reply = reader.gets()
+            except UnicodeDecodeError as exc:
+                # Stored bytes that are not text (a corrupt record): read whole, so the
+                # stream is intact; the caller that asked for them gets the error.
+                reply = UndecodableReply(f"the reply is not UTF-8 text ({exc})")
             except Exception as exc:  # a protocol error: the stream cannot be trusted
                 self._abort(exc)
                 return

@@ -29,6 +29,7 @@ from holon.stores.redis_codec import (
     _float,
     _summary,
 )
+from holon.stores.redis_resp import UndecodableReply
 
 __all__ = ["RedisReads"]
 
@@ -50,6 +51,12 @@ class RedisReads(RedisBase):
         keys = self._run_keys(run_id)[:4]
         for reply, k in zip(replies, keys, strict=True):
             if isinstance(reply, Exception):
+                if isinstance(reply, UndecodableReply):
+                    raise CorruptRecord(
+                        f"run {run_id!r}: key {k!r} at {self.safe_url} holds bytes that are "
+                        f"not UTF-8 text ({reply})",
+                        run_id=run_id,
+                    )
                 if "WRONGTYPE" in str(reply):
                     raise CorruptRecord(
                         f"run {run_id!r}: key {k!r} at {self.safe_url} holds the wrong type",
@@ -64,7 +71,7 @@ class RedisReads(RedisBase):
         )
         if not fields:
             return None
-        record = _decode(run_id, fields, body, input_text, results)
+        record = _decode(run_id, fields, body, input_text, results, self.max_value_bytes)
         if self.cluster:
             self._remember(run_id, record.workflow, record.created_at)
         return record
@@ -73,6 +80,12 @@ class RedisReads(RedisBase):
         """Status and sequence numbers from the run's hash, in one round trip."""
         key = self.run_key(run_id)
         (reply,) = await self._pipeline([("HMGET", key, "st", "seq", "es")])
+        if isinstance(reply, UndecodableReply):
+            raise CorruptRecord(
+                f"run {run_id!r}: key {key!r} at {self.safe_url} holds bytes that are not "
+                f"UTF-8 text ({reply})",
+                run_id=run_id,
+            )
         if isinstance(reply, Exception):
             raise self._describe(reply, key)
         status, seq, event_seq = (v.decode() if isinstance(v, bytes) else v for v in reply)
@@ -201,6 +214,12 @@ class RedisReads(RedisBase):
         )
         (reply,) = await self._pipeline([command])
         if isinstance(reply, Exception):
+            if isinstance(reply, UndecodableReply):
+                raise CorruptRecord(
+                    f"run {run_id!r} at {self.safe_url}: its timeline holds bytes that are "
+                    f"not UTF-8 text ({reply})",
+                    run_id=run_id,
+                )
             if str(reply).startswith("HOLON WRONGTYPE"):
                 detail = str(reply).removeprefix("HOLON WRONGTYPE ")
                 raise CorruptRecord(f"run {run_id!r} at {self.safe_url}: {detail}", run_id=run_id)

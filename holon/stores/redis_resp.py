@@ -10,12 +10,21 @@ from typing import Any, Protocol
 
 from redis.exceptions import ResponseError
 
-__all__ = ["ReplyReader", "new_reader", "pack_command"]
+__all__ = ["ReplyReader", "UndecodableReply", "new_reader", "pack_command"]
+
+
+class UndecodableReply(Exception):
+    """Stands in the replies for one whose text is not UTF-8: handed to the one caller
+    that asked for it (a corrupt record is that run's fault alone), while the
+    connection, whose byte stream is intact, carries on."""
 
 
 class ReplyReader(Protocol):
     """hiredis's `Reader` interface: bytes in, one reply out per `gets()` (False while
-    the next reply is incomplete). Errors come back as `ResponseError` objects."""
+    the next reply is incomplete). Errors come back as `ResponseError` objects.
+
+    A reply holding text that is not UTF-8 raises `UnicodeDecodeError` from `gets()`
+    once it has been read whole, so the next `gets()` starts at the next reply."""
 
     def feed(self, data: bytes, /) -> None: ...
 
@@ -32,6 +41,7 @@ class PlainReader:
     def __init__(self) -> None:
         self._buffer = bytearray()
         self._position = 0
+        self._undecodable: UnicodeDecodeError | None = None
 
     def feed(self, data: bytes) -> None:
         self._buffer += data
@@ -40,6 +50,7 @@ class PlainReader:
         if self._position >= len(self._buffer):
             return False
         start = self._position
+        self._undecodable = None
         try:
             reply = self._parse()
         except _Incomplete:
@@ -49,6 +60,9 @@ class PlainReader:
         if self._position > 65536:
             del self._buffer[: self._position]
             self._position = 0
+        if self._undecodable is not None:
+            # Read whole, as hiredis does: the stream stays in step with the replies.
+            raise self._undecodable
         return reply
 
     def _line(self) -> bytes:
@@ -77,7 +91,11 @@ class PlainReader:
                 raise _Incomplete
             data = bytes(self._buffer[self._position : end])
             self._position = end + 2
-            return data.decode()
+            try:
+                return data.decode()
+            except UnicodeDecodeError as exc:
+                self._undecodable = self._undecodable or exc
+                return None
         if kind == b"*":
             count = int(rest)
             if count < 0:

@@ -16,7 +16,8 @@ The hash stays small (every value short) so Redis keeps it in its compact encodi
 (checkpoint and timeline sequence numbers), `tb` (timeline events trimmed away), `ctl`
 (control request), `own`, `lx`, `ln`, `lr` (lease owner, expiry, acquiring request id,
 recovered flag), `f` (last fencing token), `wk` (wake-up time), `ca`, `ua` (created and
-updated), `lc` (id of the last commit applied), `wx` (wait keys, `\\x1f`-separated).
+updated), `lc` (id of the last commit applied), `wx` (wait keys, `\\x1f`-separated),
+`an` (id of the last timeline append applied).
 
 On a single server the scripts also keep the global indexes exact: the index key prefix
 then comes first in the header and the scripts reach the index keys by name (a single
@@ -35,6 +36,8 @@ import functools
 import hashlib
 from dataclasses import dataclass
 
+from holon.stores.redis_lua import COMMON
+
 __all__ = ["SCRIPTS", "Script"]
 
 
@@ -49,138 +52,6 @@ class Script:
     def sha(self) -> str:
         return hashlib.sha1(self.source.encode()).hexdigest()
 
-
-_COMMON = r"""
-local function split(s, sep)
-  local out, start = {}, 1
-  while true do
-    local i = string.find(s, sep, start, true)
-    if not i then
-      out[#out + 1] = string.sub(s, start)
-      return out
-    end
-    out[#out + 1] = string.sub(s, start, i - 1)
-    start = i + 1
-  end
-end
-
-local function lines(s)
-  if s == '' then return {} end
-  return split(s, '\n')
-end
-
-local function check_type(key, kind)
-  local t = redis.call('TYPE', key)['ok']
-  if t == 'none' then return false end
-  if t ~= kind then
-    return redis.error_reply('HOLON WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. kind)
-  end
-  return true
-end
-
-local function lease_now(mode, now)
-  if mode == 's' then
-    local t = redis.call('TIME')
-    return tonumber(t[1]) + tonumber(t[2]) / 1000000
-  end
-  return tonumber(now)
-end
-
--- A name made safe inside a hash tag (the same escaping as the Python side).
-local function esc(name)
-  local function hex(c) return string.format('%%%02X', string.byte(c)) end
-  return (string.gsub(name, '[%%{}]', hex))
-end
-
-local function idx(ip, kind, name)
-  return ip .. kind .. ':{' .. esc(name) .. '}'
-end
-
--- Before any write: every index key a write will touch must hold its own type (or
--- nothing). Returns an error reply naming the first that does not, else nil.
-local function check_indexes(ip, wf, old_status, new_status, wait_keys)
-  if ip == '' then return nil end
-  local checks = {
-    {idx(ip, 'status', wf) .. ':' .. new_status, 'zset'},
-    {idx(ip, 'ready', wf), 'zset'}, {idx(ip, 'lease', wf), 'zset'},
-    {idx(ip, 'timer', wf), 'zset'}, {ip .. 'counts', 'hash'}, {idx(ip, 'counts', wf), 'hash'},
-  }
-  if old_status and old_status ~= new_status then
-    checks[#checks + 1] = {idx(ip, 'status', wf) .. ':' .. old_status, 'zset'}
-  end
-  for _, k in ipairs(wait_keys) do checks[#checks + 1] = {idx(ip, 'waiting', k), 'zset'} end
-  for _, c in ipairs(checks) do
-    local bad = check_type(c[1], c[2])
-    if type(bad) == 'table' then return bad end
-  end
-  return nil
-end
-
--- Replace the run's wait keys with `keys`; returns the keys it had before.
-local function set_wait_keys(ip, id, run, keys)
-  local before = {}
-  local old = redis.call('HGET', run, 'wx')
-  if old then
-    before = split(old, '\31')
-    if ip ~= '' then
-      for _, k in ipairs(before) do redis.call('ZREM', idx(ip, 'waiting', k), id) end
-    end
-  end
-  if ip ~= '' then
-    for _, k in ipairs(keys) do redis.call('ZADD', idx(ip, 'waiting', k), 0, id) end
-  end
-  if #keys > 0 then
-    redis.call('HSET', run, 'wx', table.concat(keys, '\31'))
-  else
-    redis.call('HDEL', run, 'wx')
-  end
-  return before
-end
-
--- Put the run in the indexes that match its stored state (single server only).
-local function reindex(ip, id, run, old_status)
-  if ip == '' then return end
-  local r = redis.call('HMGET', run, 'st', 'wf', 'ca', 'own', 'lx', 'wk')
-  local st, wf, ca = r[1], r[2], r[3]
-  if old_status ~= st then
-    if old_status then
-      redis.call('ZREM', idx(ip, 'status', wf) .. ':' .. old_status, id)
-      redis.call('HINCRBY', ip .. 'counts', old_status, -1)
-      redis.call('HINCRBY', idx(ip, 'counts', wf), old_status, -1)
-    end
-    redis.call('HINCRBY', ip .. 'counts', st, 1)
-    redis.call('HINCRBY', idx(ip, 'counts', wf), st, 1)
-    redis.call('ZADD', idx(ip, 'status', wf) .. ':' .. st, ca, id)
-  end
-  local ready, lease, timer = idx(ip, 'ready', wf), idx(ip, 'lease', wf), idx(ip, 'timer', wf)
-  if st == 'queued' then
-    redis.call('ZADD', ready, ca, id)
-  elseif old_status == 'queued' then
-    redis.call('ZREM', ready, id)
-  end
-  if st == 'running' then
-    redis.call('ZADD', lease, (r[4] and r[5]) or 0, id)
-  elseif old_status == 'running' then
-    redis.call('ZREM', lease, id)
-  end
-  if st == 'waiting' and r[6] then
-    redis.call('ZADD', timer, r[6], id)
-  elseif old_status == 'waiting' then
-    redis.call('ZREM', timer, id)
-  end
-end
-
--- Append JSON events to the timeline, trimming it to `cap` (0: no cap); the caller
--- stores the new event sequence number.
-local function append(run, tl, events, cap)
-  if #events == 0 then return end
-  local length = redis.call('RPUSH', tl, unpack(events))
-  if cap > 0 and length > cap then
-    redis.call('LTRIM', tl, -cap, -1)
-    redis.call('HINCRBY', run, 'tb', length - cap)
-  end
-end
-"""
 
 # ARGV: header (ip, id, wf, ver, status, wake, created, updated, cap), input, body, events
 _CREATE = r"""
@@ -237,11 +108,14 @@ local after = st
 if st == 'queued' then after = 'running' end
 local bad = check_indexes(ip, r[8] or '', st, after, {})
 if bad then return bad end
-local token = tonumber(r[4]) + 1
+-- The next token is above the last one and at least the server's clock in microseconds:
+-- after a restart from older data (the last tokens lost) it still never goes back.
+local t = redis.call('TIME')
+local token = math.max(tonumber(r[4]) + 1, tonumber(t[1]) * 1000000 + tonumber(t[2]))
 local recovered = 0
 if st == 'running' then recovered = 1 end
-redis.call('HSET', run, 'f', token, 'own', owner, 'lx', string.format('%.6f', lnow + ttl),
-  'ln', nonce, 'lr', recovered)
+redis.call('HSET', run, 'f', string.format('%.0f', token), 'own', owner,
+  'lx', string.format('%.6f', lnow + ttl), 'ln', nonce, 'lr', recovered)
 if st == 'queued' then redis.call('HSET', run, 'st', 'running') end
 reindex(ip, id, run, st)
 return {1, token, recovered}
@@ -311,7 +185,9 @@ end
 if token ~= '' and (not r[3] or r[2] ~= token) then
   return redis.error_reply('HOLON STALE ' .. (r[3] and r[2] or 'none (released)'))
 end
-if seq ~= expected then return redis.error_reply('HOLON SEQ ' .. seq) end
+if seq ~= expected then
+  return redis.error_reply(string.format('HOLON SEQ %d %d', seq, expected))
+end
 local nres, nev, nkeys = tonumber(h[14]), tonumber(h[15]), tonumber(h[16])
 local first_event = 3 + 2 * nres
 local first_key = first_event + nev
@@ -383,9 +259,30 @@ redis.call('HSET', run, 'ctl', ARGV[2])
 return 1
 """
 
-# ARGV: header (ip, id, at, request id, timeline cap), body, event JSON
-# Replaces the record without reading its body; keys of the wrong type are replaced too.
-# Returns the wait keys the run had.
+# KEYS: run, timeline. ARGV: header (ip, id, request id, timeline cap), then the events
+# (JSON each). Adds to the timeline alone; `an` remembers the last request applied, so
+# sending it again (after a lost connection) appends nothing more. Returns the new es.
+_APPEND = r"""
+local run, tl = KEYS[1], KEYS[2]
+local ok = check_type(run, 'hash')
+if not ok then return redis.error_reply('HOLON NOTFOUND') end
+if type(ok) == 'table' then return ok end
+local h = split(ARGV[1], '\31')
+if redis.call('HGET', run, 'an') == h[3] then
+  return tonumber(redis.call('HGET', run, 'es'))
+end
+local tok = check_type(tl, 'list')
+if type(tok) == 'table' then return tok end
+local events = {}
+for i = 2, #ARGV do events[#events + 1] = ARGV[i] end
+append(run, tl, events, tonumber(h[4]))
+redis.call('HSET', run, 'an', h[3])
+return redis.call('HINCRBY', run, 'es', #events)
+"""
+
+# ARGV: header (ip, id, at, request id, timeline cap, max value bytes), body, event JSON
+# Replaces the record without reading its body (and mends what it keeps so that it reads
+# back); keys of the wrong type are replaced too. Returns the wait keys the run had.
 _QUARANTINE = r"""
 local run, body, tl = KEYS[1], KEYS[2], KEYS[5]
 local t = redis.call('TYPE', run)['ok']
@@ -395,6 +292,7 @@ local ip, id, at = h[1], h[2], h[3]
 local old, seq = nil, 0
 if t == 'hash' then
   if redis.call('HGET', run, 'lc') == h[4] then return {} end
+  mend(run, KEYS[3], KEYS[4], tonumber(h[6]))
   local r = redis.call('HMGET', run, 'st', 'seq', 'es', 'wf', 'ca', 'ver', 'wx')
   local touched = {}
   if r[7] then touched = split(r[7], '\31') end
@@ -495,7 +393,7 @@ return {
 
 
 def _script(name: str, body: str) -> Script:
-    return Script(name, f"-- holon:{name}\n{_COMMON}\n{body}")
+    return Script(name, f"-- holon:{name}\n{COMMON}\n{body}")
 
 
 SCRIPTS: dict[str, Script] = {
@@ -508,6 +406,7 @@ SCRIPTS: dict[str, Script] = {
         _script("commit", _COMMIT),
         _script("request", _REQUEST),
         _script("quarantine", _QUARANTINE),
+        _script("append", _APPEND),
         _script("delete", _DELETE),
         _script("timeline", _TIMELINE),
         _script("candidates", _CANDIDATES),

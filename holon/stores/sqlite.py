@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from holon.errors import RunNotFound, SeqConflict, StaleLease, StoreError
+from holon.errors import RunNotFound, StaleLease, StoreError, seq_conflict
 from holon.stores import _codec
 from holon.stores.base import (
     TERMINAL_STATUSES,
@@ -44,6 +44,8 @@ class SQLiteStore(SQLiteBase):
             `sqlite:///:memory:`; query options `synchronous` (OFF, NORMAL, FULL, EXTRA)
             and `busy_timeout` (milliseconds).
         namespace: keeps deployments that share one file apart (the `key_prefix`).
+        max_value_bytes: a stored value (body, input, result) larger than this is read
+            as a corrupt record; default 64 MiB.
     """
 
     # -- runs ---------------------------------------------------------------------
@@ -314,10 +316,7 @@ class SQLiteStore(SQLiteBase):
                 f"token is {current}",
                 run_id=run_id,
             )
-        raise SeqConflict(
-            f"run {run_id!r}: commit expected checkpoint {expected_seq}, the store has {seq}",
-            run_id=run_id,
-        )
+        raise seq_conflict(run_id, expected_seq, seq)
 
     async def request(self, run_id: str, control: Control) -> RunRecord:
         def write(conn: sqlite3.Connection) -> RunRecord:
@@ -335,6 +334,23 @@ class SQLiteStore(SQLiteBase):
         self.signals.notify(run_id)
         return record
 
+    async def append_timeline(self, run_id: str, events: Sequence[NewEvent]) -> int:
+        def write(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "UPDATE holon_runs SET event_seq = event_seq + ? WHERE ns = ? AND run_id = ? "
+                "RETURNING event_seq",
+                (len(events), self.namespace, run_id),
+            ).fetchone()
+            if row is None:
+                raise RunNotFound(f"no run {run_id!r} in {self.url}", run_id=run_id)
+            event_seq: int = row[0]
+            self._insert_events(conn, run_id, event_seq - len(events) + 1, events)
+            return event_seq
+
+        event_seq = await self._run(lambda c: self._write(c, lambda: write(c)))
+        self.signals.notify(run_id)
+        return event_seq
+
     async def quarantine(self, run_id: str, reason: str, at: float) -> None:
         body = quarantined_body(reason).model_dump_json()
         data = {"error": "CorruptRecord", "message": reason}
@@ -351,9 +367,38 @@ class SQLiteStore(SQLiteBase):
                 raise RunNotFound(f"no run {run_id!r} in {self.url}", run_id=run_id)
             self._insert_events(conn, run_id, row[0], [NewEvent(kind="failed", at=at, data=data)])
             self._index_waiting(conn, run_id, [])
+            self._mend(conn, run_id)
 
         await self._run(lambda c: self._write(c, lambda: write(c)))
         self.signals.notify(run_id)
+
+    def _mend(self, conn: sqlite3.Connection, run_id: str) -> None:
+        """Make what a quarantined record keeps read back: text columns that are not
+        UTF-8 emptied, an input or results that do not read replaced or dropped."""
+        key = (self.namespace, run_id)
+        workflow, version, input_data = conn.execute(
+            "SELECT CAST(workflow AS BLOB), CAST(version AS BLOB), CAST(input AS BLOB) "
+            "FROM holon_runs WHERE ns = ? AND run_id = ?",
+            key,
+        ).fetchone()
+        for column, data in (("workflow", workflow), ("version", version)):
+            if not _is_text(data):
+                conn.execute(
+                    f"UPDATE holon_runs SET {column} = '' WHERE ns = ? AND run_id = ?", key
+                )
+        if not _codec.readable(input_data, self.max_value_bytes):
+            conn.execute("UPDATE holon_runs SET input = 'null' WHERE ns = ? AND run_id = ?", key)
+        for name, value in conn.execute(
+            "SELECT CAST(name AS BLOB), CAST(value AS BLOB) FROM holon_results "
+            "WHERE ns = ? AND run_id = ?",
+            key,
+        ).fetchall():
+            if not _is_text(name) or not _codec.readable(value, self.max_value_bytes):
+                conn.execute(
+                    "DELETE FROM holon_results WHERE ns = ? AND run_id = ? "
+                    "AND CAST(name AS BLOB) = ?",
+                    (*key, name),
+                )
 
     async def find_waiting(
         self, key: str, *, limit: int = 100, cursor: str | None = None
@@ -459,3 +504,11 @@ class SQLiteStore(SQLiteBase):
             self.signals.notify(run_id)
         order = {run_id: i for i, run_id in enumerate(ids)}
         return sorted(deleted, key=order.__getitem__)
+
+
+def _is_text(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -103,7 +103,9 @@ COMMIT_SET = (
 class SQLiteBase:
     """Connection, schema and statement running for `SQLiteStore`."""
 
-    def __init__(self, url: str, *, namespace: str = "") -> None:
+    def __init__(
+        self, url: str, *, namespace: str = "", max_value_bytes: int | None = None
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme != "sqlite":
             raise StoreError(f"not a sqlite URL: {url!r}")
@@ -127,6 +129,8 @@ class SQLiteBase:
         self.path = raw_path
         self.synchronous = synchronous
         self.namespace = namespace
+        self.max_value_bytes = max_value_bytes or _codec.MAX_VALUE_BYTES
+        """A stored value larger than this is read as a corrupt record."""
         self.signals = ChangeSignals()
         # Checkpoints run inline when the file is not locked: no await.
         self.commit_waits = False
@@ -250,15 +254,16 @@ class SQLiteBase:
             run_status = RunStatus(status)
         except ValueError:
             raise corrupt(run_id, f"unknown status {status!r}") from None
+        limit = self.max_value_bytes
         return RunRecord(
             run_id=run_id,
             workflow=workflow,
             version=version,
             status=run_status,
-            input=_codec.load(input_text, run_id=run_id, what="input"),
-            body=_codec.load_body(body_text, run_id=run_id),
+            input=_codec.load(input_text, run_id=run_id, what="input", max_bytes=limit),
+            body=_codec.load_body(body_text, run_id=run_id, max_bytes=limit),
             results={
-                name: _codec.load(text, run_id=run_id, what=f"result of {name!r}")
+                name: _codec.load(text, run_id=run_id, what=f"result of {name!r}", max_bytes=limit)
                 for name, text in results
             },
             seq=seq,
@@ -272,16 +277,22 @@ class SQLiteBase:
         )
 
     def _select_run(self, conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
-        row = conn.execute(
-            f"SELECT {RUN_COLUMNS} FROM holon_runs WHERE ns = ? AND run_id = ?",
-            (self.namespace, run_id),
-        ).fetchone()
-        if row is None:
-            return None
-        results = conn.execute(
-            "SELECT name, value FROM holon_results WHERE ns = ? AND run_id = ?",
-            (self.namespace, run_id),
-        ).fetchall()
+        try:
+            row = conn.execute(
+                f"SELECT {RUN_COLUMNS} FROM holon_runs WHERE ns = ? AND run_id = ?",
+                (self.namespace, run_id),
+            ).fetchone()
+            if row is None:
+                return None
+            results = conn.execute(
+                "SELECT name, value FROM holon_results WHERE ns = ? AND run_id = ?",
+                (self.namespace, run_id),
+            ).fetchall()
+        except sqlite3.OperationalError as exc:
+            if not _is_undecodable(exc):
+                raise
+            # Stored bytes that are not UTF-8 text: this run's record alone is corrupt.
+            raise corrupt(run_id, f"a stored value is not UTF-8 text ({exc})") from None
         return self._decode(row, results)
 
     def _index_waiting(self, conn: sqlite3.Connection, run_id: str, keys: list[str]) -> None:
@@ -299,6 +310,10 @@ class SQLiteBase:
             "SELECT 1 FROM holon_runs WHERE ns = ? AND run_id = ?", (self.namespace, run_id)
         ).fetchone()
         return row is not None
+
+
+def _is_undecodable(exc: sqlite3.OperationalError) -> bool:
+    return "could not decode" in str(exc).lower()
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
