@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from holon import END, START, Context, ManualClock, Workflow, WorkflowRunner
-from holon.control.runner import CLAIM_BATCH
+from holon.runtime.executor import CLAIM_BATCH
 from holon.stores import MemoryStore
 from holon.stores.base import Control, RunStatus, Store
 

@@ -89,7 +89,9 @@ class Engine:
         self.lease_ttl = lease_ttl
         self.clock = clock
         self.executions: dict[str, Execution] = {}
-        self.transitions = Transitions(store, clock)
+        self.draining = False
+        """Set by `drain`: every run is handed back at its next step boundary."""
+        self.transitions = Transitions(store, clock, owner)
         self.attempts = Attempts(self.transitions)
         self.suspender = Suspender(self.transitions)
         self.fan_out = FanOut(self.transitions, self.attempts)
@@ -128,6 +130,7 @@ class Engine:
             control=record.control,
             input_value=record.input,  # parsed by `adopt`, which pauses a misfit run
         )
+        execution.hand_back = self.draining
         self.executions[grant.run_id] = execution
         try:
             await self._drive(execution, recovered=grant.recovered)
@@ -171,7 +174,7 @@ class Engine:
             if make_room and time.perf_counter() >= turn_ends:
                 await anyio.lowlevel.checkpoint()
                 turn_ends = time.perf_counter() + _TURN
-            if execution.stop_requested or execution.control is not None:
+            if execution.stop_requested or execution.control is not None or execution.hand_back:
                 await self._obey(execution)
             elif execution.body.compensating:
                 await self.compensator.run(execution)
@@ -191,11 +194,21 @@ class Engine:
                     execution.confirm(answer)
 
     async def _obey(self, execution: Execution) -> None:
-        """Halt the run as an operator asked: stopped, or paused."""
+        """Halt the run as an operator asked (stopped, or paused), or, when this process
+        shuts down, hand it back to the store."""
         if execution.stop_requested or wants(execution.control, "stop"):
             await self.transitions.halt(execution, RunStatus.STOPPED, "stopped")
-        else:
+        elif wants(execution.control, "pause"):
             await self.transitions.halt(execution, RunStatus.PAUSED, "paused")
+        else:
+            await self.transitions.hand_back(execution)
+
+    def drain(self) -> None:
+        """Hand every run executing here back to the store at its next step boundary
+        (and any run acquired from now on, before its first step)."""
+        self.draining = True
+        for execution in self.executions.values():
+            execution.hand_back = True
 
     async def _recovered(self, execution: Execution) -> None:
         """Record that this executor took over a run whose previous one died mid-step:

@@ -59,6 +59,7 @@ class Execution:
         "branch_functions",
         "control",
         "event_seq",
+        "hand_back",
         "input_value",
         "lease_lost",
         "plan",
@@ -99,6 +100,9 @@ class Execution:
         self.control = control
         self.step_scope: anyio.CancelScope | None = None
         self.stop_requested = False
+        self.hand_back = False
+        """Set when this process shuts down: the run goes back to the store at its next
+        step boundary, for another executor to continue."""
         self.lease_lost = False
         self.input_value = input_value
         self.branch_functions: dict[str, Callable[..., Any]] = {}

@@ -388,6 +388,13 @@ class Imperative:
                     ],
                 )
             raise _Suspended()
+        if execution.hand_back:
+            async with execution.lock:
+                event = transitions.event("handed_back", call.name, owner=transitions.owner)
+                await self._checkpoint(
+                    execution, ctx, RunStatus.QUEUED, {}, events=[event], clear_control=False
+                )
+            raise _Suspended()
         key = idempotency_key(execution.run_id, call.base, call.occurrence)
         ctx.last_step = call.name
         started = time.perf_counter()
@@ -484,6 +491,7 @@ class Imperative:
         events: list[NewEvent],
         output: Any = None,
         compensation: Compensation | None = None,
+        clear_control: bool = True,
     ) -> None:
         transitions = self.transitions
         body = execution.body
@@ -509,7 +517,7 @@ class Imperative:
             results={**self._take_pending(ctx), **results},
             events=[*logs, *events],
             release=terminal,
-            clear_control=terminal,
+            clear_control=terminal and clear_control,
         )
 
 
