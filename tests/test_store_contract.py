@@ -288,6 +288,42 @@ async def test_claim_respects_limit(store: Store) -> None:
     assert await store.claim("w", [], 10, 10, NOW) == []
 
 
+async def test_claim_by_version_takes_only_runs_on_the_versions_named(store: Store) -> None:
+    for run_id, version, created in (
+        ("a1", "v1", NOW),
+        ("b2", "v2", NOW + 1),
+        ("c1", "v1", NOW + 2),
+    ):
+        stored = record(run_id, created=created).model_copy(update={"version": version})
+        await store.create_run(stored, [event("started")])
+    await create(store, "other", workflow="wf2", created=NOW + 3)
+    assert await store.claim("w", ["wf"], 10, 10, NOW, versions={"wf": []}) == []
+    on_v2 = await store.claim("w", ["wf", "wf2"], 10, 10, NOW, versions={"wf": ["v2"]})
+    assert sorted(g.run_id for g in on_v2) == ["b2", "other"]  # wf2: any version
+    on_v1 = await store.claim("w", ["wf"], 10, 10, NOW, versions={"wf": ["v1", "v3"]})
+    assert [g.run_id for g in on_v1] == ["a1", "c1"]
+
+
+async def test_a_run_moved_to_a_newer_version_is_claimed_on_it(store: Store) -> None:
+    await create(store, "r1")  # started on v1
+    grant = await store.acquire_lease("r1", "w", 10, NOW)
+    assert grant is not None
+    moved = checkpoint(RunStatus.RUNNING, release_lease=True, version="v2")
+    await store.commit("r1", expected_seq=0, token=grant.token, checkpoint=moved)
+    assert await store.claim("w", ["wf"], 10, 10, NOW, versions={"wf": ["v1"]}) == []
+    (taken,) = await store.claim("w", ["wf"], 10, 10, NOW, versions={"wf": ["v2"]})
+    assert taken.run_id == "r1" and taken.recovered  # it was running, its lease let go
+    loaded = await store.load_run("r1")
+    assert loaded is not None and loaded.version == "v1"  # the version it started on
+    await store.commit(
+        "r1",
+        expected_seq=1,
+        token=taken.token,
+        checkpoint=checkpoint(RunStatus.QUEUED, release_lease=True),
+    )
+    assert [g.run_id for g in await store.claim("w", ["wf"], 10, 10, NOW)] == ["r1"]
+
+
 async def test_timeline_after_and_limit(store: Store) -> None:
     await create(store, "r1")
     grant = await store.acquire_lease("r1", "w", 10, NOW)

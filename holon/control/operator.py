@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 from holon._json import to_json_value
 from holon.clock import Clock
-from holon.definition.builder import Workflow
 from holon.definition.directives import START
 from holon.errors import (
     InvalidRunState,
@@ -26,6 +25,7 @@ from holon.errors import (
 )
 from holon.runtime.context import validate_state
 from holon.runtime.decisions import EventDelivery, Outcome, Proposal, deliver, evaluate, raced
+from holon.runtime.definitions import Definitions
 from holon.runtime.waits import wake_time
 from holon.stores.base import (
     Checkpoint,
@@ -47,10 +47,10 @@ Decide = Callable[[RunRecord], Checkpoint | None]
 class Operator:
     """Applies operator verbs to runs in one store."""
 
-    def __init__(self, store: Store, clock: Clock, workflows: Mapping[str, Workflow]) -> None:
+    def __init__(self, store: Store, clock: Clock, definitions: Definitions) -> None:
         self.store = store
         self.clock = clock
-        self.workflows = workflows
+        self.definitions = definitions
 
     async def load(self, run_id: str) -> RunRecord:
         record = await self.store.load_run(run_id)
@@ -159,7 +159,7 @@ class Operator:
         """
 
         def decide(current: RunRecord) -> Checkpoint:
-            workflow = self.workflows.get(current.workflow)
+            workflow = self.definitions.pick(current)
             if current.status not in (RunStatus.PAUSED, RunStatus.WAITING) or (
                 current.status == RunStatus.WAITING and goto is None
             ):

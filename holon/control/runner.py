@@ -35,6 +35,7 @@ from pydantic import ValidationError as PydanticValidationError
 from holon._json import to_json_value
 from holon._naming import snake_case_aliases
 from holon.clock import Clock, SystemClock
+from holon.control.catalogue import ensure_entry, version_order
 from holon.control.handle import RunHandle
 from holon.control.operator import Operator
 from holon.definition.builder import Workflow
@@ -46,6 +47,7 @@ from holon.errors import (
     NotWaiting,
     RunNotFound,
 )
+from holon.runtime.definitions import Definitions
 from holon.runtime.engine import Engine
 from holon.runtime.execution import EXECUTE_STEP
 from holon.runtime.executor import Executor
@@ -108,12 +110,12 @@ class WorkflowRunner:
         self.execute = execute
         self.clock: Clock = clock or SystemClock()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        workflows = {workflow.name: workflow}
+        definitions = Definitions([workflow])
         engine = Engine(
-            self.store, workflows, owner=self.owner, lease_ttl=lease_ttl, clock=self.clock
+            self.store, definitions, owner=self.owner, lease_ttl=lease_ttl, clock=self.clock
         )
         self.executor = Executor(engine, poll_interval=self.poll_interval)
-        self.operator = Operator(self.store, self.clock, workflows)
+        self.operator = Operator(self.store, self.clock, definitions)
         self._open = False
         self._background: asyncio.Task[None] | None = None
         self._ready = anyio.Event()
@@ -123,6 +125,7 @@ class WorkflowRunner:
 
     async def __aenter__(self) -> WorkflowRunner:
         await self.store.open()
+        await self._catalogue()
         if self.execute:
             await self.executor.__aenter__()
         self._open = True
@@ -143,6 +146,14 @@ class WorkflowRunner:
             if self._owns_store:
                 await self.store.close()
         return None
+
+    async def _catalogue(self) -> None:
+        """Put this workflow's version in the store's catalogue, and learn from it which
+        versions came before (runs never go back to an older version; see
+        `holon.runtime.definitions`)."""
+        workflow = self.workflow
+        catalogue = await ensure_entry(self.store, workflow, self.clock.now())
+        self.engine.definitions.set_order(workflow.name, version_order(catalogue, workflow.name))
 
     async def _started(self) -> None:
         """Start in the background when the caller did not use `async with`."""

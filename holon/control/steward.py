@@ -27,12 +27,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from pydantic import ValidationError as PydanticValidationError
-
 from holon._json import to_json_value
 from holon._naming import snake_case_aliases
 from holon.clock import Clock, SystemClock
-from holon.control.catalogue import WorkflowInfo, entry_for
+from holon.control.catalogue import WorkflowInfo, entries, entry_for, record_entry
 from holon.control.runner import WorkflowRunner
 from holon.definition.builder import Workflow
 from holon.definition.declarative import Compiled, compile_document
@@ -130,20 +128,7 @@ class Steward:
             document=compiled.document if compiled else None,
         )
         await self.store.open()
-        existing = next(
-            (i for i in await self._entries() if (i.name, i.version) == (info.name, info.version)),
-            None,
-        )
-        if existing is not None:
-            if existing.shape != info.shape:
-                raise WorkflowDefinitionError(
-                    f"workflow {info.name!r} version {info.version!r} is already registered "
-                    "with another graph or other schemas; a changed workflow needs a new "
-                    "version (leave `version=` out to get a fingerprint)",
-                    workflow=info.name,
-                )
-            info = info.model_copy(update={"registered_at": existing.registered_at})
-        await self.store.put_definition(info.name, info.version, info.stored())
+        info = await record_entry(self.store, info)
         self._workflows[(info.name, info.version)] = workflow
         logger.info("registered workflow %s version %s", info.name, info.version)
         return info
@@ -170,13 +155,7 @@ class Steward:
         )
 
     async def _entries(self) -> list[WorkflowInfo]:
-        entries = []
-        for document in await self.store.definitions():
-            try:
-                entries.append(WorkflowInfo.model_validate(document))
-            except PydanticValidationError as exc:
-                logger.warning("skipping a catalogue entry that does not parse: %s", exc)
-        return entries
+        return await entries(self.store)
 
     async def Versions(self, name: str) -> list[WorkflowInfo]:
         """Every registered version of `name`, oldest first."""
@@ -399,6 +378,10 @@ class _CatalogueRunner(WorkflowRunner):
     def __init__(self, info: WorkflowInfo, store: Store, **runner_kwargs: Any) -> None:
         super().__init__(_stand_in(info), store, execute=False, **runner_kwargs)
         self.info = info
+
+    async def _catalogue(self) -> None:
+        """Nothing to add: the workflow is known from its catalogue entry (its stand-in
+        has no code, and not the entry's shape)."""
 
     def _validate_input(self, value: Any) -> Any:
         value = to_json_value(value, what="input", run_id="(new)", step=None)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable
 from functools import partial
 from typing import Any
 
@@ -26,7 +26,6 @@ import anyio
 
 from holon._json import digest, to_json_value
 from holon.clock import Clock
-from holon.definition.builder import Workflow
 from holon.definition.directives import END, Next, Parallel, Wait
 from holon.definition.steps import StepSpec
 from holon.errors import (
@@ -40,6 +39,7 @@ from holon.errors import (
 from holon.runtime.attempts import Attempts
 from holon.runtime.compensation import Compensator
 from holon.runtime.context import Context
+from holon.runtime.definitions import Definitions
 from holon.runtime.execution import Execution, LeaseLost, next_step, unknown_step, wants
 from holon.runtime.fan_out import FanOut
 from holon.runtime.imperative import Imperative
@@ -72,19 +72,19 @@ logger = logging.getLogger("holon.engine")
 
 
 class Engine:
-    """Executes runs of the given workflows against one store."""
+    """Executes runs of the given definitions against one store."""
 
     def __init__(
         self,
         store: Store,
-        workflows: Mapping[str, Workflow],
+        definitions: Definitions,
         *,
         owner: str,
         lease_ttl: float,
         clock: Clock,
     ) -> None:
         self.store = store
-        self.workflows = workflows
+        self.definitions = definitions
         self.owner = owner
         self.lease_ttl = lease_ttl
         self.clock = clock
@@ -118,8 +118,8 @@ class Engine:
             raise
         if record is None:
             return
-        workflow = self.workflows.get(record.workflow)
-        if workflow is None:
+        workflow = self.definitions.pick(record)
+        if workflow is None:  # a version this process may not run: left to others
             await self.store.release_lease(grant.run_id, grant.token)
             return
         execution = Execution(

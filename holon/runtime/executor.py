@@ -174,12 +174,19 @@ class Executor:
         if group is None or not self._claiming or take == 0:
             return 0
         engine = self.engine
-        workflows = list(engine.workflows)
+        definitions = engine.definitions
+        workflows = definitions.names
+        versions = {name: definitions.claimable(name) for name in workflows}
         self._busy += take  # held while the claim is under way, so kicks keep the limit
         try:
             grants = await self._lease(
                 lambda: engine.store.claim(
-                    engine.owner, workflows, take, engine.lease_ttl, engine.clock.now()
+                    engine.owner,
+                    workflows,
+                    take,
+                    engine.lease_ttl,
+                    engine.clock.now(),
+                    versions=versions,
                 )
             )
         finally:

@@ -134,6 +134,7 @@ class Transitions:
         clear_control: bool = False,
         wake_at: float | None = None,
         wait_keys: list[str] | None = None,
+        version: str | None = None,
     ) -> Committed:
         """Write a checkpoint of `execution` made of these parts (see `Checkpoint`)."""
         checkpoint = Checkpoint(
@@ -146,6 +147,7 @@ class Transitions:
             release_lease=release,
             clear_control=clear_control,
             wait_keys=wait_keys,
+            version=version,
         )
         return await self.write(execution, checkpoint)
 

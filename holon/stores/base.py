@@ -16,7 +16,7 @@ Every operation is atomic. Stores hold JSON only: nothing is pickled.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
@@ -277,6 +277,12 @@ class RunRecord(_Record):
     def lease_live(self, now: float) -> bool:
         return self.lease is not None and self.lease.expires_at > now
 
+    @property
+    def current_version(self) -> str:
+        """The version of the definition the run runs on now: the one it started on,
+        or the newer one it moved to (`RunBody.version`)."""
+        return self.body.version or self.version
+
 
 class RunSummary(_Record):
     """One row of a listing."""
@@ -329,6 +335,10 @@ class Checkpoint:
     """Keys to index the run under while it waits (e.g. `event:order.paid`,
     `approver:alice`), replacing any it had; `[]` clears them; None leaves them as
     they are. `find_waiting(key)` reads this index."""
+    version: str | None = None
+    """The definition version the run moves to with this checkpoint (a newer one took
+    it over, `RunBody.version`); None: it stays on its version. Stores index runs waiting
+    for an executor by their current version, which `claim` filters on."""
 
 
 @dataclass(slots=True)
@@ -480,11 +490,22 @@ class Store(Protocol):
         body without reading it and dropping its lease. Other runs are untouched."""
 
     async def claim(
-        self, owner: str, workflows: Sequence[str], limit: int, ttl: float, now: float
+        self,
+        owner: str,
+        workflows: Sequence[str],
+        limit: int,
+        ttl: float,
+        now: float,
+        *,
+        versions: Mapping[str, Sequence[str]] | None = None,
     ) -> list[LeaseGrant]:
         """Lease up to `limit` runs of `workflows` that need an executor: queued runs,
         running runs whose lease expired, and waiting runs whose `wake_at` has passed
-        (those keep their status; the executor decides what the deadline means)."""
+        (those keep their status; the executor decides what the deadline means).
+
+        `versions` restricts a workflow named in it to runs whose current version
+        (`RunRecord.current_version`) is listed (an empty list: none of its runs); a
+        workflow not named there is claimed at any version."""
 
     async def timeline(
         self, run_id: str, after_seq: int = 0, limit: int | None = None

@@ -8,7 +8,7 @@ on SQLite or Redis. Nothing survives the process.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
@@ -60,6 +60,8 @@ class _Row:
     lease: Lease | None = None
     fence: int = 0
     wake_at: float | None = None
+    moved_to: str | None = None
+    """The version the run moved to (`Checkpoint.version`), if any."""
     wait_keys: list[str] = field(default_factory=list)
     events: list[_Event] = field(default_factory=list)
     """Timeline events as `(seq, kind, at, step, data as JSON)`, oldest first; made into
@@ -253,6 +255,8 @@ class MemoryStore:
             row.results[name] = _codec.dump(value)
         row.seq += 1
         row.wake_at = checkpoint.wake_at
+        if checkpoint.version is not None:
+            row.moved_to = checkpoint.version
         row.updated_at = checkpoint.at
         if checkpoint.release_lease:
             row.lease = None
@@ -302,15 +306,28 @@ class MemoryStore:
         self.signals.notify(run_id)
 
     async def claim(
-        self, owner: str, workflows: Sequence[str], limit: int, ttl: float, now: float
+        self,
+        owner: str,
+        workflows: Sequence[str],
+        limit: int,
+        ttl: float,
+        now: float,
+        *,
+        versions: Mapping[str, Sequence[str]] | None = None,
     ) -> list[LeaseGrant]:
         wanted = set(workflows)
+        only = {name: set(listed) for name, listed in (versions or {}).items()}
         grants: list[LeaseGrant] = []
         for run_id in self._order:
             if len(grants) >= limit:
                 break
             row = self._rows[run_id]
-            if row.workflow in wanted and self._claimable(row, now, timers=True):
+            if row.workflow not in wanted:
+                continue
+            allowed = only.get(row.workflow)
+            if allowed is not None and (row.moved_to or row.version) not in allowed:
+                continue
+            if self._claimable(row, now, timers=True):
                 grants.append(self._grant(row, owner, ttl, now))
         return grants
 

@@ -66,7 +66,7 @@ class RedisReads(RedisBase):
             return None
         record = _decode(run_id, fields, body, input_text, results)
         if self.cluster:
-            self._remember(run_id, record.workflow, record.created_at)
+            self._remember(run_id, record.workflow, record.current_version, record.created_at)
         return record
 
     async def run_progress(self, run_id: str) -> RunProgress | None:

@@ -11,7 +11,7 @@ plumbing (URL, schema, running statements without blocking the event loop) is in
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from holon.errors import RunNotFound, SeqConflict, StaleLease, StoreError
@@ -211,21 +211,27 @@ class SQLiteStore(SQLiteBase):
         self.signals.notify(run_id)
 
     async def claim(
-        self, owner: str, workflows: Sequence[str], limit: int, ttl: float, now: float
+        self,
+        owner: str,
+        workflows: Sequence[str],
+        limit: int,
+        ttl: float,
+        now: float,
+        *,
+        versions: Mapping[str, Sequence[str]] | None = None,
     ) -> list[LeaseGrant]:
         if not workflows or limit <= 0:
             return []
-        marks = ", ".join("?" * len(workflows))
+        which, which_params = _workflow_filter(workflows, versions or {})
 
         def claim(conn: sqlite3.Connection) -> list[LeaseGrant]:
             rows = conn.execute(
-                "SELECT run_id, status FROM holon_runs WHERE ns = ? "
-                f"AND workflow IN ({marks}) "
+                f"SELECT run_id, status FROM holon_runs WHERE ns = ? AND ({which}) "
                 "AND (lease_owner IS NULL OR lease_expires <= ?) "
                 "AND (status IN ('queued', 'running') "
                 "     OR (status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ?)) "
                 "ORDER BY created_at LIMIT ?",
-                (self.namespace, *workflows, now, now, limit),
+                (self.namespace, *which_params, now, now, limit),
             ).fetchall()
             return [self._grant(conn, run_id, status, owner, now + ttl) for run_id, status in rows]
 
@@ -275,6 +281,11 @@ class SQLiteStore(SQLiteBase):
             if row is None:
                 self._explain_refusal(conn, run_id, expected_seq, token)
             seq, event_seq, control = row
+            if checkpoint.version is not None:
+                conn.execute(
+                    "UPDATE holon_runs SET moved_to = ? WHERE ns = ? AND run_id = ?",
+                    (checkpoint.version, self.namespace, run_id),
+                )
             if checkpoint.results:
                 conn.executemany(
                     "INSERT OR REPLACE INTO holon_results (ns, run_id, name, value) "
@@ -459,3 +470,23 @@ class SQLiteStore(SQLiteBase):
             self.signals.notify(run_id)
         order = {run_id: i for i, run_id in enumerate(ids)}
         return sorted(deleted, key=order.__getitem__)
+
+
+def _workflow_filter(
+    workflows: Sequence[str], versions: Mapping[str, Sequence[str]]
+) -> tuple[str, list[str]]:
+    """The SQL condition (and its parameters) for runs of `workflows`, those named in
+    `versions` only on one of the versions listed there."""
+    any_version = [w for w in workflows if w not in versions]
+    conditions: list[str] = []
+    params: list[str] = []
+    if any_version:
+        conditions.append(f"workflow IN ({', '.join('?' * len(any_version))})")
+        params += any_version
+    for name in dict.fromkeys(w for w in workflows if w in versions):
+        listed = list(versions[name])
+        if listed:
+            marks = ", ".join("?" * len(listed))
+            conditions.append(f"(workflow = ? AND COALESCE(moved_to, version) IN ({marks}))")
+            params += [name, *listed]
+    return " OR ".join(conditions) or "0", params

@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS holon_runs (
     lease_expires REAL,
     fence INTEGER NOT NULL DEFAULT 0,
     wake_at REAL,
+    moved_to TEXT,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     PRIMARY KEY (ns, run_id)
@@ -100,6 +101,14 @@ COMMIT_SET = (
 )
 
 
+def _create_schema(conn: sqlite3.Connection) -> None:
+    """Make the tables, and add to an older file's the columns it lacks."""
+    conn.executescript(_SCHEMA)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(holon_runs)")}
+    if "moved_to" not in columns:  # files made before runs could move to a newer version
+        conn.execute("ALTER TABLE holon_runs ADD COLUMN moved_to TEXT")
+
+
 class SQLiteBase:
     """Connection, schema and statement running for `SQLiteStore`."""
 
@@ -150,7 +159,7 @@ class SQLiteBase:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {self.path!r}: {exc}") from None
         self._conn = conn
-        await self._run(lambda c: c.executescript(_SCHEMA))
+        await self._run(_create_schema)
 
     async def close(self) -> None:
         if self._conn is not None:
