@@ -64,6 +64,7 @@ from holon.runtime.waits import WaitInfo
 from holon.stores import MemoryStore, SQLiteStore, Store, open_store
 from holon.stores.base import RunRecord, RunStatus, RunSummary, TimelineEvent, WaitRecord
 from holon.worker.collector import configure_worker_gc
+from holon.worker.worker import Worker
 
 __version__ = "0.1.0"
 
@@ -124,6 +125,7 @@ __all__ = [
     "Workflow",
     "WorkflowDefinitionError",
     "WorkflowRunner",
+    "Worker",
     "DocumentError",
     "Steward",
     "WorkflowInfo",

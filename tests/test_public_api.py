@@ -57,6 +57,7 @@ def test_exports_are_pinned() -> None:
             "Workflow",
             "WorkflowDefinitionError",
             "WorkflowRunner",
+            "Worker",
             "DocumentError",
             "Steward",
             "WorkflowInfo",

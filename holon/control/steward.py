@@ -73,6 +73,12 @@ class Steward:
         self._agents: dict[str, Any] = {}
         self._tasks: dict[str, Callable[..., Any]] = {}
 
+    @property
+    def workflows(self) -> list[Workflow]:
+        """The workflow versions registered (or loaded) in this process, whose code is
+        here: what a `Worker` given this steward executes."""
+        return list(self._workflows.values())
+
     async def __aenter__(self) -> Steward:
         await self.store.open()
         return self

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from holon._naming import snake_case_aliases
 from holon.definition.directives import END, START, Marker
 from holon.definition.mermaid import flow_to_mermaid
-from holon.definition.policies import Retry, StepPolicy, check_policies
+from holon.definition.policies import Retry, StepPolicy, check_policies, runs_in_thread
 from holon.definition.steps import FlowPlan, StepFunction, StepSpec
 from holon.errors import WorkflowDefinitionError
 
@@ -171,6 +171,7 @@ class Workflow:
                 retry=policy.retry,
                 timeout=policy.timeout,
                 compensate=policy.compensate,
+                in_thread=runs_in_thread(policy.fn) if policy.thread is None else policy.thread,
             )
         known = set(specs) | {END.value}
         for spec in specs.values():

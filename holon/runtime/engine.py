@@ -36,7 +36,7 @@ from holon.errors import (
     StepOutputError,
     UnknownStepError,
 )
-from holon.runtime.attempts import Attempts
+from holon.runtime.attempts import Attempts, call_step
 from holon.runtime.compensation import Compensator
 from holon.runtime.context import Context
 from holon.runtime.definitions import Definitions
@@ -240,6 +240,8 @@ class Engine:
         if spec is None or execution.body.retry_at is not None:
             return self._step_with_policies(execution, name, started)
         ctx = execution.context(name)
+        if spec.in_thread:
+            return self._step_awaited(execution, spec, ctx, call_step(spec.fn, ctx, True), started)
         try:
             value = spec.fn(ctx)
         except Exception as exc:
@@ -258,7 +260,7 @@ class Engine:
         pending: Awaitable[Any],
         started: float,
     ) -> None:
-        """Finish a step whose function returned an awaitable."""
+        """Finish a step whose function returned an awaitable (or runs in a thread)."""
         try:
             value = await pending
         except Exception as exc:
@@ -282,6 +284,7 @@ class Engine:
             retry=spec.retry or workflow.default_retry,
             timeout=spec.timeout if spec.timeout is not None else workflow.default_timeout,
             durable=True,
+            in_thread=spec.in_thread,
         )
         if outcome.error is not None or outcome.ctx is None:
             failure = outcome.error or HolonError(f"step {name!r} did not run")

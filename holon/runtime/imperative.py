@@ -26,6 +26,7 @@ code between steps is not deterministic.
 from __future__ import annotations
 
 import contextvars
+import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
@@ -38,7 +39,7 @@ from pydantic import BaseModel
 from holon._json import digest, to_json_value
 from holon._naming import snake_case_aliases
 from holon.definition.directives import Wait, WaitCondition
-from holon.definition.policies import Retry, check_policies
+from holon.definition.policies import Retry, check_policies, runs_in_thread
 from holon.errors import HolonError, NonDeterminismError
 from holon.runtime.attempts import Attempts
 from holon.runtime.compensation import undo_reference
@@ -88,6 +89,8 @@ class TaskCall(Generic[T]):
     retry: Retry | None = None
     timeout: float | None = None
     undo: str | None = None
+    in_thread: bool = False
+    """Call `fn` in a worker thread (a synchronous `def` function)."""
     awaited: bool = field(default=False, init=False)
 
     def __await__(self) -> Generator[Any, None, T]:
@@ -186,7 +189,18 @@ class ExecuteContext(Generic[InputT, StateT]):
         undo = undo_reference(compensate) if compensate is not None else None
         position, step_name, occurrence = self._take_position(base)
         return TaskCall(
-            self, position, step_name, base, occurrence, fn, args, kwargs, retry, timeout, undo
+            self,
+            position,
+            step_name,
+            base,
+            occurrence,
+            fn,
+            args,
+            kwargs,
+            retry,
+            timeout,
+            undo,
+            in_thread=runs_in_thread(fn),
         )
 
     async def Step(
@@ -221,6 +235,7 @@ class ExecuteContext(Generic[InputT, StateT]):
             {},
             retry,
             timeout,
+            in_thread=callable(work) and runs_in_thread(work),
         )
         try:
             return await call
@@ -406,6 +421,7 @@ class Imperative:
             retry=call.retry or workflow.default_retry,
             timeout=call.timeout if call.timeout is not None else workflow.default_timeout,
             durable=False,
+            in_thread=False,  # `_invoke` puts the task's function in a thread itself
         )
         if outcome.error is not None:
             raise outcome.error
@@ -528,9 +544,15 @@ def _decision_value(condition: WaitCondition, decision: Any) -> Any:
 
 
 async def _invoke(call: TaskCall[Any], step_ctx: Context[Any, Any]) -> Any:
+    """Call the task's function as the step `step_ctx` describes (`current_step()` and
+    `ctx.IdempotencyKey` give it, in a worker thread too: anyio copies the context)."""
     token = _current_step.set(step_ctx)
     try:
-        value = call.fn(*call.args, **call.kwargs)
+        if call.in_thread:
+            task = functools.partial(call.fn, *call.args, **call.kwargs)
+            value = await anyio.to_thread.run_sync(task, abandon_on_cancel=True)
+        else:
+            value = call.fn(*call.args, **call.kwargs)
         if inspect.isawaitable(value):
             value = await value
         return value
