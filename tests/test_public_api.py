@@ -29,6 +29,7 @@ def test_exports_are_pinned() -> None:
             "Next",
             "NotAnApprover",
             "NotWaiting",
+            "PoisonRun",
             "Parallel",
             "RunFailed",
             "RunHandle",

@@ -31,6 +31,7 @@ from holon.definition.steps import StepSpec
 from holon.errors import (
     CorruptRecord,
     HolonError,
+    PoisonRun,
     SeqConflict,
     StaleLease,
     StepOutputError,
@@ -82,8 +83,13 @@ class Engine:
         owner: str,
         lease_ttl: float,
         clock: Clock,
+        poison_after: int = 5,
     ) -> None:
+        if poison_after < 1:
+            raise ValueError(f"poison_after must be at least 1, got {poison_after}")
         self.store = store
+        self.poison_after = poison_after
+        """Executors that may die in a row in one step of a run before it fails."""
         self.definitions = definitions
         self.owner = owner
         self.lease_ttl = lease_ttl
@@ -213,15 +219,26 @@ class Engine:
     async def _recovered(self, execution: Execution) -> None:
         """Record that this executor took over a run whose previous one died mid-step:
         the step at the cursor starts a new attempt (a crash during a backoff
-        interrupted no attempt, so the count stays)."""
+        interrupted no attempt, so the count stays). When as many executors as
+        `poison_after` died in a row in this step, the run fails as poison instead."""
         body = execution.body
+        step = step_of(body)
+        deaths = body.deaths + 1
+        if deaths >= self.poison_after:
+            error = PoisonRun(
+                f"poison: executor died {deaths} times in {step}",
+                deaths=deaths,
+                run_id=execution.run_id,
+                step=step,
+            )
+            await self.transitions.fail(execution, step, error)
+            return
         attempt = body.attempt if body.retry_at is not None else body.attempt + 1
         event = self.transitions.event(
-            "recovered", step_of(body), attempt=attempt, owner=self.owner
+            "recovered", step, attempt=attempt, owner=self.owner, deaths=deaths
         )
-        await self.transitions.commit(
-            execution, RunStatus.RUNNING, evolve(body, {"attempt": attempt}), events=[event]
-        )
+        recovered = evolve(body, {"attempt": attempt, "deaths": deaths})
+        await self.transitions.commit(execution, RunStatus.RUNNING, recovered, events=[event])
 
     def _step(self, execution: Execution, name: str) -> Awaitable[Committed | None]:
         """Run step `name` and return what finishes it, to be awaited.
@@ -358,6 +375,8 @@ class Engine:
         if ctx.state_patch or ctx.log_entries:
             transitions.step_events(events, name, ctx, at=now)
         update: dict[str, Any] = {"state": state, "counts": counts, "attempt": 1, "retry_at": None}
+        if body.deaths:
+            update["deaths"] = 0  # this executor lived through the step
         if spec.compensate is not None:
             compensation = Compensation(
                 step=name, idempotency_key=ctx.IdempotencyKey, output=output

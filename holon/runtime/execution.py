@@ -3,6 +3,7 @@ runtime shares: idempotency keys, step names, the step a directive leads to."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,6 +27,9 @@ __all__ = [
     "wants",
 ]
 
+
+_log = logging.getLogger("holon.runs")
+"""A line per change of a run's status (info), and per checkpoint (debug)."""
 
 EXECUTE_STEP = "__execute__"
 """The cursor of an `.Execute()` run: its function, replayed from the top."""
@@ -157,6 +161,17 @@ class Execution:
         execution and makes the record at once.
         """
         status, body, results, release = self._expected
+        if status is not self.status:
+            _log.info("run %s (%s): %s -> %s", self.run_id, self.workflow.name, self.status, status)
+        elif _log.isEnabledFor(logging.DEBUG):
+            cursor = body.cursor
+            _log.debug(
+                "run %s (%s): checkpoint %d, next %s",
+                self.run_id,
+                self.workflow.name,
+                committed.seq,
+                cursor.step if cursor else None,
+            )
         control = committed.control
         self.control = control
         if release:
@@ -244,7 +259,8 @@ class Execution:
             self.step_scope.cancel()
 
     def lose_lease(self) -> None:
-        """Another executor owns the run now: cancel the step, write nothing more."""
+        """Another executor owns the run now, or this one lets go of it (it stops at
+        once): cancel the step, write nothing more."""
         self.lease_lost = True
         if self.step_scope is not None:
             self.step_scope.cancel()

@@ -96,22 +96,41 @@ class Executor:
 
     async def drain(self, deadline: float) -> int:
         """Stop claiming, let each run finish its step in flight and hand it back, for at
-        most `deadline` seconds; then cancel what is left. Returns how many runs were
-        still executing at the deadline."""
-        self._claiming = False
-        self.engine.drain()
+        most `deadline` seconds; then let go of what is left (`let_go`). Returns how
+        many runs were still executing at the deadline."""
+        self.stop_claiming()
         with anyio.move_on_after(deadline):
-            while self.engine.executions:
-                freed, self._freed = self._freed, anyio.Event()
-                await freed.wait()
+            await self._until_idle()
         left = len(self.engine.executions)
         if left:
             logger.warning(
-                "%d runs still executing after the %.1f s drain deadline; cancelling them",
+                "%d runs still executing after the %.1f s drain deadline; letting them go",
                 left,
                 deadline,
             )
+            await self.let_go()
         return left
+
+    def stop_claiming(self) -> None:
+        """Claim no more runs, and hand each run executing here back to the store at its
+        next step boundary (the start of a drain, without waiting for it)."""
+        self._claiming = False
+        self.engine.drain()
+
+    async def let_go(self) -> None:
+        """Stop claiming and cancel every step under way here at once; their runs' leases
+        are let go, so that another executor takes them over now (and runs the
+        interrupted steps again, with the same idempotency keys)."""
+        self._claiming = False
+        for execution in list(self.engine.executions.values()):
+            execution.lose_lease()
+        await self._until_idle()
+
+    async def _until_idle(self) -> None:
+        while self.engine.executions:
+            freed = self._freed
+            if self.engine.executions:
+                await freed.wait()
 
     # -- finding work -------------------------------------------------------------------
 

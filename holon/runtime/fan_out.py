@@ -184,6 +184,7 @@ class FanOut:
                 "counts": counts,
                 "cursor": next_cursor,
                 "attempt": attempt,
+                "deaths": 0,
                 "compensations": body.compensations
                 if compensate is None
                 else [

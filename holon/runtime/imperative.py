@@ -511,7 +511,7 @@ class Imperative:
     ) -> None:
         transitions = self.transitions
         body = execution.body
-        update: dict[str, Any] = {"state": ctx.State.as_dict(), "attempt": 1}
+        update: dict[str, Any] = {"state": ctx.State.as_dict(), "attempt": 1, "deaths": 0}
         if compensation is not None:
             update["compensations"] = [*body.compensations, compensation]
         if status == RunStatus.COMPLETED:

@@ -216,6 +216,9 @@ class RunBody(_Record):
     """Completed occurrences per step, for idempotency keys of steps that run again."""
     attempt: int = 1
     """Attempt number of the step at the cursor (a crash mid-step adds one)."""
+    deaths: int = 0
+    """Executors that died in a row in the step at the cursor (taken over with no
+    checkpoint in between); past the worker's limit the run fails as poison."""
     wait: WaitRecord | None = None
     decision: Any = None
     """The decision that closed the last wait; the next step reads it as `ctx.Decision`."""

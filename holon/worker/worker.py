@@ -63,6 +63,8 @@ class Worker:
             worker that died waits before another takes it over.
         poll_interval: seconds between looks for runs that need an executor.
         drain_deadline: seconds a stopping worker lets running steps finish.
+        poison_after: executors that may die in a row in one step of a run (a step that
+            crashes its process) before the run ends `failed` as poison (`PoisonRun`).
         clock: where time comes from (tests pass a `ManualClock`).
     """
 
@@ -76,6 +78,7 @@ class Worker:
         lease_ttl: float = 10.0,
         poll_interval: float | None = None,
         drain_deadline: float = 30.0,
+        poison_after: int = 5,
         clock: Clock | None = None,
     ) -> None:
         served = _served(workflows)
@@ -90,7 +93,12 @@ class Worker:
         self.lease_ttl = lease_ttl
         self.drain_deadline = drain_deadline
         engine = Engine(
-            self.store, self.definitions, owner=self.name, lease_ttl=lease_ttl, clock=self.clock
+            self.store,
+            self.definitions,
+            owner=self.name,
+            lease_ttl=lease_ttl,
+            clock=self.clock,
+            poison_after=poison_after,
         )
         self.executor = Executor(
             engine,
@@ -99,6 +107,10 @@ class Worker:
         )
         self._stop = anyio.Event()
         self._stopped = anyio.Event()
+        self._drain_scope: anyio.CancelScope | None = None
+        self._stop_now = False
+        self._draining = False
+        self._drained = anyio.Event()
 
     def __repr__(self) -> str:
         return f"Worker({self.name!r}, {self.definitions!r})"
@@ -134,8 +146,14 @@ class Worker:
     ) -> None:
         try:
             if self.executor.running:
+                cancelled = exc_type is not None and issubclass(
+                    exc_type, anyio.get_cancelled_exc_class()
+                )
+                if cancelled:
+                    self._stop_now = True  # cancelled from outside: no drain
                 with anyio.CancelScope(shield=True):
                     await self._drain()
+                await self.executor.__aexit__(None, None, None)
         finally:
             if self._owns_store:
                 await self.store.close()
@@ -152,8 +170,22 @@ class Worker:
             self.definitions.set_order(name, version_order(catalogue, name))
 
     async def _drain(self) -> None:
-        left = await self.executor.drain(self.drain_deadline)
-        await self.executor.__aexit__(None, None, None)
+        """Hand the runs back (or let them go, when stopping at once); once, whoever
+        asks first (`run()` or leaving `async with`), the other waits for it."""
+        if self._draining:
+            await self._drained.wait()
+            return
+        self._draining = True
+        left = len(self.executor.engine.executions)
+        if self._stop_now:
+            await self.executor.let_go()
+        else:
+            with anyio.CancelScope() as self._drain_scope:
+                left = await self.executor.drain(self.drain_deadline)
+            if self._drain_scope.cancel_called:  # stop(now=True) while draining
+                left = len(self.executor.engine.executions)
+                await self.executor.let_go()
+        self._drained.set()
         logger.info(
             "worker %s stopped%s",
             self.name,
@@ -166,12 +198,20 @@ class Worker:
         if not self.executor.running:
             raise HolonError("use `async with Worker(...) as worker:` before worker.run()")
         await self._stop.wait()
-        if self.executor.running:
-            await self._drain()
+        await self._drain()
 
-    def stop(self) -> None:
+    def stop(self, *, now: bool = False) -> None:
         """Ask the worker to stop: it stops claiming, and its runs go back to the store
-        as their steps finish (see the module docstring). `run()` returns once done."""
+        as their steps finish (see the module docstring). `run()` returns once done.
+
+        With `now`, it does not wait for steps to finish: they are cancelled, and their
+        runs taken over at once by another worker (which runs the step again)."""
+        if now:
+            self._stop_now = True
+            if self._drain_scope is not None:
+                self._drain_scope.cancel()
+        if self.executor.running:
+            self.executor.stop_claiming()
         self._stop.set()
 
     async def stopped(self) -> None:
