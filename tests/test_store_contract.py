@@ -495,3 +495,18 @@ async def test_run_progress_reads_status_and_sequences_only(store: Store) -> Non
     progress = await store.run_progress("r1")
     assert progress is not None
     assert (progress.status, progress.seq, progress.event_seq) == (RunStatus.RUNNING, 1, 3)
+
+
+async def test_the_list_of_live_executors(store: Store) -> None:
+    await store.put_worker("w1", {"claims": {"wf": ["v1"]}, "pid": 1}, NOW + 10)
+    await store.put_worker("w2", {"claims": {"wf": ["v2"]}}, NOW + 5)
+    assert [w["name"] for w in await store.workers(NOW)] == ["w1", "w2"]
+    (w1,) = [w for w in await store.workers(NOW) if w["name"] == "w1"]
+    assert w1 == {"claims": {"wf": ["v1"]}, "pid": 1, "name": "w1", "expires_at": NOW + 10}
+    assert [w["name"] for w in await store.workers(NOW + 6)] == ["w1"]  # w2 fell silent
+    await store.put_worker("w2", {"claims": {}}, NOW + 20)  # back
+    await store.put_worker("w1", {"claims": {}}, NOW + 30)  # said again: lives longer
+    assert [w["name"] for w in await store.workers(NOW + 15)] == ["w1", "w2"]
+    await store.remove_worker("w1")
+    await store.remove_worker("nobody")
+    assert [w["name"] for w in await store.workers(NOW + 15)] == ["w2"]

@@ -355,23 +355,42 @@ async def test_a_new_execute_version_leaves_old_runs_to_the_old_code(store: Stor
     v1 = Workflow("job").Execute(v1_body)
     v2 = Workflow("job").Execute(v2_body)
     (run_id,) = await queue(v1, store)
-    async with Worker(v1, store, poll_interval=0.01, name="v1") as worker:
-        async with anyio.create_task_group() as group:
-            group.start_soon(worker.run)
-            with anyio.fail_after(10):
-                while not (await store.timeline(run_id))[-1].kind == "step_completed":
-                    await anyio.sleep(0.01)  # sleep-ok: polling the store
-            worker.stop(now=True)  # the v1 worker goes away mid-run
-    async with Worker(v2, store, poll_interval=0.01, name="v2"):
+    async with (
+        Worker(v1, store, poll_interval=0.01, name="v1") as worker,
+        anyio.create_task_group() as group,
+    ):
+        group.start_soon(worker.run)
+        with anyio.fail_after(10):
+            while (await store.timeline(run_id))[-1].kind != "step_completed":
+                await anyio.sleep(0.01)  # sleep-ok: polling the store
+        worker.stop(now=True)  # the v1 worker goes away mid-run
+    async with Worker(v2, store, poll_interval=0.01, name="v2", version_grace=0.3):
         for _ in range(5):  # v2 may not take it: it never declared it could
             await anyio.sleep(0.02)  # sleep-ok: time for claims that must not happen
         record = await store.load_run(run_id)
         assert record is not None and record.status == RunStatus.RUNNING
         assert record.lease is None and ran == []
+        # No live worker executes version 1: past the grace period it is paused.
+        paused = await until_status(store, run_id, RunStatus.PAUSED)
+        assert paused.body.needs_version == v1.version
+        event = (await store.timeline(run_id))[-1]
+        assert event.kind == "paused"
+        assert event.data == {"by": "v2", "reason": f"needs version {v1.version}"}
     gate.set()
-    async with Worker(v1, store, poll_interval=0.01, name="v1 again"):
+    async with Worker(v1, store, poll_interval=0.01, name="v1 again"):  # resumes it
         assert await results(v1, store, [run_id]) == ["v1"]
     assert ran == ["v1"]
+    kinds = [e.kind for e in await store.timeline(run_id)]
+    assert kinds.count("resumed") == 1 and kinds[-1] == "completed"
+
+
+async def until_status(store: Store, run_id: str, status: RunStatus) -> RunRecord:
+    with anyio.fail_after(10):
+        while True:
+            record = await store.load_run(run_id)
+            if record is not None and record.status == status:
+                return record
+            await anyio.sleep(0.02)  # sleep-ok: polling the store for another's write
 
 
 async def test_poison_after_is_checked() -> None:

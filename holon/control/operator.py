@@ -170,7 +170,7 @@ class Operator:
                     run_id=run_id,
                 )
             body = current.body
-            update: dict[str, Any] = {"paused_from": None}
+            update: dict[str, Any] = {"paused_from": None, "needs_version": None}
             if goto is not None:
                 if workflow is not None and (goto not in workflow.steps or goto == START.value):
                     known = sorted(n for n in workflow.steps if n != START.value)

@@ -18,8 +18,11 @@ and the executor that takes them over records `recovered` and runs the step agai
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Awaitable, Callable
 from types import TracebackType
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -60,6 +63,7 @@ class Executor:
         self._busy = 0
         """Runs being acquired or executed here: what `concurrency` limits."""
         self._freed = anyio.Event()
+        self.started_at = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -68,8 +72,11 @@ class Executor:
         await group.__aenter__()
         self._group = group
         self._claiming = True
+        self.started_at = self.engine.clock.now()
+        await self._announce()
         group.start_soon(self._claim_forever)
         group.start_soon(self.engine.leases.renew_forever)
+        group.start_soon(self._announce_forever)
         return self
 
     async def __aexit__(
@@ -83,6 +90,11 @@ class Executor:
         if group is not None:
             group.cancel_scope.cancel()
             await group.__aexit__(None, None, None)
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.engine.store.remove_worker(self.engine.owner)
+                except Exception:
+                    logger.warning("could not take %s off the list of executors", self.engine.owner)
 
     @property
     def running(self) -> bool:
@@ -131,6 +143,38 @@ class Executor:
             freed = self._freed
             if self.engine.executions:
                 await freed.wait()
+
+    # -- the list of live executors -----------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        """What the store's list of live executors says of this one: which versions of
+        which workflows it executes (`claims`: the versions whose runs it may take)."""
+        definitions = self.engine.definitions
+        return {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "concurrency": self.concurrency,
+            "running": len(self.engine.executions),
+            "claiming": self._claiming,
+            "serves": {n: [w.version for w in definitions.versions(n)] for n in definitions.names},
+            "claims": {n: definitions.claimable(n) for n in definitions.names},
+        }
+
+    async def _announce(self) -> None:
+        engine = self.engine
+        expires_at = engine.clock.now() + engine.lease_ttl
+        await engine.store.put_worker(engine.owner, self.describe(), expires_at)
+
+    async def _announce_forever(self) -> None:
+        """Stay on the store's list of live executors (as leases are kept: said again
+        every third of the lease time, gone a lease time after the last)."""
+        while True:
+            await self.engine.clock.sleep(self.engine.lease_ttl / 3)
+            try:
+                await self._announce()
+            except Exception as exc:
+                logger.warning("could not say %s is alive: %s", self.engine.owner, exc)
 
     # -- finding work -------------------------------------------------------------------
 

@@ -224,6 +224,9 @@ class RunBody(_Record):
     """The decision that closed the last wait; the next step reads it as `ctx.Decision`."""
     paused_from: RunStatus | None = None
     """The status a paused run returns to on `Resume()` (`waiting` when paused mid-wait)."""
+    needs_version: str | None = None
+    """Set on a run paused because no live worker could execute its version for longer
+    than the grace period: a worker that can resumes it."""
     output: Any = None
     error: ErrorInfo | None = None
     version: str | None = None
@@ -526,6 +529,17 @@ class Store(Protocol):
 
     async def definitions(self) -> list[dict[str, Any]]:
         """Every stored definition document."""
+
+    async def put_worker(self, name: str, info: dict[str, Any], expires_at: float) -> None:
+        """Say that executor `name` is alive until `expires_at`, described by `info` (JSON:
+        what it serves, where it runs); said again before then to stay alive."""
+
+    async def workers(self, now: float) -> list[dict[str, Any]]:
+        """The `info` of every executor alive at `now` (with `name` and `expires_at`
+        added), by name; the others are forgotten."""
+
+    async def remove_worker(self, name: str) -> None:
+        """Forget executor `name` (it stopped)."""
 
     async def count_runs(self, *, workflow: str | None = None) -> dict[RunStatus, int]:
         """How many runs there are in each status (statuses with none are left out),

@@ -89,6 +89,7 @@ class MemoryStore:
         self._order: list[str] = []
         self._definitions: dict[tuple[str, str], dict[str, Any]] = {}
         self._waiting: dict[str, set[str]] = {}
+        self._workers: dict[str, dict[str, Any]] = {}
 
     async def open(self) -> None:
         pass
@@ -356,6 +357,18 @@ class MemoryStore:
 
     async def definitions(self) -> list[dict[str, Any]]:
         return list(self._definitions.values())
+
+    async def put_worker(self, name: str, info: dict[str, Any], expires_at: float) -> None:
+        entry = _codec.load(_codec.dump(info), run_id="-", what="worker")
+        self._workers[name] = {**entry, "name": name, "expires_at": expires_at}
+
+    async def workers(self, now: float) -> list[dict[str, Any]]:
+        for name in [n for n, w in self._workers.items() if w["expires_at"] <= now]:
+            del self._workers[name]
+        return [dict(self._workers[name]) for name in sorted(self._workers)]
+
+    async def remove_worker(self, name: str) -> None:
+        self._workers.pop(name, None)
 
     async def count_runs(self, *, workflow: str | None = None) -> dict[RunStatus, int]:
         counts: dict[RunStatus, int] = {}

@@ -178,6 +178,11 @@ class RedisBase:
         return f"{self.key_prefix}workflows"
 
     @property
+    def _workers_key(self) -> str:
+        """The hash of live executors: name -> JSON of their info and expiry."""
+        return f"{self.key_prefix}workers"
+
+    @property
     def _definitions_key(self) -> str:
         return f"{self.key_prefix}definitions"
 

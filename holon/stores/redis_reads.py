@@ -256,6 +256,39 @@ class RedisReads(RedisBase):
         except RedisError as exc:
             raise self._describe(exc, self._definitions_key) from None
 
+    async def put_worker(self, name: str, info: dict[str, Any], expires_at: float) -> None:
+        """Say that executor `name` is alive until `expires_at` (one hash of workers)."""
+        entry = _codec.dump({"info": info, "expires_at": expires_at})
+        try:
+            await self._client.hset(self._workers_key, name, entry)
+        except RedisError as exc:
+            raise self._describe(exc, self._workers_key) from None
+
+    async def workers(self, now: float) -> list[dict[str, Any]]:
+        """The executors alive at `now`; the others are forgotten."""
+        try:
+            stored: dict[str, str] = await self._client.hgetall(self._workers_key)
+        except RedisError as exc:
+            raise self._describe(exc, self._workers_key) from None
+        alive: list[dict[str, Any]] = []
+        gone: list[str] = []
+        for name in sorted(stored):
+            entry = _codec.load(stored[name], run_id="-", what=f"worker {name}")
+            if not isinstance(entry, dict) or float(entry.get("expires_at", 0)) <= now:
+                gone.append(name)
+                continue
+            alive.append({**entry["info"], "name": name, "expires_at": entry["expires_at"]})
+        if gone:
+            await self._client.hdel(self._workers_key, *gone)
+        return alive
+
+    async def remove_worker(self, name: str) -> None:
+        """Forget executor `name`."""
+        try:
+            await self._client.hdel(self._workers_key, name)
+        except RedisError as exc:
+            raise self._describe(exc, self._workers_key) from None
+
     async def definitions(self) -> list[dict[str, Any]]:
         """Every stored definition document, by name then version."""
         try:

@@ -415,6 +415,41 @@ class SQLiteStore(SQLiteBase):
             )
         )
 
+    async def put_worker(self, name: str, info: dict[str, Any], expires_at: float) -> None:
+        text = _codec.dump(info)
+        await self._run(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO holon_workers (ns, name, info, expires_at) "
+                "VALUES (?, ?, ?, ?)",
+                (self.namespace, name, text, expires_at),
+            )
+        )
+
+    async def workers(self, now: float) -> list[dict[str, Any]]:
+        def live(conn: sqlite3.Connection) -> list[tuple[str, str, float]]:
+            conn.execute(
+                "DELETE FROM holon_workers WHERE ns = ? AND expires_at <= ?",
+                (self.namespace, now),
+            )
+            rows: list[tuple[str, str, float]] = conn.execute(
+                "SELECT name, info, expires_at FROM holon_workers WHERE ns = ? ORDER BY name",
+                (self.namespace,),
+            ).fetchall()
+            return rows
+
+        rows = await self._run(lambda c: self._write(c, lambda: live(c)))
+        return [
+            {**_codec.load(info, run_id="-", what=f"worker {name}"), "name": name, "expires_at": at}
+            for name, info, at in rows
+        ]
+
+    async def remove_worker(self, name: str) -> None:
+        await self._run(
+            lambda c: c.execute(
+                "DELETE FROM holon_workers WHERE ns = ? AND name = ?", (self.namespace, name)
+            )
+        )
+
     async def definitions(self) -> list[dict[str, Any]]:
         rows = await self._run(
             lambda c: c.execute(

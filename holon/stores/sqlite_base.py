@@ -78,6 +78,13 @@ CREATE TABLE IF NOT EXISTS holon_waiting (
     PRIMARY KEY (ns, key, run_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS holon_waiting_by_run ON holon_waiting (ns, run_id);
+CREATE TABLE IF NOT EXISTS holon_workers (
+    ns TEXT NOT NULL,
+    name TEXT NOT NULL,
+    info TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (ns, name)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS holon_definitions (
     ns TEXT NOT NULL,
     name TEXT NOT NULL,

@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from types import TracebackType
 
 import anyio
+from anyio.abc import TaskGroup
 
 from holon._naming import snake_case_aliases
 from holon.clock import Clock, SystemClock
@@ -41,6 +42,7 @@ from holon.runtime.engine import Engine
 from holon.runtime.executor import Executor
 from holon.stores import open_store
 from holon.stores.base import Store
+from holon.worker.unserved import pause_unserved, resume_served
 
 __all__ = ["Worker"]
 
@@ -65,6 +67,9 @@ class Worker:
         drain_deadline: seconds a stopping worker lets running steps finish.
         poison_after: executors that may die in a row in one step of a run (a step that
             crashes its process) before the run ends `failed` as poison (`PoisonRun`).
+        version_grace: seconds a run may wait for a worker that executes its version
+            before it is paused (`needs version <v>`); a worker that can resumes it
+            (`holon.worker.unserved`).
         clock: where time comes from (tests pass a `ManualClock`).
     """
 
@@ -79,6 +84,7 @@ class Worker:
         poll_interval: float | None = None,
         drain_deadline: float = 30.0,
         poison_after: int = 5,
+        version_grace: float = 300.0,
         clock: Clock | None = None,
     ) -> None:
         served = _served(workflows)
@@ -86,6 +92,9 @@ class Worker:
             raise ValueError(f"lease_ttl must be positive, got {lease_ttl}")
         if drain_deadline < 0:
             raise ValueError(f"drain_deadline must be 0 or more seconds, got {drain_deadline}")
+        if version_grace <= 0:
+            raise ValueError(f"version_grace must be positive, got {version_grace}")
+        self.version_grace = version_grace
         self.definitions = Definitions(served)
         self.store, self._owns_store = _pick_store(workflows, served, store)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -111,6 +120,7 @@ class Worker:
         self._stop_now = False
         self._draining = False
         self._drained = anyio.Event()
+        self._group: TaskGroup | None = None
 
     def __repr__(self) -> str:
         return f"Worker({self.name!r}, {self.definitions!r})"
@@ -122,10 +132,17 @@ class Worker:
         try:
             await self._catalogue()
             await self.executor.__aenter__()
+            await resume_served(self.store, self.clock, self.definitions, by=self.name)
         except BaseException:
+            if self.executor.running:
+                await self.executor.__aexit__(None, None, None)
             if self._owns_store:
                 await self.store.close()
             raise
+        group = anyio.create_task_group()
+        await group.__aenter__()
+        self._group = group
+        group.start_soon(self._look_after_versions)
         logger.info(
             "worker %s serving %s on %s",
             self.name,
@@ -144,6 +161,10 @@ class Worker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        group, self._group = self._group, None
+        if group is not None:
+            group.cancel_scope.cancel()
+            await group.__aexit__(None, None, None)
         try:
             if self.executor.running:
                 cancelled = exc_type is not None and issubclass(
@@ -168,6 +189,20 @@ class Worker:
                 catalogue = await ensure_entry(self.store, workflow, self.clock.now())
         for name in self.definitions.names:
             self.definitions.set_order(name, version_order(catalogue, name))
+
+    async def _look_after_versions(self) -> None:
+        """Now and then: pause the runs no live worker may execute (after the grace
+        period) and resume those paused for a version this worker executes."""
+        interval = min(60.0, max(self.executor.poll_interval, self.version_grace / 4))
+        while True:
+            await self.clock.sleep(interval)
+            if not self.ready:
+                continue
+            try:
+                await pause_unserved(self.store, self.clock, self.version_grace, by=self.name)
+                await resume_served(self.store, self.clock, self.definitions, by=self.name)
+            except Exception:
+                logger.exception("looking for runs no worker executes failed; trying again")
 
     async def _drain(self) -> None:
         """Hand the runs back (or let them go, when stopping at once); once, whoever
