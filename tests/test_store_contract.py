@@ -510,3 +510,33 @@ async def test_the_list_of_live_executors(store: Store) -> None:
     await store.remove_worker("w1")
     await store.remove_worker("nobody")
     assert [w["name"] for w in await store.workers(NOW + 15)] == ["w2"]
+
+
+async def test_schedules_are_kept_replaced_and_forgotten(store: Store) -> None:
+    assert await store.schedules() == []
+    await store.put_schedule("nightly", {"name": "nightly", "cron": "0 2 * * *"})
+    await store.put_schedule("hourly", {"name": "hourly", "every": 3600.0})
+    await store.put_schedule("nightly", {"name": "nightly", "cron": "0 3 * * *", "paused": True})
+    assert await store.schedules() == [
+        {"name": "hourly", "every": 3600.0},
+        {"name": "nightly", "cron": "0 3 * * *", "paused": True},
+    ]
+    assert await store.delete_schedule("hourly") is True
+    assert await store.delete_schedule("hourly") is False
+    assert [s["name"] for s in await store.schedules()] == ["nightly"]
+
+
+async def test_a_schedule_is_patched_field_by_field(store: Store) -> None:
+    await store.put_schedule("s", {"name": "s", "paused": False, "last_tick": None, "n": 1.5})
+    assert await store.patch_schedule("s", {"paused": True}) is True
+    assert await store.patch_schedule("s", {"last_tick": 1_000.25, "last_run": "r"}) is True
+    assert await store.schedules() == [
+        {"name": "s", "paused": True, "last_tick": 1_000.25, "n": 1.5, "last_run": "r"}
+    ]
+    assert await store.patch_schedule("s", {"n": None}) is True
+    assert "n" not in (await store.schedules())[0]  # None removes a field
+    assert await store.patch_schedule("s", {"n": 1.5}) is True
+    assert await store.patch_schedule("missing", {"paused": True}) is False
+    assert await store.schedules() == [
+        {"name": "s", "paused": True, "last_tick": 1_000.25, "n": 1.5, "last_run": "r"}
+    ]

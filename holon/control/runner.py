@@ -256,6 +256,11 @@ class WorkflowRunner:
             self.kick(stored.run_id)
         return RunHandle(self, stored.run_id)
 
+    def validate_input(self, value: Any) -> Any:
+        """`value` as a run of this workflow would store it (its JSON form);
+        `InputValidationError` when it does not match the Input model."""
+        return self._validate_input(value)
+
     def _validate_input(self, value: Any) -> Any:
         model = self.workflow.input_model
         if model is None:

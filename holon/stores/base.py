@@ -541,6 +541,21 @@ class Store(Protocol):
     async def remove_worker(self, name: str) -> None:
         """Forget executor `name` (it stopped)."""
 
+    async def put_schedule(self, name: str, document: dict[str, Any]) -> None:
+        """Keep schedule `name` (what starts runs of a workflow on a timetable); the
+        same name again replaces it."""
+
+    async def schedules(self) -> list[dict[str, Any]]:
+        """Every schedule kept, by name."""
+
+    async def delete_schedule(self, name: str) -> bool:
+        """Forget schedule `name`; False when there was none."""
+
+    async def patch_schedule(self, name: str, changes: dict[str, Any]) -> bool:
+        """Set some fields of schedule `name`'s document, atomically (an operator's pause
+        and a worker's note of the tick it handled never undo each other); a field set to
+        None is removed (a JSON merge patch). False when there is no such schedule."""
+
     async def count_runs(self, *, workflow: str | None = None) -> dict[RunStatus, int]:
         """How many runs there are in each status (statuses with none are left out),
         of one workflow or of all."""

@@ -90,6 +90,7 @@ class MemoryStore:
         self._definitions: dict[tuple[str, str], dict[str, Any]] = {}
         self._waiting: dict[str, set[str]] = {}
         self._workers: dict[str, dict[str, Any]] = {}
+        self._schedules: dict[str, str] = {}
 
     async def open(self) -> None:
         pass
@@ -369,6 +370,27 @@ class MemoryStore:
 
     async def remove_worker(self, name: str) -> None:
         self._workers.pop(name, None)
+
+    async def put_schedule(self, name: str, document: dict[str, Any]) -> None:
+        self._schedules[name] = _codec.dump(document)
+
+    async def schedules(self) -> list[dict[str, Any]]:
+        return [
+            _codec.load(self._schedules[name], run_id="-", what=f"schedule {name}")
+            for name in sorted(self._schedules)
+        ]
+
+    async def delete_schedule(self, name: str) -> bool:
+        return self._schedules.pop(name, None) is not None
+
+    async def patch_schedule(self, name: str, changes: dict[str, Any]) -> bool:
+        stored = self._schedules.get(name)
+        if stored is None:
+            return False
+        document = _codec.load(stored, run_id="-", what=f"schedule {name}")
+        merged = {**document, **changes}
+        self._schedules[name] = _codec.dump({k: v for k, v in merged.items() if v is not None})
+        return True
 
     async def count_runs(self, *, workflow: str | None = None) -> dict[RunStatus, int]:
         counts: dict[RunStatus, int] = {}

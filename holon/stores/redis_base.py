@@ -178,6 +178,15 @@ class RedisBase:
         return f"{self.key_prefix}workflows"
 
     @property
+    def _schedules_key(self) -> str:
+        """The set of the names of the schedules kept."""
+        return f"{self.key_prefix}schedules"
+
+    def _schedule_key(self, name: str) -> str:
+        """A schedule: a hash of its fields, JSON each."""
+        return f"{self.key_prefix}schedule:{{{_tag(name)}}}"
+
+    @property
     def _workers_key(self) -> str:
         """The hash of live executors: name -> JSON of their info and expiry."""
         return f"{self.key_prefix}workers"

@@ -415,6 +415,47 @@ class SQLiteStore(SQLiteBase):
             )
         )
 
+    async def put_schedule(self, name: str, document: dict[str, Any]) -> None:
+        text = _codec.dump(document)
+        await self._run(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO holon_schedules (ns, name, document) VALUES (?, ?, ?)",
+                (self.namespace, name, text),
+            )
+        )
+
+    async def schedules(self) -> list[dict[str, Any]]:
+        rows = await self._run(
+            lambda c: c.execute(
+                "SELECT name, document FROM holon_schedules WHERE ns = ? ORDER BY name",
+                (self.namespace,),
+            ).fetchall()
+        )
+        return [_codec.load(doc, run_id="-", what=f"schedule {name}") for name, doc in rows]
+
+    async def delete_schedule(self, name: str) -> bool:
+        deleted = await self._run(
+            lambda c: (
+                c.execute(
+                    "DELETE FROM holon_schedules WHERE ns = ? AND name = ?", (self.namespace, name)
+                ).rowcount
+            )
+        )
+        return bool(deleted)
+
+    async def patch_schedule(self, name: str, changes: dict[str, Any]) -> bool:
+        text = _codec.dump(changes)
+        updated = await self._run(
+            lambda c: (
+                c.execute(
+                    "UPDATE holon_schedules SET document = json_patch(document, ?) "
+                    "WHERE ns = ? AND name = ?",
+                    (text, self.namespace, name),
+                ).rowcount
+            )
+        )
+        return bool(updated)
+
     async def put_worker(self, name: str, info: dict[str, Any], expires_at: float) -> None:
         text = _codec.dump(info)
         await self._run(

@@ -85,6 +85,12 @@ CREATE TABLE IF NOT EXISTS holon_workers (
     expires_at REAL NOT NULL,
     PRIMARY KEY (ns, name)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS holon_schedules (
+    ns TEXT NOT NULL,
+    name TEXT NOT NULL,
+    document TEXT NOT NULL,
+    PRIMARY KEY (ns, name)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS holon_definitions (
     ns TEXT NOT NULL,
     name TEXT NOT NULL,

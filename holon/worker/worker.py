@@ -42,6 +42,7 @@ from holon.runtime.engine import Engine
 from holon.runtime.executor import Executor
 from holon.stores import open_store
 from holon.stores.base import Store
+from holon.worker.scheduler import Scheduler
 from holon.worker.unserved import pause_unserved, resume_served
 
 __all__ = ["Worker"]
@@ -121,6 +122,7 @@ class Worker:
         self._draining = False
         self._drained = anyio.Event()
         self._group: TaskGroup | None = None
+        self.scheduler = Scheduler(self.store, self.clock, self.definitions)
 
     def __repr__(self) -> str:
         return f"Worker({self.name!r}, {self.definitions!r})"
@@ -143,6 +145,7 @@ class Worker:
         await group.__aenter__()
         self._group = group
         group.start_soon(self._look_after_versions)
+        group.start_soon(self._start_scheduled_runs)
         logger.info(
             "worker %s serving %s on %s",
             self.name,
@@ -165,6 +168,8 @@ class Worker:
         if group is not None:
             group.cancel_scope.cancel()
             await group.__aexit__(None, None, None)
+        with anyio.CancelScope(shield=True):
+            await self.scheduler.close()
         try:
             if self.executor.running:
                 cancelled = exc_type is not None and issubclass(
@@ -203,6 +208,17 @@ class Worker:
                 await resume_served(self.store, self.clock, self.definitions, by=self.name)
             except Exception:
                 logger.exception("looking for runs no worker executes failed; trying again")
+
+    async def _start_scheduled_runs(self) -> None:
+        """Start the runs of the schedules of the workflows served here, tick by tick
+        (`holon.worker.scheduler`)."""
+        while True:
+            if self.ready:
+                try:
+                    await self.scheduler.fire_due()
+                except Exception:
+                    logger.exception("starting scheduled runs failed; trying again")
+            await self.clock.sleep(self.executor.poll_interval)
 
     async def _drain(self) -> None:
         """Hand the runs back (or let them go, when stopping at once); once, whoever
