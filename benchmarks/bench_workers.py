@@ -96,7 +96,7 @@ async def throughput(url: str, runs: int, steps: int, fleet: int) -> float:
         finished = time.time()
         # From the moment the first worker began to claim (a worker process takes a
         # second or so to import and connect, which is left out).
-        started = min(w["started_at"] for w in await store.workers(finished))
+        started = min(float(w["started_at"]) for w in await store.workers(finished))
         return runs * (steps + 1) / (finished - started)
     finally:
         stop(workers)
