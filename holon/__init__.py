@@ -45,6 +45,7 @@ from holon.errors import (
     NonDeterminismError,
     NotAnApprover,
     NotWaiting,
+    PoisonRun,
     RunFailed,
     RunNotFound,
     SecretKeyError,
@@ -68,6 +69,7 @@ from holon.sealing import Keyring, Secret
 from holon.stores import MemoryStore, SQLiteStore, Store, open_store
 from holon.stores.base import RunRecord, RunStatus, RunSummary, TimelineEvent, WaitRecord
 from holon.worker.collector import configure_worker_gc
+from holon.worker.worker import Worker
 
 __version__ = "0.1.0"
 
@@ -100,6 +102,7 @@ __all__ = [
     "Next",
     "NotAnApprover",
     "NotWaiting",
+    "PoisonRun",
     "Parallel",
     "RunFailed",
     "RunHandle",
@@ -133,6 +136,7 @@ __all__ = [
     "Workflow",
     "WorkflowDefinitionError",
     "WorkflowRunner",
+    "Worker",
     "DocumentError",
     "Steward",
     "WorkflowInfo",

@@ -21,6 +21,7 @@ HolonError
 │   └── InvalidAnswer            an answer outside the options or failing the schema
 ├── DecisionConflict             a decision that lost a race to another one
 ├── NonDeterminismError          an .Execute() run whose code changed under it
+├── PoisonRun                    a run whose executor died too often in one step
 ├── RunFailed                    Result() of a run that ended other than `completed`
 └── StoreError                   the store refused or could not do an operation
     ├── StaleLease               a commit whose fencing token is no longer current
@@ -49,6 +50,7 @@ __all__ = [
     "NonDeterminismError",
     "NotAnApprover",
     "NotWaiting",
+    "PoisonRun",
     "RunFailed",
     "RunNotFound",
     "SeqConflict",
@@ -271,6 +273,19 @@ class NonDeterminismError(HolonError):
         self.position = position
         self.recorded = recorded
         self.requested = requested
+
+
+class PoisonRun(HolonError):
+    """The executors of a run died in the same step, one after another, as many times as
+    the worker allows (`poison_after`): the step is taken to kill whoever runs it, and
+    the run ends `failed` rather than take down one worker after another. Once the cause
+    is fixed, an operator continues the run from its last checkpoint."""
+
+    def __init__(
+        self, message: str, *, deaths: int, run_id: str | None = None, step: str | None = None
+    ) -> None:
+        super().__init__(message, run_id=run_id, step=step)
+        self.deaths = deaths
 
 
 class StoreError(HolonError):

@@ -505,7 +505,7 @@ async def test_claim_repairs_a_lease_hint_that_fell_behind(cluster_store: RedisS
     grant = await store.acquire_lease("r1", "w1", 10, NOW)
     assert grant is not None
     await store.renew_lease("r1", grant.token, 1000, NOW)  # renewals leave the hint alone
-    lease_index = store._index("lease", "wf")
+    lease_index = store._claim_index("lease", "wf", "v1")
     assert await store.claim("w2", ["wf"], 10, 10, NOW + 20) == []
     (score,) = await store._pipeline([("ZSCORE", lease_index, "r1")])
     assert float(score) == pytest.approx(NOW + 1000)  # repaired to the real expiry

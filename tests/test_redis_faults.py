@@ -21,6 +21,7 @@ import pytest
 from pydantic import BaseModel
 
 from holon import END, START, Workflow, WorkflowRunner
+from holon import step as step_policy
 from holon.clock import ManualClock
 from holon.stores.base import (
     Checkpoint,
@@ -210,7 +211,12 @@ async def test_concurrent_runs_lose_and_double_nothing_when_redis_is_killed(
         ctx.SetState(n=ctx.State.n + 1)
         return "Tick"
 
-    wf = Workflow("many").State(Count).Flow({START: lambda ctx: "Tick", "Tick": tick})
+    # On the event loop (not in a thread): it kills the server, and sets the event.
+    wf = (
+        Workflow("many")
+        .State(Count)
+        .Flow({START: lambda ctx: "Tick", "Tick": step_policy(tick, thread=False)})
+    )
     store = RedisStore(server.url)
     try:
         await store.open()

@@ -298,8 +298,10 @@ class AnswerHeldStore(MemoryStore):
         self.claimed = anyio.Event()
         self.answer = anyio.Event()
 
-    async def claim(self, owner: str, workflows: Any, limit: int, ttl: float, now: float) -> Any:
-        grants = await super().claim(owner, workflows, limit, ttl, now)
+    async def claim(
+        self, owner: str, workflows: Any, limit: int, ttl: float, now: float, **kwargs: Any
+    ) -> Any:
+        grants = await super().claim(owner, workflows, limit, ttl, now, **kwargs)
         if grants:
             self.claimed.set()
             await self.answer.wait()

@@ -293,6 +293,42 @@ async def test_claim_respects_limit(store: Store) -> None:
     assert await store.claim("w", [], 10, 10, NOW) == []
 
 
+async def test_claim_by_version_takes_only_runs_on_the_versions_named(store: Store) -> None:
+    for run_id, version, created in (
+        ("a1", "v1", NOW),
+        ("b2", "v2", NOW + 1),
+        ("c1", "v1", NOW + 2),
+    ):
+        stored = record(run_id, created=created).model_copy(update={"version": version})
+        await store.create_run(stored, [event("started")])
+    await create(store, "other", workflow="wf2", created=NOW + 3)
+    assert await store.claim("w", ["wf"], 10, 10, NOW, versions={"wf": []}) == []
+    on_v2 = await store.claim("w", ["wf", "wf2"], 10, 10, NOW, versions={"wf": ["v2"]})
+    assert sorted(g.run_id for g in on_v2) == ["b2", "other"]  # wf2: any version
+    on_v1 = await store.claim("w", ["wf"], 10, 10, NOW, versions={"wf": ["v1", "v3"]})
+    assert [g.run_id for g in on_v1] == ["a1", "c1"]
+
+
+async def test_a_run_moved_to_a_newer_version_is_claimed_on_it(store: Store) -> None:
+    await create(store, "r1")  # started on v1
+    grant = await store.acquire_lease("r1", "w", 10, NOW)
+    assert grant is not None
+    moved = checkpoint(RunStatus.RUNNING, release_lease=True, version="v2")
+    await store.commit("r1", expected_seq=0, token=grant.token, checkpoint=moved)
+    assert await store.claim("w", ["wf"], 10, 10, NOW, versions={"wf": ["v1"]}) == []
+    (taken,) = await store.claim("w", ["wf"], 10, 10, NOW, versions={"wf": ["v2"]})
+    assert taken.run_id == "r1" and taken.recovered  # it was running, its lease let go
+    loaded = await store.load_run("r1")
+    assert loaded is not None and loaded.version == "v1"  # the version it started on
+    await store.commit(
+        "r1",
+        expected_seq=1,
+        token=taken.token,
+        checkpoint=checkpoint(RunStatus.QUEUED, release_lease=True),
+    )
+    assert [g.run_id for g in await store.claim("w", ["wf"], 10, 10, NOW)] == ["r1"]
+
+
 async def test_timeline_after_and_limit(store: Store) -> None:
     await create(store, "r1")
     grant = await store.acquire_lease("r1", "w", 10, NOW)
@@ -506,3 +542,48 @@ async def test_append_timeline_adds_events_and_leaves_the_checkpoint(store: Stor
     assert progress is not None and progress.event_seq == 5
     with pytest.raises(RunNotFound):
         await store.append_timeline("missing", [event("x")])
+
+
+async def test_the_list_of_live_executors(store: Store) -> None:
+    await store.put_worker("w1", {"claims": {"wf": ["v1"]}, "pid": 1}, NOW + 10)
+    await store.put_worker("w2", {"claims": {"wf": ["v2"]}}, NOW + 5)
+    assert [w["name"] for w in await store.workers(NOW)] == ["w1", "w2"]
+    (w1,) = [w for w in await store.workers(NOW) if w["name"] == "w1"]
+    assert w1 == {"claims": {"wf": ["v1"]}, "pid": 1, "name": "w1", "expires_at": NOW + 10}
+    assert [w["name"] for w in await store.workers(NOW + 6)] == ["w1"]  # w2 fell silent
+    await store.put_worker("w2", {"claims": {}}, NOW + 20)  # back
+    await store.put_worker("w1", {"claims": {}}, NOW + 30)  # said again: lives longer
+    assert [w["name"] for w in await store.workers(NOW + 15)] == ["w1", "w2"]
+    await store.remove_worker("w1")
+    await store.remove_worker("nobody")
+    assert [w["name"] for w in await store.workers(NOW + 15)] == ["w2"]
+
+
+async def test_schedules_are_kept_replaced_and_forgotten(store: Store) -> None:
+    assert await store.schedules() == []
+    await store.put_schedule("nightly", {"name": "nightly", "cron": "0 2 * * *"})
+    await store.put_schedule("hourly", {"name": "hourly", "every": 3600.0})
+    await store.put_schedule("nightly", {"name": "nightly", "cron": "0 3 * * *", "paused": True})
+    assert await store.schedules() == [
+        {"name": "hourly", "every": 3600.0},
+        {"name": "nightly", "cron": "0 3 * * *", "paused": True},
+    ]
+    assert await store.delete_schedule("hourly") is True
+    assert await store.delete_schedule("hourly") is False
+    assert [s["name"] for s in await store.schedules()] == ["nightly"]
+
+
+async def test_a_schedule_is_patched_field_by_field(store: Store) -> None:
+    await store.put_schedule("s", {"name": "s", "paused": False, "last_tick": None, "n": 1.5})
+    assert await store.patch_schedule("s", {"paused": True}) is True
+    assert await store.patch_schedule("s", {"last_tick": 1_000.25, "last_run": "r"}) is True
+    assert await store.schedules() == [
+        {"name": "s", "paused": True, "last_tick": 1_000.25, "n": 1.5, "last_run": "r"}
+    ]
+    assert await store.patch_schedule("s", {"n": None}) is True
+    assert "n" not in (await store.schedules())[0]  # None removes a field
+    assert await store.patch_schedule("s", {"n": 1.5}) is True
+    assert await store.patch_schedule("missing", {"paused": True}) is False
+    assert await store.schedules() == [
+        {"name": "s", "paused": True, "last_tick": 1_000.25, "n": 1.5, "last_run": "r"}
+    ]

@@ -10,8 +10,8 @@ import anyio
 import pytest
 from pydantic import BaseModel
 
-from holon import END, START, Context, ManualClock, Workflow, WorkflowRunner
-from holon.control.runner import CLAIM_BATCH
+from holon import END, START, Context, ManualClock, Workflow, WorkflowRunner, step
+from holon.runtime.executor import CLAIM_BATCH
 from holon.stores import MemoryStore
 from holon.stores.base import Control, RunStatus, Store
 
@@ -29,7 +29,7 @@ async def test_a_queue_larger_than_a_claim_batch_is_drained_without_waiting_to_p
     finished = 0
     all_finished = anyio.Event()
 
-    def done(ctx: Context[None, None]) -> Literal[END]:  # type: ignore[valid-type]
+    async def done(ctx: Context[None, None]) -> Literal[END]:  # type: ignore[valid-type]
         nonlocal finished
         finished += 1
         if finished == runs:
@@ -112,7 +112,12 @@ async def test_a_pause_lands_between_steps_on_every_store(store: Store) -> None:
         ctx.SetState(n=ctx.State.n + 1)
         return "Spin" if ctx.State.n < 100_000 else END
 
-    spinner = Workflow("Spinner").State(Count).Flow({START: lambda ctx: "Spin", "Spin": spin})
+    # Called on the event loop, never yielding: the engine must make room itself.
+    spinner = (
+        Workflow("Spinner")
+        .State(Count)
+        .Flow({START: lambda ctx: "Spin", "Spin": step(spin, thread=False)})
+    )
     async with WorkflowRunner(spinner, store) as runner:
         handle = await runner.Run()
         with anyio.fail_after(10):

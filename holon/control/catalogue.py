@@ -9,14 +9,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
 
 from holon.definition.builder import Workflow
 from holon.definition.directives import START
+from holon.errors import WorkflowDefinitionError
+from holon.stores.base import Store
 
-__all__ = ["GraphStep", "WorkflowGraph", "WorkflowInfo", "entry_for"]
+__all__ = [
+    "GraphStep",
+    "WorkflowGraph",
+    "WorkflowInfo",
+    "entries",
+    "ensure_entry",
+    "entry_for",
+    "record_entry",
+    "version_order",
+]
+
+logger = logging.getLogger("holon.steward")
 
 
 class _Entry(BaseModel):
@@ -125,3 +140,67 @@ def entry_for(
     }
     encoded = json.dumps(shape, sort_keys=True).encode()
     return info.model_copy(update={"shape": hashlib.sha256(encoded).hexdigest()[:16]})
+
+
+async def entries(store: Store) -> list[WorkflowInfo]:
+    """Every version of every workflow in the store's catalogue (entries that do not
+    parse are left out, with a warning)."""
+    found = []
+    for document in await store.definitions():
+        try:
+            found.append(WorkflowInfo.model_validate(document))
+        except PydanticValidationError as exc:
+            logger.warning("skipping a catalogue entry that does not parse: %s", exc)
+    return found
+
+
+async def record_entry(store: Store, info: WorkflowInfo) -> WorkflowInfo:
+    """Put `info` in the catalogue, keeping the time its version was first registered.
+
+    Raises `WorkflowDefinitionError` when this name and version are in the catalogue
+    with another graph or other schemas: a changed workflow needs a new version.
+    """
+    same_name = [i for i in await entries(store) if i.name == info.name]
+    existing = next((i for i in same_name if i.version == info.version), None)
+    if existing is not None:
+        _check_shape(existing, info)
+        info = info.model_copy(update={"registered_at": existing.registered_at})
+    elif same_name:
+        # A new version is newer than every one registered before it, even when the
+        # clock says otherwise (a test's clock that stands still, clocks of two machines
+        # a little apart): versions are ordered by these times.
+        latest = max(i.registered_at for i in same_name)
+        if info.registered_at <= latest:
+            info = info.model_copy(update={"registered_at": latest + 0.001})
+    await store.put_definition(info.name, info.version, info.stored())
+    return info
+
+
+async def ensure_entry(store: Store, workflow: Workflow, now: float) -> list[WorkflowInfo]:
+    """Put `workflow`'s version in the catalogue unless it is there already (as
+    registered by a Steward: with its owner, tags, or declarative document); returns the
+    catalogue."""
+    catalogue = await entries(store)
+    if any((i.name, i.version) == (workflow.name, workflow.version) for i in catalogue):
+        return catalogue
+    await record_entry(store, entry_for(workflow, owner=None, tags=[], registered_at=now))
+    return await entries(store)
+
+
+def _check_shape(existing: WorkflowInfo, info: WorkflowInfo) -> None:
+    if existing.shape != info.shape:
+        raise WorkflowDefinitionError(
+            f"workflow {info.name!r} version {info.version!r} is already registered "
+            "with another graph or other schemas; a changed workflow needs a new "
+            "version (leave `version=` out to get a fingerprint)",
+            workflow=info.name,
+        )
+
+
+def version_order(catalogue: list[WorkflowInfo], name: str) -> list[str]:
+    """The versions of `name` in `catalogue`, oldest first: in the order they were first
+    registered (the newest is a name's latest)."""
+    versions = sorted(
+        (i for i in catalogue if i.name == name), key=lambda i: (i.registered_at, i.version)
+    )
+    return [i.version for i in versions]

@@ -32,6 +32,7 @@ from holon.errors import (
 from holon.limits import Limits
 from holon.runtime.context import validate_state
 from holon.runtime.decisions import EventDelivery, Outcome, Proposal, deliver, evaluate, raced
+from holon.runtime.definitions import Definitions
 from holon.runtime.waits import wake_time
 from holon.sealing import Keyring, redact
 from holon.stores.base import (
@@ -56,10 +57,10 @@ Decide = Callable[[RunRecord], Checkpoint | None]
 class Operator:
     """Applies operator verbs to runs in one store."""
 
-    def __init__(self, store: Store, clock: Clock, workflows: Mapping[str, Workflow]) -> None:
+    def __init__(self, store: Store, clock: Clock, definitions: Definitions) -> None:
         self.store = store
         self.clock = clock
-        self.workflows = workflows
+        self.definitions = definitions
 
     async def load(self, run_id: str) -> RunRecord:
         record = await self.store.load_run(run_id)
@@ -97,14 +98,19 @@ class Operator:
             run_id=run_id,
         )
 
+    def _definition(self, record: RunRecord) -> Workflow | None:
+        """The definition the run's rules come from: the one that would execute it here,
+        else the newest of its workflow here (None for a workflow not known here)."""
+        return self.definitions.pick(record) or self.definitions.newest(record.workflow)
+
     def _limits(self, record: RunRecord) -> Limits:
         """The size limits of the run's workflow (the defaults for one not known here)."""
-        workflow = self.workflows.get(record.workflow)
+        workflow = self._definition(record)
         return workflow.size_limits if workflow is not None else _DEFAULT_LIMITS
 
     def _keyring(self, record: RunRecord) -> Keyring | None:
         """The keys that seal the secrets of the run's workflow (none for one not here)."""
-        workflow = self.workflows.get(record.workflow)
+        workflow = self._definition(record)
         return workflow.plan.rules.keyring if workflow is not None else None
 
     def _event(self, kind: str, step: str | None = None, **data: Any) -> NewEvent:
@@ -178,7 +184,7 @@ class Operator:
         """
 
         def decide(current: RunRecord) -> Checkpoint:
-            workflow = self.workflows.get(current.workflow)
+            workflow = self.definitions.pick(current)
             if current.status not in (RunStatus.PAUSED, RunStatus.WAITING) or (
                 current.status == RunStatus.WAITING and goto is None
             ):
@@ -190,7 +196,7 @@ class Operator:
                 )
             body = current.body
             patch: dict[str, Any] | None = None
-            update: dict[str, Any] = {"paused_from": None}
+            update: dict[str, Any] = {"paused_from": None, "needs_version": None}
             if goto is not None:
                 if workflow is not None and (goto not in workflow.steps or goto == START.value):
                     known = sorted(n for n in workflow.steps if n != START.value)

@@ -23,19 +23,19 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
 import anyio
 import anyio.lowlevel
-from anyio.abc import TaskGroup
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from holon._json import to_json_value
 from holon._naming import snake_case_aliases
 from holon.clock import Clock, SystemClock
+from holon.control.catalogue import ensure_entry, version_order
 from holon.control.handle import RunHandle
 from holon.control.operator import Operator
 from holon.definition.builder import Workflow
@@ -47,13 +47,14 @@ from holon.errors import (
     NotWaiting,
     RunNotFound,
 )
+from holon.runtime.definitions import Definitions
 from holon.runtime.engine import Engine
 from holon.runtime.execution import EXECUTE_STEP
+from holon.runtime.executor import Executor
 from holon.runtime.waits import WaitInfo, can_decide, describe
 from holon.stores import MemoryStore, open_store
 from holon.stores.base import (
     Cursor,
-    LeaseGrant,
     NewEvent,
     Page,
     RunBody,
@@ -66,9 +67,6 @@ from holon.stores.base import (
 __all__ = ["WorkflowRunner"]
 
 logger = logging.getLogger("holon.runner")
-
-CLAIM_BATCH = 100
-"""The most runs one look for work claims; a full batch is followed by another look."""
 
 
 @snake_case_aliases
@@ -112,12 +110,13 @@ class WorkflowRunner:
         self.execute = execute
         self.clock: Clock = clock or SystemClock()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        workflows = {workflow.name: workflow}
-        self.engine = Engine(
-            self.store, workflows, owner=self.owner, lease_ttl=lease_ttl, clock=self.clock
+        definitions = Definitions([workflow])
+        engine = Engine(
+            self.store, definitions, owner=self.owner, lease_ttl=lease_ttl, clock=self.clock
         )
-        self.operator = Operator(self.store, self.clock, workflows)
-        self._group: TaskGroup | None = None
+        self.executor = Executor(engine, poll_interval=self.poll_interval)
+        self.operator = Operator(self.store, self.clock, definitions)
+        self._open = False
         self._background: asyncio.Task[None] | None = None
         self._ready = anyio.Event()
         self._close_requested = anyio.Event()
@@ -126,12 +125,10 @@ class WorkflowRunner:
 
     async def __aenter__(self) -> WorkflowRunner:
         await self.store.open()
-        group = anyio.create_task_group()
-        await group.__aenter__()
-        self._group = group
+        await self._catalogue()
         if self.execute:
-            group.start_soon(self._recover_forever)
-            group.start_soon(self.engine.leases.renew_forever)
+            await self.executor.__aenter__()
+        self._open = True
         self._ready.set()
         return self
 
@@ -141,19 +138,26 @@ class WorkflowRunner:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        group, self._group = self._group, None
+        self._open = False
         try:
-            if group is not None:
-                group.cancel_scope.cancel()
-                await group.__aexit__(None, None, None)
+            if self.executor.running:
+                await self.executor.__aexit__(None, None, None)
         finally:
             if self._owns_store:
                 await self.store.close()
         return None
 
+    async def _catalogue(self) -> None:
+        """Put this workflow's version in the store's catalogue, and learn from it which
+        versions came before (runs never go back to an older version; see
+        `holon.runtime.definitions`)."""
+        workflow = self.workflow
+        catalogue = await ensure_entry(self.store, workflow, self.clock.now())
+        self.engine.definitions.set_order(workflow.name, version_order(catalogue, workflow.name))
+
     async def _started(self) -> None:
         """Start in the background when the caller did not use `async with`."""
-        if self._group is not None:
+        if self._open:
             return
         if self._background is None:
             try:
@@ -182,10 +186,15 @@ class WorkflowRunner:
 
     # -- execution ---------------------------------------------------------------------
 
+    @property
+    def engine(self) -> Engine:
+        """The engine that executes this runner's runs."""
+        return self.executor.engine
+
     def kick(self, run_id: str) -> None:
         """Try to execute `run_id` here now (it may be leased elsewhere: then nothing)."""
-        if self.execute and self._group is not None:
-            self._group.start_soon(self._acquire_and_execute, run_id)
+        if self.execute:
+            self.executor.kick(run_id)
 
     def cancel_here(self, run_id: str) -> None:
         """Cancel the step of `run_id` now if it is executing in this process (an
@@ -194,68 +203,10 @@ class WorkflowRunner:
         if execution is not None:
             execution.request_stop()
 
-    async def _acquire_and_execute(self, run_id: str) -> None:
-        async def acquire() -> list[LeaseGrant]:
-            now = self.clock.now()
-            grant = await self.store.acquire_lease(run_id, self.owner, self.lease_ttl, now)
-            return [grant] if grant is not None else []
-
-        for grant in await self._lease(acquire):
-            await self._execute(grant)
-
-    async def _lease(self, acquire: Callable[[], Awaitable[list[LeaseGrant]]]) -> list[LeaseGrant]:
-        """The leases `acquire` takes, seen through even when this runner starts to
-        close meanwhile: a lease request on its way is applied by the store whether or
-        not anyone waits for the answer, so it is waited for, and what it took is let
-        go at once if the runner is closing (rather than left held by a runner that is
-        gone until the leases run out)."""
-        with anyio.CancelScope(shield=True):
-            grants = await acquire()
-        try:
-            await anyio.lowlevel.checkpoint_if_cancelled()
-        except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
-                for grant in grants:
-                    await self.store.release_lease(grant.run_id, grant.token)
-            raise
-        return grants
-
-    async def _execute(self, grant: LeaseGrant) -> None:
-        try:
-            await self.engine.execute(grant)
-        except Exception:
-            # A store outage must not take the runner down; the lease expires and the
-            # run is recovered later.
-            logger.exception("run %s: execution aborted", grant.run_id)
-
-    async def _recover_forever(self) -> None:
-        while True:
-            claimed = 0
-            try:
-                claimed = await self.recover_now()
-            except Exception:
-                logger.exception("recovery pass failed; retrying")
-            if claimed < CLAIM_BATCH:
-                await self.clock.sleep(self.poll_interval)
-            else:
-                # A full batch: more runs may be waiting for an executor, so look again
-                # at once rather than one batch per poll interval.
-                await anyio.lowlevel.checkpoint()
-
     async def recover_now(self) -> int:
         """Claim and start runs that need an executor (at most `CLAIM_BATCH` per call);
         returns how many were claimed."""
-        if self._group is None:
-            return 0
-        workflows = [self.workflow.name]
-        grants = await self._lease(
-            lambda: self.store.claim(
-                self.owner, workflows, CLAIM_BATCH, self.lease_ttl, self.clock.now()
-            )
-        )
-        for grant in grants:
-            self._group.start_soon(self._execute, grant)
-        return len(grants)
+        return await self.executor.claim_now()
 
     # -- starting and finding runs -------------------------------------------------------
 
@@ -314,6 +265,11 @@ class WorkflowRunner:
         if created:
             self.kick(stored.run_id)
         return RunHandle(self, stored.run_id)
+
+    def validate_input(self, value: Any) -> Any:
+        """`value` as a run of this workflow would store it (its JSON form);
+        `InputValidationError` when it does not match the Input model."""
+        return self._validate_input(value)
 
     def _validate_input(self, value: Any) -> Any:
         model = self.workflow.input_model

@@ -25,15 +25,14 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-
-from pydantic import ValidationError as PydanticValidationError
+from typing import Any, Literal
 
 from holon._json import to_json_value
 from holon._naming import snake_case_aliases
 from holon.clock import Clock, SystemClock
-from holon.control.catalogue import WorkflowInfo, entry_for
+from holon.control.catalogue import WorkflowInfo, entries, entry_for, record_entry
 from holon.control.runner import WorkflowRunner
+from holon.control.schedules import ScheduleError, ScheduleInfo, check_timetable
 from holon.definition.builder import Workflow
 from holon.definition.declarative import Compiled, compile_document
 from holon.errors import (
@@ -74,6 +73,12 @@ class Steward:
         self._agent_factories: dict[str, AgentFactory] = {}
         self._agents: dict[str, Any] = {}
         self._tasks: dict[str, Callable[..., Any]] = {}
+
+    @property
+    def workflows(self) -> list[Workflow]:
+        """The workflow versions registered (or loaded) in this process, whose code is
+        here: what a `Worker` given this steward executes."""
+        return list(self._workflows.values())
 
     async def __aenter__(self) -> Steward:
         await self.store.open()
@@ -130,20 +135,7 @@ class Steward:
             document=compiled.document if compiled else None,
         )
         await self.store.open()
-        existing = next(
-            (i for i in await self._entries() if (i.name, i.version) == (info.name, info.version)),
-            None,
-        )
-        if existing is not None:
-            if existing.shape != info.shape:
-                raise WorkflowDefinitionError(
-                    f"workflow {info.name!r} version {info.version!r} is already registered "
-                    "with another graph or other schemas; a changed workflow needs a new "
-                    "version (leave `version=` out to get a fingerprint)",
-                    workflow=info.name,
-                )
-            info = info.model_copy(update={"registered_at": existing.registered_at})
-        await self.store.put_definition(info.name, info.version, info.stored())
+        info = await record_entry(self.store, info)
         self._workflows[(info.name, info.version)] = workflow
         logger.info("registered workflow %s version %s", info.name, info.version)
         return info
@@ -155,28 +147,35 @@ class Steward:
         tags: Iterable[str] | None = None,
     ) -> WorkflowInfo:
         """Compile a declarative workflow (YAML or JSON text, a file, or a dict) and
-        register it. Every agent and task it names must be registered here first.
+        register it. Every agent and task it names must be registered here first. A
+        `trigger: {type: schedule, ...}` becomes a schedule of the workflow's name
+        (`Schedule`), started by the workers that execute it.
 
         Raises `DocumentError` naming the line and field at fault.
         """
         compiled = compile_document(
             document, agents=self._agent_factories, tasks=self._tasks, call=self._call
         )
-        return await self._register(
+        info = await self._register(
             compiled.workflow,
             owner if owner is not None else compiled.owner,
             tags if tags is not None else compiled.tags,
             compiled,
         )
+        timetables = [t for t in compiled.triggers if t["type"] == "schedule"]
+        for index, trigger in enumerate(timetables):
+            name = info.name if len(timetables) == 1 else f"{info.name}#{index + 1}"
+            await self.Schedule(
+                info.name,
+                cron=trigger.get("cron"),
+                every=trigger.get("every"),
+                name=name,
+                version=info.version,
+            )
+        return info
 
     async def _entries(self) -> list[WorkflowInfo]:
-        entries = []
-        for document in await self.store.definitions():
-            try:
-                entries.append(WorkflowInfo.model_validate(document))
-            except PydanticValidationError as exc:
-                logger.warning("skipping a catalogue entry that does not parse: %s", exc)
-        return entries
+        return await entries(self.store)
 
     async def Versions(self, name: str) -> list[WorkflowInfo]:
         """Every registered version of `name`, oldest first."""
@@ -262,6 +261,112 @@ class Steward:
             return None
         self._workflows[(info.name, info.version)] = compiled.workflow
         return compiled.workflow
+
+    # -- schedules -----------------------------------------------------------------------
+
+    async def Schedule(
+        self,
+        workflow: str | Workflow,
+        *,
+        cron: str | None = None,
+        every: float | dt.timedelta | None = None,
+        input: Any = None,
+        name: str | None = None,
+        timezone: str = "UTC",
+        catch_up: Literal["skip", "all"] = "skip",
+        overlap: Literal["allow", "skip"] = "allow",
+        version: str | None = None,
+    ) -> ScheduleInfo:
+        """Start a run of `workflow` at every tick of a timetable (see
+        `holon.control.schedules`); workers that execute the workflow start them.
+
+        Args:
+            workflow: a registered workflow, or its name.
+            cron: a cron expression in `timezone`, e.g. `"0 2 * * *"` (needs croniter:
+                `pip install 'holon[schedules]'`); or
+            every: seconds (or a timedelta) between ticks, from now.
+            input: every run's input, validated now.
+            name: the schedule's name (default: the workflow's); the same name again
+                replaces the schedule, keeping what it has done if its workflow and
+                timetable stay.
+            catch_up: after a time with no worker, `skip` starts one run for the
+                latest tick missed, `all` one for each.
+            overlap: `skip` starts nothing at a tick while the last run is still going.
+            version: the version its runs start on (default: the newest a worker has).
+
+        Raises `ScheduleError` for a bad timetable, `WorkflowNotFound` for a workflow
+        not in the catalogue, `InputValidationError` for an input that does not fit.
+        """
+        workflow_name = workflow.name if isinstance(workflow, Workflow) else workflow
+        if isinstance(every, dt.timedelta):
+            every = every.total_seconds()
+        check_timetable(cron, every, timezone)
+        if catch_up not in ("skip", "all") or overlap not in ("allow", "skip"):
+            raise ScheduleError(
+                f"catch_up is 'skip' or 'all' and overlap 'allow' or 'skip'; got "
+                f"{catch_up!r} and {overlap!r}"
+            )
+        schedule_name = name or workflow_name
+        if not isinstance(schedule_name, str) or not schedule_name.strip():
+            raise ScheduleError(f"a schedule needs a non-empty name, got {schedule_name!r}")
+        runner = await self.Runner(workflow_name, version, execute=False)
+        stored_input = runner.validate_input(input)
+        info = ScheduleInfo(
+            name=schedule_name,
+            workflow=workflow_name,
+            version=version,
+            cron=cron,
+            every=every,
+            timezone=timezone,
+            input=stored_input,
+            catch_up=catch_up,
+            overlap=overlap,
+            created_at=self.clock.now(),
+        )
+        same = next((s for s in await self.Schedules() if s.name == schedule_name), None)
+        if same is not None and _same_timetable(same, info):
+            info = info.model_copy(
+                update={
+                    k: getattr(same, k)
+                    for k in ("created_at", "last_tick", "last_run", "skipped", "paused")
+                }
+            )
+        await self.store.put_schedule(schedule_name, info.model_dump(mode="json"))
+        logger.info(
+            "schedule %s: runs of %s on %s",
+            schedule_name,
+            workflow_name,
+            cron or f"every {every} s",
+        )
+        return info
+
+    async def Schedules(self, workflow: str | None = None) -> list[ScheduleInfo]:
+        """The schedules kept in the store (of `workflow`, if given), by name."""
+        await self.store.open()
+        found = [ScheduleInfo.model_validate(d) for d in await self.store.schedules()]
+        return [s for s in found if workflow is None or s.workflow == workflow]
+
+    async def PauseSchedule(self, name: str) -> ScheduleInfo:
+        """Start no run for this schedule until `ResumeSchedule` (ticks meanwhile are
+        skipped, not caught up)."""
+        return await self._update_schedule(name, paused=True)
+
+    async def ResumeSchedule(self, name: str) -> ScheduleInfo:
+        """Start runs again from the next tick on."""
+        return await self._update_schedule(name, paused=False, last_tick=self.clock.now())
+
+    async def DeleteSchedule(self, name: str) -> None:
+        """Forget a schedule (its runs are left alone). `ScheduleError` when unknown."""
+        await self.store.open()
+        if not await self.store.delete_schedule(name):
+            raise ScheduleError(f"no schedule {name!r} in {self.store.url}")
+
+    async def _update_schedule(self, name: str, **changes: Any) -> ScheduleInfo:
+        await self.store.open()
+        if not await self.store.patch_schedule(name, changes):
+            known = [s.name for s in await self.Schedules()]
+            raise ScheduleError(f"no schedule {name!r} in {self.store.url}; schedules: {known}")
+        return next(s for s in await self.Schedules() if s.name == name)
 
     # -- agents and tasks ----------------------------------------------------------------
 
@@ -400,6 +505,10 @@ class _CatalogueRunner(WorkflowRunner):
         super().__init__(_stand_in(info), store, execute=False, **runner_kwargs)
         self.info = info
 
+    async def _catalogue(self) -> None:
+        """Nothing to add: the workflow is known from its catalogue entry (its stand-in
+        has no code, and not the entry's shape)."""
+
     def _validate_input(self, value: Any) -> Any:
         value = to_json_value(value, what="input", run_id="(new)", step=None)
         schema = self.info.input_schema
@@ -422,3 +531,8 @@ class _CatalogueRunner(WorkflowRunner):
                 workflow=self.info.name,
             )
         return value
+
+
+def _same_timetable(old: ScheduleInfo, new: ScheduleInfo) -> bool:
+    keys = ("workflow", "version", "cron", "every", "timezone")
+    return all(getattr(old, k) == getattr(new, k) for k in keys)

@@ -29,7 +29,7 @@ from pydantic import BaseModel
 from holon._naming import snake_case_aliases
 from holon.definition.directives import END, START, Marker
 from holon.definition.mermaid import flow_to_mermaid
-from holon.definition.policies import Retry, StepPolicy, check_policies
+from holon.definition.policies import Retry, StepPolicy, check_policies, runs_in_thread
 from holon.definition.steps import DataRules, FlowPlan, StepFunction, StepSpec
 from holon.errors import SecretKeyError, WorkflowDefinitionError
 from holon.limits import Limits as SizeLimits
@@ -67,6 +67,7 @@ class Workflow:
 
     __slots__ = (
         "_agents",
+        "_compatible",
         "_defaults",
         "_description",
         "_execute",
@@ -103,6 +104,7 @@ class Workflow:
         self._migrations: Mapping[str, StateMigration] = types.MappingProxyType({})
         self._limits = SizeLimits()
         self._keyring: Keyring | None = None
+        self._compatible: frozenset[str] = frozenset()
         self._fingerprint: str | None = None
         self._plan: FlowPlan | None = None
         self._persistence = PersistenceConfig()  # set last: it marks the object as built
@@ -176,6 +178,7 @@ class Workflow:
                 retry=policy.retry,
                 timeout=policy.timeout,
                 compensate=policy.compensate,
+                in_thread=runs_in_thread(policy.fn) if policy.thread is None else policy.thread,
             )
         known = set(specs) | {END.value}
         for spec in specs.values():
@@ -248,6 +251,29 @@ class Workflow:
             raise self._fail(f"has two .Migrate() calls from version {from_version!r}")
         migrations = types.MappingProxyType({**self._migrations, from_version: fn})
         return self._with(_migrations=migrations)
+
+    def Compatible(self, *versions: str) -> Workflow:
+        """Runs that ran on these earlier versions may continue on this one as they are.
+
+        A run never moves to an older version. It moves to a newer one when the version
+        it ran on is not served any more: a flow's run when the new graph still has its
+        steps and its stored data validates (checked when it is picked up), an
+        `.Execute()` run only when the new version declares it, with `.Migrate()` or
+        here: its journal of recorded calls cannot be checked against new code.
+
+        ```python
+        v2 = v2.Compatible(v1.version)  # v2's function replays v1's journal unchanged
+        ```
+        """
+        for version in versions:
+            if not isinstance(version, str) or not version:
+                raise self._fail(f".Compatible() takes version strings, got {version!r}")
+        return self._with(_compatible=self._compatible | frozenset(versions))
+
+    def takes_over(self, version: str) -> bool:
+        """Whether runs that ran on `version` may move to this definition as declared
+        (`.Migrate(version, ...)` or `.Compatible(version)`)."""
+        return version in self._migrations or version in self._compatible
 
     def Agents(self, agents: Mapping[str, Any]) -> Workflow:
         """Agents the steps reach as `ctx.Agents[name]`."""

@@ -18,6 +18,7 @@ Raise `NonRetryable` (or an error not listed in `Retry(on=...)`) to fail at once
 
 from __future__ import annotations
 
+import inspect
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from typing import Any
 
 from holon.errors import HolonError
 
-__all__ = ["NonRetryable", "Retry", "StepPolicy", "StepTimeout", "step"]
+__all__ = ["NonRetryable", "Retry", "StepPolicy", "StepTimeout", "runs_in_thread", "step"]
 
 
 class NonRetryable(HolonError):
@@ -95,6 +96,9 @@ class StepPolicy:
     retry: Retry | None = None
     timeout: float | None = None
     compensate: Callable[..., Any] | None = None
+    thread: bool | None = None
+    """Call the function in a worker thread (True) or on the event loop (False); None:
+    as `runs_in_thread` decides."""
 
 
 def step(
@@ -103,6 +107,7 @@ def step(
     retry: Retry | None = None,
     timeout: float | None = None,
     compensate: Callable[..., Any] | None = None,
+    thread: bool | None = None,
 ) -> StepPolicy:
     """Attach policies to a step of a flow.
 
@@ -110,12 +115,37 @@ def step(
         fn: the step function.
         retry: how to retry it when it fails.
         timeout: seconds it may run; past that it is cancelled and the attempt fails
-            with `StepTimeout`.
+            with `StepTimeout` (a function running in a thread is left to finish in the
+            background; what it returns then is discarded).
         compensate: `undo(ctx, output)`, run if the run fails after this step succeeded;
             `ctx.IdempotencyKey` is the step's own key, `output` what it returned.
+        thread: True to call a synchronous function in a worker thread, False to call it
+            on the event loop; by default a `def` function runs in a thread and a
+            lambda on the loop (see `runs_in_thread`).
     """
-    check_policies(retry, timeout, compensate, where=getattr(fn, "__name__", repr(fn)))
-    return StepPolicy(fn=fn, retry=retry, timeout=timeout, compensate=compensate)
+    where = getattr(fn, "__name__", repr(fn))
+    check_policies(retry, timeout, compensate, where=where)
+    if thread is not None and not isinstance(thread, bool):
+        raise TypeError(f"{where}: thread= takes True or False, got {thread!r}")
+    return StepPolicy(fn=fn, retry=retry, timeout=timeout, compensate=compensate, thread=thread)
+
+
+def runs_in_thread(fn: Callable[..., Any]) -> bool:
+    """Whether a step (or task) function is called in a worker thread by default.
+
+    A synchronous function defined with `def` is: it may block (a network call, a
+    `time.sleep`), and on the event loop it would hold up every other run of the process
+    and the heartbeats that keep their leases, and no timeout could stop it. A
+    coroutine function is awaited on the loop, and a lambda runs there too: a lambda
+    is an expression that routes (`lambda ctx: "Next"`), and a thread would cost it
+    more than it does.
+    """
+    if inspect.iscoroutinefunction(fn):
+        return False
+    if not (inspect.isfunction(fn) or inspect.ismethod(fn)):
+        # An object with a `__call__` method: as that method is.
+        return not inspect.iscoroutinefunction(type(fn).__call__)
+    return fn.__name__ != "<lambda>"
 
 
 def check_policies(retry: Any, timeout: Any, compensate: Any, *, where: str) -> None:

@@ -51,6 +51,9 @@ class StepSpec:
     retry: Retry | None = None
     timeout: float | None = None
     compensate: StepFunction | None = None
+    in_thread: bool = False
+    """Called in a worker thread (a synchronous `def` function, or `step(thread=True)`),
+    not on the event loop."""
 
 
 @dataclass(frozen=True, slots=True)

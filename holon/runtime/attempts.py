@@ -2,7 +2,8 @@
 policy, with the backoff checkpointed so that a crash does not restart the wait.
 
 Nothing here handles an operator's Stop: the engine runs an execution inside one
-cancel scope, and a Stop cancels whatever is under way, a backoff included."""
+cancel scope, and a Stop cancels whatever is under way, a backoff included. Synchronous
+functions run in worker threads (`call_step`)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,26 @@ from holon.runtime.execution import Execution
 from holon.runtime.transitions import Transitions
 from holon.stores.base import RunStatus, evolve
 
-__all__ = ["Attempts", "Outcome"]
+__all__ = ["Attempts", "Outcome", "call_step"]
+
+
+async def call_step(fn: Callable[..., Any], ctx: Context[Any, Any], in_thread: bool) -> Any:
+    """Call a step function with `ctx` and return what it gives, awaited if it is
+    awaitable.
+
+    With `in_thread`, the function runs in a worker thread, so that a blocking function
+    holds up neither the other runs of the process nor the heartbeats that keep their
+    leases. When the call is cancelled (a timeout, an operator's Stop, a lost lease),
+    the thread is let go: it finishes in the background, and what it returns is dropped,
+    never checkpointed.
+    """
+    if in_thread:
+        value = await anyio.to_thread.run_sync(fn, ctx, abandon_on_cancel=True)
+    else:
+        value = fn(ctx)
+    if inspect.isawaitable(value):
+        value = await value
+    return value
 
 
 @dataclass
@@ -48,6 +68,7 @@ class Attempts:
         retry: Retry | None,
         timeout: float | None,
         durable: bool,
+        in_thread: bool,
     ) -> Outcome:
         """Call `fn` until it succeeds or fails for good.
 
@@ -56,6 +77,7 @@ class Attempts:
                 attempt are dropped with it).
             durable: checkpoint the attempt number and the backoff's due time (for the
                 one step at the run's cursor; concurrent calls pass False).
+            in_thread: call `fn` in a worker thread (see `call_step`).
         """
         transitions = self.transitions
         clock = transitions.clock
@@ -65,7 +87,7 @@ class Attempts:
             if retry_at is not None and retry_at > clock.now():
                 await clock.sleep(retry_at - clock.now())
             ctx = make_ctx(attempt)
-            outcome = await self.call_once(fn, ctx, timeout)
+            outcome = await self.call_once(fn, ctx, timeout, in_thread)
             outcome.ctx = ctx
             error = outcome.error
             if error is None or retry is None or not retry.retries(error, attempt):
@@ -92,19 +114,15 @@ class Attempts:
         fn: Callable[[Context[Any, Any]], Any],
         ctx: Context[Any, Any],
         timeout: float | None,
+        in_thread: bool,
     ) -> Outcome:
-        """One attempt. Sync functions run on the event loop; async ones are awaited."""
+        """One attempt, cancelled when it outlasts `timeout` (a thread is let go then,
+        see `call_step`)."""
         try:
             if timeout is None:
-                value = fn(ctx)
-                if inspect.isawaitable(value):
-                    value = await value
-                return Outcome(value=value)
+                return Outcome(value=await call_step(fn, ctx, in_thread))
             with anyio.move_on_after(timeout):
-                value = fn(ctx)
-                if inspect.isawaitable(value):
-                    value = await value
-                return Outcome(value=value)
+                return Outcome(value=await call_step(fn, ctx, in_thread))
         except Exception as exc:
             return Outcome(error=exc)
         return Outcome(

@@ -16,7 +16,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from holon.definition.policies import Retry
+from holon.definition.policies import Retry, runs_in_thread
 from holon.runtime.attempts import Attempts
 from holon.runtime.context import Context
 from holon.runtime.execution import Execution
@@ -78,6 +78,7 @@ class Compensator:
                 retry=retry,
                 timeout=None,
                 durable=False,
+                in_thread=runs_in_thread(undo),
             )
             if outcome.error is not None:
                 await self._give_up(execution, entry, outcome.error)

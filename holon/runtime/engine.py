@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable
 from functools import partial
 from typing import Any
 
@@ -26,21 +26,22 @@ import anyio
 
 from holon._json import digest, to_json_value
 from holon.clock import Clock
-from holon.definition.builder import Workflow
 from holon.definition.directives import END, Next, Parallel, Wait
 from holon.definition.steps import StepSpec
 from holon.errors import (
     CorruptRecord,
     HolonError,
+    PoisonRun,
     SecretKeyError,
     SeqConflict,
     StaleLease,
     StepOutputError,
     UnknownStepError,
 )
-from holon.runtime.attempts import Attempts
+from holon.runtime.attempts import Attempts, call_step
 from holon.runtime.compensation import Compensator
 from holon.runtime.context import Context
+from holon.runtime.definitions import Definitions
 from holon.runtime.execution import (
     CheckpointsLost,
     Execution,
@@ -81,24 +82,31 @@ logger = logging.getLogger("holon.engine")
 
 
 class Engine:
-    """Executes runs of the given workflows against one store."""
+    """Executes runs of the given definitions against one store."""
 
     def __init__(
         self,
         store: Store,
-        workflows: Mapping[str, Workflow],
+        definitions: Definitions,
         *,
         owner: str,
         lease_ttl: float,
         clock: Clock,
+        poison_after: int = 5,
     ) -> None:
+        if poison_after < 1:
+            raise ValueError(f"poison_after must be at least 1, got {poison_after}")
         self.store = store
-        self.workflows = workflows
+        self.poison_after = poison_after
+        """Executors that may die in a row in one step of a run before it fails."""
+        self.definitions = definitions
         self.owner = owner
         self.lease_ttl = lease_ttl
         self.clock = clock
         self.executions: dict[str, Execution] = {}
-        self.transitions = Transitions(store, clock)
+        self.draining = False
+        """Set by `drain`: every run is handed back at its next step boundary."""
+        self.transitions = Transitions(store, clock, owner)
         self.attempts = Attempts(self.transitions)
         self.suspender = Suspender(self.transitions)
         self.fan_out = FanOut(self.transitions, self.attempts)
@@ -125,8 +133,8 @@ class Engine:
             raise
         if record is None:
             return
-        workflow = self.workflows.get(record.workflow)
-        if workflow is None:
+        workflow = self.definitions.pick(record)
+        if workflow is None:  # a version this process may not run: left to others
             await self.store.release_lease(grant.run_id, grant.token)
             return
         execution = Execution(
@@ -137,6 +145,7 @@ class Engine:
             control=record.control,
             input_value=record.input,  # parsed by `adopt`, which pauses a misfit run
         )
+        execution.hand_back = self.draining
         self.executions[grant.run_id] = execution
         try:
             await self._drive(execution, recovered=grant.recovered)
@@ -183,7 +192,7 @@ class Engine:
             if make_room and time.perf_counter() >= turn_ends:
                 await anyio.lowlevel.checkpoint()
                 turn_ends = time.perf_counter() + _TURN
-            if execution.stop_requested or execution.control is not None:
+            if execution.stop_requested or execution.control is not None or execution.hand_back:
                 await self._obey(execution)
             elif execution.body.compensating:
                 await self.compensator.run(execution)
@@ -203,24 +212,45 @@ class Engine:
                     execution.confirm(answer)
 
     async def _obey(self, execution: Execution) -> None:
-        """Halt the run as an operator asked: stopped, or paused."""
+        """Halt the run as an operator asked (stopped, or paused), or, when this process
+        shuts down, hand it back to the store."""
         if execution.stop_requested or wants(execution.control, "stop"):
             await self.transitions.halt(execution, RunStatus.STOPPED, "stopped")
-        else:
+        elif wants(execution.control, "pause"):
             await self.transitions.halt(execution, RunStatus.PAUSED, "paused")
+        else:
+            await self.transitions.hand_back(execution)
+
+    def drain(self) -> None:
+        """Hand every run executing here back to the store at its next step boundary
+        (and any run acquired from now on, before its first step)."""
+        self.draining = True
+        for execution in self.executions.values():
+            execution.hand_back = True
 
     async def _recovered(self, execution: Execution) -> None:
         """Record that this executor took over a run whose previous one died mid-step:
         the step at the cursor starts a new attempt (a crash during a backoff
-        interrupted no attempt, so the count stays)."""
+        interrupted no attempt, so the count stays). When as many executors as
+        `poison_after` died in a row in this step, the run fails as poison instead."""
         body = execution.body
+        step = step_of(body)
+        deaths = body.deaths + 1
+        if deaths >= self.poison_after:
+            error = PoisonRun(
+                f"poison: executor died {deaths} times in {step}",
+                deaths=deaths,
+                run_id=execution.run_id,
+                step=step,
+            )
+            await self.transitions.fail(execution, step, error)
+            return
         attempt = body.attempt if body.retry_at is not None else body.attempt + 1
         event = self.transitions.event(
-            "recovered", step_of(body), attempt=attempt, owner=self.owner
+            "recovered", step, attempt=attempt, owner=self.owner, deaths=deaths
         )
-        await self.transitions.commit(
-            execution, RunStatus.RUNNING, evolve(body, {"attempt": attempt}), events=[event]
-        )
+        recovered = evolve(body, {"attempt": attempt, "deaths": deaths})
+        await self.transitions.commit(execution, RunStatus.RUNNING, recovered, events=[event])
 
     def _step(self, execution: Execution, name: str) -> Awaitable[Committed | None]:
         """Run step `name` and return what finishes it, to be awaited.
@@ -239,6 +269,8 @@ class Engine:
         if spec is None or execution.body.retry_at is not None:
             return self._step_with_policies(execution, name, started)
         ctx = execution.context(name)
+        if spec.in_thread:
+            return self._step_awaited(execution, spec, ctx, call_step(spec.fn, ctx, True), started)
         try:
             value = spec.fn(ctx)
         except Exception as exc:
@@ -257,7 +289,7 @@ class Engine:
         pending: Awaitable[Any],
         started: float,
     ) -> None:
-        """Finish a step whose function returned an awaitable."""
+        """Finish a step whose function returned an awaitable (or runs in a thread)."""
         try:
             value = await pending
         except Exception as exc:
@@ -281,6 +313,7 @@ class Engine:
             retry=spec.retry or workflow.default_retry,
             timeout=spec.timeout if spec.timeout is not None else workflow.default_timeout,
             durable=True,
+            in_thread=spec.in_thread,
         )
         if outcome.error is not None or outcome.ctx is None:
             failure = outcome.error or HolonError(f"step {name!r} did not run")
@@ -361,6 +394,8 @@ class Engine:
         if ctx.state_patch or ctx.log_entries:
             transitions.step_events(events, name, ctx, at=now)
         update: dict[str, Any] = {"state": state, "counts": counts, "attempt": 1, "retry_at": None}
+        if body.deaths:
+            update["deaths"] = 0  # this executor lived through the step
         if spec.compensate is not None:
             compensation = Compensation(
                 step=name, idempotency_key=ctx.IdempotencyKey, output=output

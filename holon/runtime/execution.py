@@ -3,6 +3,7 @@ runtime shares: idempotency keys, step names, the step a directive leads to."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,6 +28,9 @@ __all__ = [
     "wants",
 ]
 
+
+_log = logging.getLogger("holon.runs")
+"""A line per change of a run's status (info), and per checkpoint (debug)."""
 
 EXECUTE_STEP = "__execute__"
 """The cursor of an `.Execute()` run: its function, replayed from the top."""
@@ -69,6 +73,7 @@ class Execution:
         "branch_functions",
         "control",
         "event_seq",
+        "hand_back",
         "input_value",
         "lease_lost",
         "plan",
@@ -109,6 +114,9 @@ class Execution:
         self.control = control
         self.step_scope: anyio.CancelScope | None = None
         self.stop_requested = False
+        self.hand_back = False
+        """Set when this process shuts down: the run goes back to the store at its next
+        step boundary, for another executor to continue."""
         self.lease_lost = False
         self.input_value = input_value
         self.branch_functions: dict[str, Callable[..., Any]] = {}
@@ -163,6 +171,17 @@ class Execution:
         execution and makes the record at once.
         """
         status, body, results, release = self._expected
+        if status is not self.status:
+            _log.info("run %s (%s): %s -> %s", self.run_id, self.workflow.name, self.status, status)
+        elif _log.isEnabledFor(logging.DEBUG):
+            cursor = body.cursor
+            _log.debug(
+                "run %s (%s): checkpoint %d, next %s",
+                self.run_id,
+                self.workflow.name,
+                committed.seq,
+                cursor.step if cursor else None,
+            )
         control = committed.control
         self.control = control
         if release:
@@ -251,7 +270,8 @@ class Execution:
             self.step_scope.cancel()
 
     def lose_lease(self) -> None:
-        """Another executor owns the run now: cancel the step, write nothing more."""
+        """Another executor owns the run now, or this one lets go of it (it stops at
+        once): cancel the step, write nothing more."""
         self.lease_lost = True
         if self.step_scope is not None:
             self.step_scope.cancel()

@@ -12,6 +12,7 @@ from anyio.abc import TaskGroup
 
 from holon._json import digest, to_json_value
 from holon.definition.directives import Next, Parallel, Wait
+from holon.definition.policies import runs_in_thread
 from holon.errors import HolonError, UnknownStepError
 from holon.runtime.attempts import Attempts
 from holon.runtime.context import Context
@@ -101,6 +102,7 @@ class FanOut:
                 if spec and spec.timeout is not None
                 else workflow.default_timeout,
                 durable=False,
+                in_thread=spec.in_thread if spec else runs_in_thread(functions[name]),
             )
             try:
                 if outcome.error is not None or outcome.ctx is None:
@@ -191,6 +193,7 @@ class FanOut:
                 "counts": counts,
                 "cursor": next_cursor,
                 "attempt": attempt,
+                "deaths": 0,
                 "compensations": body.compensations
                 if compensate is None
                 else [

@@ -26,6 +26,7 @@ code between steps is not deterministic.
 from __future__ import annotations
 
 import contextvars
+import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
@@ -38,7 +39,7 @@ from pydantic import BaseModel
 from holon._json import digest, to_json_value
 from holon._naming import snake_case_aliases
 from holon.definition.directives import Wait, WaitCondition
-from holon.definition.policies import Retry, check_policies
+from holon.definition.policies import Retry, check_policies, runs_in_thread
 from holon.errors import HolonError, NonDeterminismError
 from holon.runtime.attempts import Attempts
 from holon.runtime.compensation import undo_reference
@@ -89,6 +90,8 @@ class TaskCall(Generic[T]):
     retry: Retry | None = None
     timeout: float | None = None
     undo: str | None = None
+    in_thread: bool = False
+    """Call `fn` in a worker thread (a synchronous `def` function)."""
     awaited: bool = field(default=False, init=False)
 
     def __await__(self) -> Generator[Any, None, T]:
@@ -187,7 +190,18 @@ class ExecuteContext(Generic[InputT, StateT]):
         undo = undo_reference(compensate) if compensate is not None else None
         position, step_name, occurrence = self._take_position(base)
         return TaskCall(
-            self, position, step_name, base, occurrence, fn, args, kwargs, retry, timeout, undo
+            self,
+            position,
+            step_name,
+            base,
+            occurrence,
+            fn,
+            args,
+            kwargs,
+            retry,
+            timeout,
+            undo,
+            in_thread=runs_in_thread(fn),
         )
 
     async def Step(
@@ -222,6 +236,7 @@ class ExecuteContext(Generic[InputT, StateT]):
             {},
             retry,
             timeout,
+            in_thread=callable(work) and runs_in_thread(work),
         )
         try:
             return await call
@@ -398,6 +413,13 @@ class Imperative:
                     ],
                 )
             raise _Suspended()
+        if execution.hand_back:
+            async with execution.lock:
+                event = transitions.event("handed_back", call.name, owner=transitions.owner)
+                await self._checkpoint(
+                    execution, ctx, RunStatus.QUEUED, {}, events=[event], clear_control=False
+                )
+            raise _Suspended()
         key = idempotency_key(execution.run_id, call.base, call.occurrence)
         ctx.last_step = call.name
         started = time.perf_counter()
@@ -409,6 +431,7 @@ class Imperative:
             retry=call.retry or workflow.default_retry,
             timeout=call.timeout if call.timeout is not None else workflow.default_timeout,
             durable=False,
+            in_thread=False,  # `_invoke` puts the task's function in a thread itself
         )
         if outcome.error is not None:
             raise outcome.error
@@ -503,10 +526,11 @@ class Imperative:
         events: list[NewEvent],
         output: Any = None,
         compensation: Compensation | None = None,
+        clear_control: bool = True,
     ) -> None:
         transitions = self.transitions
         body = execution.body
-        update: dict[str, Any] = {"state": ctx.State.as_dict(), "attempt": 1}
+        update: dict[str, Any] = {"state": ctx.State.as_dict(), "attempt": 1, "deaths": 0}
         if compensation is not None:
             update["compensations"] = [*body.compensations, compensation]
         if status == RunStatus.COMPLETED:
@@ -530,7 +554,7 @@ class Imperative:
             results={**self._take_pending(ctx), **results},
             events=[*logs, *events],
             release=terminal,
-            clear_control=terminal,
+            clear_control=terminal and clear_control,
         )
 
 
@@ -541,9 +565,15 @@ def _decision_value(condition: WaitCondition, decision: Any) -> Any:
 
 
 async def _invoke(call: TaskCall[Any], step_ctx: Context[Any, Any]) -> Any:
+    """Call the task's function as the step `step_ctx` describes (`current_step()` and
+    `ctx.IdempotencyKey` give it, in a worker thread too: anyio copies the context)."""
     token = _current_step.set(step_ctx)
     try:
-        value = call.fn(*call.args, **call.kwargs)
+        if call.in_thread:
+            task = functools.partial(call.fn, *call.args, **call.kwargs)
+            value = await anyio.to_thread.run_sync(task, abandon_on_cancel=True)
+        else:
+            value = call.fn(*call.args, **call.kwargs)
         if inspect.isawaitable(value):
             value = await value
         return value

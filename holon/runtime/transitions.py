@@ -46,9 +46,11 @@ def step_of(body: RunBody) -> str | None:
 class Transitions:
     """Writes the checkpoints of the runs one engine executes."""
 
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: Store, clock: Clock, owner: str) -> None:
         self.store = store
         self.clock = clock
+        self.owner = owner
+        """This executor's name, as its leases and timeline events give it."""
         self._cursors: dict[str, Cursor] = {}
 
     # -- what goes into a checkpoint ------------------------------------------------------
@@ -189,6 +191,7 @@ class Transitions:
         clear_control: bool = False,
         wake_at: float | None = None,
         wait_keys: list[str] | None = None,
+        version: str | None = None,
     ) -> Committed:
         """Write a checkpoint of `execution` made of these parts (see `Checkpoint`)."""
         checkpoint = Checkpoint(
@@ -201,6 +204,7 @@ class Transitions:
             release_lease=release,
             clear_control=clear_control,
             wait_keys=wait_keys,
+            version=version,
         )
         return await self.write(execution, checkpoint)
 
@@ -229,6 +233,14 @@ class Transitions:
         by = execution.control.by if execution.control else None
         body = execution.body
         await self.finish(execution, status, body, self.event(kind, step_of(body), by=by))
+
+    async def hand_back(self, execution: Execution) -> None:
+        """Give the run back to the store `queued` at a step boundary, its lease let go,
+        for another executor to continue as it would any queued run (this one is
+        shutting down)."""
+        body = execution.body
+        event = self.event("handed_back", step_of(body), owner=self.owner)
+        await self.commit(execution, RunStatus.QUEUED, body, events=[event], release=True)
 
     async def fail(self, execution: Execution, step: str | None, error: BaseException) -> None:
         """Record that the run failed in `step`.

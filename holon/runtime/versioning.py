@@ -42,7 +42,6 @@ __all__ = [
     "adopt",
     "cursor_problems",
     "parse_input",
-    "run_version",
 ]
 
 INCOMPATIBLE = "incompatible definition"
@@ -50,11 +49,6 @@ INCOMPATIBLE = "incompatible definition"
 
 INVALID_STATE = "invalid stored state"
 """Reason of the pause when a run's stored data fails its own version's schemas."""
-
-
-def run_version(record: RunRecord) -> str:
-    """The version of the definition the run currently runs on."""
-    return record.body.version or record.version
 
 
 def parse_input(workflow: Workflow, record: RunRecord) -> Any:
@@ -129,7 +123,7 @@ async def adopt(transitions: Transitions, execution: Execution) -> bool:
         return True
     if wants(execution.control, "stop") or execution.stop_requested:
         return True  # the engine stops it; nothing of it needs to fit
-    started_on = run_version(record)
+    started_on = record.current_version
     changed = started_on != workflow.version
     if bad_input is not None and not changed:
         # Its own definition refuses the input: no operator action can make it run.
@@ -183,7 +177,12 @@ async def adopt(transitions: Transitions, execution: Execution) -> bool:
     )
     new_body = evolve(body, {"state": state, "version": workflow.version})
     await transitions.commit(
-        execution, record.status, new_body, events=events, wake_at=record.wake_at
+        execution,
+        record.status,
+        new_body,
+        events=events,
+        wake_at=record.wake_at,
+        version=workflow.version,
     )
     return True
 
@@ -225,7 +224,7 @@ async def _pause(
             step_of(record.body),
             reason=reason,
             problems=problems,
-            from_version=run_version(record),
+            from_version=record.current_version,
             to_version=execution.workflow.version,
         ),
     )

@@ -18,7 +18,7 @@ Every operation is atomic. Stores hold JSON only: nothing is pickled.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
@@ -226,11 +226,17 @@ class RunBody(_Record):
     """Completed occurrences per step, for idempotency keys of steps that run again."""
     attempt: int = 1
     """Attempt number of the step at the cursor (a crash mid-step adds one)."""
+    deaths: int = 0
+    """Executors that died in a row in the step at the cursor (taken over with no
+    checkpoint in between); past the worker's limit the run fails as poison."""
     wait: WaitRecord | None = None
     decision: Any = None
     """The decision that closed the last wait; the next step reads it as `ctx.Decision`."""
     paused_from: RunStatus | None = None
     """The status a paused run returns to on `Resume()` (`waiting` when paused mid-wait)."""
+    needs_version: str | None = None
+    """Set on a run paused because no live worker could execute its version for longer
+    than the grace period: a worker that can resumes it."""
     output: Any = None
     error: ErrorInfo | None = None
     version: str | None = None
@@ -287,6 +293,12 @@ class RunRecord(_Record):
     def lease_live(self, now: float) -> bool:
         return self.lease is not None and self.lease.expires_at > now
 
+    @property
+    def current_version(self) -> str:
+        """The version of the definition the run runs on now: the one it started on,
+        or the newer one it moved to (`RunBody.version`)."""
+        return self.body.version or self.version
+
 
 class RunSummary(_Record):
     """One row of a listing."""
@@ -339,6 +351,10 @@ class Checkpoint:
     """Keys to index the run under while it waits (e.g. `event:order.paid`,
     `approver:alice`), replacing any it had; `[]` clears them; None leaves them as
     they are. `find_waiting(key)` reads this index."""
+    version: str | None = None
+    """The definition version the run moves to with this checkpoint (a newer one took
+    it over, `RunBody.version`); None: it stays on its version. Stores index runs waiting
+    for an executor by their current version, which `claim` filters on."""
 
 
 @dataclass(slots=True)
@@ -498,11 +514,22 @@ class Store(Protocol):
         the failed run can be read. Other runs are untouched."""
 
     async def claim(
-        self, owner: str, workflows: Sequence[str], limit: int, ttl: float, now: float
+        self,
+        owner: str,
+        workflows: Sequence[str],
+        limit: int,
+        ttl: float,
+        now: float,
+        *,
+        versions: Mapping[str, Sequence[str]] | None = None,
     ) -> list[LeaseGrant]:
         """Lease up to `limit` runs of `workflows` that need an executor: queued runs,
         running runs whose lease expired, and waiting runs whose `wake_at` has passed
-        (those keep their status; the executor decides what the deadline means)."""
+        (those keep their status; the executor decides what the deadline means).
+
+        `versions` restricts a workflow named in it to runs whose current version
+        (`RunRecord.current_version`) is listed (an empty list: none of its runs); a
+        workflow not named there is claimed at any version."""
 
     async def timeline(
         self, run_id: str, after_seq: int = 0, limit: int | None = None
@@ -520,6 +547,32 @@ class Store(Protocol):
 
     async def definitions(self) -> list[dict[str, Any]]:
         """Every stored definition document."""
+
+    async def put_worker(self, name: str, info: dict[str, Any], expires_at: float) -> None:
+        """Say that executor `name` is alive until `expires_at`, described by `info` (JSON:
+        what it serves, where it runs); said again before then to stay alive."""
+
+    async def workers(self, now: float) -> list[dict[str, Any]]:
+        """The `info` of every executor alive at `now` (with `name` and `expires_at`
+        added), by name; the others are forgotten."""
+
+    async def remove_worker(self, name: str) -> None:
+        """Forget executor `name` (it stopped)."""
+
+    async def put_schedule(self, name: str, document: dict[str, Any]) -> None:
+        """Keep schedule `name` (what starts runs of a workflow on a timetable); the
+        same name again replaces it."""
+
+    async def schedules(self) -> list[dict[str, Any]]:
+        """Every schedule kept, by name."""
+
+    async def delete_schedule(self, name: str) -> bool:
+        """Forget schedule `name`; False when there was none."""
+
+    async def patch_schedule(self, name: str, changes: dict[str, Any]) -> bool:
+        """Set some fields of schedule `name`'s document, atomically (an operator's pause
+        and a worker's note of the tick it handled never undo each other); a field set to
+        None is removed (a JSON merge patch). False when there is no such schedule."""
 
     async def count_runs(self, *, workflow: str | None = None) -> dict[RunStatus, int]:
         """How many runs there are in each status (statuses with none are left out),

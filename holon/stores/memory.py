@@ -8,7 +8,7 @@ on SQLite or Redis. Nothing survives the process.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
@@ -60,6 +60,8 @@ class _Row:
     lease: Lease | None = None
     fence: int = 0
     wake_at: float | None = None
+    moved_to: str | None = None
+    """The version the run moved to (`Checkpoint.version`), if any."""
     wait_keys: list[str] = field(default_factory=list)
     events: list[_Event] = field(default_factory=list)
     """Timeline events as `(seq, kind, at, step, data as JSON)`, oldest first; made into
@@ -89,6 +91,8 @@ class MemoryStore:
         self._order: list[str] = []
         self._definitions: dict[tuple[str, str], dict[str, Any]] = {}
         self._waiting: dict[str, set[str]] = {}
+        self._workers: dict[str, dict[str, Any]] = {}
+        self._schedules: dict[str, str] = {}
 
     async def open(self) -> None:
         pass
@@ -252,6 +256,8 @@ class MemoryStore:
             row.results[name] = _codec.dump(value)
         row.seq += 1
         row.wake_at = checkpoint.wake_at
+        if checkpoint.version is not None:
+            row.moved_to = checkpoint.version
         row.updated_at = checkpoint.at
         if checkpoint.release_lease:
             row.lease = None
@@ -315,15 +321,28 @@ class MemoryStore:
         self.signals.notify(run_id)
 
     async def claim(
-        self, owner: str, workflows: Sequence[str], limit: int, ttl: float, now: float
+        self,
+        owner: str,
+        workflows: Sequence[str],
+        limit: int,
+        ttl: float,
+        now: float,
+        *,
+        versions: Mapping[str, Sequence[str]] | None = None,
     ) -> list[LeaseGrant]:
         wanted = set(workflows)
+        only = {name: set(listed) for name, listed in (versions or {}).items()}
         grants: list[LeaseGrant] = []
         for run_id in self._order:
             if len(grants) >= limit:
                 break
             row = self._rows[run_id]
-            if row.workflow in wanted and self._claimable(row, now, timers=True):
+            if row.workflow not in wanted:
+                continue
+            allowed = only.get(row.workflow)
+            if allowed is not None and (row.moved_to or row.version) not in allowed:
+                continue
+            if self._claimable(row, now, timers=True):
                 grants.append(self._grant(row, owner, ttl, now))
         return grants
 
@@ -352,6 +371,39 @@ class MemoryStore:
 
     async def definitions(self) -> list[dict[str, Any]]:
         return list(self._definitions.values())
+
+    async def put_worker(self, name: str, info: dict[str, Any], expires_at: float) -> None:
+        entry = _codec.load(_codec.dump(info), run_id="-", what="worker")
+        self._workers[name] = {**entry, "name": name, "expires_at": expires_at}
+
+    async def workers(self, now: float) -> list[dict[str, Any]]:
+        for name in [n for n, w in self._workers.items() if w["expires_at"] <= now]:
+            del self._workers[name]
+        return [dict(self._workers[name]) for name in sorted(self._workers)]
+
+    async def remove_worker(self, name: str) -> None:
+        self._workers.pop(name, None)
+
+    async def put_schedule(self, name: str, document: dict[str, Any]) -> None:
+        self._schedules[name] = _codec.dump(document)
+
+    async def schedules(self) -> list[dict[str, Any]]:
+        return [
+            _codec.load(self._schedules[name], run_id="-", what=f"schedule {name}")
+            for name in sorted(self._schedules)
+        ]
+
+    async def delete_schedule(self, name: str) -> bool:
+        return self._schedules.pop(name, None) is not None
+
+    async def patch_schedule(self, name: str, changes: dict[str, Any]) -> bool:
+        stored = self._schedules.get(name)
+        if stored is None:
+            return False
+        document = _codec.load(stored, run_id="-", what=f"schedule {name}")
+        merged = {**document, **changes}
+        self._schedules[name] = _codec.dump({k: v for k, v in merged.items() if v is not None})
+        return True
 
     async def count_runs(self, *, workflow: str | None = None) -> dict[RunStatus, int]:
         counts: dict[RunStatus, int] = {}

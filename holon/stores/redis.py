@@ -22,7 +22,7 @@ Cluster.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -117,9 +117,12 @@ class RedisStore(RedisReads):
         )
         commands = [command]
         if self.cluster:
-            self._remember(record.run_id, record.workflow, record.created_at)
+            self._remember(
+                record.run_id, record.workflow, record.current_version, record.created_at
+            )
             commands += [
                 ("SADD", self._workflows_key, record.workflow),
+                ("SADD", self._versions_key(record.workflow), record.current_version),
                 *self._hints(record.run_id, record.status),
             ]
         replies = await self._write(record.run_id, commands)
@@ -250,11 +253,20 @@ class RedisStore(RedisReads):
         replies = await self._write(run_id, [command])
         if self.cluster and isinstance(replies[0], list) and replies[0][0] == "running":
             # Claimable at once: a running run without a lease.
-            await self._pipeline([("ZADD", self._index("lease", replies[0][1]), 0, run_id)])
+            _, workflow, version = replies[0]
+            lease = self._claim_index("lease", workflow, version)
+            await self._pipeline([("ZADD", lease, 0, run_id)])
         self.signals.notify(run_id)
 
     async def claim(
-        self, owner: str, workflows: Sequence[str], limit: int, ttl: float, now: float
+        self,
+        owner: str,
+        workflows: Sequence[str],
+        limit: int,
+        ttl: float,
+        now: float,
+        *,
+        versions: Mapping[str, Sequence[str]] | None = None,
     ) -> list[LeaseGrant]:
         """Lease up to `limit` runs needing an executor, found through the claim indexes.
 
@@ -265,10 +277,13 @@ class RedisStore(RedisReads):
             return []
         if self.completed_ttl is not None:
             await self.purge_expired(now)
+        queues = await self._claim_queues(workflows, versions or {})
+        if not queues:
+            return []
         grants: list[LeaseGrant] = []
         tried: set[str] = set()
         for _ in range(_CLAIM_ROUNDS if self.cluster else 1):
-            fresh = [c for c in await self._candidates(workflows, limit, now) if c not in tried]
+            fresh = [c for c in await self._candidates(queues, limit, now) if c not in tried]
             if not fresh:
                 break
             tried.update(fresh)
@@ -282,24 +297,43 @@ class RedisStore(RedisReads):
                 break
         return grants
 
-    async def _candidates(self, workflows: Sequence[str], limit: int, now: float) -> list[str]:
+    async def _claim_queues(
+        self, workflows: Sequence[str], versions: Mapping[str, Sequence[str]]
+    ) -> list[tuple[str, str]]:
+        """The (workflow, version) pairs whose claim indexes a claim reads: the versions
+        given, else every version the workflow's runs are on."""
+        named = list(dict.fromkeys(workflows))
+        queues = [(wf, v) for wf in named if wf in versions for v in versions[wf]]
+        everything = [wf for wf in named if wf not in versions]
+        if not everything:
+            return queues
+        known = await self._pipeline([("SMEMBERS", self._versions_key(wf)) for wf in everything])
+        for wf, reply in zip(everything, known, strict=True):
+            if isinstance(reply, Exception):
+                raise self._describe(reply, self._versions_key(wf))
+            queues += [(wf, v) for v in sorted(reply)]
+        return queues
+
+    async def _candidates(
+        self, queues: Sequence[tuple[str, str]], limit: int, now: float
+    ) -> list[str]:
         """Runs the claim indexes name as needing an executor: queued, lease expired,
-        timer due; at most `limit` of each kind per workflow."""
+        timer due; at most `limit` of each kind per workflow and version."""
         commands = [
             self._script(
                 "candidates",
-                [self._index(kind, wf) for kind in CLAIM_INDEXES],
+                [self._claim_index(kind, wf, version) for kind in CLAIM_INDEXES],
                 repr(float(now)),
                 self.lease_clock[0],
                 limit,
             )
-            for wf in workflows
+            for wf, version in queues
         ]
         replies = await self._pipeline(commands)
         candidates: dict[str, None] = {}
-        for wf, reply in zip(workflows, replies, strict=True):
+        for (wf, version), reply in zip(queues, replies, strict=True):
             if isinstance(reply, Exception):
-                raise self._describe(reply, self._index("ready", wf))
+                raise self._describe(reply, self._claim_index("ready", wf, version))
             for group in reply:
                 candidates.update(dict.fromkeys(group))
         return list(candidates)
@@ -335,7 +369,8 @@ class RedisStore(RedisReads):
             f"\x1f{time_text(checkpoint.at)}\x1f{'1' if checkpoint.release_lease else '0'}"
             f"\x1f{'1' if checkpoint.clear_control else '0'}\x1f{self.timeline_cap}"
             f"\x1f{expire_at}\x1f{'0' if wait_keys is None else '1'}"
-            f"\x1f{len(results) // 2}\x1f{len(events)}\x1f{len(keys)}",
+            f"\x1f{len(results) // 2}\x1f{len(events)}\x1f{len(keys)}"
+            f"\x1f{'' if checkpoint.version is None else _name(checkpoint.version, 'version')}",
             dump_body(checkpoint.body),
             *results,
             *events,
@@ -417,7 +452,18 @@ class RedisStore(RedisReads):
         """Send a commit with the index hints a Cluster needs in the same pipeline, then
         tidy the wait-key indexes the run left."""
         known = run_id in self._known
-        hints = self._hints(run_id, checkpoint.status)
+        moved: list[Command] = []
+        if known and checkpoint.version is not None:
+            workflow, version, created = self._known[run_id]
+            if checkpoint.version != version:
+                # Its hints move to the new version's claim indexes.
+                moved = [
+                    ("ZREM", self._claim_index(kind, workflow, version), run_id)
+                    for kind in CLAIM_INDEXES
+                ]
+                moved.append(("SADD", self._versions_key(workflow), checkpoint.version))
+                self._remember(run_id, workflow, checkpoint.version, created)
+        hints = [*moved, *self._hints(run_id, checkpoint.status)]
         if expire_at:
             hints.append(("ZADD", f"{self.key_prefix}expiry", expire_at, run_id))
         for key in checkpoint.wait_keys or ():

@@ -133,8 +133,9 @@ class RedisBase:
         self._ids = itertools.count()
         self._id_base = uuid.uuid4().hex[:12]
         self._ip = "" if self.cluster else self.key_prefix
-        self._known: dict[str, tuple[str, float]] = {}
-        """Cluster: workflow and creation time of runs seen lately, for index hints."""
+        self._known: dict[str, tuple[str, str, float]] = {}
+        """Cluster: workflow, current version and creation time of runs seen lately,
+        for index hints."""
         # A Cluster, or a client handed in: one pipeline at a time, through the client.
         self._batcher = Batcher(
             self._send, self._load_scripts, self._describe, max_batch=PIPELINE_COMMANDS
@@ -163,6 +164,15 @@ class RedisBase:
     def _index(self, kind: str, workflow: str) -> str:
         return f"{self.key_prefix}{kind}:{{{_tag(workflow)}}}"
 
+    def _claim_index(self, kind: str, workflow: str, version: str) -> str:
+        """A claim index (`ready`, `lease`, `timer`) of a workflow's runs on one version
+        (the same hash tag as the workflow's other indexes)."""
+        return f"{self._index(kind, workflow)}@{version}"
+
+    def _versions_key(self, workflow: str) -> str:
+        """The set of versions a workflow's runs are on (or were)."""
+        return self._index("versions", workflow)
+
     def _status_key(self, workflow: str, status: str) -> str:
         """The index of one workflow's runs in one status."""
         return f"{self._index('status', workflow)}:{status}"
@@ -170,6 +180,20 @@ class RedisBase:
     @property
     def _workflows_key(self) -> str:
         return f"{self.key_prefix}workflows"
+
+    @property
+    def _schedules_key(self) -> str:
+        """The set of the names of the schedules kept."""
+        return f"{self.key_prefix}schedules"
+
+    def _schedule_key(self, name: str) -> str:
+        """A schedule: a hash of its fields, JSON each."""
+        return f"{self.key_prefix}schedule:{{{_tag(name)}}}"
+
+    @property
+    def _workers_key(self) -> str:
+        """The hash of live executors: name -> JSON of their info and expiry."""
+        return f"{self.key_prefix}workers"
 
     @property
     def _definitions_key(self) -> str:
@@ -403,14 +427,14 @@ class RedisBase:
         known = self._known.get(run_id)
         if not self.cluster or known is None:
             return []
-        workflow, created = known
+        workflow, version, created = known
         hints: list[Command] = [("ZADD", self._status_key(workflow, status.value), created, run_id)]
         if status == RunStatus.QUEUED:
-            hints.append(("ZADD", self._index("ready", workflow), created, run_id))
+            hints.append(("ZADD", self._claim_index("ready", workflow, version), created, run_id))
         elif status == RunStatus.RUNNING:
-            hints.append(("ZADD", self._index("lease", workflow), "NX", 0, run_id))
+            hints.append(("ZADD", self._claim_index("lease", workflow, version), "NX", 0, run_id))
         elif status == RunStatus.WAITING:
-            hints.append(("ZADD", self._index("timer", workflow), "NX", 0, run_id))
+            hints.append(("ZADD", self._claim_index("timer", workflow, version), "NX", 0, run_id))
         return hints
 
     async def _repair(self, run_id: str, fields: dict[str, str | None] | None) -> None:
@@ -424,37 +448,42 @@ class RedisBase:
             return
         commands: list[Command] = []
         for run_id, fields in runs:
-            workflow = (fields or {}).get("wf") or self._known.get(run_id, ("", 0.0))[0]
+            known = self._known.get(run_id, ("", "", 0.0))
+            workflow = (fields or {}).get("wf") or known[0]
+            version = (fields or {}).get("av") or (fields or {}).get("ver") or known[1]
             if not workflow:
                 continue
             wanted = _claim_entries(fields)
             for kind in CLAIM_INDEXES:
+                key = self._claim_index(kind, workflow, version)
                 if kind in wanted:
-                    commands.append(("ZADD", self._index(kind, workflow), wanted[kind], run_id))
+                    commands.append(("ZADD", key, wanted[kind], run_id))
                 else:
-                    commands.append(("ZREM", self._index(kind, workflow), run_id))
+                    commands.append(("ZREM", key, run_id))
         if commands:
             await self._pipeline(commands)
 
     async def _pipeline(self, commands: Sequence[Command]) -> list[Any]:
         """Send idempotent commands (reads, index upkeep) through the batcher, which sends
         them again after a dropped connection or a `NOSCRIPT` reply."""
+        if not commands:
+            return []  # a pipeline of nothing would get no reply to wait for
         if self._client is None:
             raise StoreError(f"Redis store {self.safe_url} is not open (call open() first)")
         replies: list[Any] = await self._submit(commands)
         return replies
 
-    def _remember(self, run_id: str, workflow: str, created: float) -> None:
+    def _remember(self, run_id: str, workflow: str, version: str, created: float) -> None:
         if len(self._known) > 100_000:
             self._known.clear()
-        self._known[run_id] = (workflow, created)
+        self._known[run_id] = (workflow, version, created)
 
     async def _hint_from_record(self, run_id: str) -> None:
-        row = await self._pipeline([("HMGET", self.run_key(run_id), "wf", "st", "ca")])
+        row = await self._pipeline([("HMGET", self.run_key(run_id), "wf", "st", "ca", "ver", "av")])
         if isinstance(row[0], Exception):  # fields that are not text: no hint to give
             return
-        wf, st, ca = row[0]
+        wf, st, ca, ver, av = row[0]
         if wf is None or st is None:
             return
-        self._remember(run_id, wf, _float(ca))
+        self._remember(run_id, wf, av or ver or "", _float(ca))
         await self._pipeline(self._hints(run_id, RunStatus(st)))

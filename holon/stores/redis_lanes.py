@@ -24,7 +24,10 @@ request id): when the connection breaks, everything sent and not yet answered is
 again, ahead of what is queued, on a new connection, after a short pause that grows on
 each failure in a row. After a reply that says the scripts are missing (the server
 restarted or was flushed), the scripts are loaded again and the writes that met it are
-sent again.
+sent again. A server still loading its data after a restart refuses every command
+(`LOADING`) without running it: the writes that met that are sent again, ahead of the
+rest, after a pause that grows while it lasts (the lane holds its queue meanwhile, so a
+run's writes keep their order).
 """
 
 from __future__ import annotations
@@ -125,6 +128,10 @@ class Lane:
         """Connections lost or refused in a row (none answered in between)."""
         self._reloads = 0
         """Script loads in a row with no pipeline since answered without `NOSCRIPT`."""
+        self._loading = 0
+        """Pipelines in a row refused because the server was loading its data."""
+        self._holding = False
+        """True while writes refused by a loading server wait to be sent again."""
         self._connecting: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         """The event loop of the writes, from the first until `close`."""
@@ -159,6 +166,8 @@ class Lane:
     def _flush(self) -> None:
         """Write everything queued, as pipelines of at most `max_batch` commands."""
         self._flush_scheduled = False
+        if self._holding:
+            return  # `_resume` flushes once the pause for a loading server is over
         wire = self._wire
         if wire is None:
             self._start_connecting()
@@ -228,14 +237,19 @@ class Lane:
                     if future is not None and not future.done():
                         future.set_exception(error)
                 return
-        # Scripts are missing only after the server restarted or was flushed: look for
-        # that once per pipeline, not once per write.
-        missing = ResponseError in map(type, replies) and _has_noscript(replies, 0, len(replies))
+        # Scripts are missing, or the server is loading its data, only after the server
+        # restarted or was flushed: look for that once per pipeline, not once per write.
+        refused = ResponseError in map(type, replies)
+        missing = refused and _has_refusal(replies, 0, len(replies), "NOSCRIPT")
+        loading = refused and _has_refusal(replies, 0, len(replies), "LOADING")
         again: list[_Write] = []
+        not_run: list[_Write] = []
         position = 0
         for write in batch:
             _, count, future, key, decode = write
-            if missing and _has_noscript(replies, position, count):
+            if loading and _has_refusal(replies, position, count, "LOADING"):
+                not_run.append(write)
+            elif missing and _has_refusal(replies, position, count, "NOSCRIPT"):
                 again.append(write)
             elif future is None or future.done():
                 pass  # our own script loads, or a writer that stopped waiting
@@ -247,6 +261,10 @@ class Lane:
                 except Exception as exc:
                     future.set_exception(exc)
             position += count
+        if not_run:
+            self._hold(not_run)
+        elif not loading:
+            self._loading = 0
         if not again:
             self._reloads = 0
             return
@@ -259,6 +277,28 @@ class Lane:
             return
         # Load the scripts, then send again what met their absence, ahead of the rest.
         self._queued[:0] = [self._reload, *again]
+        self._schedule_flush()
+
+    def _hold(self, writes: list[_Write]) -> None:
+        """Send `writes`, which a loading server refused unrun, again after a pause,
+        ahead of everything queued; give up after the pauses of a broken connection."""
+        if self._loading >= len(RETRY_DELAYS) or self._loop is None:
+            self._loading = 0
+            error = self._describe(RuntimeError("the server stayed busy loading its data"))
+            for _, _, future, _, _ in writes:
+                if future is not None and not future.done():
+                    future.set_exception(error)
+            return
+        delay = max(RETRY_DELAYS[self._loading], 0.01)
+        self._loading += 1
+        logger.warning("Redis is loading its data; sending %d writes again", len(writes))
+        self._queued[:0] = writes
+        if not self._holding:
+            self._holding = True
+            self._loop.call_later(delay, self._resume)
+
+    def _resume(self) -> None:
+        self._holding = False
         self._schedule_flush()
 
     # -- the connection -----------------------------------------------------------------
@@ -359,8 +399,9 @@ def _pack(commands: Sequence[Command]) -> bytes:
 _PACKED_WAITAOF = pack_command(WAITAOF)
 
 
-def _has_noscript(replies: list[Any], first: int, count: int) -> bool:
+def _has_refusal(replies: list[Any], first: int, count: int, code: str) -> bool:
+    """Whether one of the replies is an error reply starting with `code`."""
     return any(
-        isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT")
+        isinstance(reply, ResponseError) and str(reply).startswith(code)
         for reply in replies[first : first + count]
     )

@@ -52,14 +52,21 @@ local function idx(ip, kind, name)
   return ip .. kind .. ':{' .. esc(name) .. '}'
 end
 
+-- A claim index (ready, lease, timer) of the runs of workflow `wf` now on version `av`:
+-- executors claim by version, so that none takes a run it may not execute.
+local function cidx(ip, kind, wf, av)
+  return idx(ip, kind, wf) .. '@' .. av
+end
+
 -- Before any write: every index key a write will touch must hold its own type (or
 -- nothing). Returns an error reply naming the first that does not, else nil.
-local function check_indexes(ip, wf, old_status, new_status, wait_keys)
+local function check_indexes(ip, wf, av, old_status, new_status, wait_keys)
   if ip == '' then return nil end
   local checks = {
     {idx(ip, 'status', wf) .. ':' .. new_status, 'zset'},
-    {idx(ip, 'ready', wf), 'zset'}, {idx(ip, 'lease', wf), 'zset'},
-    {idx(ip, 'timer', wf), 'zset'}, {ip .. 'counts', 'hash'}, {idx(ip, 'counts', wf), 'hash'},
+    {cidx(ip, 'ready', wf, av), 'zset'}, {cidx(ip, 'lease', wf, av), 'zset'},
+    {cidx(ip, 'timer', wf, av), 'zset'}, {idx(ip, 'versions', wf), 'set'},
+    {ip .. 'counts', 'hash'}, {idx(ip, 'counts', wf), 'hash'},
   }
   if old_status and old_status ~= new_status then
     checks[#checks + 1] = {idx(ip, 'status', wf) .. ':' .. old_status, 'zset'}
@@ -96,8 +103,9 @@ end
 -- Put the run in the indexes that match its stored state (single server only).
 local function reindex(ip, id, run, old_status)
   if ip == '' then return end
-  local r = redis.call('HMGET', run, 'st', 'wf', 'ca', 'own', 'lx', 'wk')
+  local r = redis.call('HMGET', run, 'st', 'wf', 'ca', 'own', 'lx', 'wk', 'ver', 'av')
   local st, wf, ca = r[1], r[2], r[3]
+  local av = r[8] or r[7] or ''
   if old_status ~= st then
     if old_status then
       redis.call('ZREM', idx(ip, 'status', wf) .. ':' .. old_status, id)
@@ -108,7 +116,8 @@ local function reindex(ip, id, run, old_status)
     redis.call('HINCRBY', idx(ip, 'counts', wf), st, 1)
     redis.call('ZADD', idx(ip, 'status', wf) .. ':' .. st, ca, id)
   end
-  local ready, lease, timer = idx(ip, 'ready', wf), idx(ip, 'lease', wf), idx(ip, 'timer', wf)
+  local ready, lease = cidx(ip, 'ready', wf, av), cidx(ip, 'lease', wf, av)
+  local timer = cidx(ip, 'timer', wf, av)
   if st == 'queued' then
     redis.call('ZADD', ready, ca, id)
   elseif old_status == 'queued' then

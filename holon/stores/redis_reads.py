@@ -73,7 +73,7 @@ class RedisReads(RedisBase):
             return None
         record = _decode(run_id, fields, body, input_text, results, self.max_value_bytes)
         if self.cluster:
-            self._remember(run_id, record.workflow, record.created_at)
+            self._remember(run_id, record.workflow, record.current_version, record.created_at)
         return record
 
     async def run_progress(self, run_id: str) -> RunProgress | None:
@@ -275,6 +275,92 @@ class RedisReads(RedisBase):
         except RedisError as exc:
             raise self._describe(exc, self._definitions_key) from None
 
+    async def put_schedule(self, name: str, document: dict[str, Any]) -> None:
+        """Keep a schedule: a hash of its fields (JSON each), named in a set of names (in
+        one transaction on a single server; on a Cluster, whose keys of other slots no
+        transaction spans, the name is added last and removed first)."""
+        key = self._schedule_key(name)
+        fields = {field: _codec.dump(value) for field, value in document.items()}
+        try:
+            async with self._client.pipeline(transaction=not self.cluster) as pipe:
+                pipe.delete(key)
+                if fields:
+                    pipe.hset(key, mapping=fields)
+                pipe.sadd(self._schedules_key, name)
+                await pipe.execute()
+        except RedisError as exc:
+            raise self._describe(exc, key) from None
+
+    async def schedules(self) -> list[dict[str, Any]]:
+        """Every schedule kept, by name."""
+        try:
+            names = sorted(await self._client.smembers(self._schedules_key))
+            async with self._client.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.hgetall(self._schedule_key(name))
+                stored: list[dict[str, str]] = await pipe.execute()
+        except RedisError as exc:
+            raise self._describe(exc, self._schedules_key) from None
+        return [
+            {f: _codec.load(v, run_id="-", what=f"schedule {name}") for f, v in fields.items()}
+            for name, fields in zip(names, stored, strict=True)
+            if fields
+        ]
+
+    async def delete_schedule(self, name: str) -> bool:
+        """Forget a schedule."""
+        try:
+            async with self._client.pipeline(transaction=not self.cluster) as pipe:
+                pipe.srem(self._schedules_key, name)
+                pipe.delete(self._schedule_key(name))
+                _, deleted = await pipe.execute()
+        except RedisError as exc:
+            raise self._describe(exc, self._schedules_key) from None
+        return bool(deleted)
+
+    async def patch_schedule(self, name: str, changes: dict[str, Any]) -> bool:
+        """Set fields of a schedule in one script (a field set to None is removed)."""
+        flat = [item for field, value in changes.items() for item in (field, _codec.dump(value))]
+        key = self._schedule_key(name)
+        try:
+            patched = await self._client.eval(_PATCH_FIELDS, 1, key, *flat)
+        except RedisError as exc:
+            raise self._describe(exc, key) from None
+        return bool(patched)
+
+    async def put_worker(self, name: str, info: dict[str, Any], expires_at: float) -> None:
+        """Say that executor `name` is alive until `expires_at` (one hash of workers)."""
+        entry = _codec.dump({"info": info, "expires_at": expires_at})
+        try:
+            await self._client.hset(self._workers_key, name, entry)
+        except RedisError as exc:
+            raise self._describe(exc, self._workers_key) from None
+
+    async def workers(self, now: float) -> list[dict[str, Any]]:
+        """The executors alive at `now`; the others are forgotten."""
+        try:
+            stored: dict[str, str] = await self._client.hgetall(self._workers_key)
+        except RedisError as exc:
+            raise self._describe(exc, self._workers_key) from None
+        alive: list[dict[str, Any]] = []
+        gone: list[str] = []
+        for name in sorted(stored):
+            entry = _codec.load(stored[name], run_id="-", what=f"worker {name}")
+            if not isinstance(entry, dict) or float(entry.get("expires_at", 0)) <= now:
+                gone.append(name)
+                continue
+            alive.append({**entry["info"], "name": name, "expires_at": entry["expires_at"]})
+        if gone:
+            await self._client.hdel(self._workers_key, *gone)
+        return alive
+
+    async def remove_worker(self, name: str) -> None:
+        """Forget executor `name`."""
+        try:
+            await self._client.hdel(self._workers_key, name)
+        except RedisError as exc:
+            raise self._describe(exc, self._workers_key) from None
+
     async def definitions(self) -> list[dict[str, Any]]:
         """Every stored definition document, by name then version."""
         try:
@@ -282,6 +368,20 @@ class RedisReads(RedisBase):
         except RedisError as exc:
             raise self._describe(exc, self._definitions_key) from None
         return [_codec.load(stored[f], run_id="-", what=f"definition {f}") for f in sorted(stored)]
+
+
+_PATCH_FIELDS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 1, #ARGV, 2 do
+  if ARGV[i + 1] == 'null' then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  else
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+return 1
+"""
+"""Set the given fields (JSON each) of an existing hash; `null` removes a field."""
 
 
 def _status_of(index: str) -> RunStatus:

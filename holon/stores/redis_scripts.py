@@ -12,7 +12,8 @@ one slot and works on Redis Cluster:
 | `KEYS[5]` `...:t` | list | the timeline, one JSON event per entry, oldest first |
 
 The hash stays small (every value short) so Redis keeps it in its compact encoding:
-`wf`, `ver` (workflow and version), `st` (status), `in` (a short input), `seq`, `es`
+`wf`, `ver` (workflow and the version it started on), `av` (the version it moved to, when
+a newer definition took it over), `st` (status), `in` (a short input), `seq`, `es`
 (checkpoint and timeline sequence numbers), `tb` (timeline events trimmed away), `ctl`
 (control request), `own`, `lx`, `ln`, `lr` (lease owner, expiry, acquiring request id,
 recovered flag), `f` (last fencing token), `wk` (wake-up time), `ca`, `ua` (created and
@@ -59,7 +60,7 @@ local run, body, input, tl = KEYS[1], KEYS[2], KEYS[3], KEYS[5]
 if redis.call('EXISTS', run) == 1 then return 0 end
 local h = split(ARGV[1], '\31')
 local ip, id = h[1], h[2]
-local bad = check_indexes(ip, h[3], nil, h[5], {})
+local bad = check_indexes(ip, h[3], h[4], nil, h[5], {})
 if bad then return bad end
 if ip ~= '' then
   local sbad = check_type(ip .. 'workflows', 'set')
@@ -78,7 +79,10 @@ redis.call('DEL', tl)
 local events = lines(ARGV[4])
 append(run, tl, events, tonumber(h[9]))
 redis.call('HSET', run, 'es', #events)
-if ip ~= '' then redis.call('SADD', ip .. 'workflows', h[3]) end
+if ip ~= '' then
+  redis.call('SADD', ip .. 'workflows', h[3])
+  redis.call('SADD', idx(ip, 'versions', h[3]), h[4])
+end
 reindex(ip, id, run, nil)
 return 1
 """
@@ -92,7 +96,7 @@ if not ok then return redis.error_reply('HOLON NOTFOUND') end
 if type(ok) == 'table' then return ok end
 local h = split(ARGV[1], '\31')
 local ip, id, owner, ttl, now, nonce = h[1], h[2], h[3], tonumber(h[4]), h[5], h[7]
-local r = redis.call('HMGET', run, 'st', 'own', 'lx', 'f', 'ln', 'wk', 'lr', 'wf')
+local r = redis.call('HMGET', run, 'st', 'own', 'lx', 'f', 'ln', 'wk', 'lr', 'wf', 'ver', 'av')
 local st, own, lx, wk = r[1], r[2], r[3], r[6]
 local lnow = lease_now(h[6], now)
 if own and tonumber(lx) > lnow then
@@ -106,7 +110,7 @@ end
 if not runnable then return {0, st, lx or '', wk or ''} end
 local after = st
 if st == 'queued' then after = 'running' end
-local bad = check_indexes(ip, r[8] or '', st, after, {})
+local bad = check_indexes(ip, r[8] or '', r[10] or r[9] or '', st, after, {})
 if bad then return bad end
 -- The next token is above the last one and at least the server's clock in microseconds:
 -- after a restart from older data (the last tokens lost) it still never goes back.
@@ -128,17 +132,19 @@ local ok = check_type(run, 'hash')
 if not ok then return redis.error_reply('HOLON NOTFOUND') end
 if type(ok) == 'table' then return ok end
 local h = split(ARGV[1], '\31')
-local r = redis.call('HMGET', run, 'own', 'f', 'ctl', 'wf')
+local r = redis.call('HMGET', run, 'own', 'f', 'ctl', 'wf', 'ver', 'av')
 if not r[1] or r[2] ~= h[3] then
   return redis.error_reply('HOLON STALE ' .. (r[1] and r[2] or 'none (released)'))
 end
+local lease = nil
 if h[1] ~= '' then
-  local bad = check_type(idx(h[1], 'lease', r[4]), 'zset')
+  lease = cidx(h[1], 'lease', r[4] or '', r[6] or r[5] or '')
+  local bad = check_type(lease, 'zset')
   if type(bad) == 'table' then return bad end
 end
 local lx = string.format('%.6f', lease_now(h[6], h[5]) + tonumber(h[4]))
 redis.call('HSET', run, 'lx', lx)
-if h[1] ~= '' then redis.call('ZADD', idx(h[1], 'lease', r[4]), lx, h[2]) end
+if lease then redis.call('ZADD', lease, lx, h[2]) end
 return r[3] or false
 """
 
@@ -148,18 +154,20 @@ local run = KEYS[1]
 local ok = check_type(run, 'hash')
 if not ok or type(ok) == 'table' then return 0 end
 local h = split(ARGV[1], '\31')
-local r = redis.call('HMGET', run, 'own', 'f', 'st', 'wf')
+local r = redis.call('HMGET', run, 'own', 'f', 'st', 'wf', 'ver', 'av')
 if not r[1] or r[2] ~= h[3] then return 0 end
-local bad = check_indexes(h[1], r[4] or '', r[3], r[3], {})
+local av = r[6] or r[5] or ''
+local bad = check_indexes(h[1], r[4] or '', av, r[3], r[3], {})
 if bad then return bad end
 redis.call('HDEL', run, 'own', 'lx', 'ln', 'lr')
 reindex(h[1], h[2], run, r[3])
-return {r[3], r[4] or ''}
+return {r[3], r[4] or '', av}
 """
 
 # ARGV: header (ip, id, token or '', expected seq, commit id, status, wake or '', at,
 # release 0/1, clear control 0/1, timeline cap, expiry of a completed run or '', wait keys
-# given 0/1, number of results, of events, of wait keys), body, then the results (name,
+# given 0/1, number of results, of events, of wait keys, the version the run moves to or
+# ''), body, then the results (name,
 # JSON), the events (JSON each) and the wait keys. The short arguments travel as one:
 # each argument costs the client a length header to format, on every step.
 # Returns {seq, event_seq, control or false}, and the wait keys it had before when they
@@ -198,15 +206,25 @@ end
 local status, wake, given = h[6], h[7], h[13] == '1'
 local new_keys = {}
 for j = 0, nkeys - 1 do new_keys[j + 1] = ARGV[first_key + j] end
-local reindexing = r[7] ~= status or h[9] == '1' or status == 'waiting' or r[8]
+local moving = h[17] ~= ''
+local reindexing = r[7] ~= status or h[9] == '1' or status == 'waiting' or r[8] or moving
+local old_av = nil
 if ip ~= '' and (reindexing or given) then
+  local v = redis.call('HMGET', run, 'ver', 'av')
+  old_av = v[2] or v[1] or ''
+  local av = old_av
+  if moving then av = h[17] end
   local touched = {}
   for _, k in ipairs(new_keys) do touched[#touched + 1] = k end
   if given and r[10] then
     for _, k in ipairs(split(r[10], '\31')) do touched[#touched + 1] = k end
   end
-  local bad = check_indexes(ip, r[9] or '', r[7], status, touched)
+  local bad = check_indexes(ip, r[9] or '', av, r[7], status, touched)
   if bad then return bad end
+  if av ~= old_av then
+    bad = check_indexes(ip, r[9] or '', old_av, r[7], r[7], {})
+    if bad then return bad end
+  end
   if h[12] ~= '' and status == 'completed' then
     local ebad = check_type(ip .. 'expiry', 'zset')
     if type(ebad) == 'table' then return ebad end
@@ -239,6 +257,16 @@ if h[10] == '1' and r[6] then redis.call('HDEL', run, 'ctl') end
 if nres > 0 then redis.call('HSET', res, unpack(ARGV, 3, first_event - 1)) end
 local before = {}
 if given then before = set_wait_keys(ip, id, run, new_keys) end
+if moving then
+  if ip ~= '' and old_av ~= h[17] then
+    -- Out of the claim indexes of the version it leaves; `reindex` puts it in the new.
+    for _, kind in ipairs({'ready', 'lease', 'timer'}) do
+      redis.call('ZREM', cidx(ip, kind, r[9] or '', old_av), id)
+    end
+    redis.call('SADD', idx(ip, 'versions', r[9] or ''), h[17])
+  end
+  redis.call('HSET', run, 'av', h[17])
+end
 if reindexing then reindex(ip, id, run, r[7]) end
 if ip ~= '' and h[12] ~= '' and status == 'completed' then
   redis.call('ZADD', ip .. 'expiry', h[12], id)
@@ -293,10 +321,10 @@ local old, seq = nil, 0
 if t == 'hash' then
   if redis.call('HGET', run, 'lc') == h[4] then return {} end
   mend(run, KEYS[3], KEYS[4], tonumber(h[6]))
-  local r = redis.call('HMGET', run, 'st', 'seq', 'es', 'wf', 'ca', 'ver', 'wx')
+  local r = redis.call('HMGET', run, 'st', 'seq', 'es', 'wf', 'ca', 'ver', 'wx', 'av')
   local touched = {}
   if r[7] then touched = split(r[7], '\31') end
-  local bad = check_indexes(ip, r[4] or '', r[1], 'failed', touched)
+  local bad = check_indexes(ip, r[4] or '', r[8] or r[6] or '', r[1], 'failed', touched)
   if bad then return bad end
   old = r[1]
   seq = tonumber(r[2]) or 0
@@ -305,7 +333,7 @@ if t == 'hash' then
   if not tonumber(r[5]) then redis.call('HSET', run, 'ca', at) end
   if not r[6] then redis.call('HSET', run, 'ver', '') end
 else
-  local bad = check_indexes(ip, '', nil, 'failed', {})
+  local bad = check_indexes(ip, '', '', nil, 'failed', {})
   if bad then return bad end
   redis.call('DEL', run)
   redis.call('HSET', run, 'wf', '', 'ver', '', 'in', 'null', 'f', 0, 'es', 0, 'ca', at)
@@ -335,7 +363,7 @@ local ok = check_type(run, 'hash')
 if not ok or type(ok) == 'table' then return {0} end
 local h = split(ARGV[1], '\31')
 local ip, id = h[1], h[2]
-local r = redis.call('HMGET', run, 'st', 'wf')
+local r = redis.call('HMGET', run, 'st', 'wf', 'ver', 'av')
 local st, wf = r[1], r[2] or ''
 if st ~= 'completed' and st ~= 'failed' and st ~= 'stopped' and st ~= 'rejected'
     and st ~= 'expired' then
@@ -345,7 +373,7 @@ if ip ~= '' then
   local touched = {}
   local wx = redis.call('HGET', run, 'wx')
   if wx then touched = split(wx, '\31') end
-  local bad = check_indexes(ip, wf, st, st, touched)
+  local bad = check_indexes(ip, wf, r[4] or r[3] or '', st, st, touched)
   if bad then return bad end
   local ebad = check_type(ip .. 'expiry', 'zset')
   if type(ebad) == 'table' then return ebad end
@@ -379,7 +407,8 @@ if limit == 0 then return {tb + start + 1, {}} end
 return {tb + start + 1, redis.call('LRANGE', KEYS[2], start, stop)}
 """
 
-# KEYS: ready, lease, timer indexes of one workflow. ARGV: now, lease mode, limit.
+# KEYS: ready, lease, timer indexes of one workflow's runs on one version. ARGV: now,
+# lease mode, limit.
 # Returns {ready ids, ids whose lease expired, ids whose timer is due}.
 _CANDIDATES = r"""
 local limit = tonumber(ARGV[3])

@@ -11,7 +11,7 @@ plumbing (URL, schema, running statements without blocking the event loop) is in
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from holon.errors import RunNotFound, StaleLease, StoreError, seq_conflict
@@ -213,21 +213,27 @@ class SQLiteStore(SQLiteBase):
         self.signals.notify(run_id)
 
     async def claim(
-        self, owner: str, workflows: Sequence[str], limit: int, ttl: float, now: float
+        self,
+        owner: str,
+        workflows: Sequence[str],
+        limit: int,
+        ttl: float,
+        now: float,
+        *,
+        versions: Mapping[str, Sequence[str]] | None = None,
     ) -> list[LeaseGrant]:
         if not workflows or limit <= 0:
             return []
-        marks = ", ".join("?" * len(workflows))
+        which, which_params = _workflow_filter(workflows, versions or {})
 
         def claim(conn: sqlite3.Connection) -> list[LeaseGrant]:
             rows = conn.execute(
-                "SELECT run_id, status FROM holon_runs WHERE ns = ? "
-                f"AND workflow IN ({marks}) "
+                f"SELECT run_id, status FROM holon_runs WHERE ns = ? AND ({which}) "
                 "AND (lease_owner IS NULL OR lease_expires <= ?) "
                 "AND (status IN ('queued', 'running') "
                 "     OR (status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ?)) "
                 "ORDER BY created_at LIMIT ?",
-                (self.namespace, *workflows, now, now, limit),
+                (self.namespace, *which_params, now, now, limit),
             ).fetchall()
             return [self._grant(conn, run_id, status, owner, now + ttl) for run_id, status in rows]
 
@@ -277,6 +283,11 @@ class SQLiteStore(SQLiteBase):
             if row is None:
                 self._explain_refusal(conn, run_id, expected_seq, token)
             seq, event_seq, control = row
+            if checkpoint.version is not None:
+                conn.execute(
+                    "UPDATE holon_runs SET moved_to = ? WHERE ns = ? AND run_id = ?",
+                    (checkpoint.version, self.namespace, run_id),
+                )
             if checkpoint.results:
                 conn.executemany(
                     "INSERT OR REPLACE INTO holon_results (ns, run_id, name, value) "
@@ -449,6 +460,82 @@ class SQLiteStore(SQLiteBase):
             )
         )
 
+    async def put_schedule(self, name: str, document: dict[str, Any]) -> None:
+        text = _codec.dump(document)
+        await self._run(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO holon_schedules (ns, name, document) VALUES (?, ?, ?)",
+                (self.namespace, name, text),
+            )
+        )
+
+    async def schedules(self) -> list[dict[str, Any]]:
+        rows = await self._run(
+            lambda c: c.execute(
+                "SELECT name, document FROM holon_schedules WHERE ns = ? ORDER BY name",
+                (self.namespace,),
+            ).fetchall()
+        )
+        return [_codec.load(doc, run_id="-", what=f"schedule {name}") for name, doc in rows]
+
+    async def delete_schedule(self, name: str) -> bool:
+        deleted = await self._run(
+            lambda c: (
+                c.execute(
+                    "DELETE FROM holon_schedules WHERE ns = ? AND name = ?", (self.namespace, name)
+                ).rowcount
+            )
+        )
+        return bool(deleted)
+
+    async def patch_schedule(self, name: str, changes: dict[str, Any]) -> bool:
+        text = _codec.dump(changes)
+        updated = await self._run(
+            lambda c: (
+                c.execute(
+                    "UPDATE holon_schedules SET document = json_patch(document, ?) "
+                    "WHERE ns = ? AND name = ?",
+                    (text, self.namespace, name),
+                ).rowcount
+            )
+        )
+        return bool(updated)
+
+    async def put_worker(self, name: str, info: dict[str, Any], expires_at: float) -> None:
+        text = _codec.dump(info)
+        await self._run(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO holon_workers (ns, name, info, expires_at) "
+                "VALUES (?, ?, ?, ?)",
+                (self.namespace, name, text, expires_at),
+            )
+        )
+
+    async def workers(self, now: float) -> list[dict[str, Any]]:
+        def live(conn: sqlite3.Connection) -> list[tuple[str, str, float]]:
+            conn.execute(
+                "DELETE FROM holon_workers WHERE ns = ? AND expires_at <= ?",
+                (self.namespace, now),
+            )
+            rows: list[tuple[str, str, float]] = conn.execute(
+                "SELECT name, info, expires_at FROM holon_workers WHERE ns = ? ORDER BY name",
+                (self.namespace,),
+            ).fetchall()
+            return rows
+
+        rows = await self._run(lambda c: self._write(c, lambda: live(c)))
+        return [
+            {**_codec.load(info, run_id="-", what=f"worker {name}"), "name": name, "expires_at": at}
+            for name, info, at in rows
+        ]
+
+    async def remove_worker(self, name: str) -> None:
+        await self._run(
+            lambda c: c.execute(
+                "DELETE FROM holon_workers WHERE ns = ? AND name = ?", (self.namespace, name)
+            )
+        )
+
     async def definitions(self) -> list[dict[str, Any]]:
         rows = await self._run(
             lambda c: c.execute(
@@ -512,3 +599,23 @@ def _is_text(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def _workflow_filter(
+    workflows: Sequence[str], versions: Mapping[str, Sequence[str]]
+) -> tuple[str, list[str]]:
+    """The SQL condition (and its parameters) for runs of `workflows`, those named in
+    `versions` only on one of the versions listed there."""
+    any_version = [w for w in workflows if w not in versions]
+    conditions: list[str] = []
+    params: list[str] = []
+    if any_version:
+        conditions.append(f"workflow IN ({', '.join('?' * len(any_version))})")
+        params += any_version
+    for name in dict.fromkeys(w for w in workflows if w in versions):
+        listed = list(versions[name])
+        if listed:
+            marks = ", ".join("?" * len(listed))
+            conditions.append(f"(workflow = ? AND COALESCE(moved_to, version) IN ({marks}))")
+            params += [name, *listed]
+    return " OR ".join(conditions) or "0", params

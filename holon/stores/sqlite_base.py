@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS holon_runs (
     lease_expires REAL,
     fence INTEGER NOT NULL DEFAULT 0,
     wake_at REAL,
+    moved_to TEXT,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     PRIMARY KEY (ns, run_id)
@@ -77,6 +78,19 @@ CREATE TABLE IF NOT EXISTS holon_waiting (
     PRIMARY KEY (ns, key, run_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS holon_waiting_by_run ON holon_waiting (ns, run_id);
+CREATE TABLE IF NOT EXISTS holon_workers (
+    ns TEXT NOT NULL,
+    name TEXT NOT NULL,
+    info TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (ns, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS holon_schedules (
+    ns TEXT NOT NULL,
+    name TEXT NOT NULL,
+    document TEXT NOT NULL,
+    PRIMARY KEY (ns, name)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS holon_definitions (
     ns TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -98,6 +112,14 @@ COMMIT_SET = (
     "lease_expires = CASE WHEN ? THEN NULL ELSE lease_expires END, "
     "control = CASE WHEN ? THEN NULL ELSE control END"
 )
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    """Make the tables, and add to an older file's the columns it lacks."""
+    conn.executescript(_SCHEMA)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(holon_runs)")}
+    if "moved_to" not in columns:  # files made before runs could move to a newer version
+        conn.execute("ALTER TABLE holon_runs ADD COLUMN moved_to TEXT")
 
 
 class SQLiteBase:
@@ -154,7 +176,7 @@ class SQLiteBase:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {self.path!r}: {exc}") from None
         self._conn = conn
-        await self._run(lambda c: c.executescript(_SCHEMA))
+        await self._run(_create_schema)
 
     async def close(self) -> None:
         if self._conn is not None:
