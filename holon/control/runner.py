@@ -192,9 +192,10 @@ class WorkflowRunner:
         return self.executor.engine
 
     def kick(self, run_id: str) -> None:
-        """Try to execute `run_id` here now (it may be leased elsewhere: then nothing)."""
+        """Try to execute `run_id` here now (it may be leased elsewhere, or its workflow
+        at its concurrency limit: then the claim loop or another executor takes it)."""
         if self.execute:
-            self.executor.kick(run_id)
+            self.executor.kick(run_id, self.workflow.name)
 
     def cancel_here(self, run_id: str) -> None:
         """Cancel the step of `run_id` now if it is executing in this process (an

@@ -471,12 +471,15 @@ class Store(Protocol):
         """Runs, newest first, filtered and paged."""
 
     async def acquire_lease(
-        self, run_id: str, owner: str, ttl: float, now: float
+        self, run_id: str, owner: str, ttl: float, now: float, *, limit: int | None = None
     ) -> LeaseGrant | None:
         """Lease a `queued` run, or a `running` one whose lease expired, to `owner`.
 
         Sets the status to `running` and issues the next fencing token. Returns None
-        when the run is not runnable or another owner's lease is live.
+        when the run is not runnable or another owner's lease is live, and, with
+        `limit`, when `limit` runs of its workflow already hold a live lease while
+        running (a global concurrency limit: the count and the grant are one atomic
+        step, so executors together never exceed it).
         """
 
     async def renew_lease(self, run_id: str, token: int, ttl: float, now: float) -> Control | None:
@@ -522,6 +525,7 @@ class Store(Protocol):
         now: float,
         *,
         versions: Mapping[str, Sequence[str]] | None = None,
+        limits: Mapping[str, int] | None = None,
     ) -> list[LeaseGrant]:
         """Lease up to `limit` runs of `workflows` that need an executor: queued runs,
         running runs whose lease expired, and waiting runs whose `wake_at` has passed
@@ -529,7 +533,9 @@ class Store(Protocol):
 
         `versions` restricts a workflow named in it to runs whose current version
         (`RunRecord.current_version`) is listed (an empty list: none of its runs); a
-        workflow not named there is claimed at any version."""
+        workflow not named there is claimed at any version. `limits` caps, per workflow
+        named in it, the runs holding a live lease while running, as `acquire_lease`'s
+        `limit` does: a claim leaves a workflow's runs in the store once it is full."""
 
     async def timeline(
         self, run_id: str, after_seq: int = 0, limit: int | None = None

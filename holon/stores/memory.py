@@ -215,11 +215,24 @@ class MemoryStore:
             and (row.wake_at is not None and row.wake_at <= now)
         )
 
+    def _leased(self, workflow: str, now: float) -> int:
+        """Runs of `workflow` holding a live lease while running (what a limit counts)."""
+        return sum(
+            1
+            for row in self._rows.values()
+            if row.workflow == workflow
+            and row.status == RunStatus.RUNNING
+            and row.lease is not None
+            and row.lease.expires_at > now
+        )
+
     async def acquire_lease(
-        self, run_id: str, owner: str, ttl: float, now: float
+        self, run_id: str, owner: str, ttl: float, now: float, *, limit: int | None = None
     ) -> LeaseGrant | None:
         row = self._row(run_id)
         if not self._claimable(row, now, timers=False):
+            return None
+        if limit is not None and self._leased(row.workflow, now) >= limit:
             return None
         return self._grant(row, owner, ttl, now)
 
@@ -329,9 +342,15 @@ class MemoryStore:
         now: float,
         *,
         versions: Mapping[str, Sequence[str]] | None = None,
+        limits: Mapping[str, int] | None = None,
     ) -> list[LeaseGrant]:
         wanted = set(workflows)
         only = {name: set(listed) for name, listed in (versions or {}).items()}
+        free = {
+            name: cap - self._leased(name, now)
+            for name, cap in (limits or {}).items()
+            if name in wanted
+        }
         grants: list[LeaseGrant] = []
         for run_id in self._order:
             if len(grants) >= limit:
@@ -342,8 +361,13 @@ class MemoryStore:
             allowed = only.get(row.workflow)
             if allowed is not None and (row.moved_to or row.version) not in allowed:
                 continue
-            if self._claimable(row, now, timers=True):
-                grants.append(self._grant(row, owner, ttl, now))
+            if not self._claimable(row, now, timers=True):
+                continue
+            if row.workflow in free:
+                if free[row.workflow] <= 0:
+                    continue
+                free[row.workflow] -= 1
+            grants.append(self._grant(row, owner, ttl, now))
         return grants
 
     async def timeline(

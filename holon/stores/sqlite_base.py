@@ -56,6 +56,8 @@ CREATE TABLE IF NOT EXISTS holon_runs (
 CREATE INDEX IF NOT EXISTS holon_runs_by_status ON holon_runs (ns, status, created_at);
 CREATE INDEX IF NOT EXISTS holon_runs_by_workflow ON holon_runs (ns, workflow, created_at);
 CREATE INDEX IF NOT EXISTS holon_runs_by_created ON holon_runs (ns, created_at);
+CREATE INDEX IF NOT EXISTS holon_runs_leased ON holon_runs (ns, workflow, lease_expires)
+    WHERE status = 'running' AND lease_owner IS NOT NULL;
 CREATE TABLE IF NOT EXISTS holon_results (
     ns TEXT NOT NULL,
     run_id TEXT NOT NULL,
