@@ -56,6 +56,7 @@ class Executor:
         if concurrency is not None and concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.engine = engine
+        engine.on_ready = self.kick
         self.poll_interval = poll_interval
         self.concurrency = concurrency
         self._group: TaskGroup | None = None

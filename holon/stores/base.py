@@ -580,6 +580,28 @@ class Store(Protocol):
         and a worker's note of the tick it handled never undo each other); a field set to
         None is removed (a JSON merge patch). False when there is no such schedule."""
 
+    async def keep_event(
+        self,
+        inbox: str,
+        event_id: str,
+        document: dict[str, Any],
+        *,
+        expires_at: float,
+        most: int,
+        now: float,
+    ) -> bool:
+        """Keep an event in `inbox` (an event sent before anyone waits for it) until
+        `expires_at`, atomically: the same `event_id` again keeps nothing more, and an
+        inbox already holding `most` live events keeps no other. True when the event
+        is in the inbox now (kept, or kept before); False when the inbox is full."""
+
+    async def kept_events(self, inbox: str, now: float) -> list[dict[str, Any]]:
+        """The documents of the events kept in `inbox` and not expired at `now`, in
+        the order they were kept."""
+
+    async def drop_kept_event(self, inbox: str, event_id: str) -> None:
+        """Forget a kept event (delivered); a no-op when there is none."""
+
     async def count_runs(self, *, workflow: str | None = None) -> dict[RunStatus, int]:
         """How many runs there are in each status (statuses with none are left out),
         of one workflow or of all."""

@@ -93,6 +93,7 @@ class MemoryStore:
         self._waiting: dict[str, set[str]] = {}
         self._workers: dict[str, dict[str, Any]] = {}
         self._schedules: dict[str, str] = {}
+        self._inboxes: dict[str, dict[str, tuple[float, str]]] = {}
 
     async def open(self) -> None:
         pass
@@ -407,6 +408,39 @@ class MemoryStore:
 
     async def remove_worker(self, name: str) -> None:
         self._workers.pop(name, None)
+
+    def _live_inbox(self, inbox: str, now: float) -> dict[str, tuple[float, str]]:
+        kept = self._inboxes.setdefault(inbox, {})
+        for event_id in [i for i, (expires, _) in kept.items() if expires <= now]:
+            del kept[event_id]
+        return kept
+
+    async def keep_event(
+        self,
+        inbox: str,
+        event_id: str,
+        document: dict[str, Any],
+        *,
+        expires_at: float,
+        most: int,
+        now: float,
+    ) -> bool:
+        kept = self._live_inbox(inbox, now)
+        if event_id in kept:
+            return True
+        if len(kept) >= most:
+            return False
+        kept[event_id] = (expires_at, _codec.dump(document))
+        return True
+
+    async def kept_events(self, inbox: str, now: float) -> list[dict[str, Any]]:
+        return [
+            _codec.load(text, run_id="-", what=f"kept event {event_id}")
+            for event_id, (_, text) in self._live_inbox(inbox, now).items()
+        ]
+
+    async def drop_kept_event(self, inbox: str, event_id: str) -> None:
+        self._inboxes.get(inbox, {}).pop(event_id, None)
 
     async def put_schedule(self, name: str, document: dict[str, Any]) -> None:
         self._schedules[name] = _codec.dump(document)

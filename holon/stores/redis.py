@@ -52,7 +52,7 @@ from holon.stores.redis_codec import (
     safe_url,
     time_text,
 )
-from holon.stores.redis_reads import RedisReads
+from holon.stores.redis_inbox import RedisInbox
 from holon.stores.redis_resp import UndecodableReply
 
 __all__ = ["RedisStore", "safe_url"]
@@ -63,7 +63,7 @@ _CLAIM_ROUNDS = 4
 logger = logging.getLogger("holon.stores.redis")
 
 
-class RedisStore(RedisReads):
+class RedisStore(RedisInbox):
     """A store on a Redis server or Redis Cluster.
 
     Args:

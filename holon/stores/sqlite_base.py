@@ -87,6 +87,14 @@ CREATE TABLE IF NOT EXISTS holon_workers (
     expires_at REAL NOT NULL,
     PRIMARY KEY (ns, name)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS holon_inbox (
+    ns TEXT NOT NULL,
+    inbox TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    document TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    UNIQUE (ns, inbox, event_id)
+);
 CREATE TABLE IF NOT EXISTS holon_schedules (
     ns TEXT NOT NULL,
     name TEXT NOT NULL,

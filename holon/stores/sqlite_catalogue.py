@@ -1,5 +1,6 @@
 """What an SQLite store keeps beside the runs: the catalogue of workflow definitions,
-the schedules, and the list of live executors. Small documents, each one JSON value."""
+the schedules, the list of live executors, and the inboxes of events sent before anyone
+waited for them. Small documents, each one JSON value."""
 
 from __future__ import annotations
 
@@ -113,3 +114,58 @@ class SQLiteCatalogue(SQLiteBase):
             _codec.load(doc, run_id="-", what=f"definition {name}@{version}")
             for name, version, doc in rows
         ]
+
+    async def keep_event(
+        self,
+        inbox: str,
+        event_id: str,
+        document: dict[str, Any],
+        *,
+        expires_at: float,
+        most: int,
+        now: float,
+    ) -> bool:
+        text = _codec.dump(document)
+
+        def keep(conn: sqlite3.Connection) -> bool:
+            conn.execute(
+                "DELETE FROM holon_inbox WHERE ns = ? AND inbox = ? AND expires_at <= ?",
+                (self.namespace, inbox, now),
+            )
+            if conn.execute(
+                "SELECT 1 FROM holon_inbox WHERE ns = ? AND inbox = ? AND event_id = ?",
+                (self.namespace, inbox, event_id),
+            ).fetchone():
+                return True
+            (count,) = conn.execute(
+                "SELECT COUNT(*) FROM holon_inbox WHERE ns = ? AND inbox = ?",
+                (self.namespace, inbox),
+            ).fetchone()
+            if count >= most:
+                return False
+            conn.execute(
+                "INSERT INTO holon_inbox (ns, inbox, event_id, document, expires_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (self.namespace, inbox, event_id, text, expires_at),
+            )
+            return True
+
+        return await self._run(lambda c: self._write(c, lambda: keep(c)))
+
+    async def kept_events(self, inbox: str, now: float) -> list[dict[str, Any]]:
+        rows = await self._run(
+            lambda c: c.execute(
+                "SELECT event_id, document FROM holon_inbox WHERE ns = ? AND inbox = ? "
+                "AND expires_at > ? ORDER BY rowid",
+                (self.namespace, inbox, now),
+            ).fetchall()
+        )
+        return [_codec.load(doc, run_id="-", what=f"kept event {eid}") for eid, doc in rows]
+
+    async def drop_kept_event(self, inbox: str, event_id: str) -> None:
+        await self._run(
+            lambda c: c.execute(
+                "DELETE FROM holon_inbox WHERE ns = ? AND inbox = ? AND event_id = ?",
+                (self.namespace, inbox, event_id),
+            )
+        )
