@@ -12,9 +12,11 @@ async with WorkflowRunner(wf) as runner:
 
 from holon.clock import Clock, ManualClock, SystemClock
 from holon.control.catalogue import WorkflowInfo
+from holon.control.client import Client
 from holon.control.handle import RunHandle
 from holon.control.runner import WorkflowRunner
 from holon.control.steward import Steward
+from holon.control.sync_client import SyncClient, SyncRunHandle
 from holon.definition.builder import Workflow
 from holon.definition.conditions import payload_digest
 from holon.definition.directives import (
@@ -67,7 +69,7 @@ from holon.runtime.task_state import TaskState
 from holon.runtime.waits import WaitInfo
 from holon.sealing import Keyring, Secret
 from holon.stores import MemoryStore, SQLiteStore, Store, open_store
-from holon.stores.base import RunRecord, RunStatus, RunSummary, TimelineEvent, WaitRecord
+from holon.stores.base import Page, RunRecord, RunStatus, RunSummary, TimelineEvent, WaitRecord
 from holon.worker.collector import configure_worker_gc
 from holon.worker.worker import Worker
 
@@ -84,6 +86,7 @@ __all__ = [
     "step",
     "END",
     "START",
+    "Client",
     "Clock",
     "Context",
     "CorruptRecord",
@@ -103,6 +106,7 @@ __all__ = [
     "NotAnApprover",
     "NotWaiting",
     "PoisonRun",
+    "Page",
     "Parallel",
     "RunFailed",
     "RunHandle",
@@ -139,6 +143,8 @@ __all__ = [
     "Worker",
     "DocumentError",
     "Steward",
+    "SyncClient",
+    "SyncRunHandle",
     "WorkflowInfo",
     "WorkflowNotFound",
     "__version__",

@@ -11,6 +11,7 @@ def test_exports_are_pinned() -> None:
         [
             "END",
             "START",
+            "Client",
             "Clock",
             "Context",
             "CorruptRecord",
@@ -30,6 +31,7 @@ def test_exports_are_pinned() -> None:
             "NotAnApprover",
             "NotWaiting",
             "PoisonRun",
+            "Page",
             "Parallel",
             "RunFailed",
             "RunHandle",
@@ -66,6 +68,8 @@ def test_exports_are_pinned() -> None:
             "Worker",
             "DocumentError",
             "Steward",
+            "SyncClient",
+            "SyncRunHandle",
             "WorkflowInfo",
             "WorkflowNotFound",
             "__version__",
@@ -100,6 +104,9 @@ def test_every_pascal_case_verb_has_its_snake_case_alias() -> None:
         holon.RunHandle,
         holon.Context,
         holon.Steward,
+        holon.Client,
+        holon.SyncClient,
+        holon.SyncRunHandle,
     ):
         verbs = [n for n in dir(cls) if n[:1].isupper() and callable(getattr(cls, n))]
         assert verbs, cls

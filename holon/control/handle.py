@@ -19,11 +19,18 @@ __all__ = ["HandleSource", "RunHandle"]
 
 
 class HandleSource(Protocol):
-    """What a handle needs of the object that made it (a `WorkflowRunner`): the store
-    and its operator verbs, the time, and the process's own executor, if any."""
+    """What a handle needs of the object that made it (a `WorkflowRunner` or a
+    `Client`): the store and its operator verbs, the time, and the process's own
+    executor, if any."""
 
-    store: Store
-    operator: Operator
+    @property
+    def store(self) -> Store:
+        """The store the run is in (a closed source raises `HolonError` here)."""
+
+    @property
+    def operator(self) -> Operator:
+        """The verbs that write the run without a lease."""
+
     clock: Clock
     poll_interval: float
     """Seconds between re-reads while waiting on a run changed by another process."""

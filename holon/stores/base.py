@@ -18,7 +18,7 @@ Every operation is atomic. Stores hold JSON only: nothing is pickled.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
@@ -397,6 +397,13 @@ class Page(Generic[T]):
 
     items: list[T]
     next_cursor: str | None = None
+
+    def __iter__(self) -> Iterator[T]:
+        """The page's items (`for run in page:`)."""
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
 
 
 class ChangeSignals:
