@@ -11,11 +11,13 @@ async with WorkflowRunner(wf) as runner:
 """
 
 from holon.clock import Clock, ManualClock, SystemClock
+from holon.control.bulk import BulkReport
 from holon.control.catalogue import WorkflowInfo
 from holon.control.client import Client
 from holon.control.handle import RunHandle
 from holon.control.runner import WorkflowRunner
 from holon.control.steward import Steward
+from holon.control.surgery import Divergence, ReplayReport, RerunReport
 from holon.control.sync_client import SyncClient, SyncRunHandle
 from holon.definition.builder import Workflow
 from holon.definition.conditions import payload_digest
@@ -63,6 +65,7 @@ from holon.errors import (
     WorkflowNotFound,
 )
 from holon.limits import Limits
+from holon.runtime.cassette import NoRecording
 from holon.runtime.context import Context
 from holon.runtime.imperative import ExecuteContext, current_step
 from holon.runtime.task_state import TaskState
@@ -86,7 +89,12 @@ __all__ = [
     "step",
     "END",
     "START",
+    "BulkReport",
     "Client",
+    "Divergence",
+    "NoRecording",
+    "ReplayReport",
+    "RerunReport",
     "Clock",
     "Context",
     "CorruptRecord",

@@ -3,8 +3,6 @@ alone, executed by a `Worker` that has the code; on a real SQLite file and a rea
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any, Literal
 
 import anyio
@@ -31,13 +29,12 @@ from holon import (
     Workflow,
     WorkflowNotFound,
 )
-from holon.stores import open_store
 from holon.stores.base import Store
-from holon.stores.redis import RedisStore
-from tests.conftest import STORE_FACTORIES
-from tests.redis_support import delete_prefix
+from tests.durable_stores import durable, same_data
 
 pytestmark = pytest.mark.anyio
+
+__all__ = ["durable"]  # the fixture, imported for the tests here
 
 
 class Order(BaseModel):
@@ -68,33 +65,6 @@ ORDERS = (
 )
 
 ECHO = Workflow("echo").Flow({START: lambda ctx: Next(END, output={"echo": ctx.Input})})
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-async def durable(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """The worker's store: a real SQLite file or a real Redis (a unique key prefix).
-    Clients open a store of their own on the same data (`same_data`), as another
-    process would; the fixture closes them all."""
-    store = await STORE_FACTORIES[request.param](tmp_path)
-    await store.open()
-    try:
-        yield store
-    finally:
-        for other in OTHERS.pop(id(store), []):
-            await other.close()
-        await store.close()
-        if isinstance(store, RedisStore):
-            delete_prefix(store.url, store.key_prefix)
-
-
-OTHERS: dict[int, list[Store]] = {}
-
-
-def same_data(store: Store) -> Store:
-    """Another store object on the data of `store`, as another process would open it."""
-    other = open_store(store.url, key_prefix=getattr(store, "key_prefix", ""))
-    OTHERS.setdefault(id(store), []).append(other)
-    return other
 
 
 async def registered(store: Store) -> Steward:

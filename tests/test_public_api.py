@@ -11,7 +11,12 @@ def test_exports_are_pinned() -> None:
         [
             "END",
             "START",
+            "BulkReport",
             "Client",
+            "Divergence",
+            "NoRecording",
+            "ReplayReport",
+            "RerunReport",
             "Clock",
             "Context",
             "CorruptRecord",

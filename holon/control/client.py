@@ -26,6 +26,7 @@ from typing import Any
 
 from holon._naming import snake_case_aliases
 from holon.clock import Clock, SystemClock
+from holon.control.bulk import BulkReport, RunFilter, apply_bulk
 from holon.control.catalogue import WorkflowInfo
 from holon.control.handle import RunHandle
 from holon.control.operator import Operator
@@ -235,6 +236,29 @@ class Client:
         """What the catalogue knows of a workflow version (see `Steward.Describe`)."""
         await self._ready()
         return await self.steward.Describe(workflow, version)
+
+    async def Bulk(
+        self,
+        verb: str,
+        *,
+        workflow: str | None = None,
+        status: RunStatus | str | None = None,
+        version: str | None = None,
+        started_after: float | None = None,
+        started_before: float | None = None,
+        by: str | None = None,
+    ) -> BulkReport:
+        """Apply `stop`, `pause`, `resume` or `retry` to every run that matches the
+        filter, reporting each run's outcome (`holon.control.bulk`); safe to repeat."""
+        await self._ready()
+        runs = RunFilter(
+            workflow=workflow,
+            status=RunStatus(status) if status is not None else None,
+            version=version,
+            started_after=started_after,
+            started_before=started_before,
+        )
+        return await apply_bulk(self, verb, runs, by=by)
 
     # -- waits ---------------------------------------------------------------------------
 

@@ -25,10 +25,12 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from holon._naming import snake_case_aliases
 from holon.clock import Clock
+from holon.control.bulk import BulkReport
 from holon.control.catalogue import WorkflowInfo
 from holon.control.client import Client
 from holon.control.handle import RunHandle
 from holon.control.steward import Steward
+from holon.control.surgery import ReplayReport, RerunReport
 from holon.runtime.waits import WaitInfo
 from holon.stores.base import Page, RunRecord, RunStatus, RunSummary, Store, TimelineEvent
 
@@ -175,6 +177,29 @@ class SyncClient:
         """Deliver `event` to every run waiting on it; returns the ids reached."""
         return self._call(self.client.Send, event, payload, event_id)
 
+    def Bulk(
+        self,
+        verb: str,
+        *,
+        workflow: str | None = None,
+        status: RunStatus | str | None = None,
+        version: str | None = None,
+        started_after: float | None = None,
+        started_before: float | None = None,
+        by: str | None = None,
+    ) -> BulkReport:
+        """Apply a verb to every run matching the filter (see `Client.Bulk`)."""
+        return self._call(
+            self.client.Bulk,
+            verb,
+            workflow=workflow,
+            status=status,
+            version=version,
+            started_after=started_after,
+            started_before=started_before,
+            by=by,
+        )
+
 
 @snake_case_aliases
 class SyncRunHandle:
@@ -247,6 +272,25 @@ class SyncRunHandle:
 
     def Send(self, event: str, payload: Any = None, event_id: str | None = None) -> RunStatus:
         return self._call(self.handle.Send, event, payload, event_id)
+
+    def Retry(
+        self,
+        goto: str | None = None,
+        state: Mapping[str, Any] | None = None,
+        by: str | None = None,
+    ) -> RunStatus:
+        return self._call(self.handle.Retry, goto, state, by)
+
+    def Rerun(self, step: str, seq: int | None = None) -> RerunReport:
+        return self._call(self.handle.Rerun, step, seq)
+
+    def Replay(self, by: str | None = None) -> ReplayReport:
+        return self._call(self.handle.Replay, by)
+
+    def Fork(
+        self, at: int, state: Mapping[str, Any] | None = None, by: str | None = None
+    ) -> SyncRunHandle:
+        return SyncRunHandle(self._client, self._call(self.handle.Fork, at, state, by))
 
     def Waiting(self) -> WaitInfo | None:
         return self._call(self.handle.Waiting)
