@@ -274,8 +274,16 @@ class Client:
         store = await self._ready()
         return await pending_approvals(store, approver, roles, limit=limit, cursor=cursor)
 
-    async def Send(self, event: str, payload: Any = None, event_id: str | None = None) -> list[str]:
+    async def Send(
+        self,
+        event: str,
+        payload: Any = None,
+        event_id: str | None = None,
+        *,
+        keep_for: float | None = None,
+    ) -> list[str]:
         """Deliver `event` to every run waiting on it; returns the ids of those reached.
-        The same `event_id` again is recorded once per run."""
+        The same `event_id` again is recorded once per run. With `keep_for` (seconds)
+        the event is also kept that long for runs that start waiting on it later."""
         await self._ready()
-        return await send_event(self._operator, event, payload, event_id)
+        return await send_event(self._operator, event, payload, event_id, keep_for=keep_for)

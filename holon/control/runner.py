@@ -187,9 +187,10 @@ class WorkflowRunner:
         return self.executor.engine
 
     def kick(self, run_id: str) -> None:
-        """Try to execute `run_id` here now (it may be leased elsewhere: then nothing)."""
+        """Try to execute `run_id` here now (it may be leased elsewhere, or its workflow
+        at its concurrency limit: then the claim loop or another executor takes it)."""
         if self.execute:
-            self.executor.kick(run_id)
+            self.executor.kick(run_id, self.workflow.name)
 
     def cancel_here(self, run_id: str) -> None:
         """Cancel the step of `run_id` now if it is executing in this process (an
@@ -314,16 +315,29 @@ class WorkflowRunner:
 
     # -- waits ----------------------------------------------------------------------------
 
-    async def Send(self, event: str, payload: Any = None, event_id: str | None = None) -> list[str]:
+    async def Send(
+        self,
+        event: str,
+        payload: Any = None,
+        event_id: str | None = None,
+        *,
+        keep_for: float | None = None,
+    ) -> list[str]:
         """Deliver `event` to every run in the store waiting on it with a matching
         `match`; returns the ids of the runs that have it.
 
         Each run records the delivery once per `event_id`, so sending again after a
         failure is safe. Runs are found through the store's index of waiting runs, a
         page at a time, so any number of waiting runs costs memory for one page only.
+        With `keep_for` (seconds), the event is also kept for that long for the runs
+        that start waiting on it later (each gets it once, when its wait opens, if it
+        matches); without, only the runs waiting now have it. To reach one run that
+        may not wait yet, send to its handle (`RunHandle.Send`), which keeps by default.
         """
         await self._started()
-        return await send_event(self.operator, event, payload, event_id, on_queued=self.kick)
+        return await send_event(
+            self.operator, event, payload, event_id, keep_for=keep_for, on_queued=self.kick
+        )
 
     async def Pending(
         self,

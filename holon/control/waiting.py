@@ -12,6 +12,7 @@ from typing import Any
 
 from holon.control.operator import Operator
 from holon.errors import DecisionConflict, NotWaiting, RunNotFound
+from holon.runtime.inbox import new_event_id
 from holon.runtime.waits import WaitInfo, can_decide, describe
 from holon.stores.base import Page, RunRecord, RunStatus, Store
 
@@ -24,14 +25,22 @@ async def send_event(
     payload: Any,
     event_id: str | None,
     *,
+    keep_for: float | None = None,
     on_queued: Callable[[str], None] | None = None,
 ) -> list[str]:
     """Deliver `event` to every run waiting on it with a matching `match`; returns the
     ids of the runs that have it (`on_queued` is told of each that became ready).
 
     Each run records the delivery once per `event_id`, so sending again is safe. Runs
-    are found through the store's index of waiting runs, a page at a time.
+    are found through the store's index of waiting runs, a page at a time. With
+    `keep_for` (seconds) the event is also kept that long for runs that start waiting
+    on it later.
     """
+    if keep_for is not None:
+        event_id = event_id or new_event_id()
+        # Kept before the waiting runs are looked up: a run that opens its wait in
+        # between finds it in the inbox, so none is missed.
+        await operator.keep(event, payload, event_id, keep_for)
     reached: list[str] = []
     cursor: str | None = None
     while True:
