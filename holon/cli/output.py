@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 __all__ = ["Output", "jsonable", "when"]
 
@@ -78,10 +79,11 @@ class Output:
         title: str | None = None,
     ) -> None:
         table = Table(title=title, show_lines=False, header_style="bold")
+        # Cells are text, never markup: a `[sandbox]` flag must print as it is.
         for index, column in enumerate(columns):
             table.add_column(column, overflow="fold", no_wrap=index == 0)
         for row in rows:
-            table.add_row(*("-" if cell is None else str(cell) for cell in row))
+            table.add_row(*(Text("-" if cell is None else str(cell)) for cell in row))
         self.console.print(table)
 
     def error(self, message: str) -> None:
