@@ -58,6 +58,7 @@ from holon.runtime.suspension import Suspender
 from holon.runtime.timers import Timers
 from holon.runtime.transitions import Transitions, step_of
 from holon.runtime.versioning import adopt
+from holon.sealing import redact
 from holon.stores.base import (
     Checkpoint,
     Committed,
@@ -427,6 +428,8 @@ class Engine:
         completed: dict[str, Any] = {"duration_ms": duration_ms, "attempt": body.attempt}
         if results:
             completed["output_digest"] = digest(output)
+            if spec.external:  # the recording a replay answers this step with
+                completed["output"] = redact(output)
         events = [NewEvent("step_completed", now, name, completed)]
         if ctx.state_patch or ctx.log_entries:
             transitions.step_events(events, name, ctx, at=now)
