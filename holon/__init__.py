@@ -17,6 +17,7 @@ from holon.control.runner import WorkflowRunner
 from holon.control.steward import Steward
 from holon.definition.builder import Workflow
 from holon.definition.conditions import payload_digest
+from holon.definition.decorator import workflow
 from holon.definition.directives import (
     END,
     START,
@@ -46,11 +47,14 @@ from holon.errors import (
     NotAnApprover,
     NotWaiting,
     PoisonRun,
+    ResultTimeout,
+    RunConflict,
     RunFailed,
     RunNotFound,
     SecretKeyError,
     SeqConflict,
     StaleLease,
+    StateReadOnly,
     StateValidationError,
     StepOutputError,
     StoreError,
@@ -104,6 +108,8 @@ __all__ = [
     "NotWaiting",
     "PoisonRun",
     "Parallel",
+    "ResultTimeout",
+    "RunConflict",
     "RunFailed",
     "RunHandle",
     "RunNotFound",
@@ -114,6 +120,7 @@ __all__ = [
     "SeqConflict",
     "Sleep",
     "StaleLease",
+    "StateReadOnly",
     "StateValidationError",
     "StepOutputError",
     "StepSpec",
@@ -145,4 +152,5 @@ __all__ = [
     "configure_worker_gc",
     "open_store",
     "payload_digest",
+    "workflow",
 ]

@@ -29,6 +29,7 @@ import contextvars
 import functools
 import inspect
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -99,6 +100,18 @@ class TaskCall(Generic[T]):
             raise RuntimeError(f"task {self.name!r} was awaited twice")
         self.awaited = True
         return self.ctx._run(self).__await__()
+
+    def __del__(self) -> None:
+        # A forgotten `await` would otherwise do nothing, silently: warn as Python does
+        # for a coroutine never awaited.
+        if not self.awaited:
+            warnings.warn(
+                f"ctx.Task({self.base}) at position {self.position} of run "
+                f"{self.ctx.RunId!r} was never awaited, so it never ran; write "
+                f"`await ctx.Task(...)` or pass it to ctx.Parallel(...)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
 
 @snake_case_aliases
@@ -251,9 +264,14 @@ class ExecuteContext(Generic[InputT, StateT]):
             if not isinstance(call, TaskCall):
                 raise TypeError(f"ctx.Parallel() takes ctx.Task(...) calls, got {call!r}")
         results: list[Any] = [None] * len(calls)
+        for call in calls:
+            if call.awaited:
+                raise RuntimeError(f"task {call.name!r} was awaited twice")
+            # Each is awaited below; a sibling's failure may cancel one before it starts.
+            call.awaited = True
 
         async def one(index: int, call: TaskCall[Any]) -> None:
-            results[index] = await call
+            results[index] = await call.ctx._run(call)
 
         async with anyio.create_task_group() as group:
             for index, call in enumerate(calls):
@@ -559,8 +577,16 @@ class Imperative:
 
 
 def _decision_value(condition: WaitCondition, decision: Any) -> Any:
+    """What `ctx.WaitFor(condition)` returns (docs/execute.md): an approval's verdict,
+    an event's payload, an answer, a timer's record; None after an event's or an
+    answer's timeout."""
     if condition.kind == "approval" and isinstance(decision, dict):
         return bool(decision.get("approved"))
+    timed_out = isinstance(decision, dict) and decision.get("timed_out") is True
+    if condition.kind == "event":
+        return None if timed_out or not isinstance(decision, dict) else decision.get("payload")
+    if condition.kind == "input" and timed_out:
+        return None
     return decision
 
 
