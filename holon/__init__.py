@@ -21,6 +21,7 @@ from holon.definition.decorator import workflow
 from holon.definition.directives import (
     END,
     START,
+    End,
     Event,
     HumanApproval,
     HumanInput,
@@ -66,7 +67,7 @@ from holon.errors import (
 )
 from holon.limits import Limits
 from holon.runtime.context import Context
-from holon.runtime.imperative import ExecuteContext, current_step
+from holon.runtime.imperative import ExecuteContext, TaskCall, current_step
 from holon.runtime.task_state import TaskState
 from holon.runtime.waits import WaitInfo
 from holon.sealing import Keyring, Secret
@@ -83,11 +84,13 @@ __all__ = [
     "NonRetryable",
     "Retry",
     "StepTimeout",
+    "TaskCall",
     "TaskState",
     "current_step",
     "step",
     "END",
     "START",
+    "End",
     "Clock",
     "Context",
     "CorruptRecord",

@@ -11,6 +11,7 @@ def test_exports_are_pinned() -> None:
         [
             "END",
             "START",
+            "End",
             "Clock",
             "Context",
             "CorruptRecord",
@@ -77,6 +78,7 @@ def test_exports_are_pinned() -> None:
             "NonRetryable",
             "Retry",
             "StepTimeout",
+            "TaskCall",
             "TaskState",
             "current_step",
             "step",
@@ -103,6 +105,7 @@ def test_every_pascal_case_verb_has_its_snake_case_alias() -> None:
         holon.WorkflowRunner,
         holon.RunHandle,
         holon.Context,
+        holon.ExecuteContext,
         holon.Steward,
     ):
         verbs = [n for n in dir(cls) if n[:1].isupper() and callable(getattr(cls, n))]

@@ -322,3 +322,20 @@ class RunHandle:
                 if remaining <= 0:
                     raise TimeoutError(f"Watch of run {self.run_id!r} timed out")
                 await self._changed(change, min(self._runner.poll_interval, remaining))
+
+    # The snake_case twins, as real members a type checker sees (`snake_case_aliases`
+    # checks that every PascalCase verb has one).
+    record = Record
+    status = Status
+    wait_until = WaitUntil
+    result = Result
+    pause = Pause
+    resume = Resume
+    stop = Stop
+    approve = Approve
+    reject = Reject
+    answer = Answer
+    send = Send
+    waiting = Waiting
+    timeline = Timeline
+    watch = Watch

@@ -439,6 +439,15 @@ class WorkflowRunner:
                 return Page(items=found)
             after = bound
 
+    # The snake_case twins, as real members a type checker sees (`snake_case_aliases`
+    # checks that every PascalCase verb has one).
+    close = Close
+    run = Run
+    get = Get
+    list = List
+    send = Send
+    pending = Pending
+
 
 def _plain(value: Any) -> Any:
     """`value` with opened secrets as their plaintext, to compare two inputs."""

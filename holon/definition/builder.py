@@ -150,7 +150,7 @@ class Workflow:
             ) from None
         return self._with(_state=checked)
 
-    def Flow(self, steps: Mapping[str, StepFunction]) -> Workflow:
+    def Flow(self, steps: Mapping[str, StepFunction | StepPolicy]) -> Workflow:
         """The graph: step name -> function of `ctx` returning the next step's name,
         `END`, `Next(...)`, `Wait(...)` or `Parallel(...)`. `START` names the entry."""
         if self._execute is not None:
@@ -499,6 +499,21 @@ class Workflow:
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise self._fail(f".{call}() takes a pydantic model class, got {model!r}")
         return model
+
+    # The snake_case twins, as real members a type checker sees (`snake_case_aliases`
+    # checks that every PascalCase verb has one).
+    input = Input
+    state = State
+    flow = Flow
+    execute = Execute
+    persistence = Persistence
+    defaults = Defaults
+    migrate = Migrate
+    compatible = Compatible
+    agents = Agents
+    limits = Limits
+    secrets = Secrets
+    mermaid = Mermaid
 
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)

@@ -219,10 +219,10 @@ class Context(Generic[InputT, StateT]):
         self.StepName = step
         self.Attempt = attempt
         self.IdempotencyKey = idempotency_key
-        self.Input = input
+        self.Input: InputT = input
         self._results = results
         self._decision = decision
-        self.Agents = agents
+        self.Agents: Mapping[str, Any] = agents
         self._state = state
         self._state_model = state_model
         self._state_view: Any = None
@@ -371,6 +371,44 @@ class Context(Generic[InputT, StateT]):
 
     def __repr__(self) -> str:
         return f"Context(run={self.RunId!r}, step={self.StepName!r}, attempt={self.Attempt})"
+
+    # The snake_case twins, as real members a type checker sees (`snake_case_aliases`
+    # checks that every PascalCase verb has one).
+    decision = Decision
+    step_results = StepResults
+    state = State
+    set_state = SetState
+    log = Log
+
+    @property
+    def input(self) -> InputT:
+        """`Input`."""
+        return self.Input
+
+    @property
+    def run_id(self) -> str:
+        """`RunId`."""
+        return self.RunId
+
+    @property
+    def step_name(self) -> str:
+        """`StepName`."""
+        return self.StepName
+
+    @property
+    def attempt(self) -> int:
+        """`Attempt`."""
+        return self.Attempt
+
+    @property
+    def idempotency_key(self) -> str:
+        """`IdempotencyKey`."""
+        return self.IdempotencyKey
+
+    @property
+    def agents(self) -> Mapping[str, Any]:
+        """`Agents`."""
+        return self.Agents
 
 
 class _OpenedResults(Mapping[str, Any]):

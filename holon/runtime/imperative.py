@@ -32,7 +32,7 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 import anyio
 from pydantic import BaseModel
@@ -57,6 +57,10 @@ __all__ = ["ExecuteContext", "Imperative", "TaskCall", "TaskState"]
 InputT = TypeVar("InputT")
 StateT = TypeVar("StateT")
 T = TypeVar("T")
+T1 = TypeVar("T1")
+T2 = TypeVar("T2")
+T3 = TypeVar("T3")
+T4 = TypeVar("T4")
 
 _current_step: contextvars.ContextVar[Context[Any, Any] | None] = contextvars.ContextVar(
     "holon_current_step", default=None
@@ -177,9 +181,10 @@ class ExecuteContext(Generic[InputT, StateT]):
         name = base if occurrence == 1 else f"{base}#{occurrence}"
         return position, name, occurrence
 
-    def Task(
+    @overload
+    def Task(  # an async function: its awaited result
         self,
-        fn: Callable[..., Awaitable[T]] | Callable[..., T],
+        fn: Callable[..., Awaitable[T]],
         /,
         *args: Any,
         retry: Retry | None = None,
@@ -187,7 +192,32 @@ class ExecuteContext(Generic[InputT, StateT]):
         compensate: Callable[..., Any] | None = None,
         name: str | None = None,
         **kwargs: Any,
-    ) -> TaskCall[T]:
+    ) -> TaskCall[T]: ...
+
+    @overload
+    def Task(
+        self,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        compensate: Callable[..., Any] | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> TaskCall[T]: ...
+
+    def Task(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        compensate: Callable[..., Any] | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> TaskCall[Any]:
         """A checkpointed call of `fn(*args, **kwargs)`, named after the function (with
         `#2`, `#3`... when called again). Await it, or pass it to `ctx.Parallel`.
 
@@ -217,14 +247,44 @@ class ExecuteContext(Generic[InputT, StateT]):
             in_thread=runs_in_thread(fn),
         )
 
+    @overload
     async def Step(
         self,
         name: str,
-        work: Awaitable[T] | Callable[[], Awaitable[T]] | Callable[[], T],
+        work: Awaitable[T],
         *,
         retry: Retry | None = None,
         timeout: float | None = None,
-    ) -> T:
+    ) -> T: ...
+
+    @overload
+    async def Step(  # an async function: its awaited result
+        self,
+        name: str,
+        work: Callable[[], Awaitable[T]],
+        *,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+    ) -> T: ...
+
+    @overload
+    async def Step(
+        self,
+        name: str,
+        work: Callable[[], T],
+        *,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+    ) -> T: ...
+
+    async def Step(
+        self,
+        name: str,
+        work: Awaitable[Any] | Callable[[], Any],
+        *,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+    ) -> Any:
         """A checkpoint with an explicit name around an awaitable or a callable.
 
         When the step is already recorded, its result is returned and an awaitable
@@ -238,7 +298,7 @@ class ExecuteContext(Generic[InputT, StateT]):
                 "be awaited only once)"
             )
         position, step_name, occurrence = self._take_position(name)
-        call: TaskCall[T] = TaskCall(
+        call: TaskCall[Any] = TaskCall(
             self,
             position,
             step_name,
@@ -257,9 +317,29 @@ class ExecuteContext(Generic[InputT, StateT]):
             if not callable(work) and inspect.iscoroutine(work):
                 work.close()  # recorded, or failed before awaiting it: never "never awaited"
 
-    async def Parallel(self, *calls: TaskCall[Any]) -> list[Any]:
+    @overload
+    async def Parallel(self, a: TaskCall[T1], /) -> tuple[T1]: ...
+
+    @overload
+    async def Parallel(self, a: TaskCall[T1], b: TaskCall[T2], /) -> tuple[T1, T2]: ...
+
+    @overload
+    async def Parallel(
+        self, a: TaskCall[T1], b: TaskCall[T2], c: TaskCall[T3], /
+    ) -> tuple[T1, T2, T3]: ...
+
+    @overload
+    async def Parallel(
+        self, a: TaskCall[T1], b: TaskCall[T2], c: TaskCall[T3], d: TaskCall[T4], /
+    ) -> tuple[T1, T2, T3, T4]: ...
+
+    @overload
+    async def Parallel(self, *calls: TaskCall[T]) -> tuple[T, ...]: ...
+
+    async def Parallel(self, *calls: TaskCall[Any]) -> tuple[Any, ...]:
         """Await tasks concurrently; each result is checkpointed as it finishes.
-        Returns the results in the order given. The first failure cancels the rest."""
+        Returns the results as a tuple, in the order given (typed one by one for up to
+        four tasks). The first failure cancels the rest."""
         for call in calls:
             if not isinstance(call, TaskCall):
                 raise TypeError(f"ctx.Parallel() takes ctx.Task(...) calls, got {call!r}")
@@ -276,7 +356,7 @@ class ExecuteContext(Generic[InputT, StateT]):
         async with anyio.create_task_group() as group:
             for index, call in enumerate(calls):
                 group.start_soon(one, index, call)
-        return results
+        return tuple(results)
 
     async def WaitFor(self, condition: WaitCondition) -> Any:
         """Halt the run durably until `condition` is met, and return the decision:
@@ -318,6 +398,37 @@ class ExecuteContext(Generic[InputT, StateT]):
         if recorded is not _MISSING:
             return recorded  # type: ignore[no-any-return]
         return await self._driver.run_task(self, call)  # type: ignore[no-any-return]
+
+    # The snake_case twins, as real members a type checker sees (`snake_case_aliases`
+    # checks that every PascalCase verb has one).
+    idempotency_key = IdempotencyKey
+    attempt = Attempt
+    step_name = StepName
+    log = Log
+    task = Task
+    step = Step
+    parallel = Parallel
+    wait_for = WaitFor
+
+    @property
+    def input(self) -> InputT:
+        """`Input`."""
+        return self.Input
+
+    @property
+    def run_id(self) -> str:
+        """`RunId`."""
+        return self.RunId
+
+    @property
+    def state(self) -> TaskState:
+        """`State`."""
+        return self.State
+
+    @property
+    def agents(self) -> Mapping[str, Any]:
+        """`Agents`."""
+        return self.Agents
 
 
 class _Missing:
