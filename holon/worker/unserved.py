@@ -104,8 +104,8 @@ async def _pause(store: Store, record: RunRecord, version: str, now: float, by: 
     reason = f"{NEEDS_VERSION} {version}"
     changes: dict[str, object] = {"paused_from": paused_from, "needs_version": version}
     data: dict[str, object] = {"by": by, "reason": reason}
-    if record.status == RunStatus.RUNNING:
-        # Its lease ran out mid-step: its executor died there. Counted as a take-over
+    if record.status == RunStatus.RUNNING and record.lease is not None:
+        # Its lease ran out mid-step (not let go): its executor died there. Counted as a take-over
         # would count it, so that a step that kills its workers becomes poison even when
         # the run is paused and resumed between deaths.
         changes["deaths"] = data["deaths"] = record.body.deaths + 1
