@@ -21,6 +21,7 @@ from holon.definition.decorator import workflow
 from holon.definition.directives import (
     END,
     START,
+    Child,
     End,
     Event,
     HumanApproval,
@@ -35,12 +36,14 @@ from holon.definition.directives import (
 from holon.definition.policies import NonRetryable, Retry, StepTimeout, step
 from holon.definition.steps import StepSpec
 from holon.errors import (
+    ChildFailed,
     CorruptRecord,
     DecisionConflict,
     DecisionRefused,
     DigestMismatch,
     DocumentError,
     HolonError,
+    InboxFull,
     InputValidationError,
     InvalidAnswer,
     InvalidRunState,
@@ -90,9 +93,11 @@ __all__ = [
     "step",
     "END",
     "START",
+    "Child",
     "End",
     "Clock",
     "Context",
+    "ChildFailed",
     "CorruptRecord",
     "DecisionConflict",
     "DecisionRefused",
@@ -108,6 +113,7 @@ __all__ = [
     "MemoryStore",
     "Next",
     "NotAnApprover",
+    "InboxFull",
     "NotWaiting",
     "PoisonRun",
     "Parallel",

@@ -18,6 +18,7 @@ HolonError
 │   └── NotWaiting               a decision for a run that waits for nothing (or not that)
 ├── RunConflict                  a run id taken by a run of another workflow or input
 ├── ResultTimeout                Result()/WaitUntil() gave up waiting; the run goes on
+├── InboxFull                    an early event that cannot be kept: its inbox is full
 ├── DecisionRefused              a decision the wait does not accept (in the timeline)
 │   ├── NotAnApprover            by someone the gate does not list, or who may not approve
 │   ├── DigestMismatch           naming a payload digest other than the one shown
@@ -26,6 +27,7 @@ HolonError
 ├── NonDeterminismError          an .Execute() run whose code changed under it
 ├── PoisonRun                    a run whose executor died too often in one step
 ├── RunFailed                    Result() of a run that ended other than `completed`
+├── ChildFailed                  a child run ended other than `completed`
 └── StoreError                   the store refused or could not do an operation
     ├── StaleLease               a commit whose fencing token is no longer current
     ├── SeqConflict              a commit based on another checkpoint than the stored one
@@ -41,12 +43,14 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ChildFailed",
     "CorruptRecord",
     "DocumentError",
     "DecisionConflict",
     "DecisionRefused",
     "DigestMismatch",
     "HolonError",
+    "InboxFull",
     "InputValidationError",
     "InvalidAnswer",
     "InvalidRunState",
@@ -246,6 +250,12 @@ class ResultTimeout(HolonError, TimeoutError):
         self.status = status
 
 
+class InboxFull(HolonError):
+    """An event sent before its run waits for it could not be kept: the inbox (of the run,
+    or of the event's name for a broadcast) already holds as many as it may. Nothing was
+    kept; the events kept before stay until delivered or expired."""
+
+
 class DecisionRefused(HolonError):
     """A decision the wait does not accept. The attempt is recorded in the run's timeline
     (`decision_refused`, with who and why) and the run keeps waiting."""
@@ -304,6 +314,33 @@ class RunFailed(HolonError):
         step: str | None = None,
     ) -> None:
         super().__init__(message, run_id=run_id, step=step)
+        self.status = status
+        self.error = error
+
+
+class ChildFailed(HolonError):
+    """A child run (`Child(...)`, `ctx.Child(...)`) ended other than `completed`. Raised
+    into the `.Execute()` function that awaited it, and the error of a flow's parent run
+    when its `Child` has no `on_failure` step.
+
+    Attributes:
+        child_run_id: the child run.
+        status: how it ended (`failed`, `stopped`, `rejected`, `expired`).
+        error: the child's error, as stored, when it failed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        child_run_id: str,
+        status: str,
+        error: dict[str, Any] | None = None,
+        run_id: str | None = None,
+        step: str | None = None,
+    ) -> None:
+        super().__init__(message, run_id=run_id, step=step)
+        self.child_run_id = child_run_id
         self.status = status
         self.error = error
 

@@ -12,6 +12,8 @@ from holon._naming import snake_case_aliases
 from holon.clock import Clock
 from holon.control.operator import Operator
 from holon.errors import HolonError, InvalidRunState, ResultTimeout, RunFailed, RunNotFound
+from holon.runtime.children import tell_parent
+from holon.runtime.inbox import KEEP_EVENTS_FOR
 from holon.runtime.waits import WaitInfo, describe
 from holon.stores.base import RunProgress, RunRecord, RunStatus, Store, TimelineEvent
 
@@ -175,6 +177,7 @@ class RunHandle:
         operator = self._runner.operator
         record = await operator.load(self.run_id)
         if record.status == RunStatus.STOPPED:
+            await self._stopped_family(record, by, timeout)
             return record.status
         if record.status.terminal:
             raise InvalidRunState(
@@ -195,12 +198,38 @@ class RunHandle:
                     record = await operator.stop_idle(self.run_id, by)
                     break
                 await self._changed(change, self._runner.poll_interval)
+        await self._stopped_family(record, by, timeout)
         return record.status
+
+    async def _stopped_family(
+        self, record: RunRecord, by: str | None, timeout: float | None
+    ) -> None:
+        """After a Stop: the run's children that have not ended are stopped too (their
+        own children with them), and a stopped child closes its parent's wait."""
+        source = self._runner
+        for child_id in record.body.children:
+            child = await source.store.load_run(child_id)
+            if child is not None and not child.status.terminal:
+                await RunHandle(source, child_id).Stop(by=by, timeout=timeout)
+        if record.status.terminal and record.body.parent is not None:
+            parent = await tell_parent(source.store, source.clock, record)
+            if parent is not None and parent.status == RunStatus.QUEUED:
+                source.kick(parent.run_id)
 
     def _kicked(self, record: RunRecord) -> RunStatus:
         if record.status == RunStatus.QUEUED:
             self._runner.kick(self.run_id)
         return record.status
+
+    async def _ended_child(self, record: RunRecord) -> RunStatus:
+        """After a decision: a child run it ended (rejected, say) closes its parent's
+        wait for it."""
+        if record.status.terminal and record.body.parent is not None:
+            source = self._runner
+            parent = await tell_parent(source.store, source.clock, record)
+            if parent is not None and parent.status == RunStatus.QUEUED:
+                source.kick(parent.run_id)
+        return self._kicked(record)
 
     async def Approve(
         self,
@@ -262,7 +291,7 @@ class RunHandle:
             roles=roles,
             wait_id=wait_id,
         )
-        return self._kicked(record)
+        return await self._ended_child(record)
 
     async def Answer(
         self,
@@ -282,13 +311,26 @@ class RunHandle:
         record = await self._runner.operator.answer(
             self.run_id, value=value, by=by, comment=comment, wait_id=wait_id
         )
-        return self._kicked(record)
+        return await self._ended_child(record)
 
-    async def Send(self, event: str, payload: Any = None, event_id: str | None = None) -> RunStatus:
-        """Deliver `event` to this run, which must wait on it with a matching payload
-        (else `NotWaiting`). The same `event_id` again is recorded once."""
+    async def Send(
+        self,
+        event: str,
+        payload: Any = None,
+        event_id: str | None = None,
+        *,
+        keep_for: float | None = KEEP_EVENTS_FOR,
+    ) -> RunStatus:
+        """Deliver `event` to this run. The same `event_id` again is recorded once.
+
+        A run that waits on it (with a matching payload) goes on at once. A run that
+        does not wait for it yet, still running or waiting for something else, keeps it
+        in its inbox for `keep_for` seconds (an hour by default) and gets it when it
+        opens a wait for it; `keep_for=None` refuses it instead (`NotWaiting`), as does a
+        run that has finished. Returns the run's status after the delivery (unchanged
+        when the event was kept); `InboxFull` when the run keeps as many as it may."""
         record = await self._runner.operator.send(
-            self.run_id, name=event, payload=payload, event_id=event_id
+            self.run_id, name=event, payload=payload, event_id=event_id, keep_for=keep_for
         )
         return self._kicked(record)
 

@@ -29,37 +29,32 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-from pydantic import BaseModel, SecretBytes, SecretStr
-from pydantic import ValidationError as PydanticValidationError
+from pydantic import SecretBytes, SecretStr
 
-from holon._json import digest, to_json_value
+from holon._json import digest
 from holon._naming import snake_case_aliases
 from holon.clock import Clock, SystemClock
 from holon.control.catalogue import ensure_entry, version_order
 from holon.control.handle import RunHandle
 from holon.control.operator import Operator
 from holon.definition.builder import Workflow
-from holon.definition.directives import START
 from holon.errors import (
     DecisionConflict,
     HolonError,
-    InputValidationError,
     NotWaiting,
     RunConflict,
     RunNotFound,
 )
 from holon.runtime.definitions import Definitions
 from holon.runtime.engine import Engine
-from holon.runtime.execution import EXECUTE_STEP
 from holon.runtime.executor import Executor
+from holon.runtime.inbox import new_event_id
+from holon.runtime.starting import check_input_size, new_run, validate_input
 from holon.runtime.waits import WaitInfo, can_decide, describe
 from holon.sealing import has_secrets, open_secrets
 from holon.stores import MemoryStore, open_store
 from holon.stores.base import (
-    Cursor,
-    NewEvent,
     Page,
-    RunBody,
     RunRecord,
     RunStatus,
     RunSummary,
@@ -216,9 +211,10 @@ class WorkflowRunner:
         return self.executor.engine
 
     def kick(self, run_id: str) -> None:
-        """Try to execute `run_id` here now (it may be leased elsewhere: then nothing)."""
+        """Try to execute `run_id` here now (it may be leased elsewhere, or its workflow
+        at its concurrency limit: then the claim loop or another executor takes it)."""
         if self.execute:
-            self.executor.kick(run_id)
+            self.executor.kick(run_id, self.workflow.name)
 
     def cancel_here(self, run_id: str) -> None:
         """Cancel the step of `run_id` now if it is executing in this process (an
@@ -247,44 +243,19 @@ class WorkflowRunner:
         approval says `forbid_self_approval=True`).
         """
         run_input = self._validate_input(input)
-        name = self.workflow.name
-        self.workflow.size_limits.check(
-            "input", run_input, what=f"the input of a run of workflow {name!r}", workflow=name
-        )
+        check_input_size(self.workflow, run_input)
         await self._started()
         if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
             raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
         if started_by is not None and (not isinstance(started_by, str) or not started_by):
             raise ValueError(f"started_by must be a non-empty string, got {started_by!r}")
-        now = self.clock.now()
-        state_model = self.workflow.state_model
-        keyring = self.workflow.plan.rules.keyring
-        first_step = EXECUTE_STEP if self.workflow.execute_fn else START.value
-        record = RunRecord(
-            run_id=run_id or uuid.uuid4().hex,
-            workflow=self.workflow.name,
-            version=self.workflow.version,
-            status=RunStatus.QUEUED,
-            input=run_input,
-            body=RunBody(
-                cursor=Cursor(step=first_step),
-                state=to_json_value(
-                    state_model(), what="state", run_id="(new)", step=None, keyring=keyring
-                )
-                if state_model
-                else {},
-                started_by=started_by,
-            ),
-            created_at=now,
-            updated_at=now,
+        record, events = new_run(
+            self.workflow,
+            run_input,
+            run_id or uuid.uuid4().hex,
+            self.clock.now(),
+            started_by=started_by,
         )
-        started: dict[str, Any] = {"workflow": record.workflow, "version": record.version}
-        if started_by is not None:
-            started["started_by"] = started_by
-        events = [
-            NewEvent(kind="started", at=now, data=started),
-            NewEvent(kind="step_started", at=now, step=first_step),
-        ]
         stored, created = await self.store.create_run(record, events)
         if created:
             self.kick(stored.run_id)
@@ -325,26 +296,7 @@ class WorkflowRunner:
         return self._validate_input(value)
 
     def _validate_input(self, value: Any) -> Any:
-        model = self.workflow.input_model
-        keyring = self.workflow.plan.rules.keyring
-        if model is None:
-            return to_json_value(value, what="input", run_id="(new)", step=None, keyring=keyring)
-        if isinstance(value, BaseModel) and not isinstance(value, model):
-            value = value.model_dump()
-        try:
-            validated = model.model_validate(value)
-        except PydanticValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
-                for e in exc.errors(include_url=False)
-            )
-            raise InputValidationError(
-                f"input of workflow {self.workflow.name!r} does not match "
-                f"{model.__name__}: {problems}",
-                errors=[dict(e) for e in exc.errors(include_url=False)],
-                workflow=self.workflow.name,
-            ) from None
-        return to_json_value(validated, what="input", run_id="(new)", step=None, keyring=keyring)
+        return validate_input(self.workflow, value)
 
     async def Get(self, run_id: str) -> RunHandle:
         """The handle of an existing run; `RunNotFound` if there is none."""
@@ -372,15 +324,31 @@ class WorkflowRunner:
 
     # -- waits ----------------------------------------------------------------------------
 
-    async def Send(self, event: str, payload: Any = None, event_id: str | None = None) -> list[str]:
+    async def Send(
+        self,
+        event: str,
+        payload: Any = None,
+        event_id: str | None = None,
+        *,
+        keep_for: float | None = None,
+    ) -> list[str]:
         """Deliver `event` to every run in the store waiting on it with a matching
         `match`; returns the ids of the runs that have it.
 
         Each run records the delivery once per `event_id`, so sending again after a
         failure is safe. Runs are found through the store's index of waiting runs, a
         page at a time, so any number of waiting runs costs memory for one page only.
+        With `keep_for` (seconds), the event is also kept for that long for the runs
+        that start waiting on it later (each gets it once, when its wait opens, if it
+        matches); without, only the runs waiting now have it. To reach one run that
+        may not wait yet, send to its handle (`RunHandle.Send`), which keeps by default.
         """
         await self._started()
+        if keep_for is not None:
+            event_id = event_id or new_event_id()
+            # Kept before the waiting runs are looked up: a run that opens its wait in
+            # between finds it in the inbox, so none is missed.
+            await self.operator.keep(event, payload, event_id, keep_for)
         reached: list[str] = []
         cursor: str | None = None
         while True:

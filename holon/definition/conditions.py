@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from holon._json import digest as payload_digest
 
 __all__ = [
+    "ChildRun",
     "Event",
     "HumanApproval",
     "HumanInput",
@@ -319,6 +320,20 @@ class Until(WaitCondition):
 
     def deadline(self, now: float) -> float | None:
         return self.when.timestamp()
+
+
+@dataclass(frozen=True)
+class ChildRun(WaitCondition):
+    """Wait for a child run to end (made by the engine from a `Child` directive, or by
+    `ctx.Child(...)`; not written by hand). Its `ctx.Decision` is the child's
+    `{"run_id", "workflow", "status", "output", "error"}`."""
+
+    workflow: str
+    run_id: str
+    kind: str = field(default="child", init=False)
+
+    def spec(self) -> dict[str, Any]:
+        return {"workflow": self.workflow, "child_run_id": self.run_id}
 
 
 def option_id(option: Any) -> Any:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 from holon.definition.conditions import (
     Event,
@@ -27,6 +27,7 @@ from holon.definition.conditions import (
 )
 
 __all__ = [
+    "Child",
     "END",
     "START",
     "End",
@@ -97,6 +98,48 @@ class Wait:
                 f"Wait(condition, next) takes a condition such as HumanApproval(...), "
                 f"Event(...) or Sleep(...), got {self.condition!r}"
             )
+
+
+class Named(Protocol):
+    """Anything with a `name`: a `Workflow` (directives cannot import the builder)."""
+
+    @property
+    def name(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Child:
+    """Start `workflow` as a child run with `input`, wait for it to end, then go to
+    `next`.
+
+    The child is a run of its own, durable like any other (its own record, timeline
+    and handle); the parent waits for it holding nothing, like any `Wait`. When the
+    child completes, its output is the parent step's result (`ctx.StepResults[step]`)
+    and `ctx.Decision` describes it (`{"run_id", "workflow", "status", "output",
+    "error"}`). A child that ends otherwise (failed, stopped, rejected, expired) goes
+    to `on_failure` when given, else fails the parent. Stopping the parent stops the
+    child.
+
+    Args:
+        workflow: a `Workflow`, or the name of one the executing process serves.
+        input: the child's input, validated against its Input model.
+        next: the step after the child completed.
+        on_failure: the step after the child ended other than completed.
+    """
+
+    workflow: Named | str
+    input: Any
+    next: str
+    on_failure: str | None = None
+
+    def __post_init__(self) -> None:
+        name = self.workflow if isinstance(self.workflow, str) else self.workflow.name
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"Child(workflow, ...) takes a Workflow or its name, got {name!r}")
+
+    @property
+    def workflow_name(self) -> str:
+        return self.workflow if isinstance(self.workflow, str) else self.workflow.name
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,16 @@ class Definitions:
         for name in self._versions:
             self.set_order(name, (order or {}).get(name, ()))
 
+    def add(self, workflow: Workflow) -> None:
+        """Serve `workflow` too (a child workflow a step started by giving it): its
+        version is the newest of its name unless the catalogue said otherwise."""
+        known = self._versions.setdefault(workflow.name, {})
+        if known.get(workflow.version) is workflow:
+            return
+        known.setdefault(workflow.version, workflow)
+        if workflow.version not in self._order.get(workflow.name, []):
+            self.set_order(workflow.name, [*self._order.get(workflow.name, []), workflow.version])
+
     def __repr__(self) -> str:
         listed = {name: list(versions) for name, versions in self._versions.items()}
         return f"Definitions({listed})"
@@ -110,6 +120,16 @@ class Definitions:
         if newer and newer[-1].execute_fn is None:
             return newer[-1]
         return None
+
+    def limit(self, name: str) -> int | None:
+        """The global concurrency limit of workflow `name` (`Workflow.Concurrency`): the
+        newest version's, which is the one a deploy changes."""
+        newest = self.newest(name)
+        return newest.max_running if newest is not None else None
+
+    def limits(self) -> dict[str, int]:
+        """Every workflow's global concurrency limit, for those that have one."""
+        return {n: cap for n in self.names if (cap := self.limit(n)) is not None}
 
     def claimable(self, name: str) -> list[str]:
         """The versions of `name` whose runs this process may execute, oldest first."""

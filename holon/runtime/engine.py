@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -26,7 +26,7 @@ import anyio
 
 from holon._json import digest, to_json_value
 from holon.clock import Clock
-from holon.definition.directives import END, Next, Parallel, Wait
+from holon.definition.directives import END, Child, Next, Parallel, Wait
 from holon.definition.steps import StepSpec
 from holon.errors import (
     CorruptRecord,
@@ -39,6 +39,7 @@ from holon.errors import (
     UnknownStepError,
 )
 from holon.runtime.attempts import Attempts, call_step
+from holon.runtime.children import child_run_id, child_wait, resolve_child, start_child, tell_parent
 from holon.runtime.compensation import Compensator
 from holon.runtime.context import Context
 from holon.runtime.definitions import Definitions
@@ -52,6 +53,7 @@ from holon.runtime.execution import (
 )
 from holon.runtime.fan_out import FanOut
 from holon.runtime.imperative import Imperative
+from holon.runtime.inbox import take_kept_event
 from holon.runtime.leases import LeaseKeeper
 from holon.runtime.suspension import Suspender
 from holon.runtime.timers import Timers
@@ -63,6 +65,8 @@ from holon.stores.base import (
     Compensation,
     LeaseGrant,
     NewEvent,
+    RunLink,
+    RunRecord,
     RunStatus,
     Store,
     evolve,
@@ -111,9 +115,14 @@ class Engine:
         self.suspender = Suspender(self.transitions)
         self.fan_out = FanOut(self.transitions, self.attempts)
         self.compensator = Compensator(self.transitions, self.attempts)
-        self.imperative = Imperative(self.transitions, self.attempts, self.suspender)
+        self.imperative = Imperative(
+            self.transitions, self.attempts, self.suspender, self.definitions
+        )
         self.timers = Timers(self.transitions)
         self.leases = LeaseKeeper(store, clock, lease_ttl, self.executions)
+        self.on_ready: Callable[[str, str], None] | None = None
+        """Told of a run (id, workflow) this engine made ready to go on outside an
+        execution (a kept event delivered): the executor takes it up at once."""
 
     # -- entry ------------------------------------------------------------------------
 
@@ -159,6 +168,49 @@ class Engine:
             if execution.record.lease is not None or execution.status == RunStatus.RUNNING:
                 with anyio.CancelScope(shield=True):
                     await self.store.release_lease(grant.run_id, grant.token)
+        await self._take_kept_event(execution)
+        await self._tell_family(execution)
+
+    async def _tell_family(self, execution: Execution) -> None:
+        """A child run that ended closes its parent's wait for it; a parent that just
+        opened its wait for a child takes it in if it already ended, and otherwise
+        executes it here at once if it is queued (see `holon.runtime.children`)."""
+        status = execution.status
+        body = execution.body
+        wait = body.wait
+        try:
+            if status.terminal and body.parent is not None:
+                parent = await tell_parent(self.store, self.clock, execution.record)
+                self._ready(parent)
+            elif status == RunStatus.WAITING and wait is not None and wait.kind == "child":
+                child = await self.store.load_run(str(wait.spec.get("child_run_id")))
+                if child is not None and child.status.terminal:
+                    self._ready(await tell_parent(self.store, self.clock, child))
+                else:
+                    self._ready(child)
+        except Exception:
+            # The other side's own look (its executor, at its end or its wait) or an
+            # operator's Retry settles it.
+            logger.exception("run %s: telling its parent or child failed", execution.run_id)
+
+    def _ready(self, record: RunRecord | None) -> None:
+        if record is not None and record.status == RunStatus.QUEUED and self.on_ready:
+            self.on_ready(record.run_id, record.workflow)
+
+    async def _take_kept_event(self, execution: Execution) -> None:
+        """A run that now waits for an event sent before (kept in an inbox) gets it at
+        once, and is handed to `on_ready` to go on."""
+        wait = execution.body.wait
+        if execution.status != RunStatus.WAITING or wait is None or wait.kind != "event":
+            return
+        try:
+            record = await take_kept_event(self.store, self.clock, execution.run_id)
+        except Exception:
+            # The event stays kept; the sender's own attempt, or an operator, delivers it.
+            logger.exception("run %s: delivering a kept event failed", execution.run_id)
+            return
+        if record is not None and record.status == RunStatus.QUEUED and self.on_ready:
+            self.on_ready(record.run_id, record.workflow)
 
     async def _drive(self, execution: Execution, *, recovered: bool) -> None:
         if not await adopt(self.transitions, execution):
@@ -333,6 +385,8 @@ class Engine:
         """Send the checkpoint that ends step `spec`, which returned `value`, and return
         the store's answer to await; or the run's failure, when `value` is no valid
         outcome or holds what cannot be stored."""
+        if type(value) is Child:
+            return self._start_child(execution, spec, ctx, value, started)
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
         try:
             return self.transitions.send(
@@ -340,6 +394,44 @@ class Engine:
             )
         except _OUTCOME_ERRORS as exc:
             return self.transitions.fail(execution, spec.name, exc)
+
+    async def _start_child(
+        self,
+        execution: Execution,
+        spec: StepSpec,
+        ctx: Context[Any, Any],
+        child: Child,
+        started: float,
+    ) -> None:
+        """End step `spec`, which returned `Child(...)`: create the child run, then
+        commit the step with the wait for it (see `holon.runtime.children`)."""
+        name = spec.name
+        try:
+            for target in (child.next, child.on_failure):
+                if target is not None:
+                    next_step(execution.workflow, name, target, "starts a child, then goes to")
+            workflow = resolve_child(self.definitions, child)
+            run_id = child_run_id(execution.run_id, name, execution.body.counts.get(name, 0) + 1)
+            link = RunLink(run_id=execution.run_id, step=name)
+            await start_child(self.store, workflow, child.input, run_id, link, self.clock.now())
+            duration_ms = round((time.perf_counter() - started) * 1000, 3)
+            wait = child_wait(child, workflow, run_id)
+            checkpoint = self._ending(execution, spec, ctx, wait, duration_ms)
+        except (*_OUTCOME_ERRORS, HolonError) as exc:
+            await self.transitions.fail(execution, name, exc)
+            return
+        checkpoint.events.insert(
+            -1,
+            NewEvent(
+                "child_started",
+                checkpoint.at,
+                name,
+                {"child_run_id": run_id, "workflow": workflow.name, "version": workflow.version},
+            ),
+        )
+        children = [*execution.body.children, run_id]
+        checkpoint.body = checkpoint.body.model_copy(update={"children": children})
+        await self._settle(execution, self.transitions.send(execution, checkpoint))
 
     async def _settle(self, execution: Execution, ending: Awaitable[Committed | None]) -> None:
         """Await a step's ending (see `_end`) and apply its checkpoint once confirmed:
