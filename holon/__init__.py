@@ -11,10 +11,14 @@ async with WorkflowRunner(wf) as runner:
 """
 
 from holon.clock import Clock, ManualClock, SystemClock
+from holon.control.bulk import BulkReport
 from holon.control.catalogue import WorkflowInfo
+from holon.control.client import Client
 from holon.control.handle import RunHandle
 from holon.control.runner import WorkflowRunner
 from holon.control.steward import Steward
+from holon.control.surgery import Divergence, ReplayReport, RerunReport
+from holon.control.sync_client import SyncClient, SyncRunHandle
 from holon.definition.builder import Workflow
 from holon.definition.conditions import payload_digest
 from holon.definition.decorator import workflow
@@ -69,13 +73,14 @@ from holon.errors import (
     WorkflowNotFound,
 )
 from holon.limits import Limits
+from holon.runtime.cassette import NoRecording
 from holon.runtime.context import Context
 from holon.runtime.imperative import ExecuteContext, TaskCall, current_step
 from holon.runtime.task_state import TaskState
 from holon.runtime.waits import WaitInfo
 from holon.sealing import Keyring, Secret
 from holon.stores import MemoryStore, SQLiteStore, Store, open_store
-from holon.stores.base import RunRecord, RunStatus, RunSummary, TimelineEvent, WaitRecord
+from holon.stores.base import Page, RunRecord, RunStatus, RunSummary, TimelineEvent, WaitRecord
 from holon.worker.collector import configure_worker_gc
 from holon.worker.worker import Worker
 
@@ -95,6 +100,12 @@ __all__ = [
     "START",
     "Child",
     "End",
+    "BulkReport",
+    "Client",
+    "Divergence",
+    "NoRecording",
+    "ReplayReport",
+    "RerunReport",
     "Clock",
     "Context",
     "ChildFailed",
@@ -116,6 +127,7 @@ __all__ = [
     "InboxFull",
     "NotWaiting",
     "PoisonRun",
+    "Page",
     "Parallel",
     "ResultTimeout",
     "RunConflict",
@@ -155,6 +167,8 @@ __all__ = [
     "Worker",
     "DocumentError",
     "Steward",
+    "SyncClient",
+    "SyncRunHandle",
     "WorkflowInfo",
     "WorkflowNotFound",
     "__version__",

@@ -113,6 +113,8 @@ class TaskCall(Generic[T]):
     undo: str | None = None
     in_thread: bool = False
     """Call `fn` in a worker thread (a synchronous `def` function)."""
+    external: bool = False
+    """Marked `external=True`: a replay answers it from its cassette."""
     awaited: bool = field(default=False, init=False)
 
     def __await__(self) -> Generator[Any, None, T]:
@@ -207,6 +209,7 @@ class ExecuteContext(Generic[InputT, StateT]):
         timeout: float | None = None,
         compensate: Callable[..., Any] | None = None,
         name: str | None = None,
+        external: bool = False,
         **kwargs: Any,
     ) -> TaskCall[T]: ...
 
@@ -220,6 +223,7 @@ class ExecuteContext(Generic[InputT, StateT]):
         timeout: float | None = None,
         compensate: Callable[..., Any] | None = None,
         name: str | None = None,
+        external: bool = False,
         **kwargs: Any,
     ) -> TaskCall[T]: ...
 
@@ -232,6 +236,7 @@ class ExecuteContext(Generic[InputT, StateT]):
         timeout: float | None = None,
         compensate: Callable[..., Any] | None = None,
         name: str | None = None,
+        external: bool = False,
         **kwargs: Any,
     ) -> TaskCall[Any]:
         """A checkpointed call of `fn(*args, **kwargs)`, named after the function (with
@@ -239,7 +244,9 @@ class ExecuteContext(Generic[InputT, StateT]):
 
         `retry=`, `timeout=` and `compensate=` are the step policies; a compensation
         must be a module-level function `undo(ctx, output)` so it can be found after a
-        restart. The names `retry`, `timeout`, `compensate` and `name` are holon's, not
+        restart. `external=True` marks a call to a model or another system: a replay
+        (`handle.Replay()`) answers it from the recorded run instead of calling `fn`. The
+        names `retry`, `timeout`, `compensate`, `name` and `external` are holon's, not
         passed to `fn`.
         """
         if not callable(fn):
@@ -261,6 +268,7 @@ class ExecuteContext(Generic[InputT, StateT]):
             timeout,
             undo,
             in_thread=runs_in_thread(fn),
+            external=external,
         )
 
     @overload

@@ -8,6 +8,7 @@ child run halts the run durably, and the function's return value completes it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import time
@@ -21,6 +22,7 @@ from holon.definition.directives import Child as ChildDirective
 from holon.definition.directives import Wait, WaitCondition
 from holon.errors import ChildFailed, HolonError
 from holon.runtime.attempts import Attempts
+from holon.runtime.cassette import active as active_cassette
 from holon.runtime.children import child_run_id, child_wait, resolve_child, start_child
 from holon.runtime.context import Context
 from holon.runtime.definitions import Definitions
@@ -126,6 +128,10 @@ class Imperative:
                     execution, ctx, RunStatus.QUEUED, {}, events=[event], clear_control=False
                 )
             raise Suspended()
+        if call.external and (cassette := active_cassette()) is not None:
+            recorded = cassette.play(call.name)  # a replay: never the real call
+            call = dataclasses.replace(call, fn=lambda *a, **k: recorded, in_thread=False)
+            call.awaited = True  # the copy runs here, as the original would have
         key = idempotency_key(execution.run_id, call.base, call.occurrence)
         ctx.last_step = call.name
         started = time.perf_counter()
