@@ -1,12 +1,13 @@
 """A separate process for `test_children_processes.py`: each command is one process's
 life, on the store given by --store (a SQLite file or a Redis URL) and --prefix.
 
-    start   --run-id ID   start the parent; its child's step blocks on its first
-                          attempt (the test SIGKILLs this process there).
-    finish  --run-id ID   executes both workflows: takes the child over once its lease
-                          expired, completes it, and prints the parent's result.
-    hold    --run-id ID   start a parent whose child waits for an approval; exits
-                          once both wait.
+    start   --run-id ID   start the parent, whose step starts two children in Parallel;
+                          the slow child's step blocks on its first attempt (the test
+                          SIGKILLs this process there).
+    finish  --run-id ID   executes the workflows: takes the slow child over once its
+                          lease expired, completes it, and prints the parent's result.
+    hold    --run-id ID   start a parent whose two children (in Parallel) wait for an
+                          approval; exits once all three wait.
     stop    --run-id ID   stop the parent (executing nothing) and print both statuses.
 
 Messages are one JSON object per line on stdout.
@@ -27,6 +28,7 @@ from holon import (
     Context,
     HumanApproval,
     Next,
+    Parallel,
     RunStatus,
     Wait,
     Workflow,
@@ -53,14 +55,24 @@ Slow = Workflow("slow-child").Flow({START: slow})
 Gated = Workflow("gated-child").Flow(
     {START: lambda ctx: Wait(HumanApproval(approvers=["ops"]), "Done"), "Done": lambda c: END}
 )
+Quick = Workflow("quick-child").Flow({START: lambda ctx: Next(END, output="quick")})
 Parent = Workflow("crash-parent").Flow(
     {
-        START: lambda ctx: Child(Slow, {"items": 3}, "Use"),
-        "Use": lambda ctx: Next(END, output={"child": ctx.StepResults[START.value]}),
+        START: lambda ctx: Parallel(
+            [Child(Slow, {"items": 3}, name="slow"), Child(Quick, None, name="quick")], "Use"
+        ),
+        "Use": lambda ctx: Next(
+            END, output={"slow": ctx.StepResults["slow"], "quick": ctx.StepResults["quick"]}
+        ),
     }
 )
 Holder = Workflow("holding-parent").Flow(
-    {START: lambda ctx: Child(Gated, None, "Done"), "Done": lambda ctx: END}
+    {
+        START: lambda ctx: Parallel(
+            [Child(Gated, None, name="a"), Child(Gated, None, name="b")], "Done"
+        ),
+        "Done": lambda ctx: END,
+    }
 )
 
 
@@ -73,7 +85,7 @@ async def main() -> None:
     args = parser.parse_args()
     store = open_store(args.store, key_prefix=args.prefix)
     run_id = args.run_id
-    child_id = f"{run_id}/{START.value}#1"
+    base = f"{run_id}/{START.value}#1"
     if args.command == "start":
         async with WorkflowRunner(Parent, store, lease_ttl=LEASE_TTL) as runner:
             await runner.Run(run_id=run_id)
@@ -81,9 +93,10 @@ async def main() -> None:
     elif args.command == "finish":
         async with (
             WorkflowRunner(Slow, store, lease_ttl=LEASE_TTL) as children,
+            WorkflowRunner(Quick, store, lease_ttl=LEASE_TTL),
             WorkflowRunner(Parent, store, lease_ttl=LEASE_TTL) as parents,
         ):
-            child = await children.Get(child_id)
+            child = await children.Get(f"{base}/slow")
             emit({"event": "child_done", "result": await child.Result(timeout=RESULT_TIMEOUT)})
             parent = await parents.Get(run_id)
             emit({"event": "parent_done", "result": await parent.Result(timeout=RESULT_TIMEOUT)})
@@ -94,15 +107,16 @@ async def main() -> None:
         ):
             parent = await parents.Run(run_id=run_id)
             await parent.WaitUntil(RunStatus.WAITING, timeout=RESULT_TIMEOUT)
-            child = await children.Get(child_id)
-            await child.WaitUntil(RunStatus.WAITING, timeout=RESULT_TIMEOUT)
-            emit({"event": "waiting", "child": child_id})
+            for name in ("a", "b"):
+                child = await children.Get(f"{base}/{name}")
+                await child.WaitUntil(RunStatus.WAITING, timeout=RESULT_TIMEOUT)
+            emit({"event": "waiting"})
     else:
         async with WorkflowRunner(Holder, store, execute=False) as runner:
             parent = await runner.Get(run_id)
             status = await parent.Stop(by="ops")
-            child = await (await runner.Get(child_id)).Status()
-            emit({"event": "stopped", "parent": status.value, "child": child.value})
+            children = [(await (await runner.Get(f"{base}/{n}")).Status()).value for n in "ab"]
+            emit({"event": "stopped", "parent": status.value, "children": children})
     await store.close()
 
 

@@ -19,6 +19,7 @@ from holon import (
     ExecuteContext,
     HumanApproval,
     Next,
+    Parallel,
     RunFailed,
     RunStatus,
     Wait,
@@ -200,3 +201,59 @@ async def test_a_child_that_ended_before_its_parent_waited_is_taken_in(store: St
         handle = await runner.Get("early")
         result = await handle.Result(timeout=10)
         assert result["result"] == {"doubled": 42}
+
+
+async def test_a_parallel_of_children_joins_once_all_completed(store: Store) -> None:
+    fan = Workflow("fan").Flow(
+        {
+            START: lambda ctx: Parallel(
+                [
+                    Child(Doubler, {"n": 1}),
+                    Child(Doubler, {"n": 2}),
+                    Child(Doubler, {"n": 3}, name="third"),
+                ],
+                "Join",
+            ),
+            "Join": lambda ctx: Next(END, output=dict(ctx.StepResults)),
+        }
+    )
+    async with WorkflowRunner(fan, store) as runner:
+        handle = await runner.Run(run_id="fan")
+        assert await handle.Result(timeout=10) == {
+            "doubler": {"doubled": 2},
+            "doubler#2": {"doubled": 4},
+            "third": {"doubled": 6},
+        }
+        record = await handle.Record()
+        base = "fan/__start__#1"
+        assert record.body.children == [f"{base}/doubler", f"{base}/doubler#2", f"{base}/third"]
+        timeline = await handle.Timeline()
+        assert [e.kind for e in timeline].count("child_ended") == 3
+
+
+async def test_a_parallel_child_that_fails_fails_the_parent_once_all_ended(store: Store) -> None:
+    fan = Workflow("fan-fail").Flow(
+        {
+            START: lambda ctx: Parallel([Child(Doubler, {"n": 1}), Child(Broken, None)], "Join"),
+            "Join": lambda ctx: END,
+        }
+    )
+    async with WorkflowRunner(fan, store) as runner:
+        handle = await runner.Run(run_id="fan-fail")
+        with pytest.raises(RunFailed, match="ChildFailed: child run .*broken.* ended failed"):
+            await handle.Result(timeout=10)
+        record = await handle.Record()
+        assert record.results["doubler"] == {"doubled": 2}
+        assert sorted(record.body.decision["children"]) == ["broken", "doubler"]
+
+
+async def test_a_parallel_of_steps_and_children_is_refused(store: Store) -> None:
+    mixed = Workflow("mixed").Flow(
+        {
+            START: lambda ctx: Parallel(["Step", Child(Doubler, {"n": 1})], "Step"),
+            "Step": lambda ctx: END,
+        }
+    )
+    async with WorkflowRunner(mixed, store) as runner:
+        with pytest.raises(RunFailed, match="runs steps or children"):
+            await (await runner.Run()).Result(timeout=10)

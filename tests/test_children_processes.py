@@ -1,7 +1,8 @@
-"""Child runs across real processes, on a SQLite file and on Redis: the executor of a
-child is killed (SIGKILL) in the middle of its step and another process takes the child
-over, completes it and the parent goes on; a parent is stopped from another process
-while its child waits, and the child is stopped with it."""
+"""Child runs across real processes, on a SQLite file and on Redis: a parent starts two
+children in Parallel, the executor of one is killed (SIGKILL) in the middle of its step,
+another process takes that child over and completes it, and the parent goes on; a
+parent is stopped from another process while its two children wait, and they are
+stopped with it."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ async def test_a_child_whose_executor_is_killed_is_taken_over_and_its_parent_goe
     args = ["-m", "tests.children_worker"]
     async with child(tmp_path, "start", *args, "start", *store_args, "--run-id", run_id) as first:
         running = await first.expect("the child's step", lambda m: m["event"] == "child_running")
-        assert running["attempt"] == 1 and running["run_id"] == f"{run_id}/__start__#1"
+        assert running["attempt"] == 1 and running["run_id"] == f"{run_id}/__start__#1/slow"
         await first.kill()
     async with child(
         tmp_path, "finish", *args, "finish", *store_args, "--run-id", run_id
@@ -45,7 +46,7 @@ async def test_a_child_whose_executor_is_killed_is_taken_over_and_its_parent_goe
         done = await second.expect("the child's end", lambda m: m["event"] == "child_done")
         assert done["result"] == {"items": 3, "attempt": 2}
         parent = await second.expect("the parent's end", lambda m: m["event"] == "parent_done")
-        assert parent["result"] == {"child": {"items": 3, "attempt": 2}}
+        assert parent["result"] == {"slow": {"items": 3, "attempt": 2}, "quick": "quick"}
         assert await second.finish() == 0
 
 
@@ -59,5 +60,5 @@ async def test_a_parent_stopped_from_another_process_stops_its_waiting_child(
         assert await holder.finish() == 0
     async with child(tmp_path, "stop", *args, "stop", *store_args, "--run-id", run_id) as stopper:
         said = await stopper.expect("the stop", lambda m: m["event"] == "stopped")
-        assert said == {"event": "stopped", "parent": "stopped", "child": "stopped"}
+        assert said == {"event": "stopped", "parent": "stopped", "children": ["stopped"] * 2}
         assert await stopper.finish() == 0

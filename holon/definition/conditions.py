@@ -324,16 +324,20 @@ class Until(WaitCondition):
 
 @dataclass(frozen=True)
 class ChildRun(WaitCondition):
-    """Wait for a child run to end (made by the engine from a `Child` directive, or by
-    `ctx.Child(...)`; not written by hand). Its `ctx.Decision` is the child's
-    `{"run_id", "workflow", "status", "output", "error"}`."""
+    """Wait for child runs to end (made by the engine from `Child(...)`, a `Parallel`
+    of them, or `ctx.Child(...)`; not written by hand). `children` holds, for each,
+    the name its output is recorded under, its workflow and its run id."""
 
-    workflow: str
-    run_id: str
+    children: tuple[tuple[str, str, str], ...]
     kind: str = field(default="child", init=False)
 
     def spec(self) -> dict[str, Any]:
-        return {"workflow": self.workflow, "child_run_id": self.run_id}
+        return {
+            "children": [
+                {"name": name, "workflow": workflow, "run_id": run_id}
+                for name, workflow, run_id in self.children
+            ]
+        }
 
 
 def option_id(option: Any) -> Any:

@@ -125,12 +125,21 @@ class Child:
         input: the child's input, validated against its Input model.
         next: the step after the child completed.
         on_failure: the step after the child ended other than completed.
+        name: in a `Parallel` of children, the name of its result.
+
+    `Parallel([Child(a, x), Child(b, y)], "Join")` starts several children at once and
+    goes to `Join` when all of them completed (their `next` is not needed there);
+    `Join` reads each output under the child's name. One that ends otherwise fails the
+    parent with `ChildFailed` once all have ended.
     """
 
     workflow: Named | str
     input: Any
-    next: str
+    next: str = ""
     on_failure: str | None = None
+    name: str | None = None
+    """In a `Parallel` of children: the name its output is recorded under in
+    `ctx.StepResults` (by default the child workflow's name, then `name#2`, ...)."""
 
     def __post_init__(self) -> None:
         name = self.workflow if isinstance(self.workflow, str) else self.workflow.name
@@ -152,7 +161,7 @@ class Parallel:
     unfinished branches run again.
     """
 
-    branches: Sequence[str | Callable[..., Any]]
+    branches: Sequence[str | Callable[..., Any] | Child]
     join: str
 
     def __post_init__(self) -> None:

@@ -1,6 +1,9 @@
 """Child runs: a run that a step of another run started (`Child(...)` in a flow,
 `ctx.Child(...)` in an `.Execute()` function) and that the parent waits for.
 
+A `Parallel` of `Child` directives starts several children at once; the parent's wait
+notes each child's end and closes when the last one ended.
+
 The child is a run of its own: its record names its parent (`RunBody.parent`), the
 parent's record lists its children (`RunBody.children`), and each timeline says so
 (`started` with `parent`, `child_started`, `child_ended`). The parent waits like for any
@@ -13,7 +16,7 @@ The order of writes makes every crash harmless:
    making another.
 2. The parent's wait is committed. If the child ended before (it ran elsewhere, fast),
    nobody was there to tell: so once the wait is written, the parent's executor reads
-   the child and, if it ended, closes the wait itself (`check_child`).
+   each child and, if it ended, takes it in itself (`Engine._tell_family`).
 3. When the child ends, its executor (or the operator that stopped it) closes the
    parent's wait (`tell_parent`), a compare-and-set on the parent's record: the one of
    the two that comes second finds the wait closed and writes nothing.
@@ -41,14 +44,16 @@ from holon.stores.base import (
     RunRecord,
     RunStatus,
     Store,
+    WaitRecord,
 )
 
 __all__ = [
-    "check_child",
     "child_failed",
+    "child_names",
     "child_outcome",
     "child_run_id",
     "child_wait",
+    "waited_children",
     "resolve_child",
     "start_child",
     "tell_parent",
@@ -104,23 +109,51 @@ async def start_child(
     return stored
 
 
-def child_wait(child: Child, workflow: Workflow, run_id: str) -> Wait:
-    """The wait of the parent for its child `run_id`."""
-    return Wait(ChildRun(workflow.name, run_id), child.next, on_reject=child.on_failure)
+def child_names(step: str, children: list[Child]) -> list[str]:
+    """The names children's outputs are recorded under: the step's name for one child;
+    in a `Parallel`, each child's `name`, else its workflow's name (`name#2`, ... when
+    repeated). Raises `ValueError` for a name given twice."""
+    if len(children) == 1:
+        return [step]
+    names: list[str] = []
+    seen: dict[str, int] = {}
+    for child in children:
+        base = child.name or child.workflow_name
+        seen[base] = seen.get(base, 0) + 1
+        name = base if seen[base] == 1 else f"{base}#{seen[base]}"
+        if name in names:
+            raise ValueError(f"step {step!r}: Parallel names child {name!r} twice")
+        names.append(name)
+    return names
 
 
-def child_failed(child: RunRecord, step: str | None = None) -> ChildFailed:
-    """The error of a parent whose child ended other than completed."""
-    error = child.body.error
-    message = f"child run {child.run_id!r} ({child.workflow}) ended {child.status.value}"
-    if error is not None:
-        message += f": {error.type}: {error.message}"
+def child_wait(
+    children: list[tuple[str, Workflow, str]], next: str, on_failure: str | None
+) -> Wait:
+    """The wait of the parent for its children: (name, workflow, run id) each."""
+    listed = tuple((name, workflow.name, run_id) for name, workflow, run_id in children)
+    return Wait(ChildRun(listed), next, on_reject=on_failure)
+
+
+def waited_children(wait: WaitRecord | None) -> list[dict[str, str]]:
+    """The children a wait is for, each `{"name", "workflow", "run_id"}`."""
+    if wait is None or wait.kind != "child":
+        return []
+    return list(wait.spec.get("children") or [])
+
+
+def child_failed(outcome: dict[str, Any], step: str | None = None) -> ChildFailed:
+    """The error of a parent whose child (its `child_outcome`) ended other than
+    completed."""
+    error = outcome.get("error")
+    message = f"child run {outcome['run_id']!r} ({outcome['workflow']}) ended {outcome['status']}"
+    if isinstance(error, dict):
+        message += f": {error.get('type')}: {error.get('message')}"
     return ChildFailed(
         message,
-        child_run_id=child.run_id,
-        status=child.status.value,
-        error=error.model_dump(mode="json") if error is not None else None,
-        run_id=child.body.parent.run_id if child.body.parent else None,
+        child_run_id=str(outcome["run_id"]),
+        status=str(outcome["status"]),
+        error=error if isinstance(error, dict) else None,
         step=step,
     )
 
@@ -138,31 +171,76 @@ def child_outcome(child: RunRecord) -> dict[str, Any]:
 
 
 def _closing(parent: RunRecord, child: RunRecord, now: float) -> Checkpoint | None:
-    """The checkpoint of `parent` that takes in its ended `child`, or None when the
-    parent does not wait for it (any more)."""
+    """The checkpoint of `parent` that takes in its ended `child`: the wait notes it,
+    and closes once every child it waits for ended. None when the parent does not wait
+    for it (any more), or took it in already."""
     wait = parent.body.wait
+    listed = waited_children(wait)
     if (
         wait is None
-        or wait.kind != "child"
-        or wait.spec.get("child_run_id") != child.run_id
         or parent.status not in (RunStatus.WAITING, RunStatus.PAUSED)
+        or child.run_id not in [c["run_id"] for c in listed]
     ):
         return None
-    outcome = child_outcome(child)
-    ended = NewEvent(
+    ended_before: dict[str, Any] = dict(wait.spec.get("ended") or {})
+    if child.run_id in ended_before:
+        return None
+    ended = {**ended_before, child.run_id: child_outcome(child)}
+    event = NewEvent(
         "child_ended",
         now,
         wait.step,
         {"child_run_id": child.run_id, "workflow": child.workflow, "status": child.status.value},
     )
-    if child.status == RunStatus.COMPLETED and wait.next == END.value:
-        output = child.body.output
+    if len(ended) < len(listed):  # others still run: note this one, keep waiting
+        noted = wait.model_copy(update={"spec": {**wait.spec, "ended": ended}})
+        return Checkpoint(
+            status=parent.status,
+            body=parent.body.model_copy(update={"wait": noted}),
+            at=now,
+            events=[event],
+            wake_at=parent.wake_at,
+        )
+    outcomes = {c["name"]: ended[c["run_id"]] for c in listed}
+    decision = next(iter(outcomes.values())) if len(outcomes) == 1 else {"children": outcomes}
+    results = {
+        name: outcome["output"]
+        for name, outcome in outcomes.items()
+        if outcome["status"] == RunStatus.COMPLETED.value
+    }
+    failed = [o for o in outcomes.values() if o["status"] != RunStatus.COMPLETED.value]
+    if failed and wait.on_reject is None:
+        error = child_failed(failed[0])
+        info = ErrorInfo(type="ChildFailed", message=str(error), step=wait.step)
+        fail = NewEvent("failed", now, wait.step, {"error": info.type, "message": info.message})
+        body = parent.body.model_copy(
+            update={
+                "wait": None,
+                "closed_wait": wait,
+                "decision": decision,
+                "cursor": None,
+                "error": info,
+                "paused_from": None,
+            }
+        )
+        return Checkpoint(
+            status=RunStatus.FAILED,
+            body=body,
+            at=now,
+            results=results,
+            events=[event, fail],
+            clear_control=True,
+            release_lease=True,
+            wait_keys=[],
+        )
+    if not failed and wait.next == END.value:
+        output = decision["output"] if len(outcomes) == 1 else results
         done = NewEvent("completed", now, None, {"output_digest": digest(output)})
         body = parent.body.model_copy(
             update={
                 "wait": None,
                 "closed_wait": wait,
-                "decision": outcome,
+                "decision": decision,
                 "cursor": None,
                 "output": output,
                 "paused_from": None,
@@ -172,42 +250,18 @@ def _closing(parent: RunRecord, child: RunRecord, now: float) -> Checkpoint | No
             status=RunStatus.COMPLETED,
             body=body,
             at=now,
-            results={wait.step: output},
-            events=[ended, done],
+            results=results,
+            events=[event, done],
             clear_control=True,
             release_lease=True,
             wait_keys=[],
         )
-    if child.status == RunStatus.COMPLETED:
-        checkpoint = close_wait(parent, wait, outcome, wait.next, [ended], now, "child_completed")
-        checkpoint.results = {wait.step: child.body.output}
-    elif wait.on_reject is not None:
-        checkpoint = close_wait(parent, wait, outcome, wait.on_reject, [ended], now, "child_ended")
-    else:
-        message = str(child_failed(child))
-        error = ErrorInfo(type="ChildFailed", message=message, step=wait.step)
-        failed = NewEvent("failed", now, wait.step, {"error": error.type, "message": message})
-        body = parent.body.model_copy(
-            update={
-                "wait": None,
-                "closed_wait": wait,
-                "decision": outcome,
-                "cursor": None,
-                "error": error,
-                "paused_from": None,
-            }
-        )
-        return Checkpoint(
-            status=RunStatus.FAILED,
-            body=body,
-            at=now,
-            events=[ended, failed],
-            clear_control=True,
-            release_lease=True,
-            wait_keys=[],
-        )
+    target = wait.on_reject if failed else wait.next
+    how = "children_ended" if failed else "children_completed"
+    checkpoint = close_wait(parent, wait, decision, target, [event], now, how)
+    checkpoint.results = results
     if parent.status == RunStatus.PAUSED:
-        # Paused while it waited: it takes the child in and stays paused; Resume
+        # Paused while it waited: it takes the children in and stays paused; Resume
         # continues with the next step.
         checkpoint.status = RunStatus.PAUSED
         checkpoint.body = checkpoint.body.model_copy(update={"paused_from": None})
@@ -229,15 +283,3 @@ async def tell_parent(store: Store, clock: Clock, child: RunRecord) -> RunRecord
 
     parent = await compare_and_set(store, link.run_id, decide)
     return parent if closed and closed[-1] else None
-
-
-async def check_child(store: Store, clock: Clock, parent: RunRecord) -> RunRecord | None:
-    """After `parent` opened its wait for a child: the child as it is now, and, when it
-    has already ended, the parent's wait closed (see step 2 of the module's docstring)."""
-    wait = parent.body.wait
-    if parent.status != RunStatus.WAITING or wait is None or wait.kind != "child":
-        return None
-    child = await store.load_run(str(wait.spec.get("child_run_id")))
-    if child is not None and child.status.terminal:
-        await tell_parent(store, clock, child)
-    return child

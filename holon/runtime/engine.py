@@ -39,7 +39,15 @@ from holon.errors import (
     UnknownStepError,
 )
 from holon.runtime.attempts import Attempts, call_step
-from holon.runtime.children import child_run_id, child_wait, resolve_child, start_child, tell_parent
+from holon.runtime.children import (
+    child_names,
+    child_run_id,
+    child_wait,
+    resolve_child,
+    start_child,
+    tell_parent,
+    waited_children,
+)
 from holon.runtime.compensation import Compensator
 from holon.runtime.context import Context
 from holon.runtime.definitions import Definitions
@@ -186,11 +194,12 @@ class Engine:
                 parent = await tell_parent(self.store, self.clock, execution.record)
                 self._ready(parent)
             elif status == RunStatus.WAITING and wait is not None and wait.kind == "child":
-                child = await self.store.load_run(str(wait.spec.get("child_run_id")))
-                if child is not None and child.status.terminal:
-                    self._ready(await tell_parent(self.store, self.clock, child))
-                else:
-                    self._ready(child)
+                for listed in waited_children(wait):
+                    child = await self.store.load_run(listed["run_id"])
+                    if child is not None and child.status.terminal:
+                        self._ready(await tell_parent(self.store, self.clock, child))
+                    else:
+                        self._ready(child)
         except Exception:
             # The other side's own look (its executor, at its end or its wait) or an
             # operator's Retry settles it.
@@ -404,7 +413,10 @@ class Engine:
         the store's answer to await; or the run's failure, when `value` is no valid
         outcome or holds what cannot be stored."""
         if type(value) is Child:
-            return self._start_child(execution, spec, ctx, value, started)
+            return self._start_children(execution, spec, ctx, [value], started, value.next)
+        if type(value) is Parallel and any(type(b) is Child for b in value.branches):
+            branches = list(value.branches)
+            return self._start_children(execution, spec, ctx, branches, started, value.join)
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
         try:
             return self.transitions.send(
@@ -413,42 +425,61 @@ class Engine:
         except _OUTCOME_ERRORS as exc:
             return self.transitions.fail(execution, spec.name, exc)
 
-    async def _start_child(
+    async def _start_children(
         self,
         execution: Execution,
         spec: StepSpec,
         ctx: Context[Any, Any],
-        child: Child,
+        children: list[Any],
         started: float,
+        then: str,
     ) -> None:
-        """End step `spec`, which returned `Child(...)`: create the child run, then
-        commit the step with the wait for it (see `holon.runtime.children`)."""
+        """End step `spec`, which returned `Child(...)` (or a `Parallel` of them):
+        create the child runs, then commit the step with the wait for them (see
+        `holon.runtime.children`)."""
         name = spec.name
         try:
-            for target in (child.next, child.on_failure):
+            if not all(type(child) is Child for child in children):
+                raise TypeError(
+                    f"step {name!r}: a Parallel runs steps or children (Child(...)), not both"
+                )
+            on_failure = children[0].on_failure if len(children) == 1 else None
+            if not then:
+                raise TypeError(f"step {name!r}: Child(workflow, input, next) needs next")
+            for target in (then, on_failure):
                 if target is not None:
                     next_step(execution.workflow, name, target, "starts a child, then goes to")
-            workflow = resolve_child(self.definitions, child)
-            run_id = child_run_id(execution.run_id, name, execution.body.counts.get(name, 0) + 1)
-            link = RunLink(run_id=execution.run_id, step=name)
-            await start_child(self.store, workflow, child.input, run_id, link, self.clock.now())
+            base = child_run_id(execution.run_id, name, execution.body.counts.get(name, 0) + 1)
+            planned = child_names(name, children)
+            made = []
+            for child, child_name in zip(children, planned, strict=True):
+                workflow = resolve_child(self.definitions, child)
+                run_id = base if len(children) == 1 else f"{base}/{child_name}"
+                link = RunLink(run_id=execution.run_id, step=name)
+                await start_child(self.store, workflow, child.input, run_id, link, self.clock.now())
+                made.append((child_name, workflow, run_id))
             duration_ms = round((time.perf_counter() - started) * 1000, 3)
-            wait = child_wait(child, workflow, run_id)
+            wait = child_wait(made, then, on_failure)
             checkpoint = self._ending(execution, spec, ctx, wait, duration_ms)
         except (*_OUTCOME_ERRORS, HolonError) as exc:
             await self.transitions.fail(execution, name, exc)
             return
-        checkpoint.events.insert(
-            -1,
-            NewEvent(
-                "child_started",
-                checkpoint.at,
-                name,
-                {"child_run_id": run_id, "workflow": workflow.name, "version": workflow.version},
-            ),
-        )
-        children = [*execution.body.children, run_id]
-        checkpoint.body = checkpoint.body.model_copy(update={"children": children})
+        for _, workflow, run_id in made:
+            checkpoint.events.insert(
+                -1,
+                NewEvent(
+                    "child_started",
+                    checkpoint.at,
+                    name,
+                    {
+                        "child_run_id": run_id,
+                        "workflow": workflow.name,
+                        "version": workflow.version,
+                    },
+                ),
+            )
+        children_ids = [*execution.body.children, *(run_id for _, _, run_id in made)]
+        checkpoint.body = checkpoint.body.model_copy(update={"children": children_ids})
         await self._settle(execution, self.transitions.send(execution, checkpoint))
 
     async def _settle(self, execution: Execution, ending: Awaitable[Committed | None]) -> None:

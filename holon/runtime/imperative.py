@@ -20,10 +20,16 @@ from pydantic import BaseModel
 from holon._json import digest, to_json_value
 from holon.definition.directives import Child as ChildDirective
 from holon.definition.directives import Wait, WaitCondition
-from holon.errors import ChildFailed, HolonError
+from holon.errors import HolonError
 from holon.runtime.attempts import Attempts
 from holon.runtime.cassette import active as active_cassette
-from holon.runtime.children import child_run_id, child_wait, resolve_child, start_child
+from holon.runtime.children import (
+    child_failed,
+    child_run_id,
+    child_wait,
+    resolve_child,
+    start_child,
+)
 from holon.runtime.context import Context
 from holon.runtime.definitions import Definitions
 from holon.runtime.execute_context import (
@@ -239,15 +245,7 @@ class Imperative:
         if body.wait is None and closed is not None and closed.wait_id == wait_id:
             outcome = body.decision if isinstance(body.decision, dict) else {}
             if outcome.get("status") != RunStatus.COMPLETED.value:
-                raise ChildFailed(
-                    f"child run {outcome.get('run_id')!r} ({outcome.get('workflow')}) ended "
-                    f"{outcome.get('status')}",
-                    child_run_id=str(outcome.get("run_id")),
-                    status=str(outcome.get("status")),
-                    error=outcome.get("error"),
-                    run_id=execution.run_id,
-                    step=name,
-                )
+                raise child_failed(outcome, name)
             value = outcome.get("output")
             state_set, state_unset = ctx.State.take_pending()
             ctx.pending[name] = {
@@ -271,7 +269,7 @@ class Imperative:
         checkpoint = self.suspender.checkpoint(
             execution,
             name,
-            child_wait(child, workflow, run_id),
+            child_wait([(name, workflow, run_id)], EXECUTE_STEP, EXECUTE_STEP),
             occurrence,
             events=[started],
             results=self._take_pending(ctx),
