@@ -25,6 +25,7 @@ from holon.definition.decorator import workflow
 from holon.definition.directives import (
     END,
     START,
+    Child,
     End,
     Event,
     HumanApproval,
@@ -39,6 +40,7 @@ from holon.definition.directives import (
 from holon.definition.policies import NonRetryable, Retry, StepTimeout, step
 from holon.definition.steps import StepSpec
 from holon.errors import (
+    ChildFailed,
     CorruptRecord,
     DecisionConflict,
     DecisionRefused,
@@ -96,15 +98,17 @@ __all__ = [
     "step",
     "END",
     "START",
+    "Child",
+    "End",
     "BulkReport",
     "Client",
     "Divergence",
     "NoRecording",
     "ReplayReport",
     "RerunReport",
-    "End",
     "Clock",
     "Context",
+    "ChildFailed",
     "CorruptRecord",
     "DecisionConflict",
     "DecisionRefused",
