@@ -1,0 +1,148 @@
+"""`create_app`: the ASGI app of the HTTP API, webhooks and dashboard, over one store.
+
+```py
+app = create_app(steward, auth=Auth.from_file("tokens.yaml"), worker=True)
+# uvicorn module:app, or holon.http.serve(app)
+```
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import secrets
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from holon.control.steward import Steward
+from holon.errors import HolonError
+from holon.http.auth import Auth
+from holon.http.guard import BodyLimit, RateLimiter
+from holon.http.openapi import Endpoint, openapi_document, routes
+from holon.http.problems import HttpProblem, from_error, problem
+from holon.http.runs import ENDPOINTS as RUN_ENDPOINTS
+from holon.http.service import Service
+from holon.http.workflows import ENDPOINTS as WORKFLOW_ENDPOINTS
+from holon.worker.worker import Worker
+
+__all__ = ["create_app", "endpoints"]
+
+logger = logging.getLogger("holon.http")
+
+
+def endpoints() -> list[Endpoint]:
+    """Every endpoint of the API, in the order the router tries them."""
+    return [*WORKFLOW_ENDPOINTS, *RUN_ENDPOINTS]
+
+
+def create_app(
+    steward: Steward,
+    *,
+    auth: Auth | None = None,
+    worker: Worker | bool = False,
+    max_body: int = 1 << 20,
+    rate: float | None = 100.0,
+    burst: int = 200,
+    poll_interval: float = 0.5,
+    session_secret: str | None = None,
+    extra: Sequence[Endpoint] = (),
+) -> Starlette:
+    """The API over `steward`'s store and catalogue.
+
+    Args:
+        steward: the catalogue and store; workflows registered with it in this process
+            are the ones a `worker` executes.
+        auth: tokens and permissions; by default from `HOLON_AUTH_FILE` or
+            `HOLON_AUTH`, else one random admin token, kept in `app.state.admin_token`
+            (`holon.http.serve` prints it once).
+        worker: True executes the steward's workflows in this process (a `Worker`
+            started and stopped with the app); a `Worker` to use that one.
+        max_body: the largest request body, in bytes (413 past it).
+        rate: requests a second each caller may make (429 past it), None for no limit.
+        burst: how many requests a caller may make at once before `rate` applies.
+        poll_interval: seconds between looks at runs changed by other processes.
+        session_secret: signs the dashboard's session cookies (default: random, so
+            sessions end when the process does).
+    """
+    admin_token: str | None = None
+    if auth is None:
+        auth = Auth.from_env()
+    if auth is None:
+        auth, admin_token = Auth.generate()
+    chosen_worker = Worker(steward) if worker is True else worker or None
+    service = Service(steward, auth, worker=chosen_worker, poll_interval=poll_interval)
+    table = [*extra, *endpoints()]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await steward.store.open()
+        async with anyio.create_task_group() as group:
+            if chosen_worker is not None:
+                await group.start(_run_worker, chosen_worker)
+            try:
+                yield
+            finally:
+                await service.close()
+                if chosen_worker is not None:
+                    chosen_worker.stop()
+
+    app = Starlette(
+        routes=routes(table),
+        middleware=[
+            Middleware(BodyLimit, max_bytes=max_body),
+            Middleware(
+                SessionMiddleware,
+                secret_key=session_secret or secrets.token_urlsafe(32),
+                session_cookie="holon_session",
+                same_site="strict",
+                https_only=False,
+            ),
+        ],
+        exception_handlers={
+            HttpProblem: _problem,
+            HolonError: _holon_error,
+            HTTPException: _http_exception,
+        },
+        lifespan=lifespan,
+    )
+    app.state.auth = auth
+    app.state.service = service
+    app.state.admin_token = admin_token
+    app.state.limiter = RateLimiter(rate, burst) if rate is not None else None
+    app.state.openapi = openapi_document(
+        table, title="holon", version=importlib.metadata.version("holon")
+    )
+    return app
+
+
+async def _run_worker(worker: Worker, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+    async with worker:
+        task_status.started()
+        await worker.run()
+
+
+async def _problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HttpProblem)
+    return problem(exc.status, exc.detail, exc.errors, exc.headers)
+
+
+async def _holon_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HolonError)
+    response = from_error(exc)
+    if response.status_code >= 500:
+        logger.error("%s %s failed: %s", request.method, request.url.path, exc)
+    return response
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return problem(exc.status_code, exc.detail, headers=dict(exc.headers or {}))

@@ -1,0 +1,57 @@
+"""Serving the app with uvicorn: what `holon serve APP` does.
+
+```py
+from holon.http import serve
+await serve(steward, port=8080, worker=True)     # until SIGINT / SIGTERM
+```
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+import uvicorn
+from starlette.applications import Starlette
+
+from holon.control.steward import Steward
+from holon.http.app import create_app
+
+__all__ = ["serve", "uvicorn_server"]
+
+
+def uvicorn_server(app: Starlette, host: str = "127.0.0.1", port: int = 8080) -> uvicorn.Server:
+    """A uvicorn server for `app`, on the asyncio loop already running; its open
+    event streams are cut after 5 seconds when it shuts down."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    return uvicorn.Server(config)
+
+
+async def serve(
+    target: Steward | Starlette,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    out: TextIO | None = None,
+    **app_options: Any,
+) -> None:
+    """Serve a steward's API (made with `create_app(steward, **app_options)`), or an
+    app already made, until SIGINT or SIGTERM. A token made because none was
+    configured is printed once, to `out` (default: standard error)."""
+    app = target if isinstance(target, Starlette) else create_app(target, **app_options)
+    token = app.state.admin_token
+    if token is not None:
+        print(
+            "No tokens are configured (HOLON_AUTH_FILE or HOLON_AUTH); this admin token "
+            f"works until the server stops, and is not shown again:\n    {token}",
+            file=out or sys.stderr,
+            flush=True,
+        )
+    await uvicorn_server(app, host, port).serve()

@@ -1,0 +1,104 @@
+"""What the HTTP tests share: a shop workflow with an approval gate, tokens for a few
+identities, and an app over a real store with a worker executing in the same process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from pydantic import BaseModel
+from starlette.applications import Starlette
+
+from holon import END, START, Context, HumanApproval, HumanInput, Next, Steward, Wait, Workflow
+from holon.http import Auth, Identity, Rule, create_app
+from holon.stores.base import Store
+
+
+class Order(BaseModel):
+    item: str
+
+
+def ask(ctx: Context[Order, Any]) -> Wait:
+    return Wait(
+        HumanApproval(
+            approvers=["alice", "role:ops"],
+            question="Ship it?",
+            payload={"item": ctx.Input.item},
+            forbid_self_approval=True,
+        ),
+        "Ship",
+    )
+
+
+def ship(ctx: Context[Order, Any]) -> Next:
+    return Next(END, output={"shipped": ctx.Input.item, "approved_by": ctx.Decision})
+
+
+SHOP = (
+    Workflow("shop", "Ships an order once approved")
+    .Input(Order)
+    .Flow({START: lambda ctx: "Ask", "Ask": ask, "Ship": ship})
+)
+
+
+def question(ctx: Context[Any, Any]) -> Wait:
+    return Wait(HumanInput("Which colour?", kind="choice", options=["red", "blue"]), "Paint")
+
+
+SURVEY = Workflow("survey").Flow(
+    {START: lambda ctx: "Ask", "Ask": question, "Paint": lambda ctx: Next(END, output=ctx.Decision)}
+)
+
+TOKENS = {
+    "admin-token-0000000000": Identity("root", frozenset({"admin"})),
+    "alice-token-0000000000": Identity("alice"),
+    "bob-token-000000000000": Identity("bob", frozenset({"ops"})),
+    "carol-token-0000000000": Identity("carol", frozenset({"sales"}), frozenset({"shop-team"})),
+    "dave-token-00000000000": Identity("dave"),
+}
+ADMIN, ALICE, BOB, CAROL, DAVE = TOKENS
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+RULES = [
+    # Only the shop's team and ops start or steer shop runs; dave is in neither.
+    Rule(
+        workflow="shop",
+        allowed={
+            "start": ("team:shop-team", "role:ops", "alice"),
+            "steer": ("role:ops", "alice"),
+            "approve": ("alice", "role:ops", "carol"),
+        },
+    )
+]
+
+
+async def make_steward(store: Store) -> Steward:
+    steward = Steward(store)
+    await steward.Register(SHOP, owner="shop-team")
+    await steward.Register(SURVEY)
+    return steward
+
+
+@asynccontextmanager
+async def serving(
+    store: Store, *, rules: list[Rule] | None = None, **options: Any
+) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
+    """The app over `store` with its lifespan (and worker) running, and a client."""
+    steward = await make_steward(store)
+    app = create_app(
+        steward,
+        auth=Auth.from_tokens(TOKENS, RULES if rules is None else rules),
+        worker=True,
+        poll_interval=0.05,
+        **options,
+    )
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://holon.test") as client:
+            yield app, client
