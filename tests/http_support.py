@@ -3,16 +3,19 @@ identities, and an app over a real store with a worker executing in the same pro
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import httpx
 from pydantic import BaseModel
 from starlette.applications import Starlette
 
 from holon import END, START, Context, HumanApproval, HumanInput, Next, Steward, Wait, Workflow
 from holon.http import Auth, Identity, Rule, create_app
+from holon.http.serve import uvicorn_server
 from holon.stores.base import Store
 
 
@@ -83,6 +86,40 @@ async def make_steward(store: Store) -> Steward:
     await steward.Register(SHOP, owner="shop-team")
     await steward.Register(SURVEY)
     return steward
+
+
+@asynccontextmanager
+async def on_loopback(app: Starlette) -> AsyncIterator[str]:
+    """`app` served by a real uvicorn on a loopback port; yields its base URL."""
+    server = uvicorn_server(app)
+    # A socket already listening: connections wait in its backlog until uvicorn serves.
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen()
+    port = listening.getsockname()[1]
+    async with anyio.create_task_group() as group:
+        group.start_soon(server.serve, [listening])
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.should_exit = True
+
+
+async def sse_messages(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str]
+) -> AsyncIterator[dict[str, str]]:
+    """The messages of an event stream, each as its fields (`id`, `event`, `data`)."""
+    async with client.stream("GET", url, headers=headers) as stream:
+        assert stream.status_code == 200, await stream.aread()
+        message: dict[str, str] = {}
+        async for line in stream.aiter_lines():
+            if not line:
+                if "event" in message:
+                    yield message
+                message = {}
+            elif not line.startswith(":"):
+                field, _, value = line.partition(": ")
+                message[field] = value
 
 
 @asynccontextmanager

@@ -3,18 +3,14 @@ authorisation matrix, and the OpenAPI document."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
-import anyio
-import httpx
 import pytest
 from openapi_spec_validator import validate
 
 from holon import RunStatus, payload_digest
 from holon.http import Auth, AuthConfigError, create_app, hash_token
-from holon.http.serve import uvicorn_server
 from holon.stores import SQLiteStore
 from holon.stores.base import Store
 from tests.http_support import (
@@ -23,7 +19,6 @@ from tests.http_support import (
     BOB,
     CAROL,
     DAVE,
-    TOKENS,
     bearer,
     make_steward,
     serving,
@@ -306,42 +301,6 @@ async def test_without_configured_tokens_the_api_makes_one_admin_token(
     assert token and len(token) > 30
     identity = app.state.auth.identify(token)
     assert identity is not None and identity.admin
-
-
-async def test_through_a_real_uvicorn_on_loopback(sqlite: Store) -> None:
-    steward = await make_steward(sqlite)
-    app = create_app(steward, auth=Auth.from_tokens({ALICE: TOKENS[ALICE]}), worker=True)
-    server = uvicorn_server(app)
-    # A socket already listening: connections wait in its backlog until uvicorn serves.
-    listening = socket.socket()
-    listening.bind(("127.0.0.1", 0))
-    listening.listen()
-    port = listening.getsockname()[1]
-    async with anyio.create_task_group() as group:
-        group.start_soon(server.serve, [listening])
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            started = await client.post(
-                "/api/v1/workflows/shop/runs", json={"input": {"item": "car"}}, headers=bearer(BOB)
-            )
-            assert started.status_code == 401
-            started = await client.post(
-                "/api/v1/workflows/shop/runs",
-                json={"input": {"item": "car"}},
-                headers=bearer(ALICE),
-            )
-            assert started.status_code == 201
-            run_id = started.json()["run_id"]
-            async with client.stream(
-                "GET", f"/api/v1/runs/{run_id}/events", headers=bearer(ALICE)
-            ) as stream:
-                kinds = []
-                async for line in stream.aiter_lines():
-                    if line.startswith("event: "):
-                        kinds.append(line.removeprefix("event: "))
-                    if kinds and kinds[-1] == "waiting":
-                        break
-            assert kinds[:2] == ["started", "step_started"]
-        server.should_exit = True
 
 
 def test_tokens_from_a_file_are_kept_hashed(tmp_path: Path) -> None:
