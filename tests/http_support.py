@@ -13,7 +13,19 @@ import httpx
 from pydantic import BaseModel
 from starlette.applications import Starlette
 
-from holon import END, START, Context, HumanApproval, HumanInput, Next, Steward, Wait, Workflow
+from holon import (
+    END,
+    START,
+    Context,
+    HumanApproval,
+    HumanInput,
+    Next,
+    Retry,
+    Steward,
+    Wait,
+    Workflow,
+    step,
+)
 from holon.http import Auth, Identity, Rule, create_app
 from holon.http.serve import uvicorn_server
 from holon.stores.base import Store
@@ -54,6 +66,18 @@ SURVEY = Workflow("survey").Flow(
     {START: lambda ctx: "Ask", "Ask": question, "Paint": lambda ctx: Next(END, output=ctx.Decision)}
 )
 
+
+def breaks(ctx: Context[Any, Any]) -> str:
+    raise RuntimeError(f"attempt {ctx.Attempt} broke")
+
+
+FLAKY = Workflow("flaky").Flow(
+    {
+        START: lambda ctx: "Break",
+        "Break": step(breaks, retry=Retry(attempts=2, initial_delay=0.01, jitter=False)),
+    }
+)
+
 TOKENS = {
     "admin-token-0000000000": Identity("root", frozenset({"admin"})),
     "alice-token-0000000000": Identity("alice"),
@@ -85,6 +109,7 @@ async def make_steward(store: Store) -> Steward:
     steward = Steward(store)
     await steward.Register(SHOP, owner="shop-team")
     await steward.Register(SURVEY)
+    await steward.Register(FLAKY)
     return steward
 
 

@@ -256,7 +256,7 @@ async def test_workflows_are_listed_described_and_registered(sqlite: Store) -> N
         h = bearer(ADMIN)
         listed = (await client.get("/api/v1/workflows", headers=h)).json()["items"]
         names = [w["name"] for w in listed]
-        assert names == ["shop", "survey"]
+        assert names == ["flaky", "shop", "survey"]
         shop = (await client.get("/api/v1/workflows/shop", headers=h)).json()
         assert shop["owner"] == "shop-team" and "Ask" in shop["mermaid"]
         app.state.service.steward.RegisterTask("echo", lambda ctx: ctx.Input)

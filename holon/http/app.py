@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import os
 import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
 
 import anyio
+from anyio.abc import TaskStatus
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -23,10 +24,14 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+from holon.control.observed import ObservedStore
 from holon.control.steward import Steward
 from holon.errors import HolonError
 from holon.http.auth import Auth
 from holon.http.guard import BodyLimit, RateLimiter
+from holon.http.hooks import ENDPOINTS as HOOK_ENDPOINTS
+from holon.http.hooks import WebhookSettings
+from holon.http.notify import Notifier
 from holon.http.openapi import Endpoint, openapi_document, routes
 from holon.http.problems import HttpProblem, from_error, problem
 from holon.http.runs import ENDPOINTS as RUN_ENDPOINTS
@@ -41,7 +46,7 @@ logger = logging.getLogger("holon.http")
 
 def endpoints() -> list[Endpoint]:
     """Every endpoint of the API, in the order the router tries them."""
-    return [*WORKFLOW_ENDPOINTS, *RUN_ENDPOINTS]
+    return [*WORKFLOW_ENDPOINTS, *RUN_ENDPOINTS, *HOOK_ENDPOINTS]
 
 
 def create_app(
@@ -54,6 +59,9 @@ def create_app(
     burst: int = 200,
     poll_interval: float = 0.5,
     session_secret: str | None = None,
+    webhook_secret: str | None = None,
+    webhook_tolerance: float = 300.0,
+    notifier: Notifier | None = None,
     extra: Sequence[Endpoint] = (),
 ) -> Starlette:
     """The API over `steward`'s store and catalogue.
@@ -72,20 +80,32 @@ def create_app(
         poll_interval: seconds between looks at runs changed by other processes.
         session_secret: signs the dashboard's session cookies (default: random, so
             sessions end when the process does).
+        webhook_secret: the key webhook deliveries are signed with, for routes without
+            their own (default: `HOLON_WEBHOOK_SECRET`).
+        webhook_tolerance: seconds a delivery's timestamp may be away from now.
+        notifier: sends notices when runs need someone (`holon.http.notify`); it sees
+            the writes of this process: its worker's and its operators'.
     """
     admin_token: str | None = None
     if auth is None:
         auth = Auth.from_env()
     if auth is None:
         auth, admin_token = Auth.generate()
-    chosen_worker = Worker(steward) if worker is True else worker or None
-    service = Service(steward, auth, worker=chosen_worker, poll_interval=poll_interval)
+    store = steward.store
+    if notifier is not None:
+        notifier.store = steward.store
+        store = ObservedStore(steward.store, [notifier.observe]).store
+    chosen_worker = Worker(steward, store=store) if worker is True else worker or None
+    service = Service(steward, auth, store=store, worker=chosen_worker, poll_interval=poll_interval)
     table = [*extra, *endpoints()]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await steward.store.open()
         async with anyio.create_task_group() as group:
+            notices = anyio.CancelScope()
+            if notifier is not None:
+                await group.start(_run_notifier, notifier, notices)
             if chosen_worker is not None:
                 await group.start(_run_worker, chosen_worker)
             try:
@@ -94,6 +114,7 @@ def create_app(
                 await service.close()
                 if chosen_worker is not None:
                     chosen_worker.stop()
+                notices.cancel()
 
     app = Starlette(
         routes=routes(table),
@@ -118,16 +139,31 @@ def create_app(
     app.state.service = service
     app.state.admin_token = admin_token
     app.state.limiter = RateLimiter(rate, burst) if rate is not None else None
+    app.state.webhooks = WebhookSettings(
+        webhook_secret or os.environ.get("HOLON_WEBHOOK_SECRET") or None, webhook_tolerance
+    )
     app.state.openapi = openapi_document(
         table, title="holon", version=importlib.metadata.version("holon")
     )
     return app
 
 
-async def _run_worker(worker: Worker, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+async def _run_worker(
+    worker: Worker, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
     async with worker:
         task_status.started()
         await worker.run()
+
+
+async def _run_notifier(
+    notifier: Notifier,
+    scope: anyio.CancelScope,
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    with scope:
+        await notifier.run(task_status=task_status)
 
 
 async def _problem(request: Request, exc: Exception) -> Response:

@@ -35,6 +35,7 @@ class Service:
         steward: Steward,
         auth: Auth,
         *,
+        store: Store | None = None,
         worker: Worker | None = None,
         poll_interval: float = 0.5,
         lease_ttl: float = 10.0,
@@ -42,7 +43,8 @@ class Service:
         self.steward = steward
         self.auth = auth
         self.worker = worker
-        self.store: Store = steward.store
+        self.store: Store = store or steward.store
+        """The store the app writes through (the steward's, observed when notices go out)."""
         self.clock: Clock = steward.clock
         self.poll_interval = poll_interval
         self.lease_ttl = worker.lease_ttl if worker is not None else lease_ttl
