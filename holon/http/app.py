@@ -28,6 +28,7 @@ from holon.control.observed import ObservedStore
 from holon.control.steward import Steward
 from holon.errors import HolonError
 from holon.http.auth import Auth
+from holon.http.dashboard import dashboard_routes
 from holon.http.guard import BodyLimit, RateLimiter
 from holon.http.hooks import ENDPOINTS as HOOK_ENDPOINTS
 from holon.http.hooks import WebhookSettings
@@ -117,7 +118,7 @@ def create_app(
                 notices.cancel()
 
     app = Starlette(
-        routes=routes(table),
+        routes=[*routes(table), *dashboard_routes()],
         middleware=[
             Middleware(BodyLimit, max_bytes=max_body),
             Middleware(

@@ -379,7 +379,10 @@ ENDPOINTS = [
         run_events,
         "The timeline live, as server-sent events (resumes after Last-Event-ID)",
         "runs",
-        query=[Query("after", "start after this sequence number", "integer")],
+        query=[
+            Query("after", "start after this sequence number", "integer"),
+            Query("named", "0: leave each message's `event` field out"),
+        ],
         answers={404: "no such run"},
         stream=True,
     ),

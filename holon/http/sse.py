@@ -1,7 +1,8 @@
 """A run's timeline live, as server-sent events.
 
 Each timeline event is one SSE message: `id` is its sequence number, `event` its kind,
-`data` the event as JSON. A client that reconnects sends `Last-Event-ID` (browsers'
+`data` the event as JSON (`?named=0` leaves `event` out, so that a browser's
+`EventSource.onmessage` sees every kind). A client that reconnects sends `Last-Event-ID` (browsers'
 `EventSource` does so by itself) and gets what it missed, from the store, and nothing
 twice. The stream ends with an `end` message once the run has ended and every event up
 to its end was sent.
@@ -31,13 +32,18 @@ _PAGE = 200
 KEEPALIVE = 15.0
 
 
-def format_event(event: TimelineEvent) -> str:
+def format_event(event: TimelineEvent, named: bool = True) -> str:
     data = json.dumps(event.model_dump(mode="json"), separators=(",", ":"))
-    return f"id: {event.seq}\nevent: {event.kind}\ndata: {data}\n\n"
+    kind = f"event: {event.kind}\n" if named else ""
+    return f"id: {event.seq}\n{kind}data: {data}\n\n"
 
 
 async def timeline_stream(
-    service: Service, run_id: str, after: int, keepalive: float = KEEPALIVE
+    service: Service,
+    run_id: str,
+    after: int,
+    keepalive: float = KEEPALIVE,
+    named: bool = True,
 ) -> AsyncIterator[str]:
     """The SSE messages of `run_id`'s timeline after sequence `after`, live."""
     store = service.store
@@ -49,7 +55,7 @@ async def timeline_stream(
         events = await store.timeline(run_id, seen, _PAGE)
         for event in events:
             seen = event.seq
-            yield format_event(event)
+            yield format_event(event, named)
         if events:
             quiet_since = anyio.current_time()
             continue
@@ -83,7 +89,9 @@ async def run_events(request: Request) -> Response:
     run_id = str(request.path_params["run_id"])
     await service.record(run_id)  # 404 before the stream starts
     return StreamingResponse(
-        timeline_stream(service, run_id, _after(request)),
+        timeline_stream(
+            service, run_id, _after(request), named=request.query_params.get("named") != "0"
+        ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

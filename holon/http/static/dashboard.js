@@ -1,0 +1,152 @@
+// holon dashboard: buttons call the API with the session's CSRF token; a run's page
+// follows its timeline live (server-sent events) and redraws what changed.
+"use strict";
+
+const csrf = () => document.querySelector('meta[name="csrf"]').content;
+
+function say(text, isError) {
+  const box = document.getElementById("message");
+  box.textContent = text;
+  box.className = "shown" + (isError ? " error" : "");
+  clearTimeout(say.timer);
+  say.timer = setTimeout(() => { box.className = ""; }, 4000);
+}
+
+async function post(path, body) {
+  const answer = await fetch(path, {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },
+    body: JSON.stringify(body || {}),
+  });
+  const data = await answer.json().catch(() => ({}));
+  if (!answer.ok) {
+    const where = data.errors && data.errors.length ? ` (${data.errors[0].path})` : "";
+    throw new Error((data.detail || answer.statusText) + where);
+  }
+  return data;
+}
+
+// A form with data-api posts its fields as JSON to that endpoint (a button may name
+// another endpoint with its own data-api); empty fields are left out.
+function formBody(form) {
+  const body = {};
+  for (const [name, value] of new FormData(form).entries()) {
+    if (value === "") continue;
+    if (name === "state") body.state = JSON.parse(value);
+    else body[name] = value;
+  }
+  return body;
+}
+
+document.addEventListener("submit", async (event) => {
+  const form = event.target.closest("form[data-api]");
+  if (!form) return;
+  event.preventDefault();
+  const button = event.submitter;
+  const path = (button && button.dataset.api) || form.dataset.api;
+  try {
+    const run = await post(path, formBody(form));
+    say(`${path.split("/").pop()}: ${run.status || "done"}`);
+    if (run.status && window.holonRun) window.holonRun.show(run);
+  } catch (error) {
+    say(error.message, true);
+  }
+});
+
+function setText(id, value) {
+  const node = document.getElementById(id);
+  if (node) node.textContent = JSON.stringify(value, null, 2);
+}
+
+function runPage(data) {
+  const runId = data.run_id;
+  const rows = document.querySelector("#timeline tbody");
+  const bars = document.getElementById("durations");
+  const durations = [];
+  let refresh = null;
+
+  function markStep(name, state) {
+    for (const node of document.querySelectorAll("svg.graph .step")) {
+      if (state !== "done" && node.classList.contains(state)) {
+        node.classList.remove(state);
+        if (state === "current") node.classList.add("done");
+      }
+    }
+    const node = document.querySelector(`svg.graph .step[data-step="${CSS.escape(name)}"]`);
+    if (node) { node.classList.remove("current", "waiting", "done"); node.classList.add(state); }
+  }
+
+  function drawBars() {
+    const longest = Math.max(0.001, ...durations.map((d) => d.seconds));
+    bars.replaceChildren(...durations.map((d) => {
+      const row = document.createElement("div");
+      row.className = "bar";
+      row.dataset.step = d.step;
+      row.innerHTML = '<span class="name"></span><span class="fill"></span><span class="secs"></span>';
+      row.querySelector(".name").textContent = d.step;
+      row.querySelector(".fill").style.width = `${Math.round((d.seconds / longest) * 200)}px`;
+      row.querySelector(".secs").textContent = `${d.seconds.toFixed(3)} s`;
+      return row;
+    }));
+  }
+
+  function show(run) {
+    for (const badge of document.querySelectorAll("h2 [data-status]")) {
+      badge.textContent = run.status;
+      badge.className = `badge ${run.status}`;
+    }
+    setText("state", run.body.state);
+    setText("outputs", run.results);
+    setText("result", run.body.output);
+    const waiting = document.getElementById("waiting");
+    if (waiting && !run.waiting) waiting.hidden = true;
+    if (waiting && run.waiting && waiting.hidden) location.reload(); // a new gate: its form
+  }
+
+  async function reload() {
+    const answer = await fetch(`/api/v1/runs/${encodeURIComponent(runId)}`, { credentials: "same-origin" });
+    if (answer.ok) show(await answer.json());
+  }
+
+  function onEvent(message) {
+    const event = JSON.parse(message.data);
+    const row = document.createElement("tr");
+    row.dataset.kind = event.kind;
+    const details = Object.keys(event.data).length ? JSON.stringify(event.data) : "";
+    for (const text of [event.seq, new Date(event.at * 1000).toISOString().slice(11, 23), event.kind, event.step || "", details]) {
+      const cell = document.createElement("td");
+      cell.textContent = text;
+      row.appendChild(cell);
+    }
+    row.lastChild.className = "details";
+    rows.appendChild(row);
+    if (event.kind === "step_started" && event.step) {
+      markStep(event.step, "current");
+    } else if (event.kind === "step_completed" && event.step) {
+      durations.push({ step: event.step, seconds: (event.data.duration_ms || 0) / 1000 });
+      drawBars();
+      markStep(event.step, "done");
+    } else if (event.kind === "waiting" && event.step) {
+      markStep(event.step, "waiting");
+    } else if (event.kind === "wait_closed" && event.step) {
+      markStep(event.step, "done");
+    } else if (event.kind === "completed") {
+      for (const node of document.querySelectorAll("svg.graph .step.current")) {
+        node.classList.replace("current", "done");
+      }
+    }
+    clearTimeout(refresh);
+    refresh = setTimeout(reload, 50);
+  }
+
+  const source = new EventSource(`/api/v1/runs/${encodeURIComponent(runId)}/events?named=0`);
+  source.onmessage = onEvent;
+  source.addEventListener("end", () => { source.close(); reload(); });
+  window.holonRun = { show, source };
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const data = document.getElementById("run-data");
+  if (data) runPage(JSON.parse(data.textContent));
+});
