@@ -471,12 +471,15 @@ class Store(Protocol):
         """Runs, newest first, filtered and paged."""
 
     async def acquire_lease(
-        self, run_id: str, owner: str, ttl: float, now: float
+        self, run_id: str, owner: str, ttl: float, now: float, *, limit: int | None = None
     ) -> LeaseGrant | None:
         """Lease a `queued` run, or a `running` one whose lease expired, to `owner`.
 
         Sets the status to `running` and issues the next fencing token. Returns None
-        when the run is not runnable or another owner's lease is live.
+        when the run is not runnable or another owner's lease is live, and, with
+        `limit`, when `limit` runs of its workflow already hold a live lease while
+        running (a global concurrency limit: the count and the grant are one atomic
+        step, so executors together never exceed it).
         """
 
     async def renew_lease(self, run_id: str, token: int, ttl: float, now: float) -> Control | None:
@@ -522,6 +525,7 @@ class Store(Protocol):
         now: float,
         *,
         versions: Mapping[str, Sequence[str]] | None = None,
+        limits: Mapping[str, int] | None = None,
     ) -> list[LeaseGrant]:
         """Lease up to `limit` runs of `workflows` that need an executor: queued runs,
         running runs whose lease expired, and waiting runs whose `wake_at` has passed
@@ -529,7 +533,9 @@ class Store(Protocol):
 
         `versions` restricts a workflow named in it to runs whose current version
         (`RunRecord.current_version`) is listed (an empty list: none of its runs); a
-        workflow not named there is claimed at any version."""
+        workflow not named there is claimed at any version. `limits` caps, per workflow
+        named in it, the runs holding a live lease while running, as `acquire_lease`'s
+        `limit` does: a claim leaves a workflow's runs in the store once it is full."""
 
     async def timeline(
         self, run_id: str, after_seq: int = 0, limit: int | None = None
@@ -573,6 +579,28 @@ class Store(Protocol):
         """Set some fields of schedule `name`'s document, atomically (an operator's pause
         and a worker's note of the tick it handled never undo each other); a field set to
         None is removed (a JSON merge patch). False when there is no such schedule."""
+
+    async def keep_event(
+        self,
+        inbox: str,
+        event_id: str,
+        document: dict[str, Any],
+        *,
+        expires_at: float,
+        most: int,
+        now: float,
+    ) -> bool:
+        """Keep an event in `inbox` (an event sent before anyone waits for it) until
+        `expires_at`, atomically: the same `event_id` again keeps nothing more, and an
+        inbox already holding `most` live events keeps no other. True when the event
+        is in the inbox now (kept, or kept before); False when the inbox is full."""
+
+    async def kept_events(self, inbox: str, now: float) -> list[dict[str, Any]]:
+        """The documents of the events kept in `inbox` and not expired at `now`, in
+        the order they were kept."""
+
+    async def drop_kept_event(self, inbox: str, event_id: str) -> None:
+        """Forget a kept event (delivered); a no-op when there is none."""
 
     async def count_runs(self, *, workflow: str | None = None) -> dict[RunStatus, int]:
         """How many runs there are in each status (statuses with none are left out),
