@@ -24,8 +24,9 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from holon.control.observed import ObservedStore
+from holon.control.observed import ObservedStore, Observer
 from holon.control.steward import Steward
+from holon.control.telemetry import RunSpans
 from holon.errors import HolonError
 from holon.http.auth import Auth
 from holon.http.dashboard import dashboard_routes
@@ -63,6 +64,7 @@ def create_app(
     webhook_secret: str | None = None,
     webhook_tolerance: float = 300.0,
     notifier: Notifier | None = None,
+    telemetry: bool = False,
     extra: Sequence[Endpoint] = (),
 ) -> Starlette:
     """The API over `steward`'s store and catalogue.
@@ -86,16 +88,21 @@ def create_app(
         webhook_tolerance: seconds a delivery's timestamp may be away from now.
         notifier: sends notices when runs need someone (`holon.http.notify`); it sees
             the writes of this process: its worker's and its operators'.
+        telemetry: OpenTelemetry spans for the runs and steps this process's worker
+            executes (`holon.control.telemetry`; needs `holon[otel]`).
     """
     admin_token: str | None = None
     if auth is None:
         auth = Auth.from_env()
     if auth is None:
         auth, admin_token = Auth.generate()
-    store = steward.store
+    observers: list[Observer] = []
     if notifier is not None:
         notifier.store = steward.store
-        store = ObservedStore(steward.store, [notifier.observe]).store
+        observers.append(notifier.observe)
+    if telemetry:
+        observers.append(RunSpans().observe)
+    store = ObservedStore(steward.store, observers).store if observers else steward.store
     chosen_worker = Worker(steward, store=store) if worker is True else worker or None
     service = Service(steward, auth, store=store, worker=chosen_worker, poll_interval=poll_interval)
     table = [*extra, *endpoints()]

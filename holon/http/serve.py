@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 
 from holon.control.steward import Steward
 from holon.http.app import create_app
+from holon.runtime.log_context import install_log_context
 
 __all__ = ["serve", "uvicorn_server"]
 
@@ -43,8 +44,10 @@ async def serve(
     **app_options: Any,
 ) -> None:
     """Serve a steward's API (made with `create_app(steward, **app_options)`), or an
-    app already made, until SIGINT or SIGTERM. A token made because none was
-    configured is printed once, to `out` (default: standard error)."""
+        app already made, until SIGINT or SIGTERM. A token made because none was
+        configured is printed once, to `out` (default: standard error). Log records get the
+    run id and step of the run being executed (`install_log_context`)."""
+    install_log_context()
     app = target if isinstance(target, Starlette) else create_app(target, **app_options)
     token = app.state.admin_token
     if token is not None:
