@@ -1,0 +1,188 @@
+"""The HTTP API under load on loopback: SSE watchers plus a steady rate of API calls.
+
+    .venv/bin/python benchmarks/bench_http.py [--watchers 200] [--rate 1000] [--seconds 10]
+
+The server is a separate process (`--serve`, started by this script): `create_app`
+over a SQLite store with a worker, served by uvicorn, no rate limit. This process seeds
+`--watchers` runs that wait for an approval, opens one SSE stream on each, then calls
+the API at `--rate` calls a second for `--seconds` seconds (open loop: a call is sent
+at its time whether or not earlier ones answered), alternating `GET /api/v1/runs/{id}`
+and `GET /api/v1/runs/{id}/timeline` over the waiting runs. It reports the calls that
+failed, the watchers whose stream broke, the rate reached, and p50 / p99 latency.
+
+The reference, measured in the same run against the same server process at the same
+rate: `GET /bench/ping`, a bare Starlette endpoint answering a fixed JSON object with no
+token, store or holon code. Latencies are given as ratios against it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+
+TOKEN = "bench-token-0123456789"
+
+
+def serve(db: str) -> None:
+    """The server process: prints its port, then serves until killed."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+
+    from holon import Steward
+    from holon.http import Auth, Identity, create_app
+    from holon.http.openapi import Endpoint
+    from holon.http.serve import uvicorn_server
+    from tests.http_support import SHOP
+
+    async def ping(request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    async def main() -> None:
+        steward = Steward(f"sqlite:///{db}")
+        await steward.Register(SHOP)
+        app = create_app(
+            steward,
+            auth=Auth.from_tokens({TOKEN: Identity("bench", frozenset({"admin"}))}),
+            worker=True,
+            rate=None,
+            extra=[Endpoint("GET", "/bench/ping", ping, "reference", "bench", public=True)],
+        )
+        listening = socket.socket()
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(2048)
+        print(listening.getsockname()[1], flush=True)
+        await uvicorn_server(app).serve([listening])
+
+    asyncio.run(main())
+
+
+async def _watch(client: httpx.AsyncClient, run_id: str, broken: list[str]) -> None:
+    try:
+        async with client.stream(
+            "GET", f"/api/v1/runs/{run_id}/events", headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as stream:
+            if stream.status_code != 200:
+                broken.append(f"{run_id}: HTTP {stream.status_code}")
+                return
+            async for _ in stream.aiter_lines():
+                pass
+    except (httpx.HTTPError, anyio.BrokenResourceError) as exc:
+        broken.append(f"{run_id}: {type(exc).__name__}")
+
+
+async def _load(
+    client: httpx.AsyncClient, paths: list[str], rate: float, seconds: float, headers: Any
+) -> tuple[list[float], list[str], float]:
+    latencies: list[float] = []
+    errors: list[str] = []
+    total = int(rate * seconds)
+
+    async def call(path: str) -> None:
+        sent = time.perf_counter()
+        try:
+            answer = await client.get(path, headers=headers)
+            if answer.status_code != 200:
+                errors.append(f"{path}: HTTP {answer.status_code}")
+        except httpx.HTTPError as exc:
+            errors.append(f"{path}: {type(exc).__name__}")
+        latencies.append(time.perf_counter() - sent)
+
+    start = time.perf_counter()
+    async with anyio.create_task_group() as group:
+        for index in range(total):
+            delay = start + index / rate - time.perf_counter()
+            if delay > 0:
+                await anyio.sleep(delay)
+            group.start_soon(call, paths[index % len(paths)])
+    return latencies, errors, total / (time.perf_counter() - start)
+
+
+def _percentiles(latencies: list[float]) -> tuple[float, float]:
+    ordered = sorted(latencies)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return statistics.median(ordered) * 1000, p99 * 1000
+
+
+async def bench(watchers: int, rate: float, seconds: float) -> None:
+    folder = tempfile.mkdtemp(prefix="bench-http-")
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve", str(Path(folder) / "holon.db")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        limits = httpx.Limits(max_connections=watchers + 100, max_keepalive_connections=watchers + 100)
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=30
+        ) as client:
+            run_ids = []
+            for index in range(watchers):
+                started = await client.post(
+                    "/api/v1/workflows/shop/runs", json={"input": {"item": f"i{index}"}}, headers=auth
+                )
+                run_ids.append(started.json()["run_id"])
+            broken: list[str] = []
+            async with anyio.create_task_group() as group:
+                for run_id in run_ids:
+                    group.start_soon(_watch, client, run_id, broken)
+                reference, reference_errors, reference_rate = await _load(
+                    client, ["/bench/ping"], rate, seconds, {}
+                )
+                paths = [
+                    p
+                    for run_id in run_ids
+                    for p in (f"/api/v1/runs/{run_id}", f"/api/v1/runs/{run_id}/timeline")
+                ]
+                latencies, errors, reached = await _load(client, paths, rate, seconds, auth)
+                group.cancel_scope.cancel()
+        ref50, ref99 = _percentiles(reference)
+        p50, p99 = _percentiles(latencies)
+        print(f"cpus: {os.cpu_count()}; {watchers} SSE watchers open during both phases")
+        print(
+            f"reference GET /bench/ping: {len(reference)} calls at {reference_rate:.0f}/s, "
+            f"{len(reference_errors)} errors, p50 {ref50:.2f} ms, p99 {ref99:.2f} ms"
+        )
+        print(
+            f"holon GET run/timeline: {len(latencies)} calls at {reached:.0f}/s, "
+            f"{len(errors)} errors, p50 {p50:.2f} ms ({p50 / ref50:.2f}x), "
+            f"p99 {p99:.2f} ms ({p99 / ref99:.2f}x)"
+        )
+        print(f"watchers broken: {len(broken)}{': ' + ', '.join(broken[:5]) if broken else ''}")
+        if errors:
+            print("first errors:", errors[:5])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--watchers", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--serve", metavar="DB", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve)
+        return
+    asyncio.run(bench(args.watchers, args.rate, args.seconds))
+
+
+if __name__ == "__main__":
+    main()
