@@ -6,7 +6,8 @@ The server is a separate process (`--serve`, started by this script): `create_ap
 over a SQLite store with a worker, served by uvicorn, no rate limit. This process seeds
 `--watchers` runs that wait for an approval, opens one SSE stream on each, then calls
 the API at `--rate` calls a second for `--seconds` seconds (open loop: a call is sent
-at its time whether or not earlier ones answered), alternating `GET /api/v1/runs/{id}`
+at its time whether or not earlier ones answered, over 32 keep-alive connections,
+after one second of warm-up), alternating `GET /api/v1/runs/{id}`
 and `GET /api/v1/runs/{id}/timeline` over the waiting runs. It reports the calls that
 failed, the watchers whose stream broke, the rate reached, and p50 / p99 latency.
 
@@ -20,19 +21,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
 
 TOKEN = "bench-token-0123456789"
+_CONNECTIONS = 32
+"""Keep-alive connections the calls share."""
 
 
 def serve(db: str) -> None:
@@ -44,7 +45,7 @@ def serve(db: str) -> None:
     from holon import Steward
     from holon.http import Auth, Identity, create_app
     from holon.http.openapi import Endpoint
-    from holon.http.serve import uvicorn_server
+    from holon.http.serve import listening_socket, uvicorn_server
     from tests.http_support import SHOP
 
     async def ping(request: Request) -> Response:
@@ -60,9 +61,7 @@ def serve(db: str) -> None:
             rate=None,
             extra=[Endpoint("GET", "/bench/ping", ping, "reference", "bench", public=True)],
         )
-        listening = socket.socket()
-        listening.bind(("127.0.0.1", 0))
-        listening.listen(2048)
+        listening = listening_socket()
         print(listening.getsockname()[1], flush=True)
         await uvicorn_server(app).serve([listening])
 
@@ -83,30 +82,74 @@ async def _watch(client: httpx.AsyncClient, run_id: str, broken: list[str]) -> N
         broken.append(f"{run_id}: {type(exc).__name__}")
 
 
+class _Connection:
+    """One HTTP/1.1 keep-alive connection that sends GETs and reads whole answers: a
+    load generator lean enough that the client is not what is measured (httpx costs
+    several times the server's own work per call)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self, path: str, token: str | None) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        assert self.reader is not None
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n{auth}\r\n".encode())
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        await self.reader.readexactly(length)
+        return status
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 async def _load(
-    client: httpx.AsyncClient, paths: list[str], rate: float, seconds: float, headers: Any
+    port: int, paths: list[str], rate: float, seconds: float, token: str | None
 ) -> tuple[list[float], list[str], float]:
+    """Calls at `rate` a second for `seconds` (open loop: each is due at its time, and
+    its latency counts from then, waiting for a free connection included)."""
     latencies: list[float] = []
     errors: list[str] = []
     total = int(rate * seconds)
+    due: asyncio.Queue[tuple[str, float] | None] = asyncio.Queue()
 
-    async def call(path: str) -> None:
-        sent = time.perf_counter()
+    async def connection() -> None:
+        link = _Connection(port)
         try:
-            answer = await client.get(path, headers=headers)
-            if answer.status_code != 200:
-                errors.append(f"{path}: HTTP {answer.status_code}")
-        except httpx.HTTPError as exc:
-            errors.append(f"{path}: {type(exc).__name__}")
-        latencies.append(time.perf_counter() - sent)
+            while (item := await due.get()) is not None:
+                path, at = item
+                try:
+                    status = await link.get(path, token)
+                    if status != 200:
+                        errors.append(f"{path}: HTTP {status}")
+                except (OSError, asyncio.IncompleteReadError) as exc:
+                    errors.append(f"{path}: {type(exc).__name__}")
+                    link.close()
+                    link = _Connection(port)
+                latencies.append(time.perf_counter() - at)
+        finally:
+            link.close()
 
+    workers = [asyncio.create_task(connection()) for _ in range(_CONNECTIONS)]
     start = time.perf_counter()
-    async with anyio.create_task_group() as group:
-        for index in range(total):
-            delay = start + index / rate - time.perf_counter()
-            if delay > 0:
-                await anyio.sleep(delay)
-            group.start_soon(call, paths[index % len(paths)])
+    for index in range(total):
+        at = start + index / rate
+        delay = at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        due.put_nowait((paths[index % len(paths)], at))
+    for _ in workers:
+        due.put_nowait(None)
+    await asyncio.gather(*workers)
     return latencies, errors, total / (time.perf_counter() - start)
 
 
@@ -127,29 +170,34 @@ async def bench(watchers: int, rate: float, seconds: float) -> None:
         assert server.stdout is not None
         port = int(server.stdout.readline())
         auth = {"Authorization": f"Bearer {TOKEN}"}
-        limits = httpx.Limits(max_connections=watchers + 100, max_keepalive_connections=watchers + 100)
+        limits = httpx.Limits(
+            max_connections=watchers + 100, max_keepalive_connections=watchers + 100
+        )
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=30
         ) as client:
             run_ids = []
             for index in range(watchers):
                 started = await client.post(
-                    "/api/v1/workflows/shop/runs", json={"input": {"item": f"i{index}"}}, headers=auth
+                    "/api/v1/workflows/shop/runs",
+                    json={"input": {"item": f"i{index}"}},
+                    headers=auth,
                 )
                 run_ids.append(started.json()["run_id"])
             broken: list[str] = []
             async with anyio.create_task_group() as group:
                 for run_id in run_ids:
                     group.start_soon(_watch, client, run_id, broken)
+                await _load(port, ["/bench/ping"], rate, 1.0, None)  # warm-up, not counted
                 reference, reference_errors, reference_rate = await _load(
-                    client, ["/bench/ping"], rate, seconds, {}
+                    port, ["/bench/ping"], rate, seconds, None
                 )
                 paths = [
                     p
                     for run_id in run_ids
                     for p in (f"/api/v1/runs/{run_id}", f"/api/v1/runs/{run_id}/timeline")
                 ]
-                latencies, errors, reached = await _load(client, paths, rate, seconds, auth)
+                latencies, errors, reached = await _load(port, paths, rate, seconds, TOKEN)
                 group.cancel_scope.cancel()
         ref50, ref99 = _percentiles(reference)
         p50, p99 = _percentiles(latencies)

@@ -3,7 +3,6 @@ identities, and an app over a real store with a worker executing in the same pro
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,7 +26,7 @@ from holon import (
     step,
 )
 from holon.http import Auth, Identity, Rule, create_app
-from holon.http.serve import uvicorn_server
+from holon.http.serve import listening_socket, uvicorn_server
 from holon.stores.base import Store
 
 
@@ -118,9 +117,7 @@ async def on_loopback(app: Starlette) -> AsyncIterator[str]:
     """`app` served by a real uvicorn on a loopback port; yields its base URL."""
     server = uvicorn_server(app)
     # A socket already listening: connections wait in its backlog until uvicorn serves.
-    listening = socket.socket()
-    listening.bind(("127.0.0.1", 0))
-    listening.listen()
+    listening = listening_socket()
     port = listening.getsockname()[1]
     async with anyio.create_task_group() as group:
         group.start_soon(server.serve, [listening])

@@ -8,6 +8,7 @@ await serve(steward, port=8080, worker=True)     # until SIGINT / SIGTERM
 
 from __future__ import annotations
 
+import socket
 import sys
 from typing import Any, TextIO
 
@@ -18,7 +19,22 @@ from holon.control.steward import Steward
 from holon.http.app import create_app
 from holon.runtime.log_context import install_log_context
 
-__all__ = ["serve", "uvicorn_server"]
+__all__ = ["listening_socket", "serve", "uvicorn_server"]
+
+
+def listening_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A TCP socket bound to `host:port` (0: a free port) and listening, to hand to
+    `uvicorn_server(app).serve([sock])`: connections wait in its backlog until the
+    server accepts them, so a caller knows the port before the server is up.
+
+    Made with `IPPROTO_TCP` named: asyncio turns Nagle's algorithm off (TCP_NODELAY) only
+    on connections of such sockets; without it every small response waits ~40 ms for
+    the peer's delayed ACK."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    return sock
 
 
 def uvicorn_server(app: Starlette, host: str = "127.0.0.1", port: int = 8080) -> uvicorn.Server:

@@ -203,7 +203,10 @@ def _can_act(record: RunRecord, identity: Identity) -> bool:
 
 
 def wait_view(info: WaitInfo | None) -> dict[str, Any] | None:
-    return dataclasses.asdict(info) if info is not None else None
+    # Shallow: the values are JSON already (`asdict` would copy each one deeply).
+    if info is None:
+        return None
+    return {f.name: getattr(info, f.name) for f in dataclasses.fields(info)}
 
 
 def run_view(record: RunRecord, *, full: bool = True) -> dict[str, Any]:

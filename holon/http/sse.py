@@ -52,18 +52,21 @@ async def timeline_stream(
     yield "retry: 2000\n\n"
     while True:
         change = store.signals.event(run_id)
-        events = await store.timeline(run_id, seen, _PAGE)
-        for event in events:
-            seen = event.seq
-            yield format_event(event, named)
-        if events:
-            quiet_since = anyio.current_time()
-            continue
+        # The cheap read first: a quiet run costs one small read a poll, not a timeline's.
         progress = await store.run_progress(run_id)
         if progress is None:
             yield 'event: end\ndata: {"reason":"deleted"}\n\n'
             return
-        if progress.status.terminal and progress.event_seq <= seen:
+        if progress.event_seq > seen:
+            events = await store.timeline(run_id, seen, _PAGE)
+            for event in events:
+                seen = event.seq
+                yield format_event(event, named)
+            if not events:  # trimmed from a capped timeline: nothing more to send
+                seen = progress.event_seq
+            quiet_since = anyio.current_time()
+            continue
+        if progress.status.terminal:
             yield f'event: end\ndata: {{"status":"{progress.status.value}"}}\n\n'
             return
         if anyio.current_time() - quiet_since >= keepalive:
