@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -42,7 +43,7 @@ def serve(db: str) -> None:
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
 
-    from holon import Steward
+    from holon import Steward, Worker
     from holon.http import Auth, Identity, create_app
     from holon.http.openapi import Endpoint
     from holon.http.serve import listening_socket, uvicorn_server
@@ -51,21 +52,31 @@ def serve(db: str) -> None:
     async def ping(request: Request) -> Response:
         return JSONResponse({"ok": True})
 
-    async def main() -> None:
-        steward = Steward(f"sqlite:///{db}")
-        await steward.Register(SHOP)
-        app = create_app(
-            steward,
-            auth=Auth.from_tokens({TOKEN: Identity("bench", frozenset({"admin"}))}),
-            worker=True,
-            rate=None,
-            extra=[Endpoint("GET", "/bench/ping", ping, "reference", "bench", public=True)],
-        )
-        listening = listening_socket()
-        print(listening.getsockname()[1], flush=True)
-        await uvicorn_server(app).serve([listening])
+    async def register() -> None:
+        async with Steward(f"sqlite:///{db}") as steward:
+            await steward.Register(SHOP)
 
-    asyncio.run(main())
+    asyncio.run(register())
+    steward = Steward(f"sqlite:///{db}")
+    app = create_app(
+        steward,
+        auth=Auth.from_tokens({TOKEN: Identity("bench", frozenset({"admin"}))}),
+        worker=Worker([SHOP], store=steward.store),
+        rate=None,
+        extra=[Endpoint("GET", "/bench/ping", ping, "reference", "bench", public=True)],
+    )
+    listening = listening_socket()
+    print(listening.getsockname()[1], flush=True)
+    # As uvicorn runs an app from the command line: uvloop and httptools when installed.
+    uvicorn_server(app).run([listening])
+
+
+async def _until_waiting(client: httpx.AsyncClient, run_id: str, auth: Any) -> None:
+    """Follow the run's events until it waits (the worker executes it in the server)."""
+    async with client.stream("GET", f"/api/v1/runs/{run_id}/events", headers=auth) as stream:
+        async for line in stream.aiter_lines():
+            if line == "event: waiting":
+                return
 
 
 async def _watch(client: httpx.AsyncClient, run_id: str, broken: list[str]) -> None:
@@ -184,6 +195,8 @@ async def bench(watchers: int, rate: float, seconds: float) -> None:
                     headers=auth,
                 )
                 run_ids.append(started.json()["run_id"])
+            for run_id in run_ids:
+                await _until_waiting(client, run_id, auth)
             broken: list[str] = []
             async with anyio.create_task_group() as group:
                 for run_id in run_ids:

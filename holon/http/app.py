@@ -59,7 +59,7 @@ def create_app(
     max_body: int = 1 << 20,
     rate: float | None = 100.0,
     burst: int = 200,
-    poll_interval: float = 0.5,
+    poll_interval: float = 1.0,
     session_secret: str | None = None,
     webhook_secret: str | None = None,
     webhook_tolerance: float = 300.0,
@@ -80,7 +80,8 @@ def create_app(
         max_body: the largest request body, in bytes (413 past it).
         rate: requests a second each caller may make (429 past it), None for no limit.
         burst: how many requests a caller may make at once before `rate` applies.
-        poll_interval: seconds between looks at runs changed by other processes.
+        poll_interval: seconds between looks at runs changed by other processes (an
+            event stream shows a write of this process at once, another's within this).
         session_secret: signs the dashboard's session cookies (default: random, so
             sessions end when the process does).
         webhook_secret: the key webhook deliveries are signed with, for routes without

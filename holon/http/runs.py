@@ -127,7 +127,7 @@ async def timeline(request: Request) -> Response:
     await caller(request)
     service = _service(request)
     run_id = _run_id(request)
-    await service.record(run_id)  # 404 for an unknown run
+    await service.exists(run_id)
     after = _int(request, "after", 0, high=2**62)
     limit = _int(request, "limit", 100, low=1)
     events = await service.store.timeline(run_id, after, limit + 1)

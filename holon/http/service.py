@@ -86,6 +86,11 @@ class Service:
             raise RunNotFound(f"no run {run_id!r}", run_id=run_id)
         return record
 
+    async def exists(self, run_id: str) -> None:
+        """404 for an unknown run, from the cheap read (none of its body is loaded)."""
+        if await self.store.run_progress(run_id) is None:
+            raise RunNotFound(f"no run {run_id!r}", run_id=run_id)
+
     async def check(self, identity: Identity, permission: Permission, workflow: str) -> None:
         """Refuse with 403 unless `identity` may `permission` runs of `workflow`."""
         if identity.admin or not self.auth.rules:

@@ -90,7 +90,7 @@ async def run_events(request: Request) -> Response:
     await caller(request)
     service: Service = request.app.state.service
     run_id = str(request.path_params["run_id"])
-    await service.record(run_id)  # 404 before the stream starts
+    await service.exists(run_id)  # 404 before the stream starts
     return StreamingResponse(
         timeline_stream(
             service, run_id, _after(request), named=request.query_params.get("named") != "0"
