@@ -27,6 +27,7 @@ from starlette.responses import Response
 from holon.control.observed import ObservedStore, Observer
 from holon.control.steward import Steward
 from holon.control.telemetry import RunSpans
+from holon.definition.builder import Workflow
 from holon.errors import HolonError
 from holon.http.auth import Auth
 from holon.http.dashboard import dashboard_routes
@@ -65,6 +66,7 @@ def create_app(
     webhook_tolerance: float = 300.0,
     notifier: Notifier | None = None,
     telemetry: bool = False,
+    register: Sequence[Workflow] = (),
     extra: Sequence[Endpoint] = (),
 ) -> Starlette:
     """The API over `steward`'s store and catalogue.
@@ -76,7 +78,7 @@ def create_app(
             `HOLON_AUTH`, else one random admin token, kept in `app.state.admin_token`
             (`holon.http.serve` prints it once).
         worker: True executes the steward's workflows in this process (a `Worker`
-            started and stopped with the app); a `Worker` to use that one.
+            made when the app starts, stopped with it); a `Worker` to use that one.
         max_body: the largest request body, in bytes (413 past it).
         rate: requests a second each caller may make (429 past it), None for no limit.
         burst: how many requests a caller may make at once before `rate` applies.
@@ -91,6 +93,9 @@ def create_app(
             the writes of this process: its worker's and its operators'.
         telemetry: OpenTelemetry spans for the runs and steps this process's worker
             executes (`holon.control.telemetry`; needs `holon[otel]`).
+        register: workflows to register with the steward when the app starts (and so
+            to execute, with `worker=True`).
+        extra: more endpoints, tried before the API's own.
     """
     admin_token: str | None = None
     if auth is None:
@@ -104,13 +109,17 @@ def create_app(
     if telemetry:
         observers.append(RunSpans().observe)
     store = ObservedStore(steward.store, observers).store if observers else steward.store
-    chosen_worker = Worker(steward, store=store) if worker is True else worker or None
-    service = Service(steward, auth, store=store, worker=chosen_worker, poll_interval=poll_interval)
+    given_worker = worker if isinstance(worker, Worker) else None
+    service = Service(steward, auth, store=store, worker=given_worker, poll_interval=poll_interval)
     table = [*extra, *endpoints()]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await steward.store.open()
+        for workflow in register:
+            await steward.Register(workflow)
+        chosen_worker = given_worker or (Worker(steward, store=store) if worker else None)
+        service.worker = chosen_worker
         async with anyio.create_task_group() as group:
             notices = anyio.CancelScope()
             if notifier is not None:

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from holon.http.auth import Auth, Identity
 from holon.http.problems import HttpProblem, from_pydantic, problem
 
-__all__ = ["BodyLimit", "RateLimiter", "caller", "read_body"]
+__all__ = ["BodyLimit", "RateLimiter", "caller", "limit", "read_body"]
 
 BodyT = TypeVar("BodyT", bound=BaseModel)
 
@@ -54,7 +54,7 @@ class RateLimiter:
         return (1.0 - tokens) / self.rate
 
 
-def _limit(request: Request, key: str) -> None:
+def limit(request: Request, key: str) -> None:
     limiter: RateLimiter | None = request.app.state.limiter
     if limiter is None:
         return
@@ -83,13 +83,13 @@ async def caller(request: Request) -> Identity:
                 await _check_csrf(request)
     if identity is None:
         client = request.client.host if request.client else "unknown"
-        _limit(request, f"address {client}")
+        limit(request, f"address {client}")
         raise HttpProblem(
             401,
             "a valid bearer token is needed (Authorization: Bearer <token>)",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    _limit(request, f"identity {identity.name!r}")
+    limit(request, f"identity {identity.name!r}")
     return identity
 
 

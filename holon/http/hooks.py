@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from holon.control.catalogue import entries
 from holon.control.webhooks import WebhookRoute, webhook_path
 from holon.errors import HolonError
+from holon.http.guard import limit
 from holon.http.openapi import Endpoint
 from holon.http.problems import HttpProblem
 from holon.http.service import Service
@@ -63,6 +64,7 @@ async def deliver(request: Request) -> Response:
     service: Service = request.app.state.service
     settings: WebhookSettings = request.app.state.webhooks
     path = str(request.path_params["path"]).strip("/")
+    limit(request, f"webhook {path!r}")
     route = await find_route(service, path)
     if route is None:
         raise HttpProblem(404, f"no webhook at /hooks/{path}")

@@ -16,10 +16,12 @@ import uvicorn
 from starlette.applications import Starlette
 
 from holon.control.steward import Steward
+from holon.definition.builder import Workflow
 from holon.http.app import create_app
 from holon.runtime.log_context import install_log_context
+from holon.worker.serve import load_app
 
-__all__ = ["listening_socket", "serve", "uvicorn_server"]
+__all__ = ["listening_socket", "run_app", "serve", "uvicorn_server"]
 
 
 def listening_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
@@ -51,6 +53,19 @@ def uvicorn_server(app: Starlette, host: str = "127.0.0.1", port: int = 8080) ->
     return uvicorn.Server(config)
 
 
+def _announce(app: Starlette, url: str, out: TextIO | None) -> None:
+    stream = out or sys.stderr
+    token = app.state.admin_token
+    if token is not None:
+        print(
+            "No tokens are configured (HOLON_AUTH_FILE or HOLON_AUTH); this admin token "
+            f"works until the server stops, and is not shown again:\n    {token}",
+            file=stream,
+            flush=True,
+        )
+    print(f"holon: serving on {url} (dashboard: {url}/dashboard)", file=stream, flush=True)
+
+
 async def serve(
     target: Steward | Starlette,
     *,
@@ -60,17 +75,39 @@ async def serve(
     **app_options: Any,
 ) -> None:
     """Serve a steward's API (made with `create_app(steward, **app_options)`), or an
-        app already made, until SIGINT or SIGTERM. A token made because none was
-        configured is printed once, to `out` (default: standard error). Log records get the
-    run id and step of the run being executed (`install_log_context`)."""
+    app already made, on the running event loop until SIGINT or SIGTERM. A token made
+    because none was configured is printed once, to `out` (default: standard error).
+    Log records get the run id and step of the run being executed."""
     install_log_context()
     app = target if isinstance(target, Starlette) else create_app(target, **app_options)
-    token = app.state.admin_token
-    if token is not None:
-        print(
-            "No tokens are configured (HOLON_AUTH_FILE or HOLON_AUTH); this admin token "
-            f"works until the server stops, and is not shown again:\n    {token}",
-            file=out or sys.stderr,
-            flush=True,
-        )
-    await uvicorn_server(app, host, port).serve()
+    sock = listening_socket(host, port)
+    _announce(app, f"http://{host}:{sock.getsockname()[1]}", out)
+    await uvicorn_server(app, host, port).serve([sock])
+
+
+def run_app(
+    spec: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    store: str | None = None,
+    worker: bool = True,
+    out: TextIO | None = None,
+    **app_options: Any,
+) -> None:
+    """What `holon serve APP` does: import `module:attr` (a `Steward`, a `Workflow` or
+    a list of them, as for `holon worker`), serve its API with uvicorn (uvloop and
+    httptools when installed) until SIGINT or SIGTERM, executing its workflows here
+    unless `worker=False`. Workflows given without a steward are registered in a
+    steward over `store` (default: `HOLON_STORE`, else the SQLite default)."""
+    target = load_app(spec)
+    if isinstance(target, Steward):
+        steward, workflows = target, []
+    else:
+        steward = Steward(store)
+        workflows = [target] if isinstance(target, Workflow) else list(target)
+    install_log_context()
+    app = create_app(steward, worker=worker, register=workflows, **app_options)
+    sock = listening_socket(host, port)
+    _announce(app, f"http://{host}:{sock.getsockname()[1]}", out)
+    uvicorn_server(app, host, port).run([sock])

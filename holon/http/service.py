@@ -47,10 +47,19 @@ class Service:
         """The store the app writes through (the steward's, observed when notices go out)."""
         self.clock: Clock = steward.clock
         self.poll_interval = poll_interval
-        self.lease_ttl = worker.lease_ttl if worker is not None else lease_ttl
+        self._lease_ttl = lease_ttl
         self._runners: dict[tuple[str, str], WorkflowRunner] = {}
         self._known = len(steward.workflows)
         self.operator = Operator(self.store, self.clock, Definitions(steward.workflows))
+
+    @property
+    def lease_ttl(self) -> float:
+        """How long a run's lease lasts (the worker's, if there is one here)."""
+        return self.worker.lease_ttl if self.worker is not None else self._lease_ttl
+
+    @lease_ttl.setter
+    def lease_ttl(self, value: float) -> None:
+        self._lease_ttl = value
 
     # -- what a RunHandle needs of its source ------------------------------------------
 
