@@ -30,6 +30,7 @@ from holon.stores.base import RunStatus
 __all__ = ["dashboard_routes"]
 
 _STATIC = Path(__file__).parent / "static"
+_SHOWN = 500
 
 
 def _signed_in(request: Request) -> Identity | None:
@@ -116,7 +117,11 @@ async def run(request: Request) -> Response:
             current=None if wait is not None else current,
             waiting=wait.step if wait is not None else None,
         )
-    body = run_page(record, describe(record), graph, steps)
+    # The page shows the timeline so far (to the last _SHOWN events); its script streams
+    # the rest from there.
+    progress_seq = record.event_seq
+    events = await service.store.timeline(record.run_id, max(0, progress_seq - _SHOWN), _SHOWN)
+    body = run_page(record, describe(record), graph, steps, events)
     return _page(request, f"Run {record.run_id}", body, identity)
 
 

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 from holon.http.auth import Identity
 from holon.runtime.waits import WaitInfo
-from holon.stores.base import RunRecord, RunStatus, RunSummary
+from holon.stores.base import RunRecord, RunStatus, RunSummary, TimelineEvent
 
 __all__ = ["approvals_page", "frame", "login_page", "run_page", "runs_page"]
 
@@ -150,12 +150,35 @@ def _waiting_panel(run_id: str, info: WaitInfo | None) -> str:
     )
 
 
-def run_page(record: RunRecord, info: WaitInfo | None, graph: str, steps: list[str]) -> str:
+def timeline_rows(events: list[TimelineEvent]) -> str:
+    """Timeline rows as the page's script also makes them (so the page reads without it)."""
+    rows = []
+    for event in events:
+        details = json.dumps(event.data, separators=(",", ":"), default=str) if event.data else ""
+        at = dt.datetime.fromtimestamp(event.at, dt.UTC).strftime("%H:%M:%S.%f")[:-3]
+        rows.append(
+            f'<tr data-kind="{escape(event.kind)}" data-seq="{event.seq}" '
+            f'data-step="{escape(event.step or "")}" '
+            f'data-duration="{escape(str(event.data.get("duration_ms", "")))}">'
+            f"<td>{event.seq}</td><td>{at}</td><td>{escape(event.kind)}</td>"
+            f'<td>{escape(event.step or "")}</td><td class="details">{escape(details)}</td></tr>'
+        )
+    return "".join(rows)
+
+
+def run_page(
+    record: RunRecord,
+    info: WaitInfo | None,
+    graph: str,
+    steps: list[str],
+    events: list[TimelineEvent],
+) -> str:
     run_id = escape(record.run_id)
     api = f"/api/v1/runs/{run_id}"
     goto = "".join(f'<option value="{escape(s)}">{escape(s)}</option>' for s in steps)
     # JSON in a script element is not HTML-decoded: only `<` needs keeping out of it.
-    data = json.dumps({"run_id": record.run_id, "status": record.status.value})
+    after = events[-1].seq if events else 0
+    data = json.dumps({"run_id": record.run_id, "status": record.status.value, "after": after})
     data = data.replace("<", "\\u003c")
     controls = (
         '<section class="controls">'
@@ -176,7 +199,7 @@ def run_page(record: RunRecord, info: WaitInfo | None, graph: str, steps: list[s
         f"{_waiting_panel(record.run_id, info)}{controls}"
         '<section class="columns"><div><h3>Timeline</h3>'
         '<table id="timeline"><thead><tr><th>#</th><th>time</th><th>event</th><th>step</th>'
-        "<th>details</th></tr></thead><tbody></tbody></table></div>"
+        f"<th>details</th></tr></thead><tbody>{timeline_rows(events)}</tbody></table></div>"
         '<div><h3>Step durations</h3><div id="durations"></div>'
         f'<h3>State</h3><pre id="state">{_json(record.body.state)}</pre>'
         f'<h3>Outputs</h3><pre id="outputs">{_json(record.results)}</pre>'

@@ -109,10 +109,17 @@ function runPage(data) {
     if (answer.ok) show(await answer.json());
   }
 
+  // The rows the server rendered: their step durations.
+  for (const row of rows.querySelectorAll('tr[data-kind="step_completed"]')) {
+    durations.push({ step: row.dataset.step, seconds: Number(row.dataset.duration || 0) / 1000 });
+  }
+  drawBars();
+
   function onEvent(message) {
     const event = JSON.parse(message.data);
     const row = document.createElement("tr");
     row.dataset.kind = event.kind;
+    row.dataset.seq = event.seq;
     const details = Object.keys(event.data).length ? JSON.stringify(event.data) : "";
     for (const text of [event.seq, new Date(event.at * 1000).toISOString().slice(11, 23), event.kind, event.step || "", details]) {
       const cell = document.createElement("td");
@@ -140,7 +147,8 @@ function runPage(data) {
     refresh = setTimeout(reload, 50);
   }
 
-  const source = new EventSource(`/api/v1/runs/${encodeURIComponent(runId)}/events?named=0`);
+  const source = new EventSource(
+    `/api/v1/runs/${encodeURIComponent(runId)}/events?named=0&after=${data.after}`);
   source.onmessage = onEvent;
   source.addEventListener("end", () => { source.close(); reload(); });
   window.holonRun = { show, source };
