@@ -13,8 +13,11 @@ async with WorkflowRunner(wf) as runner:
 from holon.clock import Clock, ManualClock, SystemClock
 from holon.control.catalogue import WorkflowInfo
 from holon.control.handle import RunHandle
+from holon.control.observed import ObservedStore
 from holon.control.runner import WorkflowRunner
 from holon.control.steward import Steward
+from holon.control.telemetry import RunSpans
+from holon.control.webhooks import WebhookRoute
 from holon.definition.builder import Workflow
 from holon.definition.conditions import payload_digest
 from holon.definition.directives import (
@@ -64,6 +67,7 @@ from holon.errors import (
 from holon.limits import Limits
 from holon.runtime.context import Context
 from holon.runtime.imperative import ExecuteContext, current_step
+from holon.runtime.log_context import install_log_context
 from holon.runtime.task_state import TaskState
 from holon.runtime.waits import WaitInfo
 from holon.sealing import Keyring, Secret
@@ -75,6 +79,10 @@ from holon.worker.worker import Worker
 __version__ = "0.1.0"
 
 __all__ = [
+    "ObservedStore",
+    "RunSpans",
+    "WebhookRoute",
+    "install_log_context",
     "ExecuteContext",
     "NonDeterminismError",
     "NonRetryable",

@@ -11,6 +11,10 @@ def test_exports_are_pinned() -> None:
         [
             "END",
             "START",
+            "ObservedStore",
+            "RunSpans",
+            "WebhookRoute",
+            "install_log_context",
             "Clock",
             "Context",
             "CorruptRecord",
