@@ -29,6 +29,9 @@ __all__ = ["BodyLimit", "RateLimiter", "caller", "limit", "read_body"]
 BodyT = TypeVar("BodyT", bound=BaseModel)
 
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+_MAX_BUCKETS = 10_000
+"""Callers remembered before those with full buckets are forgotten (bounds memory when
+many addresses call)."""
 
 
 class RateLimiter:
@@ -45,6 +48,8 @@ class RateLimiter:
         """Spend one request of `key`'s allowance: 0.0 if allowed, else the seconds until
         the next request would be."""
         now = time.monotonic()
+        if len(self._buckets) > _MAX_BUCKETS:
+            self._forget_full(now)
         tokens, last = self._buckets.get(key, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - last) * self.rate)
         if tokens >= 1.0:
@@ -52,6 +57,12 @@ class RateLimiter:
             return 0.0
         self._buckets[key] = (tokens, now)
         return (1.0 - tokens) / self.rate
+
+    def _forget_full(self, now: float) -> None:
+        """Drop the buckets that have filled up again: a caller that comes back gets a
+        full one, which is what it would have."""
+        refill = self.burst / self.rate
+        self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < refill}
 
 
 def limit(request: Request, key: str) -> None:

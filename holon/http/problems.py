@@ -14,6 +14,7 @@ from holon.errors import (
     DigestMismatch,
     DocumentError,
     HolonError,
+    InboxFull,
     InvalidAnswer,
     InvalidRunState,
     NotAnApprover,
@@ -92,7 +93,9 @@ def _status(exc: HolonError) -> int:
         return 422
     if isinstance(exc, WorkflowDefinitionError):
         return 422
-    if isinstance(exc, DecisionConflict | DigestMismatch | InvalidRunState | DecisionRefused):
+    if isinstance(
+        exc, DecisionConflict | DigestMismatch | InvalidRunState | DecisionRefused | InboxFull
+    ):
         return 409
     return 500
 
