@@ -19,6 +19,7 @@ from holon.control.steward import Steward
 from holon.definition.builder import Workflow
 from holon.http.app import create_app
 from holon.runtime.log_context import install_log_context
+from holon.stores.base import Store
 from holon.worker.serve import load_app
 
 __all__ = ["listening_socket", "run_app", "serve", "uvicorn_server"]
@@ -90,7 +91,7 @@ def run_app(
     *,
     host: str = "127.0.0.1",
     port: int = 8080,
-    store: str | None = None,
+    store: Store | str | None = None,
     worker: bool = True,
     out: TextIO | None = None,
     **app_options: Any,
