@@ -83,6 +83,12 @@ async def test_a_session_signs_in_with_a_token_and_writes_need_its_csrf_token(
         assert paused.status_code == 200 and paused.json()["status"] == "paused"
         timeline = await store.timeline(run_id)
         assert [e.data.get("by") for e in timeline if e.kind == "paused"] == ["alice"]
+        survey = await client.post("/api/v1/workflows/survey/runs", headers=bearer(BOB))
+        await app.state.service.handle(survey.json()["run_id"]).WaitUntil(
+            RunStatus.WAITING, timeout=10
+        )
+        asked = await client.get(f"/dashboard/runs/{survey.json()['run_id']}")
+        assert '<select name="value" data-json><option value="&quot;red&quot;">red' in asked.text
         await client.post("/dashboard/logout", data={"csrf": csrf})
         assert (await client.get("/dashboard")).status_code == 303
         assert (await client.get(f"/api/v1/runs/{run_id}")).status_code == 401

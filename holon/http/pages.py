@@ -130,11 +130,19 @@ def _waiting_panel(run_id: str, info: WaitInfo | None) -> str:
             f'data-api="{api}/reject">Reject</button></form>'
         )
     elif info.kind == "input":
+        if info.options:
+            # Values as JSON, which the script parses: an option need not be a string.
+            choices = "".join(
+                f'<option value="{escape(json.dumps(o))}">{escape(str(o))}</option>'
+                for o in info.options
+            )
+            field = f'<select name="value" data-json>{choices}</select>'
+        else:
+            field = '<input name="value" placeholder="answer" required>'
         action = (
             f'<form data-api="{api}/answer">'
             f'<input type="hidden" name="wait_id" value="{escape(info.wait_id)}">'
-            '<input name="value" placeholder="answer" required>'
-            '<button type="submit">Answer</button></form>'
+            f'{field}<button type="submit">Answer</button></form>'
         )
     else:
         action = ""

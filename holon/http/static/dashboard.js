@@ -33,8 +33,12 @@ function formBody(form) {
   const body = {};
   for (const [name, value] of new FormData(form).entries()) {
     if (value === "") continue;
-    if (name === "state") body.state = JSON.parse(value);
-    else body[name] = value;
+    const field = form.elements[name];
+    if (name === "state" || (field && field.dataset && "json" in field.dataset)) {
+      body[name] = JSON.parse(value);
+    } else {
+      body[name] = value;
+    }
   }
   return body;
 }
