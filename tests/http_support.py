@@ -16,6 +16,7 @@ from holon import (
     END,
     START,
     Context,
+    Event,
     HumanApproval,
     HumanInput,
     Next,
@@ -66,6 +67,27 @@ SURVEY = Workflow("survey").Flow(
 )
 
 
+class Payment(BaseModel):
+    order: str
+
+
+def await_payment(ctx: Context[Payment, Any]) -> Wait:
+    return Wait(Event("paid", match={"order": ctx.Input.order}), "Done")
+
+
+PAYMENTS = (
+    Workflow("payments")
+    .Input(Payment)
+    .Flow(
+        {
+            START: lambda ctx: "Await",
+            "Await": await_payment,
+            "Done": lambda ctx: Next(END, output=ctx.Decision),
+        }
+    )
+)
+
+
 def breaks(ctx: Context[Any, Any]) -> str:
     raise RuntimeError(f"attempt {ctx.Attempt} broke")
 
@@ -109,6 +131,7 @@ async def make_steward(store: Store) -> Steward:
     await steward.Register(SHOP, owner="shop-team")
     await steward.Register(SURVEY)
     await steward.Register(FLAKY)
+    await steward.Register(PAYMENTS)
     return steward
 
 

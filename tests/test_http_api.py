@@ -249,6 +249,22 @@ async def test_answers_events_and_the_approvals_inbox(sqlite: Store) -> None:
         assert [i["run_id"] for i in inbox] == [shop["run_id"]]
         # bob started it and self-approval is forbidden: not in his inbox
         assert (await client.get("/api/v1/approvals", headers=bearer(BOB))).json()["items"] == []
+        paying = (
+            await client.post(
+                "/api/v1/workflows/payments/runs", json={"input": {"order": "o9"}}, headers=h
+            )
+        ).json()
+        await _waiting(app, paying["run_id"])
+        sent = await client.post(
+            f"/api/v1/runs/{paying['run_id']}/events",
+            json={"name": "paid", "payload": {"order": "o9"}, "event_id": "e1"},
+            headers=h,
+        )
+        assert sent.status_code == 200, sent.text
+        result = await app.state.service.handle(paying["run_id"]).Result(timeout=10)
+        assert result["payload"] == {"order": "o9"}
+        timeline = await sqlite.timeline(paying["run_id"])
+        assert [e.data["by"] for e in timeline if e.kind == "event_sent"] == ["alice"]
 
 
 async def test_workflows_are_listed_described_and_registered(sqlite: Store) -> None:
@@ -256,7 +272,7 @@ async def test_workflows_are_listed_described_and_registered(sqlite: Store) -> N
         h = bearer(ADMIN)
         listed = (await client.get("/api/v1/workflows", headers=h)).json()["items"]
         names = [w["name"] for w in listed]
-        assert names == ["flaky", "shop", "survey"]
+        assert names == ["flaky", "payments", "shop", "survey"]
         shop = (await client.get("/api/v1/workflows/shop", headers=h)).json()
         assert shop["owner"] == "shop-team" and "Ask" in shop["mermaid"]
         app.state.service.steward.RegisterTask("echo", lambda ctx: ctx.Input)
@@ -281,6 +297,18 @@ async def test_workflows_are_listed_described_and_registered(sqlite: Store) -> N
             "/api/v1/workflows/Echo/start", json={"input": {"n": 1}}, headers=h
         )
         assert started.status_code == 201
+        app.state.service.steward.RegisterAgent("summariser", lambda: lambda ctx: "summary")
+        as_yaml = (
+            "name: Digest\nteam_id: team-7\n"
+            "steps:\n  - {name: sum, type: agent, agent_id: summariser}\n"
+        )
+        made = await client.post(
+            "/api/v1/workflows",
+            content=as_yaml.encode(),
+            headers={**h, "Content-Type": "application/yaml"},
+        )
+        assert made.status_code == 201, made.text
+        assert made.json()["graph"]["steps"][-1]["details"]["agent"] == "summariser"
 
 
 async def test_the_openapi_document_validates(sqlite: Store) -> None:

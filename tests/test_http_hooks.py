@@ -13,44 +13,22 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from holon import END, START, Context, Event, Next, RunStatus, Steward, Wait, Workflow
+from holon import RunStatus, Steward
 from holon.http import Auth, create_app
 from holon.http.notify import Notifier
 from holon.http.signing import sign, verify
 from holon.stores import SQLiteStore
 from holon.stores.base import Store
-from tests.http_support import ALICE, BOB, TOKENS, bearer, make_steward, on_loopback
+from tests.http_support import ALICE, BOB, PAYMENTS, TOKENS, bearer, make_steward, on_loopback
 
 pytestmark = pytest.mark.anyio
 
 SECRET = "webhook-secret-for-tests"
-
-
-class Payment(BaseModel):
-    order: str
-
-
-def await_payment(ctx: Context[Payment, Any]) -> Wait:
-    return Wait(Event("paid", match={"order": ctx.Input.order}), "Done")
-
-
-PAYMENTS = (
-    Workflow("payments")
-    .Input(Payment)
-    .Flow(
-        {
-            START: lambda ctx: "Await",
-            "Await": await_payment,
-            "Done": lambda ctx: Next(END, output=ctx.Decision),
-        }
-    )
-)
 
 
 @pytest.fixture
@@ -121,8 +99,7 @@ async def test_signed_deliveries_start_runs_once_and_bad_ones_are_refused(store:
 
 
 async def test_a_delivery_reaches_the_waiting_run_its_payload_matches(store: Store) -> None:
-    steward = Steward(store)
-    await steward.Register(PAYMENTS)
+    steward = await make_steward(store)
     steward.Webhook(PAYMENTS, path="payments", event="paid", start=False)
     async with hooked(store, steward, webhook_secret=SECRET) as (app, client):
         service = app.state.service
