@@ -11,11 +11,15 @@ async with WorkflowRunner(wf) as runner:
 """
 
 from holon.clock import Clock, ManualClock, SystemClock
+from holon.control.bulk import BulkReport
 from holon.control.catalogue import WorkflowInfo
+from holon.control.client import Client
 from holon.control.handle import RunHandle
 from holon.control.observed import ObservedStore
 from holon.control.runner import WorkflowRunner
 from holon.control.steward import Steward
+from holon.control.surgery import Divergence, ReplayReport, RerunReport
+from holon.control.sync_client import SyncClient, SyncRunHandle
 from holon.control.telemetry import RunSpans
 from holon.control.webhooks import WebhookRoute
 from holon.definition.builder import Workflow
@@ -65,6 +69,7 @@ from holon.errors import (
     WorkflowNotFound,
 )
 from holon.limits import Limits
+from holon.runtime.cassette import NoRecording
 from holon.runtime.context import Context
 from holon.runtime.imperative import ExecuteContext, current_step
 from holon.runtime.log_context import install_log_context
@@ -72,7 +77,7 @@ from holon.runtime.task_state import TaskState
 from holon.runtime.waits import WaitInfo
 from holon.sealing import Keyring, Secret
 from holon.stores import MemoryStore, SQLiteStore, Store, open_store
-from holon.stores.base import RunRecord, RunStatus, RunSummary, TimelineEvent, WaitRecord
+from holon.stores.base import Page, RunRecord, RunStatus, RunSummary, TimelineEvent, WaitRecord
 from holon.worker.collector import configure_worker_gc
 from holon.worker.worker import Worker
 
@@ -93,6 +98,12 @@ __all__ = [
     "step",
     "END",
     "START",
+    "BulkReport",
+    "Client",
+    "Divergence",
+    "NoRecording",
+    "ReplayReport",
+    "RerunReport",
     "Clock",
     "Context",
     "CorruptRecord",
@@ -113,6 +124,7 @@ __all__ = [
     "InboxFull",
     "NotWaiting",
     "PoisonRun",
+    "Page",
     "Parallel",
     "RunFailed",
     "RunHandle",
@@ -149,6 +161,8 @@ __all__ = [
     "Worker",
     "DocumentError",
     "Steward",
+    "SyncClient",
+    "SyncRunHandle",
     "WorkflowInfo",
     "WorkflowNotFound",
     "__version__",

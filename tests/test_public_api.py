@@ -11,6 +11,12 @@ def test_exports_are_pinned() -> None:
         [
             "END",
             "START",
+            "BulkReport",
+            "Client",
+            "Divergence",
+            "NoRecording",
+            "ReplayReport",
+            "RerunReport",
             "ObservedStore",
             "RunSpans",
             "WebhookRoute",
@@ -35,6 +41,7 @@ def test_exports_are_pinned() -> None:
             "NotAnApprover",
             "NotWaiting",
             "PoisonRun",
+            "Page",
             "Parallel",
             "RunFailed",
             "RunHandle",
@@ -71,6 +78,8 @@ def test_exports_are_pinned() -> None:
             "Worker",
             "DocumentError",
             "Steward",
+            "SyncClient",
+            "SyncRunHandle",
             "WorkflowInfo",
             "WorkflowNotFound",
             "__version__",
@@ -105,6 +114,9 @@ def test_every_pascal_case_verb_has_its_snake_case_alias() -> None:
         holon.RunHandle,
         holon.Context,
         holon.Steward,
+        holon.Client,
+        holon.SyncClient,
+        holon.SyncRunHandle,
     ):
         verbs = [n for n in dir(cls) if n[:1].isupper() and callable(getattr(cls, n))]
         assert verbs, cls

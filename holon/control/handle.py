@@ -11,6 +11,7 @@ import anyio
 from holon._naming import snake_case_aliases
 from holon.clock import Clock
 from holon.control.operator import Operator
+from holon.control.surgery import ReplayReport, RerunReport, fork, replay, rerun
 from holon.errors import InvalidRunState, RunFailed, RunNotFound
 from holon.runtime.inbox import KEEP_EVENTS_FOR
 from holon.runtime.waits import WaitInfo, describe
@@ -20,11 +21,18 @@ __all__ = ["HandleSource", "RunHandle"]
 
 
 class HandleSource(Protocol):
-    """What a handle needs of the object that made it (a `WorkflowRunner`): the store
-    and its operator verbs, the time, and the process's own executor, if any."""
+    """What a handle needs of the object that made it (a `WorkflowRunner` or a
+    `Client`): the store and its operator verbs, the time, and the process's own
+    executor, if any."""
 
-    store: Store
-    operator: Operator
+    @property
+    def store(self) -> Store:
+        """The store the run is in (a closed source raises `HolonError` here)."""
+
+    @property
+    def operator(self) -> Operator:
+        """The verbs that write the run without a lease."""
+
     clock: Clock
     poll_interval: float
     """Seconds between re-reads while waiting on a run changed by another process."""
@@ -278,6 +286,68 @@ class RunHandle:
             self.run_id, name=event, payload=payload, event_id=event_id, keep_for=keep_for
         )
         return self._kicked(record)
+
+    # -- run surgery ---------------------------------------------------------------------
+
+    async def Retry(
+        self,
+        goto: str | None = None,
+        state: Mapping[str, Any] | None = None,
+        by: str | None = None,
+    ) -> RunStatus:
+        """Continue a `failed`, `stopped` or `expired` run from its last checkpoint.
+
+        The step it failed in runs again as a new attempt with the same idempotency key;
+        completed steps are not run again. For an `.Execute()` run the function replays
+        its journal, so a run that failed with `NonDeterminismError` continues once the
+        code is fixed. A run stopped while waiting waits again; an expired wait's step
+        runs again and opens a new wait. `goto` and `state` are as for `Resume`. A
+        completed run (or one whose compensations undid its steps) is refused with
+        `InvalidRunState`. Recorded in the timeline (`retried`) with `by`.
+        """
+        record = await self._runner.operator.retry(self.run_id, goto=goto, state=state, by=by)
+        return self._kicked(record)
+
+    async def Rerun(self, step: str, seq: int | None = None) -> RerunReport:
+        """Run one step of a flow again, in a sandbox, from the snapshot recorded before
+        it (the input, the state and the results of the steps before it), and compare
+        what it does now with what it did then (`RerunReport.diff`).
+
+        `seq` is the timeline event at which the step started (default: its last
+        start). The run is untouched: the step runs here, against a store in memory,
+        with idempotency keys of a sandbox run of its own; it runs for real, external or
+        not. Needs the workflow's code in this process.
+        """
+        operator = self._runner.operator
+        return await rerun(operator, self.run_id, step, seq, lease_ttl=self._runner.lease_ttl)
+
+    async def Replay(self, by: str | None = None) -> ReplayReport:
+        """Run the whole workflow again on the run's input, as a new sandbox run.
+
+        Steps and tasks marked `external=True` are answered with what this run recorded
+        (a cassette) instead of running; a call with no recording fails the sandbox run
+        instead of running. Every other step runs fresh, here, until the sandbox run
+        ends or halts at a wait. The report gives the first divergence from this run
+        (another step, next step, output or state patch), with both sides. The sandbox
+        run stays in the store (`sandbox-...`, workflow `sandbox:<name>`), executed by
+        no worker. Needs the workflow's code in this process.
+        """
+        operator = self._runner.operator
+        return await replay(operator, self.run_id, by=by, lease_ttl=self._runner.lease_ttl)
+
+    async def Fork(
+        self, at: int, state: Mapping[str, Any] | None = None, by: str | None = None
+    ) -> RunHandle:
+        """Start a new, real run from a recorded checkpoint of this one: the one before
+        the step whose `step_started` event has sequence `at` (for an `.Execute()` run,
+        the journal up to that event), with an optional `state` patch validated against
+        the State model. The new run records where it came from (`body.origin`) and is
+        executed by whoever executes runs of the workflow; returns its handle."""
+        record = await fork(
+            self._runner.operator, self.run_id, at, state, by=by, clock=self._runner.clock
+        )
+        self._runner.kick(record.run_id)
+        return RunHandle(self._runner, record.run_id)
 
     async def Waiting(self) -> WaitInfo | None:
         """What the run waits for (kind, approvers and approvals still needed, payload

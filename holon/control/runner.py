@@ -38,21 +38,15 @@ from holon.clock import Clock, SystemClock
 from holon.control.catalogue import ensure_entry, version_order
 from holon.control.handle import RunHandle
 from holon.control.operator import Operator
+from holon.control.waiting import pending_approvals, send_event
 from holon.definition.builder import Workflow
 from holon.definition.directives import START
-from holon.errors import (
-    DecisionConflict,
-    HolonError,
-    InputValidationError,
-    NotWaiting,
-    RunNotFound,
-)
+from holon.errors import HolonError, InputValidationError, RunNotFound
 from holon.runtime.definitions import Definitions
 from holon.runtime.engine import Engine
 from holon.runtime.execution import EXECUTE_STEP
 from holon.runtime.executor import Executor
-from holon.runtime.inbox import new_event_id
-from holon.runtime.waits import WaitInfo, can_decide, describe
+from holon.runtime.waits import WaitInfo
 from holon.stores import MemoryStore, open_store
 from holon.stores.base import (
     Cursor,
@@ -341,28 +335,9 @@ class WorkflowRunner:
         may not wait yet, send to its handle (`RunHandle.Send`), which keeps by default.
         """
         await self._started()
-        if keep_for is not None:
-            event_id = event_id or new_event_id()
-            # Kept before the waiting runs are looked up: a run that opens its wait in
-            # between finds it in the inbox, so none is missed.
-            await self.operator.keep(event, payload, event_id, keep_for)
-        reached: list[str] = []
-        cursor: str | None = None
-        while True:
-            page = await self.store.find_waiting(f"event:{event}", limit=100, cursor=cursor)
-            for run_id in page.items:
-                try:
-                    record = await self.operator.send(
-                        run_id, name=event, payload=payload, event_id=event_id
-                    )
-                except (NotWaiting, DecisionConflict, RunNotFound):
-                    continue  # the index is a hint: this run waits for something else now
-                reached.append(run_id)
-                if record.status == RunStatus.QUEUED:
-                    self.kick(run_id)
-            if page.next_cursor is None:
-                return reached
-            cursor = page.next_cursor
+        return await send_event(
+            self.operator, event, payload, event_id, keep_for=keep_for, on_queued=self.kick
+        )
 
     async def Pending(
         self,
@@ -379,41 +354,7 @@ class WorkflowRunner:
         and self-approval is forbidden), are left out.
         """
         await self._started()
-        if not isinstance(approver, str) or not approver:
-            raise ValueError(f"Pending(approver=...) takes an identity, got {approver!r}")
-        if limit <= 0:
-            raise ValueError(f"limit must be positive, got {limit}")
-        held = frozenset(roles)
-        keys = [f"approver:{approver}", *(f"approver:role:{r}" for r in sorted(held))]
-        found: list[WaitInfo] = []
-        after = cursor
-        while True:
-            pages = [await self.store.find_waiting(k, limit=limit, cursor=after) for k in keys]
-            more = [p.items[-1] for p in pages if p.next_cursor is not None and p.items]
-            bound = min(more) if more else None
-            candidates = sorted({i for p in pages for i in p.items if bound is None or i <= bound})
-            for position, run_id in enumerate(candidates):
-                record = await self.store.load_run(run_id)
-                info = describe(record) if record is not None else None
-                if record is not None and info is not None and _can_act(record, approver, held):
-                    found.append(info)
-                if len(found) == limit:
-                    rest = position + 1 < len(candidates) or bound is not None
-                    return Page(items=found, next_cursor=run_id if rest else None)
-            if bound is None:
-                return Page(items=found)
-            after = bound
-
-
-def _can_act(record: RunRecord, approver: str, roles: frozenset[str]) -> bool:
-    wait = record.body.wait
-    if record.status != RunStatus.WAITING or wait is None or wait.kind != "approval":
-        return False
-    if not can_decide(wait, approver, roles):
-        return False
-    if any(d.by == approver for d in wait.decisions):
-        return False
-    return not (wait.spec.get("forbid_self_approval") and record.body.started_by == approver)
+        return await pending_approvals(self.store, approver, roles, limit=limit, cursor=cursor)
 
 
 def _pick_store(workflow: Workflow, store: Store | str | None) -> tuple[Store, bool]:

@@ -181,6 +181,7 @@ class Workflow:
                 timeout=policy.timeout,
                 compensate=policy.compensate,
                 in_thread=runs_in_thread(policy.fn) if policy.thread is None else policy.thread,
+                external=policy.external,
             )
         known = set(specs) | {END.value}
         for spec in specs.values():
@@ -458,6 +459,30 @@ class Workflow:
     def Mermaid(self) -> str:
         """The flow as a Mermaid flowchart, edges taken from return annotations."""
         return flow_to_mermaid(self.steps)
+
+    def variant(
+        self,
+        *,
+        name: str,
+        version: str,
+        steps: Mapping[str, StepFunction] | None = None,
+        execute: StepFunction | None = None,
+    ) -> Workflow:
+        """A copy under another name and version, with the functions of some steps (or
+        the `.Execute()` function) replaced and everything else kept: what a sandbox
+        (`handle.Replay()`, `handle.Rerun()`) executes. Replaced steps run on the event
+        loop and keep their policies."""
+        specs = dict(self.steps)
+        for step, fn in (steps or {}).items():
+            if step not in specs:
+                raise self._fail(f"variant(): {step!r} is not a step of the flow", step=step)
+            specs[step] = dataclasses.replace(specs[step], fn=fn, in_thread=False)
+        return self._with(
+            _name=name,
+            _version=version,
+            _steps=types.MappingProxyType(specs) if self._steps is not None else None,
+            _execute=execute if execute is not None else self._execute,
+        )
 
     def __repr__(self) -> str:
         kind = "Flow" if self._steps is not None else "Execute" if self._execute else "empty"

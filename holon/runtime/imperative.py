@@ -26,6 +26,7 @@ code between steps is not deterministic.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import functools
 import inspect
 import time
@@ -42,6 +43,7 @@ from holon.definition.directives import Wait, WaitCondition
 from holon.definition.policies import Retry, check_policies, runs_in_thread
 from holon.errors import HolonError, NonDeterminismError
 from holon.runtime.attempts import Attempts
+from holon.runtime.cassette import active as active_cassette
 from holon.runtime.compensation import undo_reference
 from holon.runtime.context import Context
 from holon.runtime.execution import EXECUTE_STEP, Execution, idempotency_key, wants
@@ -92,6 +94,8 @@ class TaskCall(Generic[T]):
     undo: str | None = None
     in_thread: bool = False
     """Call `fn` in a worker thread (a synchronous `def` function)."""
+    external: bool = False
+    """Marked `external=True`: a replay answers it from its cassette."""
     awaited: bool = field(default=False, init=False)
 
     def __await__(self) -> Generator[Any, None, T]:
@@ -173,6 +177,7 @@ class ExecuteContext(Generic[InputT, StateT]):
         timeout: float | None = None,
         compensate: Callable[..., Any] | None = None,
         name: str | None = None,
+        external: bool = False,
         **kwargs: Any,
     ) -> TaskCall[T]:
         """A checkpointed call of `fn(*args, **kwargs)`, named after the function (with
@@ -180,7 +185,9 @@ class ExecuteContext(Generic[InputT, StateT]):
 
         `retry=`, `timeout=` and `compensate=` are the step policies; a compensation
         must be a module-level function `undo(ctx, output)` so it can be found after a
-        restart. The names `retry`, `timeout`, `compensate` and `name` are holon's, not
+        restart. `external=True` marks a call to a model or another system: a replay
+        (`handle.Replay()`) answers it from the recorded run instead of calling `fn`. The
+        names `retry`, `timeout`, `compensate`, `name` and `external` are holon's, not
         passed to `fn`.
         """
         if not callable(fn):
@@ -202,6 +209,7 @@ class ExecuteContext(Generic[InputT, StateT]):
             timeout,
             undo,
             in_thread=runs_in_thread(fn),
+            external=external,
         )
 
     async def Step(
@@ -420,6 +428,9 @@ class Imperative:
                     execution, ctx, RunStatus.QUEUED, {}, events=[event], clear_control=False
                 )
             raise _Suspended()
+        if call.external and (cassette := active_cassette()) is not None:
+            recorded = cassette.play(call.name)  # a replay: never the real call
+            call = dataclasses.replace(call, fn=lambda *a, **k: recorded, in_thread=False)
         key = idempotency_key(execution.run_id, call.base, call.occurrence)
         ctx.last_step = call.name
         started = time.perf_counter()
