@@ -99,6 +99,19 @@ FLAKY = Workflow("flaky").Flow(
     }
 )
 
+
+class Mending(BaseModel):
+    fixed: bool = False
+
+
+def mend(ctx: Context[Any, Mending]) -> Next:
+    if not ctx.State.fixed:
+        raise RuntimeError("not fixed yet")
+    return Next(END, output="mended")
+
+
+FRAGILE = Workflow("fragile").State(Mending).Flow({START: lambda ctx: "Mend", "Mend": mend})
+
 TOKENS = {
     "admin-token-0000000000": Identity("root", frozenset({"admin"})),
     "alice-token-0000000000": Identity("alice"),
@@ -132,6 +145,7 @@ async def make_steward(store: Store) -> Steward:
     await steward.Register(SURVEY)
     await steward.Register(FLAKY)
     await steward.Register(PAYMENTS)
+    await steward.Register(FRAGILE)
     return steward
 
 

@@ -151,6 +151,20 @@ async def test_sign_in_see_a_waiting_run_approve_it_and_watch_it_complete(store:
                 await page.screenshot(
                     path=str(ARTIFACTS / "dashboard-run-completed.png"), full_page=True
                 )
+                # surgery from the same page: a step re-run, then a replay in a sandbox
+                await page.select_option("form.rerun select[name=step]", "Ship")
+                await page.click("form.rerun button")
+                await page.locator("#report:has-text('\"same\": true')").wait_for()
+                await page.click("form[data-api$='/replay'] button")
+                await page.locator("#report a").wait_for()
+                await page.screenshot(path=str(ARTIFACTS / "dashboard-replay.png"), full_page=True)
+                await page.click("#report a")
+                await page.locator("h2 .badge.sandbox").wait_for()
+                await page.goto(f"{url}/dashboard")
+                await page.locator("tr .badge.sandbox").first.wait_for()
+                await page.screenshot(
+                    path=str(ARTIFACTS / "dashboard-runs-sandbox.png"), full_page=True
+                )
             finally:
                 await browser.close()
     record = await store.load_run(run_id)

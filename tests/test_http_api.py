@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate
 
-from holon import RunStatus, payload_digest
+from holon import RunFailed, RunStatus, payload_digest
 from holon.http import Auth, AuthConfigError, create_app, hash_token
 from holon.stores import SQLiteStore
 from holon.stores.base import Store
@@ -213,16 +213,83 @@ async def test_steering_lists_and_bulk_verbs(sqlite: Store) -> None:
         assert paused.json()["status"] == "paused"
         resumed = await client.post(f"/api/v1/runs/{ids[0]}/resume", json={}, headers=h)
         assert resumed.json()["status"] == "waiting"
-        bulk = await client.post(
-            "/api/v1/runs/bulk/stop", json={"filter": {"status": "waiting"}}, headers=bearer(BOB)
+        everything = await client.post(
+            "/api/v1/runs/bulk/stop", json={"status": "waiting"}, headers=bearer(BOB)
         )
-        assert bulk.status_code == 200
-        assert {r["status"] for r in bulk.json()["results"].values()} == {"stopped"}
+        assert everything.status_code == 403  # rules apply: bob names the workflow
+        bulk = await client.post(
+            "/api/v1/runs/bulk/stop",
+            json={"workflow": "shop", "status": "waiting"},
+            headers=bearer(BOB),
+        )
+        assert bulk.status_code == 200, bulk.text
+        assert bulk.json()["counts"] == {"done": 3}
+        assert {o["status"] for o in bulk.json()["outcomes"]} == {"stopped"}
+        again = await client.post(
+            "/api/v1/runs/bulk/stop", json={"workflow": "shop"}, headers=bearer(BOB)
+        )
+        assert again.json()["counts"] == {"skipped": 3}
         timeline = (await client.get(f"/api/v1/runs/{ids[0]}/timeline", headers=h)).json()
         by = {e["kind"]: e["data"].get("by") for e in timeline["items"]}
         assert by["paused"] == "bob" and by["resumed"] == "root" and by["stopped"] == "bob"
         page = await client.get(f"/api/v1/runs/{ids[0]}/timeline?limit=2", headers=h)
         assert len(page.json()["items"]) == 2 and page.json()["next_after"] == 2
+
+
+async def test_retry_rerun_replay_and_fork(sqlite: Store) -> None:
+    async with serving(sqlite) as (app, client):
+        h = bearer(ADMIN)
+        service = app.state.service
+        fragile = (
+            await client.post("/api/v1/workflows/fragile/runs", json={"input": {}}, headers=h)
+        ).json()
+        with pytest.raises(RunFailed):
+            await service.handle(fragile["run_id"]).Result(timeout=10)
+        retried = await client.post(
+            f"/api/v1/runs/{fragile['run_id']}/retry", json={"state": {"fixed": True}}, headers=h
+        )
+        assert retried.status_code == 200, retried.text
+        assert await service.handle(fragile["run_id"]).Result(timeout=10) == "mended"
+        timeline = await sqlite.timeline(fragile["run_id"])
+        assert [e.data.get("by") for e in timeline if e.kind == "retried"] == ["root"]
+        shop = (
+            await client.post(
+                "/api/v1/workflows/shop/runs", json={"input": {"item": "oar"}}, headers=h
+            )
+        ).json()
+        await _waiting(app, shop["run_id"])
+        await client.post(f"/api/v1/runs/{shop['run_id']}/approve", headers=bearer(ALICE))
+        await service.handle(shop["run_id"]).Result(timeout=10)
+        rerun = await client.post(
+            f"/api/v1/runs/{shop['run_id']}/rerun", json={"step": "Ship"}, headers=h
+        )
+        assert rerun.status_code == 200, rerun.text
+        assert rerun.json()["step"] == "Ship" and rerun.json()["same"] is True
+        nowhere = await client.post(
+            f"/api/v1/runs/{shop['run_id']}/rerun", json={"step": "Nowhere"}, headers=h
+        )
+        assert nowhere.status_code == 422
+        replay = await client.post(f"/api/v1/runs/{shop['run_id']}/replay", headers=h)
+        assert replay.status_code == 200, replay.text
+        sandbox = (await client.get(f"/api/v1/runs/{replay.json()['run_id']}", headers=h)).json()
+        assert sandbox["sandbox"] is True
+        assert (await service.record(shop["run_id"])).status == RunStatus.COMPLETED
+        ask = next(
+            e.seq
+            for e in await sqlite.timeline(shop["run_id"])
+            if e.kind == "step_started" and e.step == "Ask"
+        )
+        forked = await client.post(
+            f"/api/v1/runs/{shop['run_id']}/fork", json={"at": ask}, headers=bearer(BOB)
+        )
+        assert forked.status_code == 201, forked.text
+        assert forked.json()["run_id"] != shop["run_id"]
+        assert forked.json()["body"]["origin"]["by"] == "bob"
+        await _waiting(app, forked.json()["run_id"])
+        refused = await client.post(
+            f"/api/v1/runs/{shop['run_id']}/fork", json={"at": ask}, headers=bearer(DAVE)
+        )
+        assert refused.status_code == 403
 
 
 async def test_answers_events_and_the_approvals_inbox(sqlite: Store) -> None:
@@ -272,7 +339,7 @@ async def test_workflows_are_listed_described_and_registered(sqlite: Store) -> N
         h = bearer(ADMIN)
         listed = (await client.get("/api/v1/workflows", headers=h)).json()["items"]
         names = [w["name"] for w in listed]
-        assert names == ["flaky", "payments", "shop", "survey"]
+        assert names == ["flaky", "fragile", "payments", "shop", "survey"]
         shop = (await client.get("/api/v1/workflows/shop", headers=h)).json()
         assert shop["owner"] == "shop-team" and "Ask" in shop["mermaid"]
         app.state.service.steward.RegisterTask("echo", lambda ctx: ctx.Input)

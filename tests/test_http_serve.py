@@ -1,4 +1,4 @@
-"""`holon serve`'s work as a real process: with no token configured it prints one admin
+"""`holon serve APP` as a real process: with no token configured it prints one admin
 token, once, and the API answers only to it."""
 
 from __future__ import annotations
@@ -18,13 +18,17 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.mark.slow
 def test_a_served_app_makes_one_admin_token_and_answers_only_to_it(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOLON_AUTH")}
-    code = (
-        "from holon.http.serve import run_app; "
-        f"run_app('tests.http_support:SHOP', port=0, store='sqlite:///{tmp_path / 'h.db'}')"
-    )
-    server = subprocess.Popen(
-        [sys.executable, "-c", code], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True
-    )
+    holon = str(Path(sys.executable).parent / "holon")
+    command = [
+        holon,
+        "--store",
+        f"sqlite:///{tmp_path / 'h.db'}",
+        "serve",
+        "tests.http_support:SHOP",
+        "--port",
+        "0",
+    ]
+    server = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
     try:
         assert server.stderr is not None
         lines = []

@@ -17,8 +17,10 @@ __all__ = [
     "BulkBody",
     "DecisionBody",
     "EventBody",
+    "ForkBody",
+    "RerunBody",
     "ResumeBody",
-    "RunFilter",
+    "RetryBody",
     "StartBody",
     "WorkflowStartBody",
 ]
@@ -84,19 +86,40 @@ class ResumeBody(_Body):
     """Fields of the state to change first, validated against the State model."""
 
 
-class RunFilter(_Body):
+class BulkBody(_Body):
+    """Apply a verb to every run the filter matches (every field given must match)."""
+
+    workflow: str | None = None
     status: (
         Literal["queued", "running", "waiting", "paused", "completed", "failed", "stopped"]
         | Literal["rejected", "expired"]
         | None
     ) = None
-    workflow: str | None = None
+    version: str | None = None
+    started_after: float | None = None
+    """Runs created at or after this time (seconds since the epoch)."""
+    started_before: float | None = None
 
 
-class BulkBody(_Body):
-    """Apply a verb to many runs: those listed, or those a filter selects."""
+class RetryBody(_Body):
+    """Continue a failed, stopped or expired run from its last checkpoint."""
 
-    run_ids: list[str] | None = None
-    filter: RunFilter | None = None
-    limit: int = Field(default=100, ge=1, le=1000)
-    """At most this many runs of the filter (newest first)."""
+    goto: str | None = None
+    state: dict[str, Any] | None = None
+
+
+class RerunBody(_Body):
+    """Run one step again in a sandbox, from the snapshot recorded before it."""
+
+    step: str = Field(min_length=1)
+    seq: int | None = Field(default=None, ge=1)
+    """The `step_started` event of the run to take the snapshot before (default: the
+    step's last start)."""
+
+
+class ForkBody(_Body):
+    """Start a new run from a checkpoint of this one."""
+
+    at: int = Field(ge=1)
+    """The `step_started` event whose checkpoint the new run starts from."""
+    state: dict[str, Any] | None = None

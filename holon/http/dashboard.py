@@ -17,6 +17,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from holon.control.sandbox import is_sandbox
 from holon.errors import HolonError
 from holon.http.auth import Auth, Identity, hash_token
 from holon.http.graph import graph_svg
@@ -121,7 +122,7 @@ async def run(request: Request) -> Response:
     # the rest from there.
     progress_seq = record.event_seq
     events = await service.store.timeline(record.run_id, max(0, progress_seq - _SHOWN), _SHOWN)
-    body = run_page(record, describe(record), graph, steps, events)
+    body = run_page(record, describe(record), graph, steps, events, is_sandbox(record))
     return _page(request, f"Run {record.run_id}", body, identity)
 
 

@@ -10,6 +10,7 @@ from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
+from holon.control.sandbox import SANDBOX_PREFIX
 from holon.http.auth import Identity
 from holon.runtime.waits import WaitInfo
 from holon.stores.base import RunRecord, RunStatus, RunSummary, TimelineEvent
@@ -25,6 +26,11 @@ def _time(at: float | None) -> str:
 
 def _json(value: Any) -> str:
     return escape(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+_SANDBOX = (
+    ' <span class="badge sandbox" title="a sandbox run: never touches its original">sandbox</span>'
+)
 
 
 def _badge(status: str) -> str:
@@ -92,7 +98,9 @@ def runs_page(
     rows = "".join(
         f'<tr data-run="{escape(r.run_id)}"><td><a href="/dashboard/runs/{escape(r.run_id)}">'
         f"{escape(r.run_id)}</a></td><td>{escape(r.workflow)}</td><td>{escape(r.version)}</td>"
-        f"<td>{_badge(r.status.value)}</td><td>{_time(r.created_at)}</td>"
+        f"<td>{_badge(r.status.value)}"
+        f"{_SANDBOX if r.workflow.startswith(SANDBOX_PREFIX) else ''}</td>"
+        f"<td>{_time(r.created_at)}</td>"
         f"<td>{_time(r.updated_at)}</td></tr>"
         for r in runs
     )
@@ -180,10 +188,12 @@ def run_page(
     graph: str,
     steps: list[str],
     events: list[TimelineEvent],
+    sandbox: bool,
 ) -> str:
     run_id = escape(record.run_id)
     api = f"/api/v1/runs/{run_id}"
     goto = "".join(f'<option value="{escape(s)}">{escape(s)}</option>' for s in steps)
+    marker = _SANDBOX if sandbox else ""
     # JSON in a script element is not HTML-decoded: only `<` needs keeping out of it.
     after = events[-1].seq if events else 0
     data = json.dumps({"run_id": record.run_id, "status": record.status.value, "after": after})
@@ -197,10 +207,26 @@ def run_page(
         "</label><label>state patch (JSON) "
         '<textarea name="state" rows="3" placeholder="{}"></textarea></label>'
         "<button>Resume</button></form></section>"
+        '<section class="controls surgery">'
+        f'<form data-api="{api}/retry" class="retry"><label>goto '
+        f'<select name="goto"><option value="">(where it ended)</option>{goto}</select>'
+        "</label><label>state patch (JSON) "
+        '<textarea name="state" rows="2" placeholder="{}"></textarea></label>'
+        "<button>Retry</button></form>"
+        f'<form data-api="{api}/rerun" class="rerun"><label>step '
+        f'<select name="step">{goto}</select></label>'
+        '<label>at event # <input name="seq" type="number" min="1" data-json></label>'
+        "<button>Re-run step</button></form>"
+        f'<form data-api="{api}/replay" class="inline"><button>Replay</button></form>'
+        f'<form data-api="{api}/fork" class="fork"><label>from event # '
+        '<input name="at" type="number" min="1" required data-json></label>'
+        '<label>state patch (JSON) <textarea name="state" rows="2" placeholder="{}">'
+        "</textarea></label><button>Fork</button></form></section>"
+        '<pre id="report" hidden></pre>'
     )
     return (
         f'<script type="application/json" id="run-data">{data}</script>'
-        f"<h2>Run <code>{run_id}</code> {_badge(record.status.value)}</h2>"
+        f"<h2>Run <code>{run_id}</code> {_badge(record.status.value)}{marker}</h2>"
         f"<p>{escape(record.workflow)} version {escape(record.current_version)}, started "
         f"{_time(record.created_at)} by {escape(record.body.started_by or 'unknown')}</p>"
         f'<section class="graph-box">{graph}</section>'

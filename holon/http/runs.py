@@ -6,26 +6,29 @@ and calls the same verb a `RunHandle` offers in code, as the caller's identity.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import dataclasses
+import json
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from holon.errors import HolonError
-from holon.http.auth import Identity
+from holon.control.bulk import BULK_VERBS, RunFilter, apply_bulk
 from holon.http.bodies import (
     AnswerBody,
     BulkBody,
     DecisionBody,
     EventBody,
+    ForkBody,
+    RerunBody,
     ResumeBody,
+    RetryBody,
     StartBody,
     WorkflowStartBody,
 )
 from holon.http.guard import caller, read_body
 from holon.http.openapi import Endpoint, Query
-from holon.http.problems import HttpProblem, from_error
+from holon.http.problems import HttpProblem
 from holon.http.service import Service, run_view, wait_view
 from holon.http.sse import run_events
 from holon.stores.base import NewEvent, RunStatus
@@ -247,59 +250,87 @@ async def stop(request: Request) -> Response:
     return await _answer(service, run_id)
 
 
+# -- surgery ---------------------------------------------------------------------------
+
+
+async def retry(request: Request) -> Response:
+    identity = await caller(request)
+    body = await read_body(request, RetryBody)
+    service = _service(request)
+    run_id = _run_id(request)
+    await service.steerable(identity, "steer", run_id)
+    await service.handle(run_id).Retry(goto=body.goto, state=body.state, by=identity.name)
+    return await _answer(service, run_id)
+
+
+async def rerun(request: Request) -> Response:
+    identity = await caller(request)
+    body = await read_body(request, RerunBody)
+    service = _service(request)
+    run_id = _run_id(request)
+    await service.steerable(identity, "steer", run_id)
+    report = await service.handle(run_id).Rerun(body.step, body.seq)
+    return JSONResponse({**_plain(report), "same": report.same})
+
+
+async def replay(request: Request) -> Response:
+    identity = await caller(request)
+    service = _service(request)
+    run_id = _run_id(request)
+    await service.steerable(identity, "steer", run_id)
+    report = await service.handle(run_id).Replay(by=identity.name)
+    return JSONResponse({**_plain(report), "diverged": report.diverged})
+
+
+async def fork(request: Request) -> Response:
+    identity = await caller(request)
+    body = await read_body(request, ForkBody)
+    service = _service(request)
+    run_id = _run_id(request)
+    record = await service.steerable(identity, "steer", run_id)
+    await service.check(identity, "start", record.workflow)
+    forked = await service.handle(run_id).Fork(body.at, body.state, by=identity.name)
+    service.kick(forked.run_id)
+    return JSONResponse(run_view(await service.record(forked.run_id)), status_code=201)
+
+
+def _plain(report: Any) -> dict[str, Any]:
+    """A report dataclass as JSON data."""
+    return json.loads(json.dumps(dataclasses.asdict(report), default=str))  # type: ignore[no-any-return]
+
+
 # -- bulk ------------------------------------------------------------------------------
-
-Verb = Callable[[Service, Identity, str], Awaitable[Any]]
-
-
-async def _bulk_pause(service: Service, identity: Identity, run_id: str) -> Any:
-    return await service.handle(run_id).Pause(by=identity.name)
-
-
-async def _bulk_resume(service: Service, identity: Identity, run_id: str) -> Any:
-    return await service.handle(run_id).Resume(by=identity.name)
-
-
-async def _bulk_stop(service: Service, identity: Identity, run_id: str) -> Any:
-    return await service.handle(run_id).Stop(by=identity.name, timeout=service.lease_ttl)
-
-
-BULK_VERBS: dict[str, Verb] = {"pause": _bulk_pause, "resume": _bulk_resume, "stop": _bulk_stop}
 
 
 async def bulk(request: Request) -> Response:
     identity = await caller(request)
     body = await read_body(request, BulkBody)
-    verb_name = str(request.path_params["verb"])
-    verb = BULK_VERBS.get(verb_name)
-    if verb is None:
-        raise HttpProblem(404, f"no bulk verb {verb_name!r}; verbs: {sorted(BULK_VERBS)}")
-    if (body.run_ids is None) == (body.filter is None):
-        raise HttpProblem(
-            422,
-            "give exactly one of run_ids and filter",
-            errors=[{"path": "run_ids", "message": "exactly one of run_ids and filter"}],
-        )
+    verb = str(request.path_params["verb"])
+    if verb not in BULK_VERBS:
+        raise HttpProblem(404, f"no bulk verb {verb!r}; verbs: {list(BULK_VERBS)}")
     service = _service(request)
-    if body.run_ids is not None:
-        run_ids = body.run_ids[: body.limit]
-    else:
-        assert body.filter is not None
-        page = await service.list_runs(
-            _status(body.filter.status), body.filter.workflow, body.limit, None
+    if body.workflow is not None:
+        await service.check(identity, "steer", body.workflow)
+    elif service.auth.rules and not identity.admin:
+        raise HttpProblem(
+            403,
+            "bulk verbs over every workflow are for admins; name a workflow",
+            errors=[{"path": "workflow", "message": "required for this identity"}],
         )
-        run_ids = [s.run_id for s in page.items]
-    results: dict[str, Any] = {}
-    for run_id in run_ids:
-        try:
-            await service.steerable(identity, "steer", run_id)
-            status = await verb(service, identity, run_id)
-            results[run_id] = {"status": str(status)}
-        except HolonError as exc:
-            results[run_id] = {"error": exc.message, "status_code": from_error(exc).status_code}
-        except HttpProblem as exc:
-            results[run_id] = {"error": exc.detail, "status_code": exc.status}
-    return JSONResponse({"verb": verb_name, "results": results})
+    runs = RunFilter(
+        workflow=body.workflow,
+        status=_status(body.status),
+        version=body.version,
+        started_after=body.started_after,
+        started_before=body.started_before,
+    )
+    report = await apply_bulk(service, verb, runs, by=identity.name)
+    for outcome in report.outcomes:
+        if outcome.outcome == "done" and outcome.status == RunStatus.QUEUED.value:
+            service.kick(outcome.run_id)
+    return JSONResponse(
+        {"verb": verb, "counts": report.counts, "outcomes": _plain(report)["outcomes"]}
+    )
 
 
 _RUN = "/api/v1/runs/{run_id}"
@@ -355,10 +386,10 @@ ENDPOINTS = [
         "POST",
         "/api/v1/runs/bulk/{verb}",
         bulk,
-        "Apply pause, resume or stop to many runs",
+        "Apply stop, pause, resume or retry to every run a filter matches",
         "steer",
         body=BulkBody,
-        answers={404: "no such verb", 422: "bad selection"},
+        answers={404: "no such verb", 403: "may not steer these runs", 422: "bad filter"},
     ),
     Endpoint("GET", _RUN, get_run, "One run", "runs", answers={404: "no such run"}),
     Endpoint(
@@ -421,6 +452,41 @@ ENDPOINTS = [
         answers={**_STEER, 422: "unknown step or bad state"},
     ),
     Endpoint("POST", f"{_RUN}/stop", stop, "Stop", "steer", answers=_STEER),
+    Endpoint(
+        "POST",
+        f"{_RUN}/retry",
+        retry,
+        "Retry a failed, stopped or expired run from its last checkpoint",
+        "surgery",
+        body=RetryBody,
+        answers={**_STEER, 422: "unknown step or bad state"},
+    ),
+    Endpoint(
+        "POST",
+        f"{_RUN}/rerun",
+        rerun,
+        "Run one step again in a sandbox and compare (the run is untouched)",
+        "surgery",
+        body=RerunBody,
+        answers={**_STEER, 422: "unknown step"},
+    ),
+    Endpoint(
+        "POST",
+        f"{_RUN}/replay",
+        replay,
+        "Replay the whole run in a sandbox; report the first divergence",
+        "surgery",
+        answers=_STEER,
+    ),
+    Endpoint(
+        "POST",
+        f"{_RUN}/fork",
+        fork,
+        "Start a new run from a checkpoint of this one",
+        "surgery",
+        body=ForkBody,
+        answers={201: "the new run", **_STEER, 422: "no such checkpoint or bad state"},
+    ),
     Endpoint(
         "GET",
         "/api/v1/approvals",

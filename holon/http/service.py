@@ -15,12 +15,14 @@ from holon.clock import Clock
 from holon.control.handle import RunHandle
 from holon.control.operator import Operator
 from holon.control.runner import WorkflowRunner
+from holon.control.sandbox import is_sandbox
 from holon.control.steward import Steward
+from holon.control.waiting import pending_approvals
 from holon.errors import HolonError, RunNotFound
 from holon.http.auth import Auth, Identity, Permission
 from holon.http.problems import HttpProblem
 from holon.runtime.definitions import Definitions
-from holon.runtime.waits import WaitInfo, can_decide, describe
+from holon.runtime.waits import WaitInfo, describe
 from holon.stores.base import Page, RunRecord, RunStatus, Store
 from holon.worker.worker import Worker
 
@@ -174,46 +176,14 @@ class Service:
         self, identity: Identity, *, limit: int = 100, cursor: str | None = None
     ) -> Page[WaitInfo]:
         """The approvals `identity` can act on now, in run-id order (the inbox)."""
-        keys = [
-            f"approver:{identity.name}",
-            *(f"approver:role:{r}" for r in sorted(identity.roles)),
-        ]
-        found: dict[str, WaitInfo] = {}
-        next_cursor: str | None = None
-        for key in keys:
-            page = await self.store.find_waiting(key, limit=limit, cursor=cursor)
-            for run_id in page.items:
-                if run_id in found:
-                    continue
-                record = await self.store.load_run(run_id)
-                if record is not None and _can_act(record, identity):
-                    info = describe(record)
-                    if info is not None:
-                        found[run_id] = info
-            if page.next_cursor is not None and (
-                next_cursor is None or page.next_cursor < next_cursor
-            ):
-                next_cursor = page.next_cursor
-        items = [found[k] for k in sorted(found)]
-        if next_cursor is not None:
-            items = [i for i in items if i.run_id <= next_cursor]
-        return Page(items=items[:limit], next_cursor=next_cursor)
+        return await pending_approvals(
+            self.store, identity.name, identity.roles, limit=limit, cursor=cursor
+        )
 
     async def close(self) -> None:
         for runner in self._runners.values():
             await runner.__aexit__(None, None, None)
         self._runners.clear()
-
-
-def _can_act(record: RunRecord, identity: Identity) -> bool:
-    wait = record.body.wait
-    if record.status != RunStatus.WAITING or wait is None or wait.kind != "approval":
-        return False
-    if not can_decide(wait, identity.name, identity.roles):
-        return False
-    if any(d.by == identity.name for d in wait.decisions):
-        return False
-    return not (wait.spec.get("forbid_self_approval") and record.body.started_by == identity.name)
 
 
 def wait_view(info: WaitInfo | None) -> dict[str, Any] | None:
@@ -224,7 +194,9 @@ def wait_view(info: WaitInfo | None) -> dict[str, Any] | None:
 
 
 def run_view(record: RunRecord, *, full: bool = True) -> dict[str, Any]:
-    """A run as the API shows it: the stored record and what it waits for."""
+    """A run as the API shows it: the stored record, what it waits for, and whether it
+    is a sandbox run (a replay's, which never touches its original)."""
     view = record.model_dump(mode="json", exclude={"lease", "fence"} if full else None)
     view["waiting"] = wait_view(describe(record))
+    view["sandbox"] = is_sandbox(record)
     return view

@@ -50,13 +50,33 @@ document.addEventListener("submit", async (event) => {
   const button = event.submitter;
   const path = (button && button.dataset.api) || form.dataset.api;
   try {
-    const run = await post(path, formBody(form));
-    say(`${path.split("/").pop()}: ${run.status || "done"}`);
-    if (run.status && window.holonRun) window.holonRun.show(run);
+    const answer = await post(path, formBody(form));
+    const verb = path.split("/").pop();
+    const here = window.holonRun && answer.run_id === window.holonRun.runId && answer.body;
+    say(`${verb}: ${answer.status || (answer.same === false ? "differs" : "done")}`);
+    if (here) {
+      window.holonRun.show(answer);
+    } else if (document.getElementById("report")) {
+      showReport(verb, answer);
+    }
   } catch (error) {
     say(error.message, true);
   }
 });
+
+// What re-run, replay and fork answer: a report, or another run (linked).
+function showReport(verb, answer) {
+  const box = document.getElementById("report");
+  box.hidden = false;
+  box.replaceChildren();
+  if (answer.run_id && (verb === "fork" || verb === "replay")) {
+    const link = document.createElement("a");
+    link.href = `/dashboard/runs/${encodeURIComponent(answer.run_id)}`;
+    link.textContent = `${verb}: run ${answer.run_id}`;
+    box.append(link, "\n");
+  }
+  box.append(JSON.stringify(answer, null, 2));
+}
 
 function setText(id, value) {
   const node = document.getElementById(id);
@@ -155,7 +175,7 @@ function runPage(data) {
     `/api/v1/runs/${encodeURIComponent(runId)}/events?named=0&after=${data.after}`);
   source.onmessage = onEvent;
   source.addEventListener("end", () => { source.close(); reload(); });
-  window.holonRun = { show, source };
+  window.holonRun = { show, source, runId };
 }
 
 document.addEventListener("DOMContentLoaded", () => {
