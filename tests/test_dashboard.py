@@ -62,6 +62,7 @@ async def test_a_session_signs_in_with_a_token_and_writes_need_its_csrf_token(
         assert cookie and ALICE not in cookie
         page = await client.get("/dashboard")
         assert page.status_code == 200 and "alice" in page.text
+        assert "default-src 'self'" in page.headers["content-security-policy"]
         csrf = _csrf(page.text)
         started = await client.post(
             "/api/v1/workflows/shop/runs", json={"input": {"item": "cup"}}, headers=bearer(BOB)

@@ -40,8 +40,20 @@ def _signed_in(request: Request) -> Identity | None:
     return auth.knows_digest(digest) if isinstance(digest, str) else None
 
 
+_HEADERS = {
+    # Scripts and styles from this app only, no framing: an injected tag runs nothing.
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def _html(text: str, status_code: int = 200) -> HTMLResponse:
+    return HTMLResponse(text, status_code=status_code, headers=_HEADERS)
+
+
 def _page(request: Request, title: str, body: str, identity: Identity) -> HTMLResponse:
-    return HTMLResponse(frame(title, body, identity, request.session.get("csrf")))
+    return _html(frame(title, body, identity, request.session.get("csrf")))
 
 
 def _to_login() -> RedirectResponse:
@@ -49,7 +61,7 @@ def _to_login() -> RedirectResponse:
 
 
 async def login_form(request: Request) -> Response:
-    return HTMLResponse(login_page())
+    return _html(login_page())
 
 
 async def login(request: Request) -> Response:
@@ -58,7 +70,7 @@ async def login(request: Request) -> Response:
     auth: Auth = request.app.state.auth
     identity = auth.identify(token) if isinstance(token, str) and token else None
     if identity is None:
-        return HTMLResponse(login_page("That token is not valid."), status_code=401)
+        return _html(login_page("That token is not valid."), status_code=401)
     request.session.clear()
     request.session["token_sha256"] = hash_token(str(token))
     request.session["csrf"] = secrets.token_urlsafe(24)
@@ -135,8 +147,13 @@ async def approvals(request: Request) -> Response:
     return _page(request, "Approvals", approvals_page(page.items), identity)
 
 
+async def home(request: Request) -> Response:
+    return RedirectResponse("/dashboard", status_code=307)
+
+
 def dashboard_routes() -> list[BaseRoute]:
     return [
+        Route("/", home, methods=["GET"]),
         Route("/dashboard", runs, methods=["GET"]),
         Route("/dashboard/login", login_form, methods=["GET"]),
         Route("/dashboard/login", login, methods=["POST"]),
