@@ -9,15 +9,19 @@ APP is `module:attr` naming a `Steward`, a `Workflow` or a list of them, as for
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 import typer
 
 from holon.cli.settings import BadArgument, settings
 from holon.cli.worker import configure_logging
+from holon.runtime.log_context import install_log_context
 from holon.stores import open_store
 
 __all__ = ["register"]
+
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s run=%(run_id)s step=%(step)s: %(message)s"
 
 
 def register(app: typer.Typer) -> None:
@@ -62,6 +66,10 @@ def register(app: typer.Typer) -> None:
             raise BadArgument("--notify needs --notify-secret (or HOLON_NOTIFY_SECRET)")
         s = settings(ctx)
         configure_logging(False)
+        # Each line names the run and step being executed, when there is one.
+        install_log_context()
+        for handler in logging.getLogger("holon").handlers:
+            handler.setFormatter(logging.Formatter(_LOG_FORMAT))
         run_app(
             app_spec,
             host=host,
