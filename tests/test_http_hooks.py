@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from holon import RunStatus, Steward
+from holon import HolonError, RunStatus, Steward
 from holon.http import Auth, create_app
 from holon.http.notify import Notifier
 from holon.http.signing import sign, verify
@@ -213,3 +213,15 @@ async def test_notices_are_signed_delivered_and_retried(store: Store) -> None:
             failed = await receiver.wait_for("failed")
             assert failed["run_id"] == broken.json()["run_id"]
             assert failed["data"]["message"] == "attempt 2 broke"
+
+
+async def test_webhook_paths_and_notifier_settings_are_checked(store: Store) -> None:
+    steward = Steward(store)
+    for bad in ("", "/", "a/../b", "a//b"):
+        with pytest.raises(HolonError, match="webhook path"):
+            steward.Webhook("shop", path=bad)
+    assert steward.Webhook("shop", path="/in/orders/").path == "in/orders"
+    with pytest.raises(ValueError, match="http"):
+        Notifier(["ftp://example"], secret="s")
+    with pytest.raises(ValueError, match="secret"):
+        Notifier(["http://127.0.0.1:1/x"], secret="")
