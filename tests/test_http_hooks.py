@@ -213,6 +213,7 @@ async def test_notices_are_signed_delivered_and_retried(store: Store) -> None:
             failed = await receiver.wait_for("failed")
             assert failed["run_id"] == broken.json()["run_id"]
             assert failed["data"]["message"] == "attempt 2 broke"
+            assert "traceback" not in failed["data"]
 
 
 async def test_webhook_paths_and_notifier_settings_are_checked(store: Store) -> None:

@@ -105,7 +105,9 @@ class Notifier:
             kind = _notice_kind(event)
             if kind is None:
                 continue
-            notice = Notice(uuid.uuid4().hex, kind, run_id, event.step, event.at, dict(event.data))
+            # A traceback stays in the timeline: it says too much to send out.
+            data = {k: v for k, v in event.data.items() if k != "traceback"}
+            notice = Notice(uuid.uuid4().hex, kind, run_id, event.step, event.at, data)
             if self._send is None:
                 logger.warning("notifier not running: dropped %s notice of run %s", kind, run_id)
                 continue
