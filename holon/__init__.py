@@ -24,9 +24,11 @@ from holon.control.telemetry import RunSpans
 from holon.control.webhooks import WebhookRoute
 from holon.definition.builder import Workflow
 from holon.definition.conditions import payload_digest
+from holon.definition.decorator import workflow
 from holon.definition.directives import (
     END,
     START,
+    End,
     Event,
     HumanApproval,
     HumanInput,
@@ -54,11 +56,14 @@ from holon.errors import (
     NotAnApprover,
     NotWaiting,
     PoisonRun,
+    ResultTimeout,
+    RunConflict,
     RunFailed,
     RunNotFound,
     SecretKeyError,
     SeqConflict,
     StaleLease,
+    StateReadOnly,
     StateValidationError,
     StepOutputError,
     StoreError,
@@ -71,7 +76,7 @@ from holon.errors import (
 from holon.limits import Limits
 from holon.runtime.cassette import NoRecording
 from holon.runtime.context import Context
-from holon.runtime.imperative import ExecuteContext, current_step
+from holon.runtime.imperative import ExecuteContext, TaskCall, current_step
 from holon.runtime.log_context import install_log_context
 from holon.runtime.task_state import TaskState
 from holon.runtime.waits import WaitInfo
@@ -93,6 +98,7 @@ __all__ = [
     "NonRetryable",
     "Retry",
     "StepTimeout",
+    "TaskCall",
     "TaskState",
     "current_step",
     "step",
@@ -104,6 +110,7 @@ __all__ = [
     "NoRecording",
     "ReplayReport",
     "RerunReport",
+    "End",
     "Clock",
     "Context",
     "CorruptRecord",
@@ -126,6 +133,8 @@ __all__ = [
     "PoisonRun",
     "Page",
     "Parallel",
+    "ResultTimeout",
+    "RunConflict",
     "RunFailed",
     "RunHandle",
     "RunNotFound",
@@ -136,6 +145,7 @@ __all__ = [
     "SeqConflict",
     "Sleep",
     "StaleLease",
+    "StateReadOnly",
     "StateValidationError",
     "StepOutputError",
     "StepSpec",
@@ -169,4 +179,5 @@ __all__ = [
     "configure_worker_gc",
     "open_store",
     "payload_digest",
+    "workflow",
 ]
