@@ -15,10 +15,13 @@ from holon.control.bulk import BulkReport
 from holon.control.catalogue import WorkflowInfo
 from holon.control.client import Client
 from holon.control.handle import RunHandle
+from holon.control.observed import ObservedStore
 from holon.control.runner import WorkflowRunner
 from holon.control.steward import Steward
 from holon.control.surgery import Divergence, ReplayReport, RerunReport
 from holon.control.sync_client import SyncClient, SyncRunHandle
+from holon.control.telemetry import RunSpans
+from holon.control.webhooks import WebhookRoute
 from holon.definition.builder import Workflow
 from holon.definition.conditions import payload_digest
 from holon.definition.decorator import workflow
@@ -76,6 +79,7 @@ from holon.limits import Limits
 from holon.runtime.cassette import NoRecording
 from holon.runtime.context import Context
 from holon.runtime.imperative import ExecuteContext, TaskCall, current_step
+from holon.runtime.log_context import install_log_context
 from holon.runtime.task_state import TaskState
 from holon.runtime.waits import WaitInfo
 from holon.sealing import Keyring, Secret
@@ -87,6 +91,10 @@ from holon.worker.worker import Worker
 __version__ = "0.1.0"
 
 __all__ = [
+    "ObservedStore",
+    "RunSpans",
+    "WebhookRoute",
+    "install_log_context",
     "ExecuteContext",
     "NonDeterminismError",
     "NonRetryable",

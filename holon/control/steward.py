@@ -33,6 +33,7 @@ from holon.clock import Clock, SystemClock
 from holon.control.catalogue import WorkflowInfo, entries, entry_for, record_entry
 from holon.control.runner import WorkflowRunner
 from holon.control.schedules import ScheduleError, ScheduleInfo, check_timetable
+from holon.control.webhooks import WebhookRoute, webhook_path
 from holon.definition.builder import Workflow
 from holon.definition.declarative import Compiled, compile_document
 from holon.errors import (
@@ -73,6 +74,7 @@ class Steward:
         self._agent_factories: dict[str, AgentFactory] = {}
         self._agents: dict[str, Any] = {}
         self._tasks: dict[str, Callable[..., Any]] = {}
+        self._webhooks: dict[str, WebhookRoute] = {}
 
     @property
     def workflows(self) -> list[Workflow]:
@@ -368,6 +370,39 @@ class Steward:
             raise ScheduleError(f"no schedule {name!r} in {self.store.url}; schedules: {known}")
         return next(s for s in await self.Schedules() if s.name == name)
 
+    # -- webhooks ------------------------------------------------------------------------
+
+    def Webhook(
+        self,
+        workflow: str | Workflow,
+        *,
+        path: str,
+        secret: str | None = None,
+        event: str | None = None,
+        start: bool = True,
+    ) -> WebhookRoute:
+        """Start runs of `workflow` from signed deliveries to `POST /hooks/{path}` of the
+        HTTP API served with this steward (see `holon.control.webhooks`).
+
+        Args:
+            path: the path under `/hooks/`.
+            secret: the key deliveries are signed with (default: the app's).
+            event: send each delivery as this event to the runs waiting on it (their
+                `match=` correlates) instead of starting a run.
+            start: with `event`, start a run when no waiting run took a delivery.
+        """
+        name = workflow.name if isinstance(workflow, Workflow) else workflow
+        route = WebhookRoute(
+            workflow=name, path=webhook_path(path), secret=secret, event=event, start=start
+        )
+        self._webhooks[route.path] = route
+        return route
+
+    @property
+    def webhooks(self) -> list[WebhookRoute]:
+        """The webhooks declared in this process with `Webhook`."""
+        return list(self._webhooks.values())
+
     # -- agents and tasks ----------------------------------------------------------------
 
     def RegisterAgent(self, name: str, factory: AgentFactory) -> None:
@@ -475,6 +510,7 @@ class Steward:
     pause_schedule = PauseSchedule
     resume_schedule = ResumeSchedule
     delete_schedule = DeleteSchedule
+    webhook = Webhook
     register_agent = RegisterAgent
     register_task = RegisterTask
     agent = Agent

@@ -63,6 +63,7 @@ from holon.runtime.fan_out import FanOut
 from holon.runtime.imperative import Imperative
 from holon.runtime.inbox import take_kept_event
 from holon.runtime.leases import LeaseKeeper
+from holon.runtime.log_context import executing
 from holon.runtime.suspension import Suspender
 from holon.runtime.timers import Timers
 from holon.runtime.transitions import Transitions, step_of
@@ -166,7 +167,8 @@ class Engine:
         execution.hand_back = self.draining
         self.executions[grant.run_id] = execution
         try:
-            await self._drive(execution, recovered=grant.recovered)
+            with executing(execution):  # names the run in logs and spans
+                await self._drive(execution, recovered=grant.recovered)
         except CheckpointsLost as lost:
             with anyio.CancelScope(shield=True):
                 await self.transitions.halt_lost(execution, lost)
