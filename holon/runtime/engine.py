@@ -159,12 +159,29 @@ class Engine:
                 await self.transitions.halt_lost(execution, lost)
         except LeaseLost:
             logger.warning("run %s: lease lost; this executor stops", grant.run_id)
+            with anyio.CancelScope(shield=True):
+                await self._note_refusal(execution)
         finally:
             self.executions.pop(grant.run_id, None)
             if execution.record.lease is not None or execution.status == RunStatus.RUNNING:
                 with anyio.CancelScope(shield=True):
                     await self.store.release_lease(grant.run_id, grant.token)
         await self._take_kept_event(execution)
+
+    async def _note_refusal(self, execution: Execution) -> None:
+        """Record in the run's timeline that the store turned this executor away (a
+        commit refused, or its lease found taken), beside the checkpoints of the
+        executor that holds the run now."""
+        if execution.refusal is None:
+            return
+        kind, reason = execution.refusal
+        event = self.transitions.event(
+            kind, step_of(execution.body), owner=self.owner, token=execution.token, reason=reason
+        )
+        try:
+            await self.store.append_timeline(execution.run_id, [event])
+        except Exception as exc:  # the store may be what failed: the log has it then
+            logger.warning("run %s: could not record %s: %s", execution.run_id, kind, exc)
 
     async def _take_kept_event(self, execution: Execution) -> None:
         """A run that now waits for an event sent before (kept in an inbox) gets it at
