@@ -21,9 +21,11 @@ from holon.control.surgery import Divergence, ReplayReport, RerunReport
 from holon.control.sync_client import SyncClient, SyncRunHandle
 from holon.definition.builder import Workflow
 from holon.definition.conditions import payload_digest
+from holon.definition.decorator import workflow
 from holon.definition.directives import (
     END,
     START,
+    End,
     Event,
     HumanApproval,
     HumanInput,
@@ -51,11 +53,14 @@ from holon.errors import (
     NotAnApprover,
     NotWaiting,
     PoisonRun,
+    ResultTimeout,
+    RunConflict,
     RunFailed,
     RunNotFound,
     SecretKeyError,
     SeqConflict,
     StaleLease,
+    StateReadOnly,
     StateValidationError,
     StepOutputError,
     StoreError,
@@ -68,7 +73,7 @@ from holon.errors import (
 from holon.limits import Limits
 from holon.runtime.cassette import NoRecording
 from holon.runtime.context import Context
-from holon.runtime.imperative import ExecuteContext, current_step
+from holon.runtime.imperative import ExecuteContext, TaskCall, current_step
 from holon.runtime.task_state import TaskState
 from holon.runtime.waits import WaitInfo
 from holon.sealing import Keyring, Secret
@@ -85,6 +90,7 @@ __all__ = [
     "NonRetryable",
     "Retry",
     "StepTimeout",
+    "TaskCall",
     "TaskState",
     "current_step",
     "step",
@@ -96,6 +102,7 @@ __all__ = [
     "NoRecording",
     "ReplayReport",
     "RerunReport",
+    "End",
     "Clock",
     "Context",
     "CorruptRecord",
@@ -118,6 +125,8 @@ __all__ = [
     "PoisonRun",
     "Page",
     "Parallel",
+    "ResultTimeout",
+    "RunConflict",
     "RunFailed",
     "RunHandle",
     "RunNotFound",
@@ -128,6 +137,7 @@ __all__ = [
     "SeqConflict",
     "Sleep",
     "StaleLease",
+    "StateReadOnly",
     "StateValidationError",
     "StepOutputError",
     "StepSpec",
@@ -161,4 +171,5 @@ __all__ = [
     "configure_worker_gc",
     "open_store",
     "payload_digest",
+    "workflow",
 ]

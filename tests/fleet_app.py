@@ -16,13 +16,14 @@ step logs which version's code ran it.
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
 import anyio
 from pydantic import BaseModel
 
-from holon import END, START, Next, Workflow
+from holon import END, START, Next, Sleep, Wait, Workflow
 
 STEPS = 10
 
@@ -124,3 +125,26 @@ def _imperative(code: str) -> Workflow:
 
 journal_v1 = _imperative("1")
 journal_v2 = _imperative("2")
+
+
+async def _after_timer(ctx: Any) -> Next:
+    apply(ctx.IdempotencyKey)
+    return Next(END, output="woke")
+
+
+timers = Workflow("timers", version="1").Flow(
+    {
+        START: lambda ctx: Wait(Sleep(0.5), "After"),
+        "After": _after_timer,
+    }
+)
+
+
+def _die(ctx: Any) -> str:
+    """A step that takes its process down, every time it is tried."""
+    _log("attempts", ctx.IdempotencyKey)
+    os.kill(os.getpid(), signal.SIGKILL)
+    return END  # never reached
+
+
+poison = Workflow("poison", version="1").Flow({START: lambda ctx: "Die", "Die": _die})

@@ -58,7 +58,7 @@ async def opened(url: str) -> AsyncIterator[Store]:
 
 @asynccontextmanager
 async def workers(
-    tmp_path: Path, url: str, sink: Path, app: str, names: list[str]
+    tmp_path: Path, url: str, sink: Path, app: str, names: list[str], *extra: str
 ) -> AsyncIterator[dict[str, Child]]:
     env = {**os.environ, "HOLON_TEST_SINK": str(sink)}
     async with AsyncExitStack() as stack:
@@ -73,6 +73,7 @@ async def workers(
                     url,
                     name,
                     str(LEASE_TTL),
+                    *extra,
                     env=env,
                 )
             )
@@ -308,3 +309,88 @@ async def refusals(store: Store, run_ids: list[str]) -> list[Any]:
 
 async def aio_len(items: list[Any]) -> int:
     return len(items)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+async def test_a_timer_fires_once_across_three_workers(kind: str, tmp_path: Path) -> None:
+    from tests.fleet_app import timers
+
+    sink = tmp_path / "sink"
+    make_sink(sink)
+    with store_url(kind, tmp_path) as url:
+        async with (
+            workers(tmp_path, url, sink, "tests.fleet_app:timers", ["t0", "t1", "t2"]) as children,
+            opened(url) as store,
+        ):
+            async with WorkflowRunner(timers, store, execute=False) as steer:
+                run_ids = [(await steer.Run()).run_id for _ in range(30)]
+            await until(
+                lambda: store.count_runs(workflow="timers"),
+                lambda c: c.get(RunStatus.COMPLETED, 0) == 30,
+                "every timer fired",
+            )
+            for run_id in run_ids:
+                kinds = [e.kind for e in await store.timeline(run_id)]
+                assert kinds.count("timer_fired") == 1, kinds
+            await stop_all(children)
+    attempts = logged(sink, "attempts")
+    assert sorted(attempts) == sorted(f"{r}:After:1" for r in run_ids)  # each woke once
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+async def test_a_poison_step_fails_its_run_and_spares_the_others(kind: str, tmp_path: Path) -> None:
+    from tests.fleet_app import poison
+
+    sink = tmp_path / "sink"
+    make_sink(sink)
+    with store_url(kind, tmp_path) as url:
+        async with opened(url) as store:
+            async with WorkflowRunner(poison, store, execute=False) as steer:
+                bad = (await steer.Run()).run_id
+            async with WorkflowRunner(fleet, store, execute=False) as steer:
+                good = [(await steer.Run()).run_id for _ in range(5)]
+            deaths = 0
+            async with workers(tmp_path, url, sink, "tests.fleet_app:fleet", ["steady"]) as (
+                steady
+            ):
+                # A supervisor restarting the poison run's worker (as a container platform
+                # would): each one takes the run over once the lease of the last one has
+                # run out, and dies in its step.
+                for attempt in range(4):
+                    async with workers(
+                        tmp_path, url, sink, "tests.fleet_app:poison", [f"p{attempt}"], "3"
+                    ) as children:
+                        (worker,) = children.values()
+                        if not await died_or_failed(worker, store, bad):
+                            await stop_all(children)  # it failed the run and lived on
+                            break
+                        deaths += 1
+                await until(
+                    lambda: store.count_runs(workflow="fleet"),
+                    lambda c: c.get(RunStatus.COMPLETED, 0) == 5,
+                    "the other runs completed",
+                )
+                await stop_all(steady)
+            record = await store.load_run(bad)
+            assert record is not None and record.status == RunStatus.FAILED
+            error = record.body.error
+            assert error is not None and error.type == "PoisonRun"
+            assert error.message == "poison: executor died 3 times in Die"
+            assert deaths == 3
+            for run_id in good:
+                kept = await store.load_run(run_id)
+                assert kept is not None and kept.status == RunStatus.COMPLETED
+    assert len(logged(sink, "attempts")) >= 3 + 5 * STEPS
+
+
+async def died_or_failed(worker: Child, store: Store, run_id: str) -> bool:
+    """Wait until `worker` dies (True; it must be by SIGKILL) or run `run_id` fails."""
+    with anyio.move_on_after(60):
+        while worker.process.returncode is None:
+            record = await store.load_run(run_id)
+            if record is not None and record.status == RunStatus.FAILED:
+                return False
+            await anyio.sleep(0.05)  # sleep-ok: polling a child and the store
+        assert worker.process.returncode == -signal.SIGKILL, worker.diagnosis()
+        return True
+    pytest.fail(f"{worker.name} neither died nor failed the run: {worker.diagnosis()}")

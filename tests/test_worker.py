@@ -212,7 +212,7 @@ async def test_a_blocking_sync_step_holds_up_neither_other_runs_nor_heartbeats(
 ) -> None:
     """A step that blocks its thread for three lease times: the lease is renewed all the
     while (a second worker never takes the run over), and another run goes on."""
-    lease = 0.3
+    lease = 0.6  # renewed every 0.2 s: room for a loaded machine
     ticks = 0
     blocking = threading.Event()
 

@@ -299,3 +299,16 @@ class Client:
         the event is also kept that long for runs that start waiting on it later."""
         await self._ready()
         return await send_event(self._operator, event, payload, event_id, keep_for=keep_for)
+
+    # The snake_case twins, as real members a type checker sees.
+    open = Open
+    close = Close
+    start = Start
+    run = Run
+    get = Get
+    list = List
+    workflows = Workflows
+    describe = Describe
+    bulk = Bulk
+    pending = Pending
+    send = Send

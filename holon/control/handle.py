@@ -12,7 +12,7 @@ from holon._naming import snake_case_aliases
 from holon.clock import Clock
 from holon.control.operator import Operator
 from holon.control.surgery import ReplayReport, RerunReport, fork, replay, rerun
-from holon.errors import InvalidRunState, RunFailed, RunNotFound
+from holon.errors import HolonError, InvalidRunState, ResultTimeout, RunFailed, RunNotFound
 from holon.runtime.inbox import KEEP_EVENTS_FOR
 from holon.runtime.waits import WaitInfo, describe
 from holon.stores.base import RunProgress, RunRecord, RunStatus, Store, TimelineEvent
@@ -51,9 +51,25 @@ class RunHandle:
     `runner.Get(run_id)` in another process steers the same run."""
 
     def __init__(self, runner: HandleSource, run_id: str) -> None:
-        self._runner = runner
+        self._source = runner
         self.run_id = run_id
         self.RunId = run_id
+
+    @property
+    def _runner(self) -> HandleSource:
+        """What made this handle, as long as it is open: a closed runner's store is
+        closed (or, in memory, executed by nobody), so a verb would fail obscurely or
+        wait forever; it fails saying so instead. (A maker with no `closed` flag is
+        open as long as it lives.)"""
+        source = self._source
+        if getattr(source, "closed", False):
+            maker = "Client" if type(source).__name__ == "Client" else "runner"
+            raise HolonError(
+                f"run handle {self.run_id!r}: the {maker} that made it was closed, so it is "
+                "closed too; make a new runner (or a Client) and Get() the run to reach it",
+                run_id=self.run_id,
+            )
+        return source
 
     def __repr__(self) -> str:
         return f"RunHandle({self.run_id!r})"
@@ -86,27 +102,39 @@ class RunHandle:
     ) -> RunRecord:
         """Wait until the run is in one of `statuses` (or terminal); returns the record.
 
-        Raises `TimeoutError` when `timeout` seconds pass first.
+        Raises `ResultTimeout` (a `TimeoutError`) naming the run's status when `timeout`
+        seconds pass first; the run goes on.
         """
         wanted = {RunStatus(s) for s in statuses}
-        with anyio.fail_after(timeout):
+        status: RunStatus | None = None
+        with anyio.move_on_after(timeout):
             while True:
                 change = self._change()
                 # The cheap read: a long run must not be reloaded whole at every step.
                 progress = await self._progress()
-                if progress.status in wanted or progress.status.terminal:
+                status = progress.status
+                if status in wanted or status.terminal:
                     record = await self.Record()
                     if record.status in wanted or record.status.terminal:
                         return record
                     continue  # it moved on between the two reads
                 await self._changed(change, self._runner.poll_interval)
+        now = status.value if status is not None else "unknown"
+        goal = ", ".join(sorted(s.value for s in wanted)) or "a terminal status"
+        raise ResultTimeout(
+            f"run {self.run_id!r} is still {now} after {timeout} s (waited for {goal}); "
+            "it goes on: call again to wait longer, or Waiting() to see what it waits for",
+            status=now,
+            run_id=self.run_id,
+        )
 
     async def Result(self, timeout: float | None = None) -> Any:
         """Wait for the run to end and return its result.
 
         The result is the `output` of `Next(END, output=...)` (or the `.Execute()`
         function's return value), else the final state as a dict. A run that ended
-        otherwise raises `RunFailed` with its status and error.
+        otherwise raises `RunFailed` with its status and error; one still going after
+        `timeout` seconds raises `ResultTimeout` (a `TimeoutError`) with its status.
         """
         record = await self.WaitUntil(timeout=timeout)
         if record.status == RunStatus.COMPLETED:
@@ -379,3 +407,24 @@ class RunHandle:
                 if remaining <= 0:
                     raise TimeoutError(f"Watch of run {self.run_id!r} timed out")
                 await self._changed(change, min(self._runner.poll_interval, remaining))
+
+    # The snake_case twins, as real members a type checker sees (`snake_case_aliases`
+    # checks that every PascalCase verb has one).
+    record = Record
+    status = Status
+    wait_until = WaitUntil
+    result = Result
+    pause = Pause
+    resume = Resume
+    stop = Stop
+    approve = Approve
+    reject = Reject
+    answer = Answer
+    send = Send
+    waiting = Waiting
+    timeline = Timeline
+    watch = Watch
+    retry = Retry
+    rerun = Rerun
+    replay = Replay
+    fork = Fork

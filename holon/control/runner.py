@@ -29,10 +29,10 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretBytes, SecretStr
 from pydantic import ValidationError as PydanticValidationError
 
-from holon._json import to_json_value
+from holon._json import digest, to_json_value
 from holon._naming import snake_case_aliases
 from holon.clock import Clock, SystemClock
 from holon.control.catalogue import ensure_entry, version_order
@@ -41,12 +41,13 @@ from holon.control.operator import Operator
 from holon.control.waiting import pending_approvals, send_event
 from holon.definition.builder import Workflow
 from holon.definition.directives import START
-from holon.errors import HolonError, InputValidationError, RunNotFound
+from holon.errors import HolonError, InputValidationError, RunConflict, RunNotFound
 from holon.runtime.definitions import Definitions
 from holon.runtime.engine import Engine
 from holon.runtime.execution import EXECUTE_STEP
 from holon.runtime.executor import Executor
 from holon.runtime.waits import WaitInfo
+from holon.sealing import has_secrets, open_secrets
 from holon.stores import MemoryStore, open_store
 from holon.stores.base import (
     Cursor,
@@ -112,6 +113,8 @@ class WorkflowRunner:
         self.executor = Executor(engine, poll_interval=self.poll_interval)
         self.operator = Operator(self.store, self.clock, definitions)
         self._open = False
+        self._closed = False
+        self._serving = False
         self._background: asyncio.Task[None] | None = None
         self._ready = anyio.Event()
         self._close_requested = anyio.Event()
@@ -119,6 +122,7 @@ class WorkflowRunner:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def __aenter__(self) -> WorkflowRunner:
+        self._closed = False
         await self.store.open()
         await self._catalogue()
         if self.execute:
@@ -134,6 +138,7 @@ class WorkflowRunner:
         tb: TracebackType | None,
     ) -> bool | None:
         self._open = False
+        self._closed = True
         try:
             if self.executor.running:
                 await self.executor.__aexit__(None, None, None)
@@ -154,6 +159,8 @@ class WorkflowRunner:
         """Start in the background when the caller did not use `async with`."""
         if self._open:
             return
+        if self._closed and not self._serving:
+            raise self._closed_error()
         if self._background is None:
             try:
                 loop = asyncio.get_running_loop()
@@ -166,8 +173,24 @@ class WorkflowRunner:
         await self._ready.wait()
 
     async def _serve(self) -> None:
+        self._serving = True
         async with self:
             await self._close_requested.wait()
+
+    def _closed_error(self) -> HolonError:
+        return HolonError(
+            f"the runner of workflow {self.workflow.name!r} was closed; its handles and "
+            "verbs no longer work. Make a new WorkflowRunner (or a Client) and Get(run_id) "
+            "to reach a run again",
+            workflow=self.workflow.name,
+        )
+
+    @property
+    def closed(self) -> bool:
+        """The runner was closed, and its store with it (a store it opened from a URL):
+        its handles refuse to work, saying so. A store given to the runner stays open,
+        and so do the handles that read it."""
+        return self._closed and self._owns_store
 
     async def Close(self) -> None:
         """Stop a runner started without `async with` (in-flight steps are cancelled;
@@ -260,7 +283,36 @@ class WorkflowRunner:
         stored, created = await self.store.create_run(record, events)
         if created:
             self.kick(stored.run_id)
+        else:
+            self._check_same_run(stored, record)
         return RunHandle(self, stored.run_id)
+
+    def _check_same_run(self, stored: RunRecord, asked: RunRecord) -> None:
+        """An idempotent start finds the run it would have made; a run id taken by
+        another workflow's run, or by a run of other input, is a `RunConflict`."""
+        run_id = stored.run_id
+        if stored.workflow != asked.workflow:
+            raise RunConflict(
+                f"run id {run_id!r} is taken by a run of workflow {stored.workflow!r}, not "
+                f"{asked.workflow!r}; choose another run id",
+                existing_workflow=stored.workflow,
+                run_id=run_id,
+                workflow=asked.workflow,
+            )
+        keyring = self.workflow.plan.rules.keyring
+        stored_input, asked_input = stored.input, asked.input
+        if has_secrets(self.workflow.input_model):  # sealed twice, never the same bytes
+            stored_input = open_secrets(stored_input, keyring)
+            asked_input = open_secrets(asked_input, keyring)
+        if digest(_plain(stored_input)) != digest(_plain(asked_input)):
+            raise RunConflict(
+                f"run {run_id!r} of workflow {stored.workflow!r} exists with another input; "
+                "the same run id starts the same run only with the same input (choose "
+                "another run id, or Get() the existing run)",
+                existing_workflow=stored.workflow,
+                run_id=run_id,
+                workflow=asked.workflow,
+            )
 
     def validate_input(self, value: Any) -> Any:
         """`value` as a run of this workflow would store it (its JSON form);
@@ -355,6 +407,26 @@ class WorkflowRunner:
         """
         await self._started()
         return await pending_approvals(self.store, approver, roles, limit=limit, cursor=cursor)
+
+    # The snake_case twins, as real members a type checker sees (`snake_case_aliases`
+    # checks that every PascalCase verb has one).
+    close = Close
+    run = Run
+    get = Get
+    list = List
+    send = Send
+    pending = Pending
+
+
+def _plain(value: Any) -> Any:
+    """`value` with opened secrets as their plaintext, to compare two inputs."""
+    if isinstance(value, SecretStr | SecretBytes):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _pick_store(workflow: Workflow, store: Store | str | None) -> tuple[Store, bool]:

@@ -203,6 +203,18 @@ class SyncClient:
             by=by,
         )
 
+    # The snake_case twins, as real members a type checker sees.
+    close = Close
+    start = Start
+    run = Run
+    get = Get
+    list = List
+    workflows = Workflows
+    describe = Describe
+    pending = Pending
+    send = Send
+    bulk = Bulk
+
 
 @snake_case_aliases
 class SyncRunHandle:
@@ -315,3 +327,23 @@ class SyncRunHandle:
             close = getattr(events, "aclose", None)  # an async generator: let it clean up
             if close is not None and not self._client.client.closed:
                 self._call(close)
+
+    # The snake_case twins, as real members a type checker sees.
+    status = Status
+    record = Record
+    result = Result
+    wait_until = WaitUntil
+    pause = Pause
+    resume = Resume
+    stop = Stop
+    approve = Approve
+    reject = Reject
+    answer = Answer
+    send = Send
+    retry = Retry
+    rerun = Rerun
+    replay = Replay
+    fork = Fork
+    waiting = Waiting
+    timeline = Timeline
+    watch = Watch

@@ -221,6 +221,9 @@ class Engine:
             return
         if recovered and not execution.body.compensating:
             await self._recovered(execution)
+        elif execution.body.deaths >= self.poison_after:
+            # Deaths counted while no executor held it (paused between take-overs).
+            await self._poisoned(execution, execution.body.deaths)
         # Step boundaries let other tasks in (heartbeat, Pause and Stop, readers) at
         # least every _TURN seconds, even when the steps and the store never yield. A
         # store whose every commit waits on the network gives them a turn at each step.
@@ -266,6 +269,16 @@ class Engine:
         for execution in self.executions.values():
             execution.hand_back = True
 
+    async def _poisoned(self, execution: Execution, deaths: int) -> None:
+        step = step_of(execution.body)
+        error = PoisonRun(
+            f"poison: executor died {deaths} times in {step}",
+            deaths=deaths,
+            run_id=execution.run_id,
+            step=step,
+        )
+        await self.transitions.fail(execution, step, error)
+
     async def _recovered(self, execution: Execution) -> None:
         """Record that this executor took over a run whose previous one died mid-step:
         the step at the cursor starts a new attempt (a crash during a backoff
@@ -275,13 +288,7 @@ class Engine:
         step = step_of(body)
         deaths = body.deaths + 1
         if deaths >= self.poison_after:
-            error = PoisonRun(
-                f"poison: executor died {deaths} times in {step}",
-                deaths=deaths,
-                run_id=execution.run_id,
-                step=step,
-            )
-            await self.transitions.fail(execution, step, error)
+            await self._poisoned(execution, deaths)
             return
         attempt = body.attempt if body.retry_at is not None else body.attempt + 1
         event = self.transitions.event(

@@ -30,9 +30,10 @@ import dataclasses
 import functools
 import inspect
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 import anyio
 from pydantic import BaseModel
@@ -58,6 +59,10 @@ __all__ = ["ExecuteContext", "Imperative", "TaskCall", "TaskState"]
 InputT = TypeVar("InputT")
 StateT = TypeVar("StateT")
 T = TypeVar("T")
+T1 = TypeVar("T1")
+T2 = TypeVar("T2")
+T3 = TypeVar("T3")
+T4 = TypeVar("T4")
 
 _current_step: contextvars.ContextVar[Context[Any, Any] | None] = contextvars.ContextVar(
     "holon_current_step", default=None
@@ -103,6 +108,18 @@ class TaskCall(Generic[T]):
             raise RuntimeError(f"task {self.name!r} was awaited twice")
         self.awaited = True
         return self.ctx._run(self).__await__()
+
+    def __del__(self) -> None:
+        # A forgotten `await` would otherwise do nothing, silently: warn as Python does
+        # for a coroutine never awaited.
+        if not self.awaited:
+            warnings.warn(
+                f"ctx.Task({self.base}) at position {self.position} of run "
+                f"{self.ctx.RunId!r} was never awaited, so it never ran; write "
+                f"`await ctx.Task(...)` or pass it to ctx.Parallel(...)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
 
 @snake_case_aliases
@@ -168,9 +185,10 @@ class ExecuteContext(Generic[InputT, StateT]):
         name = base if occurrence == 1 else f"{base}#{occurrence}"
         return position, name, occurrence
 
-    def Task(
+    @overload
+    def Task(  # an async function: its awaited result
         self,
-        fn: Callable[..., Awaitable[T]] | Callable[..., T],
+        fn: Callable[..., Awaitable[T]],
         /,
         *args: Any,
         retry: Retry | None = None,
@@ -179,7 +197,34 @@ class ExecuteContext(Generic[InputT, StateT]):
         name: str | None = None,
         external: bool = False,
         **kwargs: Any,
-    ) -> TaskCall[T]:
+    ) -> TaskCall[T]: ...
+
+    @overload
+    def Task(
+        self,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        compensate: Callable[..., Any] | None = None,
+        name: str | None = None,
+        external: bool = False,
+        **kwargs: Any,
+    ) -> TaskCall[T]: ...
+
+    def Task(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        compensate: Callable[..., Any] | None = None,
+        name: str | None = None,
+        external: bool = False,
+        **kwargs: Any,
+    ) -> TaskCall[Any]:
         """A checkpointed call of `fn(*args, **kwargs)`, named after the function (with
         `#2`, `#3`... when called again). Await it, or pass it to `ctx.Parallel`.
 
@@ -212,14 +257,44 @@ class ExecuteContext(Generic[InputT, StateT]):
             external=external,
         )
 
+    @overload
     async def Step(
         self,
         name: str,
-        work: Awaitable[T] | Callable[[], Awaitable[T]] | Callable[[], T],
+        work: Awaitable[T],
         *,
         retry: Retry | None = None,
         timeout: float | None = None,
-    ) -> T:
+    ) -> T: ...
+
+    @overload
+    async def Step(  # an async function: its awaited result
+        self,
+        name: str,
+        work: Callable[[], Awaitable[T]],
+        *,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+    ) -> T: ...
+
+    @overload
+    async def Step(
+        self,
+        name: str,
+        work: Callable[[], T],
+        *,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+    ) -> T: ...
+
+    async def Step(
+        self,
+        name: str,
+        work: Awaitable[Any] | Callable[[], Any],
+        *,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+    ) -> Any:
         """A checkpoint with an explicit name around an awaitable or a callable.
 
         When the step is already recorded, its result is returned and an awaitable
@@ -233,7 +308,7 @@ class ExecuteContext(Generic[InputT, StateT]):
                 "be awaited only once)"
             )
         position, step_name, occurrence = self._take_position(name)
-        call: TaskCall[T] = TaskCall(
+        call: TaskCall[Any] = TaskCall(
             self,
             position,
             step_name,
@@ -252,21 +327,46 @@ class ExecuteContext(Generic[InputT, StateT]):
             if not callable(work) and inspect.iscoroutine(work):
                 work.close()  # recorded, or failed before awaiting it: never "never awaited"
 
-    async def Parallel(self, *calls: TaskCall[Any]) -> list[Any]:
+    @overload
+    async def Parallel(self, a: TaskCall[T1], /) -> tuple[T1]: ...
+
+    @overload
+    async def Parallel(self, a: TaskCall[T1], b: TaskCall[T2], /) -> tuple[T1, T2]: ...
+
+    @overload
+    async def Parallel(
+        self, a: TaskCall[T1], b: TaskCall[T2], c: TaskCall[T3], /
+    ) -> tuple[T1, T2, T3]: ...
+
+    @overload
+    async def Parallel(
+        self, a: TaskCall[T1], b: TaskCall[T2], c: TaskCall[T3], d: TaskCall[T4], /
+    ) -> tuple[T1, T2, T3, T4]: ...
+
+    @overload
+    async def Parallel(self, *calls: TaskCall[T]) -> tuple[T, ...]: ...
+
+    async def Parallel(self, *calls: TaskCall[Any]) -> tuple[Any, ...]:
         """Await tasks concurrently; each result is checkpointed as it finishes.
-        Returns the results in the order given. The first failure cancels the rest."""
+        Returns the results as a tuple, in the order given (typed one by one for up to
+        four tasks). The first failure cancels the rest."""
         for call in calls:
             if not isinstance(call, TaskCall):
                 raise TypeError(f"ctx.Parallel() takes ctx.Task(...) calls, got {call!r}")
         results: list[Any] = [None] * len(calls)
+        for call in calls:
+            if call.awaited:
+                raise RuntimeError(f"task {call.name!r} was awaited twice")
+            # Each is awaited below; a sibling's failure may cancel one before it starts.
+            call.awaited = True
 
         async def one(index: int, call: TaskCall[Any]) -> None:
-            results[index] = await call
+            results[index] = await call.ctx._run(call)
 
         async with anyio.create_task_group() as group:
             for index, call in enumerate(calls):
                 group.start_soon(one, index, call)
-        return results
+        return tuple(results)
 
     async def WaitFor(self, condition: WaitCondition) -> Any:
         """Halt the run durably until `condition` is met, and return the decision:
@@ -308,6 +408,37 @@ class ExecuteContext(Generic[InputT, StateT]):
         if recorded is not _MISSING:
             return recorded  # type: ignore[no-any-return]
         return await self._driver.run_task(self, call)  # type: ignore[no-any-return]
+
+    # The snake_case twins, as real members a type checker sees (`snake_case_aliases`
+    # checks that every PascalCase verb has one).
+    idempotency_key = IdempotencyKey
+    attempt = Attempt
+    step_name = StepName
+    log = Log
+    task = Task
+    step = Step
+    parallel = Parallel
+    wait_for = WaitFor
+
+    @property
+    def input(self) -> InputT:
+        """`Input`."""
+        return self.Input
+
+    @property
+    def run_id(self) -> str:
+        """`RunId`."""
+        return self.RunId
+
+    @property
+    def state(self) -> TaskState:
+        """`State`."""
+        return self.State
+
+    @property
+    def agents(self) -> Mapping[str, Any]:
+        """`Agents`."""
+        return self.Agents
 
 
 class _Missing:
@@ -431,6 +562,7 @@ class Imperative:
         if call.external and (cassette := active_cassette()) is not None:
             recorded = cassette.play(call.name)  # a replay: never the real call
             call = dataclasses.replace(call, fn=lambda *a, **k: recorded, in_thread=False)
+            call.awaited = True  # the copy stands in for the call being awaited
         key = idempotency_key(execution.run_id, call.base, call.occurrence)
         ctx.last_step = call.name
         started = time.perf_counter()
@@ -570,8 +702,16 @@ class Imperative:
 
 
 def _decision_value(condition: WaitCondition, decision: Any) -> Any:
+    """What `ctx.WaitFor(condition)` returns (docs/execute.md): an approval's verdict,
+    an event's payload, an answer, a timer's record; None after an event's or an
+    answer's timeout."""
     if condition.kind == "approval" and isinstance(decision, dict):
         return bool(decision.get("approved"))
+    timed_out = isinstance(decision, dict) and decision.get("timed_out") is True
+    if condition.kind == "event":
+        return None if timed_out or not isinstance(decision, dict) else decision.get("payload")
+    if condition.kind == "input" and timed_out:
+        return None
     return decision
 
 
