@@ -28,6 +28,7 @@ from holon.definition.decorator import workflow
 from holon.definition.directives import (
     END,
     START,
+    Child,
     End,
     Event,
     HumanApproval,
@@ -42,6 +43,7 @@ from holon.definition.directives import (
 from holon.definition.policies import NonRetryable, Retry, StepTimeout, step
 from holon.definition.steps import StepSpec
 from holon.errors import (
+    ChildFailed,
     CorruptRecord,
     DecisionConflict,
     DecisionRefused,
@@ -104,15 +106,17 @@ __all__ = [
     "step",
     "END",
     "START",
+    "Child",
+    "End",
     "BulkReport",
     "Client",
     "Divergence",
     "NoRecording",
     "ReplayReport",
     "RerunReport",
-    "End",
     "Clock",
     "Context",
+    "ChildFailed",
     "CorruptRecord",
     "DecisionConflict",
     "DecisionRefused",

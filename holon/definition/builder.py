@@ -564,6 +564,7 @@ class Workflow:
     secrets = Secrets
     concurrency = Concurrency
     mermaid = Mermaid
+    concurrency = Concurrency
 
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
