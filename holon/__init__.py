@@ -15,6 +15,7 @@ from holon.control.catalogue import WorkflowInfo
 from holon.control.handle import RunHandle
 from holon.control.runner import WorkflowRunner
 from holon.control.steward import Steward
+from holon.definition.budget import Budget
 from holon.definition.builder import Workflow
 from holon.definition.conditions import payload_digest
 from holon.definition.directives import (
@@ -33,6 +34,7 @@ from holon.definition.directives import (
 from holon.definition.policies import NonRetryable, Retry, StepTimeout, step
 from holon.definition.steps import StepSpec
 from holon.errors import (
+    AgentNotFound,
     CorruptRecord,
     DecisionConflict,
     DecisionRefused,
@@ -61,19 +63,32 @@ from holon.errors import (
     WorkflowNotFound,
 )
 from holon.limits import Limits
+from holon.runtime.agents import Agent, AgentHandle
 from holon.runtime.context import Context
 from holon.runtime.imperative import ExecuteContext, current_step
 from holon.runtime.task_state import TaskState
 from holon.runtime.waits import WaitInfo
 from holon.sealing import Keyring, Secret
 from holon.stores import MemoryStore, SQLiteStore, Store, open_store
-from holon.stores.base import RunRecord, RunStatus, RunSummary, TimelineEvent, WaitRecord
+from holon.stores.base import (
+    Emitted,
+    RunRecord,
+    RunStatus,
+    RunSummary,
+    TimelineEvent,
+    WaitRecord,
+)
 from holon.worker.collector import configure_worker_gc
 from holon.worker.worker import Worker
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Agent",
+    "AgentHandle",
+    "AgentNotFound",
+    "Budget",
+    "Emitted",
     "ExecuteContext",
     "NonDeterminismError",
     "NonRetryable",

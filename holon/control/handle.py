@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal, Protocol
 
 import anyio
@@ -11,6 +10,8 @@ import anyio
 from holon._naming import snake_case_aliases
 from holon.clock import Clock
 from holon.control.operator import Operator
+from holon.control.watch import RunWatch
+from holon.definition.budget import Budget
 from holon.errors import InvalidRunState, RunFailed, RunNotFound
 from holon.runtime.waits import WaitInfo, describe
 from holon.stores.base import RunProgress, RunRecord, RunStatus, Store, TimelineEvent
@@ -124,6 +125,7 @@ class RunHandle:
         goto: str | None = None,
         state: Mapping[str, Any] | None = None,
         by: str | None = None,
+        budget: Budget | Mapping[str, Any] | None = None,
     ) -> RunStatus:
         """Continue a paused run.
 
@@ -131,8 +133,12 @@ class RunHandle:
             goto: run this step next instead of the one at the cursor (also abandons a
                 wait, so it works on a waiting run too).
             state: fields to change in the state first, validated against the State model.
+            budget: the run's new budget (a run paused with `budget exhausted` goes on
+                once it has room again).
         """
-        record = await self._runner.operator.resume(self.run_id, goto=goto, state=state, by=by)
+        record = await self._runner.operator.resume(
+            self.run_id, goto=goto, state=state, by=by, budget=budget
+        )
         if record.status == RunStatus.QUEUED:
             self._runner.kick(self.run_id)
         return record.status
@@ -274,24 +280,20 @@ class RunHandle:
         """The run's timeline events with sequence number above `after`."""
         return await self._runner.store.timeline(self.run_id, after)
 
-    async def Watch(
-        self, after: int = 0, timeout: float | None = None
-    ) -> AsyncIterator[TimelineEvent]:
-        """Timeline events as they happen, from sequence `after`; ends after the events
-        of a terminal status. `timeout` bounds the whole watch (TimeoutError)."""
-        deadline = math.inf if timeout is None else anyio.current_time() + timeout
-        seen = after
-        while True:
-            change = self._change()
-            events = await self._runner.store.timeline(self.run_id, seen)
-            for event in events:
-                seen = event.seq
-                yield event
-            if not events:
-                progress = await self._progress()
-                if progress.status.terminal and progress.event_seq <= seen:
-                    return
-                remaining = deadline - anyio.current_time()
-                if remaining <= 0:
-                    raise TimeoutError(f"Watch of run {self.run_id!r} timed out")
-                await self._changed(change, min(self._runner.poll_interval, remaining))
+    def Watch(
+        self, after: int = 0, timeout: float | None = None, *, emitted: bool = True
+    ) -> RunWatch:
+        """The run's events as they happen: its timeline events from sequence `after`,
+        and what its steps send with `ctx.Emit(...)` (`Emitted`, seen in the process
+        executing the run); ends after the events of a terminal status. `timeout`
+        bounds the whole watch (TimeoutError). Subscribed from this call on: iterate it
+        with `async for`, and `aclose()` it if you stop early."""
+        return RunWatch(
+            self._runner.store,
+            self.run_id,
+            after=after,
+            timeout=timeout,
+            poll_interval=self._runner.poll_interval,
+            progress=self._progress,
+            emitted=emitted,
+        )

@@ -16,6 +16,7 @@ from pydantic import SecretBytes, SecretStr
 
 from holon._json import to_json_value
 from holon.clock import Clock
+from holon.definition.budget import Budget
 from holon.definition.builder import Workflow
 from holon.definition.directives import START
 from holon.errors import (
@@ -177,11 +178,14 @@ class Operator:
         goto: str | None,
         state: Mapping[str, Any] | None,
         by: str | None,
+        budget: Budget | Mapping[str, Any] | None = None,
     ) -> RunRecord:
-        """Continue a paused run, optionally at another step and with a state patch.
+        """Continue a paused run, optionally at another step, with a state patch and
+        with another budget.
 
         A waiting run can be resumed only with `goto`, which abandons the wait.
         """
+        new_budget = Budget.of(budget).as_dict() if budget is not None else None
 
         def decide(current: RunRecord) -> Checkpoint:
             workflow = self.definitions.pick(current)
@@ -243,6 +247,8 @@ class Operator:
                     what=f"the state patch of Resume(state=...) of run {run_id!r}",
                     run_id=run_id,
                 )
+            if new_budget is not None:
+                update["budget"] = new_budget
             new_body = body.model_copy(update=update)
             back_to_wait = goto is None and body.paused_from == RunStatus.WAITING and body.wait
             status = RunStatus.WAITING if back_to_wait else RunStatus.QUEUED
@@ -253,6 +259,7 @@ class Operator:
                     by=by,
                     goto=goto,
                     state=redact(patch) if patch is not None else None,
+                    **({"budget": new_budget} if new_budget is not None else {}),
                 )
             ]
             if goto is not None:

@@ -23,7 +23,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -38,6 +38,7 @@ from holon.clock import Clock, SystemClock
 from holon.control.catalogue import ensure_entry, version_order
 from holon.control.handle import RunHandle
 from holon.control.operator import Operator
+from holon.definition.budget import Budget
 from holon.definition.builder import Workflow
 from holon.definition.directives import START
 from holon.errors import (
@@ -47,6 +48,7 @@ from holon.errors import (
     NotWaiting,
     RunNotFound,
 )
+from holon.runtime.agents import AgentFactory
 from holon.runtime.definitions import Definitions
 from holon.runtime.engine import Engine
 from holon.runtime.execution import EXECUTE_STEP
@@ -85,6 +87,9 @@ class WorkflowRunner:
             execution to other runners or workers.
         clock: where time comes from (tests pass a `ManualClock`).
         owner: this executor's name in leases; by default host:pid:random.
+        agents: finds an agent factory by name for `ctx.Agent(name, ...)` and
+            `ctx.Agents` beyond the workflow's `.Agents({...})` (a Steward's
+            `agent_factory`; `Steward.Runner` passes it).
     """
 
     def __init__(
@@ -97,6 +102,7 @@ class WorkflowRunner:
         execute: bool = True,
         clock: Clock | None = None,
         owner: str | None = None,
+        agents: Callable[[str], AgentFactory | None] | None = None,
     ) -> None:
         if not isinstance(workflow, Workflow):
             raise TypeError(f"WorkflowRunner takes a Workflow, got {workflow!r}")
@@ -112,7 +118,12 @@ class WorkflowRunner:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         definitions = Definitions([workflow])
         engine = Engine(
-            self.store, definitions, owner=self.owner, lease_ttl=lease_ttl, clock=self.clock
+            self.store,
+            definitions,
+            owner=self.owner,
+            lease_ttl=lease_ttl,
+            clock=self.clock,
+            agents=agents,
         )
         self.executor = Executor(engine, poll_interval=self.poll_interval)
         self.operator = Operator(self.store, self.clock, definitions)
@@ -211,7 +222,12 @@ class WorkflowRunner:
     # -- starting and finding runs -------------------------------------------------------
 
     async def Run(
-        self, input: Any = None, run_id: str | None = None, *, started_by: str | None = None
+        self,
+        input: Any = None,
+        run_id: str | None = None,
+        *,
+        started_by: str | None = None,
+        budget: Budget | Mapping[str, Any] | None = None,
     ) -> RunHandle:
         """Start a run and return its handle.
 
@@ -220,8 +236,10 @@ class WorkflowRunner:
         creates anything. A given `run_id` makes the start idempotent: the same id again
         returns the existing run, whatever its status. `started_by` is the identity
         starting the run, recorded with it (and barred from approving it where an
-        approval says `forbid_self_approval=True`).
+        approval says `forbid_self_approval=True`). `budget` replaces the workflow's
+        `.Budget(...)` for this run.
         """
+        run_budget = Budget.of(budget) if budget is not None else self.workflow.run_budget
         run_input = self._validate_input(input)
         name = self.workflow.name
         self.workflow.size_limits.check(
@@ -250,6 +268,7 @@ class WorkflowRunner:
                 if state_model
                 else {},
                 started_by=started_by,
+                budget=run_budget.as_dict() if run_budget is not None else None,
             ),
             created_at=now,
             updated_at=now,

@@ -239,6 +239,7 @@ class Steward:
         info = await self.Get(name, version)
         workflow = self._workflows.get((info.name, info.version)) or self._recompile(info)
         if workflow is not None:
+            runner_kwargs.setdefault("agents", self.agent_factory)
             return WorkflowRunner(workflow, self.store, **runner_kwargs)
         if runner_kwargs.pop("execute", False):
             raise HolonError(
@@ -380,6 +381,12 @@ class Steward:
         self._check_name("agent", name, factory)
         self._agent_factories[name] = factory
         self._agents.pop(name, None)
+
+    def agent_factory(self, name: str) -> AgentFactory | None:
+        """The factory registered as agent `name`, or None: how `ctx.Agent(name, ...)`
+        and `ctx.Agents` find agents in runs executed by this steward's runners and
+        workers."""
+        return self._agent_factories.get(name)
 
     def RegisterTask(self, name: str, fn: Callable[..., Any]) -> None:
         """Make a function available to declarative steps (`task: name`): called with

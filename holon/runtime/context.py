@@ -13,6 +13,7 @@ from pydantic import ValidationError as PydanticValidationError
 from holon._naming import snake_case_aliases
 from holon.definition.steps import DEFAULT_RULES, DataRules
 from holon.errors import SecretKeyError, StateValidationError
+from holon.runtime.agents import StepAgents
 from holon.sealing import (
     REDACTED,
     SECRET_KEYS_ENV,
@@ -34,6 +35,10 @@ logger = logging.getLogger("holon.step")
 
 _UNKNOWN = 1 << 62
 """A patch size bound that says: measure it."""
+
+JOURNAL_PREFIX = "journal:"
+"""Results under keys with this prefix are the journal of durable agents' runs inside
+steps (`holon.runtime.journal`), not step results."""
 
 _SCALARS = frozenset({int, float, bool, type(None)})
 
@@ -146,7 +151,8 @@ class Context(Generic[InputT, StateT]):
             repeated attempt is recognised as the same mutation.
         StepResults: results recorded so far, by step name.
         Decision: the decision that closed the last wait (e.g. the approval), else None.
-        Agents: the agents given to `.Agents({...})`.
+        Agents: the agents given to `.Agents({...})`: `await ctx.Agents.name` (or
+            `ctx.Agents["name"]`) opens a handle for this step (see `holon.Agent`).
     """
 
     _patch_bound = 2
@@ -167,6 +173,7 @@ class Context(Generic[InputT, StateT]):
         decision: Any,
         agents: Mapping[str, Any],
         rules: DataRules = DEFAULT_RULES,
+        services: Any = None,
     ) -> None:
         self.RunId = run_id
         self.StepName = step
@@ -175,7 +182,12 @@ class Context(Generic[InputT, StateT]):
         self.Input = input
         self._results = results
         self._decision = decision
-        self.Agents = agents
+        self._agents = agents
+        self.services = services
+        """The run's services (`holon.runtime.journal.RunServices`): the journal, the
+        live feed, agent lookup; None for a context made outside an engine."""
+        self.agent_handles: StepAgents | None = None
+        """`ctx.Agents` once the step touched it (its handles are closed at the end)."""
         self._state = state
         self._state_model = state_model
         self._state_view: Any = None
@@ -186,6 +198,25 @@ class Context(Generic[InputT, StateT]):
         self.log_entries: Sequence[dict[str, Any]] = ()
         """What `Log` recorded in this step, committed with its checkpoint (a list
         made by the first `Log`)."""
+
+    @property
+    def Agents(self) -> StepAgents:
+        """The workflow's agents: `await ctx.Agents.name` opens a handle for this step."""
+        agents = self.agent_handles
+        if agents is None:
+            services = self.services
+            agents = self.agent_handles = (
+                services.agents(self) if services is not None else StepAgents(self, self._agents)
+            )
+        return agents
+
+    def Emit(self, kind: str, data: Any = None) -> None:
+        """Send progress (or a model's tokens) to everyone watching the run
+        (`RunHandle.Watch()`), now, without checkpointing it."""
+        if not isinstance(kind, str) or not kind:
+            raise TypeError(f"ctx.Emit() needs a kind (a non-empty string), got {kind!r}")
+        if self.services is not None:
+            self.services.emit(self.StepName, kind, data)
 
     @property
     def Decision(self) -> Any:
@@ -204,9 +235,12 @@ class Context(Generic[InputT, StateT]):
         # commit and never changes them in place. With keys, sealed secrets are opened
         # as each result is read (back into `SecretStr`s).
         keyring = self.rules.keyring
+        results = self._results
+        if self.services is not None and self.services.journaled:
+            results = {k: v for k, v in results.items() if not k.startswith(JOURNAL_PREFIX)}
         if keyring is not None:
-            return _OpenedResults(self._results, keyring)
-        return types.MappingProxyType(self._results)
+            return _OpenedResults(results, keyring)
+        return types.MappingProxyType(results)
 
     @property
     def State(self) -> StateT:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -38,6 +38,7 @@ from holon.errors import (
     StepOutputError,
     UnknownStepError,
 )
+from holon.runtime.agents import AgentFactory, awaiting_step
 from holon.runtime.attempts import Attempts, call_step
 from holon.runtime.compensation import Compensator
 from holon.runtime.context import Context
@@ -52,6 +53,7 @@ from holon.runtime.execution import (
 )
 from holon.runtime.fan_out import FanOut
 from holon.runtime.imperative import Imperative
+from holon.runtime.journal import RunHalted, RunServices
 from holon.runtime.leases import LeaseKeeper
 from holon.runtime.suspension import Suspender
 from holon.runtime.timers import Timers
@@ -93,6 +95,7 @@ class Engine:
         lease_ttl: float,
         clock: Clock,
         poison_after: int = 5,
+        agents: Callable[[str], AgentFactory | None] | None = None,
     ) -> None:
         if poison_after < 1:
             raise ValueError(f"poison_after must be at least 1, got {poison_after}")
@@ -103,6 +106,8 @@ class Engine:
         self.owner = owner
         self.lease_ttl = lease_ttl
         self.clock = clock
+        self.agents = agents
+        """Finds an agent by name beyond a workflow's `.Agents({...})` (the Steward's)."""
         self.executions: dict[str, Execution] = {}
         self.draining = False
         """Set by `drain`: every run is handed back at its next step boundary."""
@@ -146,6 +151,7 @@ class Engine:
             input_value=record.input,  # parsed by `adopt`, which pauses a misfit run
         )
         execution.hand_back = self.draining
+        execution.services = RunServices(execution, self.transitions, self.agents)
         self.executions[grant.run_id] = execution
         try:
             await self._drive(execution, recovered=grant.recovered)
@@ -167,9 +173,13 @@ class Engine:
         # lost lease cancels whichever step, branch, backoff or commit is under way.
         # A commit cut short is a crash at that point: the store applied it whole or
         # not at all, and the run's next executor (or Stop) takes it from there.
+        halted = False
         with execution.cancellable() as scope:
-            await self._advance(execution, recovered=recovered)
-        if execution.stopped(scope):
+            try:
+                await self._advance(execution, recovered=recovered)
+            except* RunHalted:
+                halted = True  # inside a step (its budget ran out), already checkpointed
+        if not halted and execution.stopped(scope):
             await self.transitions.halt(execution, RunStatus.STOPPED, "stopped")
 
     # -- the loop -----------------------------------------------------------------------
@@ -291,7 +301,7 @@ class Engine:
     ) -> None:
         """Finish a step whose function returned an awaitable (or runs in a thread)."""
         try:
-            value = await pending
+            value = await awaiting_step(ctx, pending)
         except Exception as exc:
             await self.transitions.fail(execution, spec.name, exc)
             return

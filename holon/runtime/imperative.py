@@ -154,6 +154,38 @@ class ExecuteContext(Generic[InputT, StateT]):
         """Record a message in the timeline, with the next checkpoint."""
         self.logs.append({"message": str(message), **data})
 
+    def Emit(self, kind: str, data: Any = None) -> None:
+        """Send progress to everyone watching the run (`RunHandle.Watch()`), now,
+        without checkpointing it."""
+        if not isinstance(kind, str) or not kind:
+            raise TypeError(f"ctx.Emit() needs a kind (a non-empty string), got {kind!r}")
+        services = self._execution.services
+        if services is not None:
+            running = _current_step.get()
+            services.emit(running.StepName if running else self.last_step, kind, data)
+
+    async def Agent(
+        self,
+        name: str,
+        input: Any = None,
+        *,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Run agent `name` on `input` as one checkpointed step (`agent:<name>`) and
+        return its output: recorded, it is not run again on replay.
+
+        The agent is the workflow's `.Agents({...})` entry of that name, else the one
+        registered with the Steward (`Steward.RegisterAgent`) whose runner or worker
+        executes the run. A durable agent also checkpoints its model requests and tool
+        calls inside the step (see `holon.agents.PydanticAgent`).
+        """
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"ctx.Agent() needs an agent name, got {name!r}")
+        return await self.Task(
+            _run_agent, name, input, retry=retry, timeout=timeout, name=f"agent:{name}"
+        )
+
     # -- checkpointed calls ------------------------------------------------------------
 
     def _take_position(self, base: str) -> tuple[int, str, int]:
@@ -307,6 +339,14 @@ class _Missing:
 
 
 _MISSING: Any = _Missing()
+
+
+async def _run_agent(name: str, input: Any) -> Any:
+    """The body of `ctx.Agent(name, input)`: a handle opened, run and closed in the
+    task's step."""
+    ctx = _running("Agent")
+    async with await ctx.Agents.open(name) as agent:
+        return await agent.Run(input)
 
 
 def _already(awaitable: Awaitable[T]) -> Callable[[], Awaitable[T]]:
