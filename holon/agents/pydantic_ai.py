@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,8 +60,12 @@ from pydantic_ai.messages import (
     TextPart,
     TextPartDelta,
 )
-from pydantic_ai.tools import AgentDepsT
+from pydantic_ai.run import AgentRunResult
+from pydantic_ai.tools import AgentDepsT, DeferredToolRequests
 
+from holon.agents.tool_approvals import decide_tool_calls
+from holon.definition.conditions import HumanApproval
+from holon.errors import HolonError
 from holon.runtime.agents import agent_step
 
 __all__ = ["HolonDurability", "PydanticAgent", "tool_idempotency_key"]
@@ -234,24 +238,60 @@ class PydanticAgent:
     """A pydantic-ai agent as a holon agent (`holon.Agent`): `Run(input)` runs it and
     returns its output; `Close()` has nothing to release.
 
-    The agent should carry `HolonDurability` (else nothing inside its run is
+    The agent must carry `HolonDurability` (else nothing inside its run would be
     checkpointed, and this refuses it). An input that is not a string is sent to the
     model as JSON.
+
+    Args:
+        agent: the pydantic-ai agent.
+        approvals: who approves each tool made with `requires_approval=True`, by tool
+            name (see `holon.agents.tool_approvals`).
+        run_options: passed to every `agent.run(...)`.
     """
 
-    def __init__(self, agent: PydanticAIAgent[Any, Any], **run_options: Any) -> None:
+    def __init__(
+        self,
+        agent: PydanticAIAgent[Any, Any],
+        *,
+        approvals: Mapping[str, HumanApproval] | None = None,
+        **run_options: Any,
+    ) -> None:
         if HolonDurability.from_agent(agent) is None:
             raise TypeError(
                 f"pydantic-ai agent {agent.name!r} has no HolonDurability capability: make it "
                 "with Agent(..., capabilities=[HolonDurability()]) so that its model requests "
                 "and tool calls are checkpointed"
             )
+        for tool, rules in (approvals or {}).items():
+            if not isinstance(rules, HumanApproval):
+                raise TypeError(f"approvals[{tool!r}] must be a HumanApproval, got {rules!r}")
         self.agent = agent
+        self.approvals = dict(approvals or {})
         self.run_options = run_options
 
     async def Run(self, input: Any, /, **options: Any) -> Any:
         prompt = input if isinstance(input, str) else json.dumps(_jsonable(input))
-        result = await self.agent.run(prompt, **{**self.run_options, **options})
+        run_options = {**self.run_options, **options}
+        output_type = [self.agent.output_type, DeferredToolRequests]
+        result: AgentRunResult[Any] = await self.agent.run(
+            prompt, output_type=output_type, **run_options
+        )
+        while isinstance(result.output, DeferredToolRequests):
+            ctx = agent_step()
+            if ctx is None or ctx.services is None:
+                raise HolonError(
+                    f"agent {self.agent.name!r} called tools that need approval outside a "
+                    "holon step; run it through a step's agent handle"
+                )
+            decided = await decide_tool_calls(
+                ctx, self.agent.name or "agent", result.output, self.approvals
+            )
+            result = await self.agent.run(
+                message_history=result.all_messages(),
+                deferred_tool_results=decided,
+                output_type=output_type,
+                **run_options,
+            )
         return result.output
 
     async def Close(self) -> None:

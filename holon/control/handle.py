@@ -189,6 +189,7 @@ class RunHandle:
         *,
         roles: Iterable[str] = (),
         wait_id: str | None = None,
+        args: Mapping[str, Any] | None = None,
     ) -> RunStatus:
         """Approve the gate the run waits at, as identity `by`; returns the run's status.
 
@@ -202,13 +203,15 @@ class RunHandle:
             roles: the roles `by` holds, as the caller's authenticator vouches.
             wait_id: the wait meant (`Waiting().wait_id`); a decision for a wait that is
                 no longer open is refused with `NotWaiting`.
+            args: for a gate on an agent's tool call: the arguments to run the tool with
+                instead of the model's (what is approved is then these).
 
         Raises `NotAnApprover` (not listed, or the run's starter when self-approval is
         forbidden), `DigestMismatch`, `NotWaiting`, or `DecisionConflict` when another
         decision closed the gate first. Refusals are recorded in the timeline; approving
         twice is recorded once.
         """
-        return await self._decide("approve", by, comment, digest, roles, wait_id)
+        return await self._decide("approve", by, comment, digest, roles, wait_id, args)
 
     async def Reject(
         self,
@@ -221,7 +224,7 @@ class RunHandle:
     ) -> RunStatus:
         """Reject the gate: the run goes to the wait's `on_reject` step, or ends
         `rejected`. Same arguments and refusals as `Approve`."""
-        return await self._decide("reject", by, comment, digest, roles, wait_id)
+        return await self._decide("reject", by, comment, digest, roles, wait_id, None)
 
     async def _decide(
         self,
@@ -231,6 +234,7 @@ class RunHandle:
         digest: str | None,
         roles: Iterable[str],
         wait_id: str | None,
+        args: Mapping[str, Any] | None,
     ) -> RunStatus:
         record = await self._runner.operator.decide(
             self.run_id,
@@ -240,6 +244,7 @@ class RunHandle:
             digest=digest,
             roles=roles,
             wait_id=wait_id,
+            args=args,
         )
         return self._kicked(record)
 

@@ -348,9 +348,19 @@ class Operator:
         digest: str | None = None,
         roles: Iterable[str] = (),
         wait_id: str | None = None,
+        args: Mapping[str, Any] | None = None,
     ) -> RunRecord:
-        """Approve or reject the approval gate a run waits at (see `holon.runtime.decisions`)."""
+        """Approve or reject the approval gate a run waits at (see `holon.runtime.decisions`);
+        `args` (approving only) are edited arguments of the tool call the gate is about."""
         _check_identity(run_id, by)
+        value = None
+        if args is not None:
+            if verdict != "approve" or not isinstance(args, Mapping):
+                raise TypeError(
+                    f"args= edits the arguments an approval approves: a dict, given with "
+                    f"Approve(); got {args!r} with {verdict}"
+                )
+            value = {"args": to_json_value(dict(args), what="args", run_id=run_id, step=None)}
         proposal = Proposal(
             verdict=verdict,
             by=by,
@@ -358,6 +368,7 @@ class Operator:
             comment=comment,
             digest=digest,
             wait_id=wait_id,
+            value=value,
         )
         return await self._judge(run_id, proposal)
 

@@ -34,6 +34,7 @@ __all__ = [
     "Agent",
     "AgentFactory",
     "AgentHandle",
+    "RunHalted",
     "StepAgents",
     "agent_step",
     "awaiting_step",
@@ -236,7 +237,15 @@ class StepAgents:
         return names
 
 
+class RunHalted(BaseException):
+    """The run halted inside a step (its budget ran out, or a tool call waits for a
+    person): the step unwinds and the engine writes nothing more for it. A
+    BaseException, so a step's `except Exception` does not swallow it."""
+
+
 def _ending(error: BaseException) -> str:
+    if isinstance(error, RunHalted):
+        return "halted"
     if isinstance(error, anyio.get_cancelled_exc_class()):
         return "cancelled"
     return "failed"

@@ -284,6 +284,7 @@ def _approval(record: RunRecord, wait: WaitRecord, proposal: Proposal, now: floa
         comment=proposal.comment,
         digest=proposal.digest,
         roles=sorted(proposal.roles),
+        value=proposal.value,
     )
     decisions = [*wait.decisions, decision]
     events = [_decision_event(wait, decision, now)]
@@ -295,6 +296,9 @@ def _approval(record: RunRecord, wait: WaitRecord, proposal: Proposal, now: floa
         "digest": spec.get("digest"),
         "decisions": [d.model_dump(mode="json") for d in decisions],
     }
+    edits = [d.value["args"] for d in decisions if isinstance(d.value, dict) and "args" in d.value]
+    if edits:
+        summary["args"] = edits[-1]  # an approver's edit of what is approved (the latest)
     updated = wait.model_copy(update={"decisions": decisions})
     if proposal.verdict == "reject":
         return _accepted(

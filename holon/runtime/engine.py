@@ -38,7 +38,7 @@ from holon.errors import (
     StepOutputError,
     UnknownStepError,
 )
-from holon.runtime.agents import AgentFactory, awaiting_step
+from holon.runtime.agents import AgentFactory, RunHalted, awaiting_step
 from holon.runtime.attempts import Attempts, call_step
 from holon.runtime.compensation import Compensator
 from holon.runtime.context import Context
@@ -53,7 +53,7 @@ from holon.runtime.execution import (
 )
 from holon.runtime.fan_out import FanOut
 from holon.runtime.imperative import Imperative
-from holon.runtime.journal import RunHalted, RunServices
+from holon.runtime.journal import RunServices
 from holon.runtime.leases import LeaseKeeper
 from holon.runtime.suspension import Suspender
 from holon.runtime.timers import Timers
@@ -151,7 +151,7 @@ class Engine:
             input_value=record.input,  # parsed by `adopt`, which pauses a misfit run
         )
         execution.hand_back = self.draining
-        execution.services = RunServices(execution, self.transitions, self.agents)
+        execution.services = RunServices(execution, self.transitions, self.suspender, self.agents)
         self.executions[grant.run_id] = execution
         try:
             await self._drive(execution, recovered=grant.recovered)

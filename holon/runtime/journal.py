@@ -16,10 +16,15 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from holon._json import to_json_value
 from holon.definition.budget import add_usage, exhausted
-from holon.runtime.agents import AgentFactory, StepAgents
+from holon.definition.conditions import HumanApproval
+from holon.definition.directives import Wait
+from holon.errors import HolonError
+from holon.runtime.agents import AgentFactory, RunHalted, StepAgents
 from holon.runtime.context import JOURNAL_PREFIX
 from holon.runtime.execution import Execution
+from holon.runtime.suspension import Suspender
 from holon.runtime.transitions import Transitions
 from holon.stores.base import Emitted, RunStatus, evolve
 
@@ -30,12 +35,6 @@ logger = logging.getLogger("holon.journal")
 BUDGET_EXHAUSTED = "budget exhausted"
 
 
-class RunHalted(BaseException):
-    """The run halted inside a step (its budget ran out): the step unwinds and the
-    engine writes nothing more for it. A BaseException, so a step's `except Exception`
-    does not swallow it."""
-
-
 class RunServices:
     """The services of one execution, shared by the contexts of its steps."""
 
@@ -43,10 +42,12 @@ class RunServices:
         self,
         execution: Execution,
         transitions: Transitions,
+        suspender: Suspender,
         lookup: Callable[[str], AgentFactory | None] | None = None,
     ) -> None:
         self.execution = execution
         self.transitions = transitions
+        self.suspender = suspender
         self.lookup = lookup
         self.journaled = any(key.startswith(JOURNAL_PREFIX) for key in execution.results)
         """Whether the run's results hold journal entries (which `StepResults` hides)."""
@@ -129,6 +130,53 @@ class RunServices:
         logger.info(
             "run %s paused in step %s: budget exhausted (%s)", ctx.RunId, ctx.StepName, measure
         )
+        raise RunHalted()
+
+    # -- decisions inside a step -----------------------------------------------------
+
+    async def await_approval(self, ctx: Any, unit: str, condition: HumanApproval) -> Any:
+        """The decision on `condition` for `unit` of the step (a tool call), once a
+        person made it; until then the run waits for it, durably, holding no task.
+
+        The first time, the run halts on a wait whose id names the step, the unit and
+        the digest of the condition's payload (`RunHalted` unwinds the step). When the
+        wait closes, the step runs again; this call then finds the decision, records
+        it in the journal under the unit (so it is used once, by this unit alone) and
+        returns it: `{"approved": ..., "by": ..., "comment": ..., "args": ...}` (args:
+        arguments an approver edited), or a timer record when the wait timed out.
+        A payload that changed (other arguments) has another digest, hence another
+        wait: an approval given for the old one does not apply to it.
+        """
+        key = self.key(ctx, f"approval/{unit}")
+        found, decision = self.recorded(key)
+        if found:
+            return decision
+        execution = self.execution
+        spec = to_json_value(condition.spec(), what="approval", run_id=ctx.RunId, step=None)
+        wait_id = f"{ctx.IdempotencyKey}/{unit}@{str(spec.get('digest'))[:16]}"
+        body = execution.body
+        closed = body.closed_wait
+        if body.wait is None and closed is not None and closed.wait_id == wait_id:
+            decision = body.decision
+            await self.record(
+                ctx, key, decision, kind="tool_decision", data={"unit": unit, "wait_id": wait_id}
+            )
+            return decision
+        cursor = body.cursor
+        if cursor is None or cursor.join is not None:
+            raise HolonError(
+                f"step {ctx.StepName!r} of run {ctx.RunId!r}: a decision inside a step "
+                "cannot be awaited in a Parallel branch; run the agent in a step of its own",
+                run_id=ctx.RunId,
+                step=ctx.StepName,
+            )
+        again = cursor.step  # the run comes back to this step once the wait closes
+        directive = Wait(condition, again, on_reject=again, on_timeout=again)
+        checkpoint = self.suspender.checkpoint(
+            execution, ctx.StepName, directive, 0, events=[], results={}, wait_id=wait_id
+        )
+        async with execution.lock:
+            await self.transitions.write(execution, checkpoint)
         raise RunHalted()
 
     # -- the live feed ----------------------------------------------------------------
