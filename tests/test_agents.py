@@ -223,3 +223,22 @@ async def test_execute_agent_found_in_the_steward(tmp_path: Any) -> None:
             handle = await runner.Run()
             assert await handle.Result(timeout=10) == {"echo": "hello"}
     assert tally == {"made": 1, "runs": 1, "closed": 1}
+
+
+async def test_agents_are_discoverable_from_other_processes(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path}/holon.db"
+
+    async def main(ctx: ExecuteContext[Any, Any]) -> Any:
+        return await ctx.Agent("writer", "hello")
+
+    wf = Workflow("agents-listed").Agents({"researcher": counted({})}).Execute(main)
+    async with Steward(url) as steward:
+        steward.RegisterAgent("writer", counted({}))
+        await steward.Register(wf)
+        # Another process sees the agents through the store's list of executors.
+        runner = await steward.Runner("agents-listed", owner="exec-1")
+        async with runner, Steward(url) as elsewhere:
+            assert await elsewhere.ListAgents() == {
+                "researcher": ["exec-1"],
+                "writer": ["exec-1"],
+            }

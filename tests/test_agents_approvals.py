@@ -16,6 +16,7 @@ from holon import (
     END,
     START,
     DigestMismatch,
+    ExecuteContext,
     HumanApproval,
     Next,
     NotAnApprover,
@@ -161,3 +162,32 @@ async def test_quorum_and_self_approval_rules_apply(store: Store) -> None:
         await handle.Approve("carol", roles=["sales"])
         assert await handle.Result(timeout=10) == "done: sent to ceo@acme: Welcome aboard"
     assert len(outreach.sent) == 1
+
+
+async def test_a_tool_approval_inside_an_execute_task(store: Store) -> None:
+    outreach = Outreach()
+    flow = outreach.workflow()
+    factories = flow.agent_map
+
+    async def main(ctx: ExecuteContext[Any, Any]) -> Any:
+        return await ctx.Agent("outreach", "welcome acme")
+
+    wf = Workflow("ToolApprovalsExecute").Agents(dict(factories)).Execute(main)
+    async with WorkflowRunner(wf, store) as runner:
+        handle = await runner.Run()
+        await handle.WaitUntil(RunStatus.WAITING, timeout=10)
+        info = await handle.Waiting()
+        assert info is not None and info.payload["tool"] == "send_email"
+        await handle.Approve("ops", digest=info.digest)
+        assert await handle.Result(timeout=10) == "done: sent to ceo@acme: Welcome aboard"
+    assert outreach.sent == [{"to": "ceo@acme", "body": "Welcome aboard"}]
+
+
+async def test_an_expired_tool_approval_tells_the_model(store: Store) -> None:
+    outreach = Outreach()
+    async with WorkflowRunner(outreach.workflow(timeout=0.05), store, poll_interval=0.05) as runner:
+        handle = await runner.Run()
+        assert await handle.Result(timeout=10) == "done: Nobody approved the tool call in time."
+        kinds = [e.kind for e in await handle.Timeline()]
+    assert outreach.sent == []
+    assert "wait_closed" in kinds

@@ -67,3 +67,25 @@ def test_bad_budgets_are_refused_by_name() -> None:
         Budget(tokens=-1)
     with pytest.raises(ValueError, match="'dollars'"):
         Budget.of({"dollars": 3})
+
+
+def test_cost_is_counted_where_the_price_is_known() -> None:
+    from pydantic import TypeAdapter
+    from pydantic_ai.messages import ModelResponse, TextPart
+    from pydantic_ai.usage import RequestUsage
+
+    from holon.agents.pydantic_ai import _usage
+
+    def usage_of(model_name: str) -> dict[str, object]:
+        response = ModelResponse(
+            parts=[TextPart("hi")],
+            usage=RequestUsage(input_tokens=1_000_000, output_tokens=0),
+            model_name=model_name,
+            provider_name="openai",
+        )
+        return _usage(TypeAdapter(ModelResponse).dump_python(response, mode="json"))
+
+    priced = usage_of("gpt-4o")
+    assert priced["tokens"] == 1_000_000 and priced["requests"] == 1
+    assert isinstance(priced["usd"], float) and priced["usd"] > 0
+    assert "usd" not in usage_of("a-model-nobody-prices")

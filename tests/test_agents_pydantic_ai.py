@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
 from holon import RunStatus, WorkflowRunner
+from holon.agents import PydanticAgent
 from holon.stores.base import Store
 from tests.agent_support import read_log, workflow
 from tests.conftest import REDIS_URL
@@ -116,3 +118,39 @@ async def test_sigkill_mid_agent_run_calls_the_model_only_for_unrecorded_request
     assert [e["key"] for e in read_log(sink)] == sorted(record_keys)
     lookups = [e for e in before + after if e["call"] == "lookup"]
     assert len(lookups) == 1
+
+
+async def test_execute_agent_is_journaled_inside_its_task(store: Store, tmp_path: Path) -> None:
+    """`ctx.Agent(...)` in `.Execute()`: the agent's requests are checkpointed inside the
+    task, so a task cut short resumes its agent run from the journal."""
+    from holon import ExecuteContext, Workflow
+    from tests.agent_support import build_agent
+
+    log, sink = str(tmp_path / "log.jsonl"), str(tmp_path / "sink.jsonl")
+
+    def execute_workflow(agent: Any) -> Workflow:
+        async def main(ctx: ExecuteContext[Any, Any]) -> Any:
+            answer = await ctx.Agent("researcher", {"company": "acme"})
+            return {"answer": answer}
+
+        return (
+            Workflow("DurableResearchExecute")
+            .Agents({"researcher": lambda: PydanticAgent(agent)})
+            .Execute(main)
+        )
+
+    parked = anyio.Event()
+    parking = execute_workflow(build_agent(log, sink, hang_in="model:3", parked=parked))
+    async with WorkflowRunner(parking, store) as runner:
+        handle = await runner.Run()
+        with anyio.fail_after(10):
+            await parked.wait()
+    before = read_log(log)
+    async with WorkflowRunner(execute_workflow(build_agent(log, sink)), store) as runner:
+        handle = await runner.Get(handle.run_id)
+        assert await handle.Result(timeout=10) == {"answer": "acme is ready"}
+        record = await handle.Record()
+    after = read_log(log)[len(before) :]
+    assert [e["call"] for e in before] == ["model", "lookup", "model", "record", "model"]
+    assert [(e["call"], e["number"]) for e in after] == [("model", 3)]
+    assert record.results["agent:researcher"]["value"] == "acme is ready"

@@ -78,9 +78,9 @@ async def decide_tool_calls(
 
 
 def _result(decision: Any) -> ToolApproved | ToolDenied:
-    if isinstance(decision, dict) and decision.get("approved"):
+    if not isinstance(decision, dict) or decision.get("timed_out"):
+        return ToolDenied("Nobody approved the tool call in time.")
+    if decision.get("approved"):
         return ToolApproved(override_args=decision.get("args"))
-    if isinstance(decision, dict) and "approved" in decision:
-        why = f": {decision['comment']}" if decision.get("comment") else ""
-        return ToolDenied(f"The tool call was rejected by {decision.get('by')}{why}.")
-    return ToolDenied("Nobody approved the tool call in time.")
+    why = f": {decision['comment']}" if decision.get("comment") else ""
+    return ToolDenied(f"The tool call was rejected by {decision.get('by')}{why}.")

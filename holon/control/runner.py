@@ -23,7 +23,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -48,7 +48,7 @@ from holon.errors import (
     NotWaiting,
     RunNotFound,
 )
-from holon.runtime.agents import AgentFactory
+from holon.runtime.agents import AgentDirectory
 from holon.runtime.definitions import Definitions
 from holon.runtime.engine import Engine
 from holon.runtime.execution import EXECUTE_STEP
@@ -87,9 +87,8 @@ class WorkflowRunner:
             execution to other runners or workers.
         clock: where time comes from (tests pass a `ManualClock`).
         owner: this executor's name in leases; by default host:pid:random.
-        agents: finds an agent factory by name for `ctx.Agent(name, ...)` and
-            `ctx.Agents` beyond the workflow's `.Agents({...})` (a Steward's
-            `agent_factory`; `Steward.Runner` passes it).
+        agents: where `ctx.Agent(name, ...)` and `ctx.Agents` find agents beyond the
+            workflow's `.Agents({...})`: a Steward (`Steward.Runner` passes itself).
     """
 
     def __init__(
@@ -102,7 +101,7 @@ class WorkflowRunner:
         execute: bool = True,
         clock: Clock | None = None,
         owner: str | None = None,
-        agents: Callable[[str], AgentFactory | None] | None = None,
+        agents: AgentDirectory | None = None,
     ) -> None:
         if not isinstance(workflow, Workflow):
             raise TypeError(f"WorkflowRunner takes a Workflow, got {workflow!r}")

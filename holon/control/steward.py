@@ -239,7 +239,7 @@ class Steward:
         info = await self.Get(name, version)
         workflow = self._workflows.get((info.name, info.version)) or self._recompile(info)
         if workflow is not None:
-            runner_kwargs.setdefault("agents", self.agent_factory)
+            runner_kwargs.setdefault("agents", self)
             return WorkflowRunner(workflow, self.store, **runner_kwargs)
         if runner_kwargs.pop("execute", False):
             raise HolonError(
@@ -387,6 +387,21 @@ class Steward:
         and `ctx.Agents` find agents in runs executed by this steward's runners and
         workers."""
         return self._agent_factories.get(name)
+
+    def agent_names(self) -> list[str]:
+        """The agents registered in this process."""
+        return sorted(self._agent_factories)
+
+    async def ListAgents(self) -> dict[str, list[str]]:
+        """Every agent the live executors of the store can run (their workflows' own and
+        those registered with their Steward), with the executors that can: what another
+        process learns of the agents, from the store's list of live executors."""
+        await self.store.open()
+        served: dict[str, list[str]] = {}
+        for worker in await self.store.workers(self.clock.now()):
+            for agent in worker.get("agents") or []:
+                served.setdefault(agent, []).append(worker["name"])
+        return {name: sorted(workers) for name, workers in sorted(served.items())}
 
     def RegisterTask(self, name: str, fn: Callable[..., Any]) -> None:
         """Make a function available to declarative steps (`task: name`): called with

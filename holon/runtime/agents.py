@@ -32,12 +32,14 @@ from holon.errors import AgentNotFound, HolonError
 
 __all__ = [
     "Agent",
+    "AgentDirectory",
     "AgentFactory",
     "AgentHandle",
     "RunHalted",
     "StepAgents",
     "agent_step",
     "awaiting_step",
+    "step_ending",
 ]
 
 logger = logging.getLogger("holon.agents")
@@ -53,6 +55,20 @@ def agent_step() -> Any:
     """The `ctx` of the step whose agent handle is running now (inside `AgentHandle.Run`),
     else None. Durable agent integrations read it to checkpoint inside the step."""
     return _agent_step.get()
+
+
+class AgentDirectory(Protocol):
+    """Where an engine finds agents beyond a workflow's `.Agents({...})`: a `Steward`'s
+    registry (`Steward.RegisterAgent`)."""
+
+    def agent_factory(self, name: str) -> AgentFactory | None:
+        """The factory of agent `name`, or None."""
+        ...
+
+    def agent_names(self) -> list[str]:
+        """The names of the agents registered, announced with the executor (so other
+        processes see which agents the fleet serves)."""
+        ...
 
 
 @runtime_checkable
@@ -243,7 +259,8 @@ class RunHalted(BaseException):
     BaseException, so a step's `except Exception` does not swallow it."""
 
 
-def _ending(error: BaseException) -> str:
+def step_ending(error: BaseException) -> str:
+    """How a step that raised `error` ended, as `agent_left_open` events say it."""
     if isinstance(error, RunHalted):
         return "halted"
     if isinstance(error, anyio.get_cancelled_exc_class()):
@@ -259,7 +276,7 @@ async def awaiting_step(ctx: Any, pending: Awaitable[Any]) -> Any:
     except BaseException as error:
         agents = ctx.agent_handles
         if agents is not None:
-            await agents.close_left_open(_ending(error))
+            await agents.close_left_open(step_ending(error))
         raise
     agents = ctx.agent_handles
     if agents is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from functools import partial
 from typing import Any
 
@@ -38,7 +38,7 @@ from holon.errors import (
     StepOutputError,
     UnknownStepError,
 )
-from holon.runtime.agents import AgentFactory, RunHalted, awaiting_step
+from holon.runtime.agents import AgentDirectory, RunHalted, step_ending
 from holon.runtime.attempts import Attempts, call_step
 from holon.runtime.compensation import Compensator
 from holon.runtime.context import Context
@@ -95,7 +95,7 @@ class Engine:
         lease_ttl: float,
         clock: Clock,
         poison_after: int = 5,
-        agents: Callable[[str], AgentFactory | None] | None = None,
+        agents: AgentDirectory | None = None,
     ) -> None:
         if poison_after < 1:
             raise ValueError(f"poison_after must be at least 1, got {poison_after}")
@@ -107,7 +107,7 @@ class Engine:
         self.lease_ttl = lease_ttl
         self.clock = clock
         self.agents = agents
-        """Finds an agent by name beyond a workflow's `.Agents({...})` (the Steward's)."""
+        """Finds agents by name beyond a workflow's `.Agents({...})` (a Steward)."""
         self.executions: dict[str, Execution] = {}
         self.draining = False
         """Set by `drain`: every run is handed back at its next step boundary."""
@@ -151,7 +151,8 @@ class Engine:
             input_value=record.input,  # parsed by `adopt`, which pauses a misfit run
         )
         execution.hand_back = self.draining
-        execution.services = RunServices(execution, self.transitions, self.suspender, self.agents)
+        lookup = self.agents.agent_factory if self.agents is not None else None
+        execution.services = RunServices(execution, self.transitions, self.suspender, lookup)
         self.executions[grant.run_id] = execution
         try:
             await self._drive(execution, recovered=grant.recovered)
@@ -300,11 +301,18 @@ class Engine:
         started: float,
     ) -> None:
         """Finish a step whose function returned an awaitable (or runs in a thread)."""
+        # `awaiting_step(ctx, pending)`, written out: one coroutine fewer per step.
         try:
-            value = await awaiting_step(ctx, pending)
-        except Exception as exc:
+            value = await pending
+        except BaseException as exc:
+            if ctx.agent_handles is not None:
+                await ctx.agent_handles.close_left_open(step_ending(exc))
+            if not isinstance(exc, Exception):
+                raise
             await self.transitions.fail(execution, spec.name, exc)
             return
+        if ctx.agent_handles is not None:
+            await ctx.agent_handles.close_left_open("completed")
         await self._settle(execution, self._end(execution, spec, ctx, value, started))
 
     async def _step_with_policies(self, execution: Execution, name: str, started: float) -> None:

@@ -109,7 +109,7 @@ class Worker:
             lease_ttl=lease_ttl,
             clock=self.clock,
             poison_after=poison_after,
-            agents=workflows.agent_factory if isinstance(workflows, Steward) else None,
+            agents=workflows if isinstance(workflows, Steward) else None,
         )
         self.executor = Executor(
             engine,
