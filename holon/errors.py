@@ -16,6 +16,7 @@ HolonError
 ├── AgentNotFound                an agent a step asked for that nobody registered
 ├── InvalidRunState              a verb that does not apply to the run's status
 │   └── NotWaiting               a decision for a run that waits for nothing (or not that)
+├── InboxFull                    an early event that cannot be kept: its inbox is full
 ├── DecisionRefused              a decision the wait does not accept (in the timeline)
 │   ├── NotAnApprover            by someone the gate does not list, or who may not approve
 │   ├── DigestMismatch           naming a payload digest other than the one shown
@@ -46,6 +47,7 @@ __all__ = [
     "DecisionRefused",
     "DigestMismatch",
     "HolonError",
+    "InboxFull",
     "InputValidationError",
     "InvalidAnswer",
     "InvalidRunState",
@@ -198,6 +200,12 @@ class InvalidRunState(HolonError):
 
 class NotWaiting(InvalidRunState):
     """A decision was sent to a run that is not waiting for it."""
+
+
+class InboxFull(HolonError):
+    """An event sent before its run waits for it could not be kept: the inbox (of the run,
+    or of the event's name for a broadcast) already holds as many as it may. Nothing was
+    kept; the events kept before stay until delivered or expired."""
 
 
 class DecisionRefused(HolonError):

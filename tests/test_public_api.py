@@ -26,6 +26,7 @@ def test_exports_are_pinned() -> None:
             "HolonError",
             "HumanApproval",
             "HumanInput",
+            "InboxFull",
             "InputValidationError",
             "InvalidAnswer",
             "InvalidRunState",

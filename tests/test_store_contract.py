@@ -587,3 +587,49 @@ async def test_a_schedule_is_patched_field_by_field(store: Store) -> None:
     assert await store.schedules() == [
         {"name": "s", "paused": True, "last_tick": 1_000.25, "n": 1.5, "last_run": "r"}
     ]
+
+
+async def test_a_concurrency_limit_caps_the_runs_holding_a_lease(store: Store) -> None:
+    from holon.errors import StoreError
+    from holon.stores.redis import RedisStore
+
+    for i in range(4):
+        await create(store, f"a{i}", created=NOW + i)
+    await create(store, "other", workflow="free", created=NOW + 9)
+    if isinstance(store, RedisStore) and store.cluster:
+        with pytest.raises(StoreError, match="Cluster"):
+            await store.claim("w1", ["wf"], 10, 10, NOW, limits={"wf": 2})
+        return
+    first = await store.claim("w1", ["wf", "free"], 10, 10, NOW, limits={"wf": 2})
+    # two of wf (the oldest), and the other workflow's run, which has no limit
+    assert sorted(g.run_id for g in first) == ["a0", "a1", "other"]
+    assert await store.claim("w2", ["wf"], 10, 10, NOW, limits={"wf": 2}) == []
+    assert await store.acquire_lease("a2", "w2", 10, NOW, limit=2) is None
+    assert await store.acquire_lease("a2", "w2", 10, NOW, limit=3) is not None
+    # a released lease frees its place; so does one that expired
+    a0 = next(g for g in first if g.run_id == "a0")
+    await store.release_lease("a0", a0.token)
+    again = await store.claim("w2", ["wf"], 10, 10, NOW + 1, limits={"wf": 3})
+    assert len(again) == 1 and again[0].run_id in ("a0", "a3")  # a1 and a2 hold theirs
+    later = await store.claim("w3", ["wf"], 10, 10, NOW + 11, limits={"wf": 3})
+    assert len(later) == 3  # every lease expired: three of the four runs, no more
+
+
+async def test_an_inbox_keeps_events_once_bounded_until_they_expire(store: Store) -> None:
+    def doc(event_id: str) -> dict[str, object]:
+        return {"event_id": event_id, "name": "paid", "payload": {"order": event_id}}
+
+    keep = store.keep_event
+    assert await keep("run:r1", "e1", doc("e1"), expires_at=NOW + 10, most=2, now=NOW)
+    assert await keep("run:r1", "e1", doc("e1"), expires_at=NOW + 10, most=2, now=NOW)
+    assert await keep("run:r1", "e2", doc("e2"), expires_at=NOW + 5, most=2, now=NOW + 1)
+    # full: a third is refused, the two kept stay
+    assert not await keep("run:r1", "e3", doc("e3"), expires_at=NOW + 10, most=2, now=NOW + 2)
+    assert await store.kept_events("run:r1", NOW + 2) == [doc("e1"), doc("e2")]
+    assert await store.kept_events("run:other", NOW) == []
+    # e2 expires: read no more, and its place is free again
+    assert await store.kept_events("run:r1", NOW + 5) == [doc("e1")]
+    assert await keep("run:r1", "e3", doc("e3"), expires_at=NOW + 20, most=2, now=NOW + 6)
+    await store.drop_kept_event("run:r1", "e1")
+    await store.drop_kept_event("run:r1", "missing")
+    assert await store.kept_events("run:r1", NOW + 6) == [doc("e3")]

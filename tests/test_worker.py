@@ -22,6 +22,7 @@ from holon import (
     StepTimeout,
     Worker,
     Workflow,
+    WorkflowDefinitionError,
     WorkflowRunner,
     step,
 )
@@ -87,6 +88,51 @@ async def test_a_worker_never_runs_more_than_its_concurrency(store: Store) -> No
         release.set()
         await results(wf, store, run_ids)
     assert most == 3
+
+
+async def test_a_workflow_limit_holds_across_workers(store: Store) -> None:
+    from holon.stores.redis import RedisStore
+
+    if isinstance(store, RedisStore) and store.cluster:
+        pytest.skip("a global concurrency limit is not supported on a Redis Cluster")
+    inside = 0
+    most = 0
+    two_in = anyio.Event()
+    release = anyio.Event()
+
+    async def hold(ctx: Any) -> str:
+        nonlocal inside, most
+        inside += 1
+        most = max(most, inside)
+        if inside == 2:
+            two_in.set()
+        await release.wait()
+        inside -= 1
+        return END
+
+    wf = Workflow("limited").Concurrency(2).Flow({START: hold})
+    run_ids = await queue(wf, store, 8)
+    async with (
+        Worker(wf, store, concurrency=5, poll_interval=0.01),
+        Worker(wf, store, concurrency=5, poll_interval=0.01),
+        Worker(wf, store, concurrency=5, poll_interval=0.01),
+    ):
+        with anyio.fail_after(10):
+            await two_in.wait()
+        for _ in range(5):  # three workers keep looking: none takes a third run
+            await anyio.sleep(0.02)  # sleep-ok: time for a claim that must not happen
+        assert most == 2
+        release.set()
+        await results(wf, store, run_ids)
+    assert most == 2
+
+
+def test_concurrency_takes_a_positive_whole_number() -> None:
+    assert Workflow("w").Concurrency(3).max_running == 3
+    assert Workflow("w").max_running is None
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(WorkflowDefinitionError, match=r"\.Concurrency\(\)"):
+            Workflow("w").Concurrency(bad)  # type: ignore[arg-type]
 
 
 async def test_a_stopping_worker_hands_its_runs_back_at_their_next_step(store: Store) -> None:

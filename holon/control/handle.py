@@ -13,6 +13,7 @@ from holon.control.operator import Operator
 from holon.control.watch import RunWatch
 from holon.definition.budget import Budget
 from holon.errors import InvalidRunState, RunFailed, RunNotFound
+from holon.runtime.inbox import KEEP_EVENTS_FOR
 from holon.runtime.waits import WaitInfo, describe
 from holon.stores.base import RunProgress, RunRecord, RunStatus, Store, TimelineEvent
 
@@ -268,11 +269,24 @@ class RunHandle:
         )
         return self._kicked(record)
 
-    async def Send(self, event: str, payload: Any = None, event_id: str | None = None) -> RunStatus:
-        """Deliver `event` to this run, which must wait on it with a matching payload
-        (else `NotWaiting`). The same `event_id` again is recorded once."""
+    async def Send(
+        self,
+        event: str,
+        payload: Any = None,
+        event_id: str | None = None,
+        *,
+        keep_for: float | None = KEEP_EVENTS_FOR,
+    ) -> RunStatus:
+        """Deliver `event` to this run. The same `event_id` again is recorded once.
+
+        A run that waits on it (with a matching payload) goes on at once. A run that
+        does not wait for it yet, still running or waiting for something else, keeps it
+        in its inbox for `keep_for` seconds (an hour by default) and gets it when it
+        opens a wait for it; `keep_for=None` refuses it instead (`NotWaiting`), as does a
+        run that has finished. Returns the run's status after the delivery (unchanged
+        when the event was kept); `InboxFull` when the run keeps as many as it may."""
         record = await self._runner.operator.send(
-            self.run_id, name=event, payload=payload, event_id=event_id
+            self.run_id, name=event, payload=payload, event_id=event_id, keep_for=keep_for
         )
         return self._kicked(record)
 

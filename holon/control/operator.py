@@ -20,23 +20,34 @@ from holon.definition.budget import Budget
 from holon.definition.builder import Workflow
 from holon.definition.directives import START
 from holon.errors import (
+    InboxFull,
     InvalidRunState,
     NotAnApprover,
-    RunNotFound,
+    NotWaiting,
     SecretKeyError,
-    SeqConflict,
     StateValidationError,
     StepOutputError,
-    StoreError,
     UnknownStepError,
 )
 from holon.limits import Limits
+from holon.runtime.compare_and_set import Decide, compare_and_set, load
 from holon.runtime.context import validate_state
 from holon.runtime.decisions import EventDelivery, Outcome, Proposal, deliver, evaluate, raced
 from holon.runtime.definitions import Definitions
+from holon.runtime.inbox import (
+    KEPT_PER_EVENT,
+    KEPT_PER_RUN,
+    KeptEvent,
+    event_inbox,
+    new_event_id,
+    run_inbox,
+    take_kept_event,
+    waits_for_event,
+)
 from holon.runtime.waits import wake_time
 from holon.sealing import Keyring, redact
 from holon.stores.base import (
+    TERMINAL_STATUSES,
     Checkpoint,
     Control,
     Cursor,
@@ -48,11 +59,7 @@ from holon.stores.base import (
 
 __all__ = ["Operator"]
 
-_MAX_CAS_ATTEMPTS = 50
-
 _DEFAULT_LIMITS = Limits()
-
-Decide = Callable[[RunRecord], Checkpoint | None]
 
 
 class Operator:
@@ -64,10 +71,7 @@ class Operator:
         self.definitions = definitions
 
     async def load(self, run_id: str) -> RunRecord:
-        record = await self.store.load_run(run_id)
-        if record is None:
-            raise RunNotFound(f"no run {run_id!r} in {self.store.url}", run_id=run_id)
-        return record
+        return await load(self.store, run_id)
 
     async def _cas(
         self,
@@ -75,29 +79,8 @@ class Operator:
         decide: Decide,
         on_conflict: Callable[[], None] | None = None,
     ) -> RunRecord:
-        """Commit what `decide` returns for the current record; retry on a race.
-
-        `decide` returns None when there is nothing to write. `on_conflict` is told each
-        time a commit loses a race, before `decide` sees the newer record.
-        """
-        for _ in range(_MAX_CAS_ATTEMPTS):
-            record = await self.load(run_id)
-            checkpoint = decide(record)
-            if checkpoint is None:
-                return record
-            try:
-                await self.store.commit(
-                    run_id, expected_seq=record.seq, token=None, checkpoint=checkpoint
-                )
-            except SeqConflict:
-                if on_conflict is not None:
-                    on_conflict()
-                continue
-            return await self.load(run_id)
-        raise StoreError(
-            f"run {run_id!r} kept changing; gave up after {_MAX_CAS_ATTEMPTS} attempts",
-            run_id=run_id,
-        )
+        """Commit what `decide` returns for the current record; retry on a race."""
+        return await compare_and_set(self.store, run_id, decide, on_conflict)
 
     def _definition(self, record: RunRecord) -> Workflow | None:
         """The definition the run's rules come from: the one that would execute it here,
@@ -387,22 +370,100 @@ class Operator:
         return await self._judge(run_id, proposal)
 
     async def send(
-        self, run_id: str, *, name: str, payload: Any, event_id: str | None = None
+        self,
+        run_id: str,
+        *,
+        name: str,
+        payload: Any,
+        event_id: str | None = None,
+        keep_for: float | None = None,
     ) -> RunRecord:
-        """Deliver event `name` to a run waiting on it; idempotent on `event_id`."""
+        """Deliver event `name` to a run waiting on it; idempotent on `event_id`.
+
+        With `keep_for` (seconds), an event the run does not wait for yet is kept in its
+        inbox for that long instead of refused, and delivered when the wait opens (see
+        `holon.runtime.inbox`); a run that has finished refuses it as before."""
         if not isinstance(name, str) or not name:
             raise TypeError(f"an event name is a non-empty string, got {name!r}")
         if event_id is not None and (not isinstance(event_id, str) or not event_id):
             raise TypeError(f"event_id is a non-empty string, got {event_id!r}")
+        _check_keep_for(keep_for)
+        data = await self._event_payload(run_id, payload)
+        if keep_for is not None and event_id is None:
+            event_id = new_event_id()
+        delivery = EventDelivery(name=name, payload=data, event_id=event_id)
         try:
-            data = to_json_value(payload, what="event payload", run_id=run_id, step=None)
+            return await self._judge(run_id, delivery)
+        except NotWaiting:
+            if keep_for is None:
+                raise
+            record = await self.load(run_id)
+            # Kept for a wait to come: not for a run that has finished, nor one that waits
+            # for this very event and was sent a payload its wait does not match.
+            if record.status in TERMINAL_STATUSES or waits_for_event(record) == name:
+                raise
+        assert event_id is not None
+        await self._keep(record, KeptEvent(event_id, name, data), keep_for)
+        # The run may have opened its wait meanwhile, before the event was kept: try again
+        # (its executor looks in the inbox too; the run records the event once either way).
+        delivered = await take_kept_event(self.store, self.clock, run_id)
+        return delivered if delivered is not None else await self.load(run_id)
+
+    async def keep(self, name: str, payload: Any, event_id: str, keep_for: float) -> None:
+        """Keep a broadcast event for the runs that start waiting on `name` in the next
+        `keep_for` seconds (each has it once)."""
+        _check_keep_for(keep_for)
+        data = to_json_value(payload, what=f"the payload of event {name!r}", run_id="-", step=None)
+        _DEFAULT_LIMITS.check("event_payload", data, what=f"the payload of event {name!r}")
+        kept = await self.store.keep_event(
+            event_inbox(name),
+            event_id,
+            KeptEvent(event_id, name, data).document(),
+            expires_at=self.clock.now() + keep_for,
+            most=KEPT_PER_EVENT,
+            now=self.clock.now(),
+        )
+        if not kept:
+            raise InboxFull(
+                f"event {name!r} was not kept for runs that wait later: {KEPT_PER_EVENT} "
+                "events of that name are kept already"
+            )
+
+    async def _keep(self, record: RunRecord, event: KeptEvent, keep_for: float) -> None:
+        run_id = record.run_id
+        self._check_size(record, EventDelivery(name=event.name, payload=event.payload))
+        now = self.clock.now()
+        kept = await self.store.keep_event(
+            run_inbox(run_id),
+            event.event_id,
+            event.document(),
+            expires_at=now + keep_for,
+            most=KEPT_PER_RUN,
+            now=now,
+        )
+        if not kept:
+            raise InboxFull(
+                f"run {run_id!r} does not wait for event {event.name!r}, and its inbox of "
+                f"events sent before their wait is full ({KEPT_PER_RUN} kept)",
+                run_id=run_id,
+            )
+
+    async def _event_payload(self, run_id: str, payload: Any) -> Any:
+        """The payload as JSON, a secret in it sealed with the keys of the run's workflow."""
+        try:
+            return to_json_value(payload, what="event payload", run_id=run_id, step=None)
         except SecretKeyError:
-            # A secret in the payload: sealed with the keys of the run's workflow.
             keyring = self._keyring(await self.load(run_id))
-            data = to_json_value(
+            return to_json_value(
                 payload, what="event payload", run_id=run_id, step=None, keyring=keyring
             )
-        return await self._judge(run_id, EventDelivery(name=name, payload=data, event_id=event_id))
+
+
+def _check_keep_for(keep_for: float | None) -> None:
+    if keep_for is not None and (
+        isinstance(keep_for, bool) or not isinstance(keep_for, (int, float)) or keep_for <= 0
+    ):
+        raise TypeError(f"keep_for is a number of seconds above 0 (or None), got {keep_for!r}")
 
 
 def _check_identity(run_id: str, by: str) -> None:

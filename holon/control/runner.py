@@ -53,6 +53,7 @@ from holon.runtime.definitions import Definitions
 from holon.runtime.engine import Engine
 from holon.runtime.execution import EXECUTE_STEP
 from holon.runtime.executor import Executor
+from holon.runtime.inbox import new_event_id
 from holon.runtime.waits import WaitInfo, can_decide, describe
 from holon.stores import MemoryStore, open_store
 from holon.stores.base import (
@@ -202,9 +203,10 @@ class WorkflowRunner:
         return self.executor.engine
 
     def kick(self, run_id: str) -> None:
-        """Try to execute `run_id` here now (it may be leased elsewhere: then nothing)."""
+        """Try to execute `run_id` here now (it may be leased elsewhere, or its workflow
+        at its concurrency limit: then the claim loop or another executor takes it)."""
         if self.execute:
-            self.executor.kick(run_id)
+            self.executor.kick(run_id, self.workflow.name)
 
     def cancel_here(self, run_id: str) -> None:
         """Cancel the step of `run_id` now if it is executing in this process (an
@@ -337,15 +339,31 @@ class WorkflowRunner:
 
     # -- waits ----------------------------------------------------------------------------
 
-    async def Send(self, event: str, payload: Any = None, event_id: str | None = None) -> list[str]:
+    async def Send(
+        self,
+        event: str,
+        payload: Any = None,
+        event_id: str | None = None,
+        *,
+        keep_for: float | None = None,
+    ) -> list[str]:
         """Deliver `event` to every run in the store waiting on it with a matching
         `match`; returns the ids of the runs that have it.
 
         Each run records the delivery once per `event_id`, so sending again after a
         failure is safe. Runs are found through the store's index of waiting runs, a
         page at a time, so any number of waiting runs costs memory for one page only.
+        With `keep_for` (seconds), the event is also kept for that long for the runs
+        that start waiting on it later (each gets it once, when its wait opens, if it
+        matches); without, only the runs waiting now have it. To reach one run that
+        may not wait yet, send to its handle (`RunHandle.Send`), which keeps by default.
         """
         await self._started()
+        if keep_for is not None:
+            event_id = event_id or new_event_id()
+            # Kept before the waiting runs are looked up: a run that opens its wait in
+            # between finds it in the inbox, so none is missed.
+            await self.operator.keep(event, payload, event_id, keep_for)
         reached: list[str] = []
         cursor: str | None = None
         while True:

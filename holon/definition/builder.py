@@ -77,6 +77,7 @@ class Workflow:
         "_input",
         "_keyring",
         "_limits",
+        "_max_running",
         "_migrations",
         "_name",
         "_persistence",
@@ -106,6 +107,7 @@ class Workflow:
         self._defaults = StepPolicy(fn=_no_step)
         self._migrations: Mapping[str, StateMigration] = types.MappingProxyType({})
         self._limits = SizeLimits()
+        self._max_running: int | None = None
         self._keyring: Keyring | None = None
         self._compatible: frozenset[str] = frozenset()
         self._fingerprint: str | None = None
@@ -348,7 +350,29 @@ class Workflow:
             raise self._fail(f".Secrets() takes a Keyring, got {keyring!r}")
         return self._with(_keyring=keyring)
 
+    def Concurrency(self, max_running: int | None) -> Workflow:
+        """At most `max_running` runs of this workflow execute at once, across every
+        worker and runner on the store (None: no limit). The count is kept in the store
+        (runs holding a live lease while running) and checked in the same atomic step
+        that leases a run, so executors together never exceed it; runs beyond it stay
+        queued until a place frees. Waiting runs hold no place. Not supported on a
+        Redis Cluster."""
+        if max_running is not None and (
+            isinstance(max_running, bool) or not isinstance(max_running, int) or max_running < 1
+        ):
+            raise self._fail(
+                f".Concurrency() takes a whole number of runs of at least 1 (or None), "
+                f"got {max_running!r}"
+            )
+        return self._with(_max_running=max_running)
+
     # -- reading --------------------------------------------------------------------
+
+    @property
+    def max_running(self) -> int | None:
+        """The most runs of this workflow executing at once on the store
+        (`.Concurrency()`); None: no limit."""
+        return self._max_running
 
     @property
     def size_limits(self) -> SizeLimits:

@@ -111,6 +111,16 @@ class Definitions:
             return newer[-1]
         return None
 
+    def limit(self, name: str) -> int | None:
+        """The global concurrency limit of workflow `name` (`Workflow.Concurrency`): the
+        newest version's, which is the one a deploy changes."""
+        newest = self.newest(name)
+        return newest.max_running if newest is not None else None
+
+    def limits(self) -> dict[str, int]:
+        """Every workflow's global concurrency limit, for those that have one."""
+        return {n: cap for n in self.names if (cap := self.limit(n)) is not None}
+
     def claimable(self, name: str) -> list[str]:
         """The versions of `name` whose runs this process may execute, oldest first."""
         return [v for v in self._order.get(name, []) if self.pick_for(name, v) is not None]

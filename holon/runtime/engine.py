@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -53,6 +53,7 @@ from holon.runtime.execution import (
 )
 from holon.runtime.fan_out import FanOut
 from holon.runtime.imperative import Imperative
+from holon.runtime.inbox import take_kept_event
 from holon.runtime.journal import RunServices
 from holon.runtime.leases import LeaseKeeper
 from holon.runtime.suspension import Suspender
@@ -119,6 +120,9 @@ class Engine:
         self.imperative = Imperative(self.transitions, self.attempts, self.suspender)
         self.timers = Timers(self.transitions)
         self.leases = LeaseKeeper(store, clock, lease_ttl, self.executions)
+        self.on_ready: Callable[[str, str], None] | None = None
+        """Told of a run (id, workflow) this engine made ready to go on outside an
+        execution (a kept event delivered): the executor takes it up at once."""
 
     # -- entry ------------------------------------------------------------------------
 
@@ -166,6 +170,22 @@ class Engine:
             if execution.record.lease is not None or execution.status == RunStatus.RUNNING:
                 with anyio.CancelScope(shield=True):
                     await self.store.release_lease(grant.run_id, grant.token)
+        await self._take_kept_event(execution)
+
+    async def _take_kept_event(self, execution: Execution) -> None:
+        """A run that now waits for an event sent before (kept in an inbox) gets it at
+        once, and is handed to `on_ready` to go on."""
+        wait = execution.body.wait
+        if execution.status != RunStatus.WAITING or wait is None or wait.kind != "event":
+            return
+        try:
+            record = await take_kept_event(self.store, self.clock, execution.run_id)
+        except Exception:
+            # The event stays kept; the sender's own attempt, or an operator, delivers it.
+            logger.exception("run %s: delivering a kept event failed", execution.run_id)
+            return
+        if record is not None and record.status == RunStatus.QUEUED and self.on_ready:
+            self.on_ready(record.run_id, record.workflow)
 
     async def _drive(self, execution: Execution, *, recovered: bool) -> None:
         if not await adopt(self.transitions, execution):

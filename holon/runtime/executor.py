@@ -56,6 +56,7 @@ class Executor:
         if concurrency is not None and concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.engine = engine
+        engine.on_ready = self.kick
         self.poll_interval = poll_interval
         self.concurrency = concurrency
         self._group: TaskGroup | None = None
@@ -199,21 +200,29 @@ class Executor:
             return CLAIM_BATCH
         return max(0, self.concurrency - self._busy)
 
-    def kick(self, run_id: str) -> None:
-        """Try to execute `run_id` here now (it may be leased elsewhere, or this
-        executor full or draining: then the claim loop or another executor takes it)."""
-        if self._group is not None and self._claiming and self.free_slots() > 0:
-            self._busy += 1
-            self._group.start_soon(self._acquire_and_execute, run_id)
+    def kick(self, run_id: str, workflow: str | None = None) -> None:
+        """Try to execute `run_id`, a run of `workflow`, here now (it may be leased
+        elsewhere, its workflow at its concurrency limit, or this executor full or
+        draining: then the claim loop or another executor takes it). Without
+        `workflow` its limit is unknown, so a run is left to the claim loop when any
+        workflow here has one."""
+        if self._group is None or not self._claiming or self.free_slots() == 0:
+            return
+        definitions = self.engine.definitions
+        if workflow is None and definitions.limits():
+            return
+        limit = definitions.limit(workflow) if workflow is not None else None
+        self._busy += 1
+        self._group.start_soon(self._acquire_and_execute, run_id, limit)
 
-    async def _acquire_and_execute(self, run_id: str) -> None:
+    async def _acquire_and_execute(self, run_id: str, limit: int | None) -> None:
         try:
             engine = self.engine
 
             async def acquire() -> list[LeaseGrant]:
                 now = engine.clock.now()
                 grant = await engine.store.acquire_lease(
-                    run_id, engine.owner, engine.lease_ttl, now
+                    run_id, engine.owner, engine.lease_ttl, now, limit=limit
                 )
                 return [grant] if grant is not None else []
 
@@ -255,6 +264,7 @@ class Executor:
         definitions = engine.definitions
         workflows = definitions.names
         versions = {name: definitions.claimable(name) for name in workflows}
+        limits = definitions.limits()
         self._busy += take  # held while the claim is under way, so kicks keep the limit
         try:
             grants = await self._lease(
@@ -265,6 +275,7 @@ class Executor:
                     engine.lease_ttl,
                     engine.clock.now(),
                     versions=versions,
+                    limits=limits or None,
                 )
             )
         finally:

@@ -25,8 +25,6 @@ code between steps is not deterministic.
 
 from __future__ import annotations
 
-import contextvars
-import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
@@ -43,23 +41,19 @@ from holon.definition.policies import Retry, check_policies, runs_in_thread
 from holon.errors import HolonError, NonDeterminismError
 from holon.runtime.attempts import Attempts
 from holon.runtime.compensation import undo_reference
-from holon.runtime.context import Context
 from holon.runtime.execution import EXECUTE_STEP, Execution, idempotency_key, wants
+from holon.runtime.running_task import current_step, invoke, run_agent, running
 from holon.runtime.suspension import Suspender
 from holon.runtime.task_state import TaskState
 from holon.runtime.transitions import Transitions
 from holon.sealing import redact
 from holon.stores.base import Compensation, NewEvent, RunStatus, evolve
 
-__all__ = ["ExecuteContext", "Imperative", "TaskCall", "TaskState"]
+__all__ = ["ExecuteContext", "Imperative", "TaskCall", "TaskState", "current_step"]
 
 InputT = TypeVar("InputT")
 StateT = TypeVar("StateT")
 T = TypeVar("T")
-
-_current_step: contextvars.ContextVar[Context[Any, Any] | None] = contextvars.ContextVar(
-    "holon_current_step", default=None
-)
 
 
 class _Suspended(BaseException):
@@ -138,17 +132,17 @@ class ExecuteContext(Generic[InputT, StateT]):
     @property
     def IdempotencyKey(self) -> str:
         """The key of the task running now: stable across its retries and restarts."""
-        return _running("IdempotencyKey").IdempotencyKey
+        return running("IdempotencyKey").IdempotencyKey
 
     @property
     def Attempt(self) -> int:
         """The attempt number of the task running now."""
-        return _running("Attempt").Attempt
+        return running("Attempt").Attempt
 
     @property
     def StepName(self) -> str:
         """The name of the task running now."""
-        return _running("StepName").StepName
+        return running("StepName").StepName
 
     def Log(self, message: str, **data: Any) -> None:
         """Record a message in the timeline, with the next checkpoint."""
@@ -161,7 +155,7 @@ class ExecuteContext(Generic[InputT, StateT]):
             raise TypeError(f"ctx.Emit() needs a kind (a non-empty string), got {kind!r}")
         services = self._execution.services
         if services is not None:
-            running = _current_step.get()
+            running = current_step()
             services.emit(running.StepName if running else self.last_step, kind, data)
 
     async def Agent(
@@ -183,7 +177,7 @@ class ExecuteContext(Generic[InputT, StateT]):
         if not isinstance(name, str) or not name:
             raise TypeError(f"ctx.Agent() needs an agent name, got {name!r}")
         return await self.Task(
-            _run_agent, name, input, retry=retry, timeout=timeout, name=f"agent:{name}"
+            run_agent, name, input, retry=retry, timeout=timeout, name=f"agent:{name}"
         )
 
     # -- checkpointed calls ------------------------------------------------------------
@@ -341,34 +335,11 @@ class _Missing:
 _MISSING: Any = _Missing()
 
 
-async def _run_agent(name: str, input: Any) -> Any:
-    """The body of `ctx.Agent(name, input)`: a handle opened, run and closed in the
-    task's step."""
-    ctx = _running("Agent")
-    async with await ctx.Agents.open(name) as agent:
-        return await agent.Run(input)
-
-
 def _already(awaitable: Awaitable[T]) -> Callable[[], Awaitable[T]]:
     def give() -> Awaitable[T]:
         return awaitable
 
     return give
-
-
-def _running(what: str) -> Context[Any, Any]:
-    ctx = _current_step.get()
-    if ctx is None:
-        raise HolonError(
-            f"ctx.{what} belongs to the task running now; read it inside a "
-            "function run by ctx.Task(...) or ctx.Step(...)"
-        )
-    return ctx
-
-
-def current_step() -> Context[Any, Any] | None:
-    """The context of the `.Execute()` task running now, or None."""
-    return _current_step.get()
 
 
 def _journal(results: Mapping[str, Any]) -> dict[int, _Entry]:
@@ -466,12 +437,12 @@ class Imperative:
         outcome = await self.attempts.run(
             execution,
             call.name,
-            lambda step_ctx: _invoke(call, step_ctx),
+            lambda step_ctx: invoke(call.fn, call.args, call.kwargs, call.in_thread, step_ctx),
             lambda attempt: execution.context(call.name, attempt, key=key),
             retry=call.retry or workflow.default_retry,
             timeout=call.timeout if call.timeout is not None else workflow.default_timeout,
             durable=False,
-            in_thread=False,  # `_invoke` puts the task's function in a thread itself
+            in_thread=False,  # `invoke` puts the task's function in a thread itself
         )
         if outcome.error is not None:
             raise outcome.error
@@ -602,20 +573,3 @@ def _decision_value(condition: WaitCondition, decision: Any) -> Any:
     if condition.kind == "approval" and isinstance(decision, dict):
         return bool(decision.get("approved"))
     return decision
-
-
-async def _invoke(call: TaskCall[Any], step_ctx: Context[Any, Any]) -> Any:
-    """Call the task's function as the step `step_ctx` describes (`current_step()` and
-    `ctx.IdempotencyKey` give it, in a worker thread too: anyio copies the context)."""
-    token = _current_step.set(step_ctx)
-    try:
-        if call.in_thread:
-            task = functools.partial(call.fn, *call.args, **call.kwargs)
-            value = await anyio.to_thread.run_sync(task, abandon_on_cancel=True)
-        else:
-            value = call.fn(*call.args, **call.kwargs)
-        if inspect.isawaitable(value):
-            value = await value
-        return value
-    finally:
-        _current_step.reset(token)

@@ -17,15 +17,14 @@ Every operation is atomic. Stores hold JSON only: nothing is pickled.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
-import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydantic import BaseModel, ConfigDict, Field
+
+from holon.stores.signals import ChangeSignals, Emitted
 
 __all__ = [
     "BODY_SCHEMA_VERSION",
@@ -407,87 +406,6 @@ class Page(Generic[T]):
     next_cursor: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Emitted:
-    """What a running step sent to the run's watchers with `ctx.Emit(kind, data)`:
-    progress or model tokens, never stored (the step's checkpoint holds its result)."""
-
-    run_id: str
-    kind: str
-    step: str | None
-    data: Any
-    at: float
-
-
-class ChangeSignals:
-    """In-process wake-ups for readers waiting on a run to change, and the live feed of
-    what running steps emit.
-
-    Stores call `notify(run_id)` after every write. Writes by other processes are not
-    signalled, so waiters pass a timeout and read the store again when it runs out.
-
-    `publish(run_id, item)` hands an `Emitted` item to every `subscribe(run_id)`
-    stream of this process at once, in order, without storing it: the seam through
-    which `RunHandle.Watch()` (and an HTTP event stream built on it) sees a step's
-    `ctx.Emit` while the step runs. A subscriber that falls `FEED_BUFFER` items behind
-    loses the newest ones, never holding up the step.
-    """
-
-    FEED_BUFFER = 1024
-
-    def __init__(self) -> None:
-        self._events: dict[str, anyio.Event] = {}
-        self._feeds: dict[
-            str, dict[MemoryObjectReceiveStream[Emitted], MemoryObjectSendStream[Emitted]]
-        ] = {}
-
-    def subscribe(self, run_id: str) -> MemoryObjectReceiveStream[Emitted]:
-        """A stream of what `run_id`'s steps emit from now on in this process; give it
-        to `unsubscribe` when done."""
-        send, receive = anyio.create_memory_object_stream[Emitted](self.FEED_BUFFER)
-        self._feeds.setdefault(run_id, {})[receive] = send
-        return receive
-
-    def unsubscribe(self, run_id: str, feed: MemoryObjectReceiveStream[Emitted]) -> None:
-        """Stop feeding `feed` (made by `subscribe`) and close it."""
-        feeds = self._feeds.get(run_id, {})
-        send = feeds.pop(feed, None)
-        if send is not None:
-            send.close()
-        if not feeds:
-            self._feeds.pop(run_id, None)
-        feed.close()
-
-    def publish(self, run_id: str, item: Emitted) -> None:
-        """Give `item` to every live subscriber of `run_id`."""
-        feeds = self._feeds.get(run_id)
-        if not feeds:
-            return
-        for send in feeds.values():
-            # A slow watcher misses what it cannot keep up with.
-            with contextlib.suppress(anyio.WouldBlock):
-                send.send_nowait(item)
-        self.notify(run_id)  # wakes the watchers waiting for something new
-
-    def notify(self, run_id: str) -> None:
-        event = self._events.pop(run_id, None)
-        if event is not None:
-            event.set()
-
-    def event(self, run_id: str) -> anyio.Event:
-        """The event the next write to `run_id` sets. Take it *before* reading the run,
-        then wait on it, so a write between the read and the wait is not missed."""
-        event = self._events.get(run_id)
-        if event is None:
-            event = self._events[run_id] = anyio.Event()
-        return event
-
-    @staticmethod
-    async def wait(event: anyio.Event, timeout: float) -> None:
-        with anyio.move_on_after(timeout):
-            await event.wait()
-
-
 @runtime_checkable
 class Store(Protocol):
     """The operations every store implements, each atomic.
@@ -531,12 +449,15 @@ class Store(Protocol):
         """Runs, newest first, filtered and paged."""
 
     async def acquire_lease(
-        self, run_id: str, owner: str, ttl: float, now: float
+        self, run_id: str, owner: str, ttl: float, now: float, *, limit: int | None = None
     ) -> LeaseGrant | None:
         """Lease a `queued` run, or a `running` one whose lease expired, to `owner`.
 
         Sets the status to `running` and issues the next fencing token. Returns None
-        when the run is not runnable or another owner's lease is live.
+        when the run is not runnable or another owner's lease is live, and, with
+        `limit`, when `limit` runs of its workflow already hold a live lease while
+        running (a global concurrency limit: the count and the grant are one atomic
+        step, so executors together never exceed it).
         """
 
     async def renew_lease(self, run_id: str, token: int, ttl: float, now: float) -> Control | None:
@@ -582,6 +503,7 @@ class Store(Protocol):
         now: float,
         *,
         versions: Mapping[str, Sequence[str]] | None = None,
+        limits: Mapping[str, int] | None = None,
     ) -> list[LeaseGrant]:
         """Lease up to `limit` runs of `workflows` that need an executor: queued runs,
         running runs whose lease expired, and waiting runs whose `wake_at` has passed
@@ -589,7 +511,9 @@ class Store(Protocol):
 
         `versions` restricts a workflow named in it to runs whose current version
         (`RunRecord.current_version`) is listed (an empty list: none of its runs); a
-        workflow not named there is claimed at any version."""
+        workflow not named there is claimed at any version. `limits` caps, per workflow
+        named in it, the runs holding a live lease while running, as `acquire_lease`'s
+        `limit` does: a claim leaves a workflow's runs in the store once it is full."""
 
     async def timeline(
         self, run_id: str, after_seq: int = 0, limit: int | None = None
@@ -633,6 +557,28 @@ class Store(Protocol):
         """Set some fields of schedule `name`'s document, atomically (an operator's pause
         and a worker's note of the tick it handled never undo each other); a field set to
         None is removed (a JSON merge patch). False when there is no such schedule."""
+
+    async def keep_event(
+        self,
+        inbox: str,
+        event_id: str,
+        document: dict[str, Any],
+        *,
+        expires_at: float,
+        most: int,
+        now: float,
+    ) -> bool:
+        """Keep an event in `inbox` (an event sent before anyone waits for it) until
+        `expires_at`, atomically: the same `event_id` again keeps nothing more, and an
+        inbox already holding `most` live events keeps no other. True when the event
+        is in the inbox now (kept, or kept before); False when the inbox is full."""
+
+    async def kept_events(self, inbox: str, now: float) -> list[dict[str, Any]]:
+        """The documents of the events kept in `inbox` and not expired at `now`, in
+        the order they were kept."""
+
+    async def drop_kept_event(self, inbox: str, event_id: str) -> None:
+        """Forget a kept event (delivered); a no-op when there is none."""
 
     async def count_runs(self, *, workflow: str | None = None) -> dict[RunStatus, int]:
         """How many runs there are in each status (statuses with none are left out),

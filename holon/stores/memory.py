@@ -93,6 +93,7 @@ class MemoryStore:
         self._waiting: dict[str, set[str]] = {}
         self._workers: dict[str, dict[str, Any]] = {}
         self._schedules: dict[str, str] = {}
+        self._inboxes: dict[str, dict[str, tuple[float, str]]] = {}
 
     async def open(self) -> None:
         pass
@@ -215,11 +216,24 @@ class MemoryStore:
             and (row.wake_at is not None and row.wake_at <= now)
         )
 
+    def _leased(self, workflow: str, now: float) -> int:
+        """Runs of `workflow` holding a live lease while running (what a limit counts)."""
+        return sum(
+            1
+            for row in self._rows.values()
+            if row.workflow == workflow
+            and row.status == RunStatus.RUNNING
+            and row.lease is not None
+            and row.lease.expires_at > now
+        )
+
     async def acquire_lease(
-        self, run_id: str, owner: str, ttl: float, now: float
+        self, run_id: str, owner: str, ttl: float, now: float, *, limit: int | None = None
     ) -> LeaseGrant | None:
         row = self._row(run_id)
         if not self._claimable(row, now, timers=False):
+            return None
+        if limit is not None and self._leased(row.workflow, now) >= limit:
             return None
         return self._grant(row, owner, ttl, now)
 
@@ -329,9 +343,15 @@ class MemoryStore:
         now: float,
         *,
         versions: Mapping[str, Sequence[str]] | None = None,
+        limits: Mapping[str, int] | None = None,
     ) -> list[LeaseGrant]:
         wanted = set(workflows)
         only = {name: set(listed) for name, listed in (versions or {}).items()}
+        free = {
+            name: cap - self._leased(name, now)
+            for name, cap in (limits or {}).items()
+            if name in wanted
+        }
         grants: list[LeaseGrant] = []
         for run_id in self._order:
             if len(grants) >= limit:
@@ -342,8 +362,13 @@ class MemoryStore:
             allowed = only.get(row.workflow)
             if allowed is not None and (row.moved_to or row.version) not in allowed:
                 continue
-            if self._claimable(row, now, timers=True):
-                grants.append(self._grant(row, owner, ttl, now))
+            if not self._claimable(row, now, timers=True):
+                continue
+            if row.workflow in free:
+                if free[row.workflow] <= 0:
+                    continue
+                free[row.workflow] -= 1
+            grants.append(self._grant(row, owner, ttl, now))
         return grants
 
     async def timeline(
@@ -383,6 +408,39 @@ class MemoryStore:
 
     async def remove_worker(self, name: str) -> None:
         self._workers.pop(name, None)
+
+    def _live_inbox(self, inbox: str, now: float) -> dict[str, tuple[float, str]]:
+        kept = self._inboxes.setdefault(inbox, {})
+        for event_id in [i for i, (expires, _) in kept.items() if expires <= now]:
+            del kept[event_id]
+        return kept
+
+    async def keep_event(
+        self,
+        inbox: str,
+        event_id: str,
+        document: dict[str, Any],
+        *,
+        expires_at: float,
+        most: int,
+        now: float,
+    ) -> bool:
+        kept = self._live_inbox(inbox, now)
+        if event_id in kept:
+            return True
+        if len(kept) >= most:
+            return False
+        kept[event_id] = (expires_at, _codec.dump(document))
+        return True
+
+    async def kept_events(self, inbox: str, now: float) -> list[dict[str, Any]]:
+        return [
+            _codec.load(text, run_id="-", what=f"kept event {event_id}")
+            for event_id, (_, text) in self._live_inbox(inbox, now).items()
+        ]
+
+    async def drop_kept_event(self, inbox: str, event_id: str) -> None:
+        self._inboxes.get(inbox, {}).pop(event_id, None)
 
     async def put_schedule(self, name: str, document: dict[str, Any]) -> None:
         self._schedules[name] = _codec.dump(document)

@@ -52,7 +52,7 @@ from holon.stores.redis_codec import (
     safe_url,
     time_text,
 )
-from holon.stores.redis_reads import RedisReads
+from holon.stores.redis_inbox import RedisInbox
 from holon.stores.redis_resp import UndecodableReply
 
 __all__ = ["RedisStore", "safe_url"]
@@ -63,7 +63,7 @@ _CLAIM_ROUNDS = 4
 logger = logging.getLogger("holon.stores.redis")
 
 
-class RedisStore(RedisReads):
+class RedisStore(RedisInbox):
     """A store on a Redis server or Redis Cluster.
 
     Args:
@@ -136,13 +136,24 @@ class RedisStore(RedisReads):
     # -- leases -----------------------------------------------------------------------
 
     async def acquire_lease(
-        self, run_id: str, owner: str, ttl: float, now: float
+        self, run_id: str, owner: str, ttl: float, now: float, *, limit: int | None = None
     ) -> LeaseGrant | None:
-        """Lease a queued run, or a running one whose lease expired, to `owner`."""
+        """Lease a queued run, or a running one whose lease expired, to `owner` (with
+        `limit`, only while fewer runs of its workflow hold a live lease)."""
+        self._check_limits_supported(limit is not None)
         grants = await self._acquire_many(
-            [run_id], owner, ttl, now, timers=False, strict=True, load=True
+            [run_id], owner, ttl, now, timers=False, strict=True, load=True, limits=[limit]
         )
         return grants[0] if grants else None
+
+    def _check_limits_supported(self, asked: bool) -> None:
+        # The limit is counted in the claim indexes inside the acquire script, which a
+        # Cluster cannot do atomically (the indexes live on other nodes).
+        if asked and self.cluster:
+            raise StoreError(
+                "a global concurrency limit (Workflow.Concurrency) needs a single Redis "
+                "server or a primary with replicas; it is not supported on a Redis Cluster"
+            )
 
     async def _acquire_many(
         self,
@@ -154,13 +165,17 @@ class RedisStore(RedisReads):
         timers: bool,
         strict: bool,
         load: bool = False,
+        limits: Sequence[int | None] | None = None,
     ) -> list[LeaseGrant]:
         """Lease `run_ids` in one pipeline. With `load`, each acquisition is followed in
         the pipeline by the reads of the run's record, which the grant then carries:
-        the executor that takes it need not ask for it again."""
+        the executor that takes it need not ask for it again. `limits` gives each run's
+        workflow limit (None: none); the server runs the scripts one after another, so
+        each counts the leases the ones before it granted."""
         commands: list[Command] = []
         reads = 4 if load else 0
-        for run_id in run_ids:
+        for i, run_id in enumerate(run_ids):
+            limit = limits[i] if limits is not None else None
             commands.append(
                 self._script(
                     "acquire",
@@ -174,6 +189,7 @@ class RedisStore(RedisReads):
                         self.lease_clock[0],
                         self._request_id(),
                         "1" if timers else "0",
+                        "" if limit is None else str(limit),
                     ),
                 )
             )
@@ -267,6 +283,7 @@ class RedisStore(RedisReads):
         now: float,
         *,
         versions: Mapping[str, Sequence[str]] | None = None,
+        limits: Mapping[str, int] | None = None,
     ) -> list[LeaseGrant]:
         """Lease up to `limit` runs needing an executor, found through the claim indexes.
 
@@ -275,6 +292,7 @@ class RedisStore(RedisReads):
         so that stale entries do not hide the runs behind them."""
         if not workflows or limit <= 0:
             return []
+        self._check_limits_supported(bool(limits))
         if self.completed_ttl is not None:
             await self.purge_expired(now)
         queues = await self._claim_queues(workflows, versions or {})
@@ -283,15 +301,17 @@ class RedisStore(RedisReads):
         grants: list[LeaseGrant] = []
         tried: set[str] = set()
         for _ in range(_CLAIM_ROUNDS if self.cluster else 1):
-            fresh = [c for c in await self._candidates(queues, limit, now) if c not in tried]
+            found = await self._candidates(queues, limit, now)
+            fresh = [c for c in found if c not in tried]
             if not fresh:
                 break
             tried.update(fresh)
             while fresh and len(grants) < limit:
                 take = limit - len(grants)
                 batch, fresh = fresh[:take], fresh[take:]
+                caps = [(limits or {}).get(found[run_id]) for run_id in batch]
                 grants += await self._acquire_many(
-                    batch, owner, ttl, now, timers=True, strict=False, load=True
+                    batch, owner, ttl, now, timers=True, strict=False, load=True, limits=caps
                 )
             if len(grants) >= limit:
                 break
@@ -316,9 +336,10 @@ class RedisStore(RedisReads):
 
     async def _candidates(
         self, queues: Sequence[tuple[str, str]], limit: int, now: float
-    ) -> list[str]:
-        """Runs the claim indexes name as needing an executor: queued, lease expired,
-        timer due; at most `limit` of each kind per workflow and version."""
+    ) -> dict[str, str]:
+        """Runs the claim indexes name as needing an executor (queued, lease expired,
+        timer due; at most `limit` of each kind per workflow and version), each with
+        its workflow."""
         commands = [
             self._script(
                 "candidates",
@@ -330,13 +351,13 @@ class RedisStore(RedisReads):
             for wf, version in queues
         ]
         replies = await self._pipeline(commands)
-        candidates: dict[str, None] = {}
+        candidates: dict[str, str] = {}
         for (wf, version), reply in zip(queues, replies, strict=True):
             if isinstance(reply, Exception):
                 raise self._describe(reply, self._claim_index("ready", wf, version))
             for group in reply:
-                candidates.update(dict.fromkeys(group))
-        return list(candidates)
+                candidates.update(dict.fromkeys(group, wf))
+        return candidates
 
     # -- checkpoints --------------------------------------------------------------------
 

@@ -58,6 +58,17 @@ local function cidx(ip, kind, wf, av)
   return idx(ip, kind, wf) .. '@' .. av
 end
 
+-- How many runs of workflow `wf` hold a live lease while running, on any version: the
+-- running runs' lease indexes are scored by lease expiry (0 once released).
+local function leased(ip, wf, lnow)
+  local count = 0
+  for _, av in ipairs(redis.call('SMEMBERS', idx(ip, 'versions', wf))) do
+    local after = '(' .. string.format('%.6f', lnow)
+    count = count + redis.call('ZCOUNT', cidx(ip, 'lease', wf, av), after, '+inf')
+  end
+  return count
+end
+
 -- Before any write: every index key a write will touch must hold its own type (or
 -- nothing). Returns an error reply naming the first that does not, else nil.
 local function check_indexes(ip, wf, av, old_status, new_status, wait_keys)

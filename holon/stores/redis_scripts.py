@@ -87,8 +87,9 @@ reindex(ip, id, run, nil)
 return 1
 """
 
-# ARGV: header (ip, id, owner, ttl, now, lease mode, request id, timers 0/1)
-# Returns {1, token, recovered} or {0, status, lease expiry or '', wake or ''}.
+# ARGV: header (ip, id, owner, ttl, now, lease mode, request id, timers 0/1, limit or '')
+# Returns {1, token, recovered} or {0, status, lease expiry or '', wake or ''}; the status
+# is 'full' when `limit` runs of the workflow already hold a live lease while running.
 _ACQUIRE = r"""
 local run = KEYS[1]
 local ok = check_type(run, 'hash')
@@ -108,6 +109,9 @@ if not runnable and h[8] == '1' and st == 'waiting' and wk then
   runnable = tonumber(wk) <= tonumber(now)
 end
 if not runnable then return {0, st, lx or '', wk or ''} end
+if h[9] and h[9] ~= '' and leased(ip, r[8] or '', lnow) >= tonumber(h[9]) then
+  return {0, 'full', lx or '', wk or ''}
+end
 local after = st
 if st == 'queued' then after = 'running' end
 local bad = check_indexes(ip, r[8] or '', r[10] or r[9] or '', st, after, {})

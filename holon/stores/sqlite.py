@@ -5,7 +5,8 @@ write in a `BEGIN IMMEDIATE` transaction, one transaction per checkpoint, and
 `synchronous=FULL` unless the URL says otherwise (`?synchronous=NORMAL` trades the last
 few commits on power loss for speed; a process crash loses nothing either way). The
 plumbing (URL, schema, running statements without blocking the event loop) is in
-`sqlite_base.py`.
+`sqlite_base.py`; what is kept beside the runs (definitions, schedules, the list of
+live executors) in `sqlite_catalogue.py`.
 """
 
 from __future__ import annotations
@@ -31,12 +32,13 @@ from holon.stores.base import (
     TimelineEvent,
     quarantined_body,
 )
-from holon.stores.sqlite_base import COMMIT_SET, SQLiteBase, corrupt
+from holon.stores.sqlite_base import COMMIT_SET, corrupt
+from holon.stores.sqlite_catalogue import SQLiteCatalogue
 
 __all__ = ["SQLiteStore"]
 
 
-class SQLiteStore(SQLiteBase):
+class SQLiteStore(SQLiteCatalogue):
     """A store in one SQLite file.
 
     Args:
@@ -162,21 +164,32 @@ class SQLiteStore(SQLiteBase):
         ).fetchone()
         return LeaseGrant(run_id=run_id, token=fence, recovered=status == "running")
 
+    def _leased(self, conn: sqlite3.Connection, workflow: str, now: float) -> int:
+        """Runs of `workflow` holding a live lease while running (what a limit counts)."""
+        (count,) = conn.execute(
+            "SELECT COUNT(*) FROM holon_runs WHERE ns = ? AND workflow = ? "
+            "AND status = 'running' AND lease_owner IS NOT NULL AND lease_expires > ?",
+            (self.namespace, workflow, now),
+        ).fetchone()
+        return int(count)
+
     async def acquire_lease(
-        self, run_id: str, owner: str, ttl: float, now: float
+        self, run_id: str, owner: str, ttl: float, now: float, *, limit: int | None = None
     ) -> LeaseGrant | None:
         def acquire(conn: sqlite3.Connection) -> LeaseGrant | None:
             row = conn.execute(
-                "SELECT status, lease_owner, lease_expires FROM holon_runs "
+                "SELECT status, lease_owner, lease_expires, workflow FROM holon_runs "
                 "WHERE ns = ? AND run_id = ?",
                 (self.namespace, run_id),
             ).fetchone()
             if row is None:
                 raise RunNotFound(f"no run {run_id!r} in {self.url}", run_id=run_id)
-            status, lease_owner, lease_expires = row
+            status, lease_owner, lease_expires, workflow = row
             if status not in ("queued", "running"):
                 return None
             if lease_owner is not None and lease_expires > now:
+                return None
+            if limit is not None and self._leased(conn, workflow, now) >= limit:
                 return None
             return self._grant(conn, run_id, status, owner, now + ttl)
 
@@ -221,21 +234,36 @@ class SQLiteStore(SQLiteBase):
         now: float,
         *,
         versions: Mapping[str, Sequence[str]] | None = None,
+        limits: Mapping[str, int] | None = None,
     ) -> list[LeaseGrant]:
         if not workflows or limit <= 0:
             return []
-        which, which_params = _workflow_filter(workflows, versions or {})
+        capped = {name: cap for name, cap in (limits or {}).items() if name in workflows}
 
         def claim(conn: sqlite3.Connection) -> list[LeaseGrant]:
+            # A workflow already at its limit is left out of the query, so that its runs
+            # do not take the places of the runs of others in this batch.
+            free = {name: cap - self._leased(conn, name, now) for name, cap in capped.items()}
+            open_workflows = [w for w in workflows if free.get(w, 1) > 0]
+            if not open_workflows:
+                return []
+            which, which_params = _workflow_filter(open_workflows, versions or {})
             rows = conn.execute(
-                f"SELECT run_id, status FROM holon_runs WHERE ns = ? AND ({which}) "
+                f"SELECT run_id, status, workflow FROM holon_runs WHERE ns = ? AND ({which}) "
                 "AND (lease_owner IS NULL OR lease_expires <= ?) "
                 "AND (status IN ('queued', 'running') "
                 "     OR (status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ?)) "
                 "ORDER BY created_at LIMIT ?",
                 (self.namespace, *which_params, now, now, limit),
             ).fetchall()
-            return [self._grant(conn, run_id, status, owner, now + ttl) for run_id, status in rows]
+            grants: list[LeaseGrant] = []
+            for run_id, status, workflow in rows:
+                if workflow in free:
+                    if free[workflow] <= 0:
+                        continue
+                    free[workflow] -= 1
+                grants.append(self._grant(conn, run_id, status, owner, now + ttl))
+            return grants
 
         grants = await self._run(lambda c: self._write(c, lambda: claim(c)))
         for grant in grants:
@@ -447,107 +475,6 @@ class SQLiteStore(SQLiteBase):
             return found if limit is None else found[:limit]
 
         return await self._run(lambda c: self._read(c, lambda: read(c)))
-
-    # -- catalogue ----------------------------------------------------------------
-
-    async def put_definition(self, name: str, version: str, document: dict[str, Any]) -> None:
-        text = _codec.dump(document)
-        await self._run(
-            lambda c: c.execute(
-                "INSERT OR REPLACE INTO holon_definitions (ns, name, version, document) "
-                "VALUES (?, ?, ?, ?)",
-                (self.namespace, name, version, text),
-            )
-        )
-
-    async def put_schedule(self, name: str, document: dict[str, Any]) -> None:
-        text = _codec.dump(document)
-        await self._run(
-            lambda c: c.execute(
-                "INSERT OR REPLACE INTO holon_schedules (ns, name, document) VALUES (?, ?, ?)",
-                (self.namespace, name, text),
-            )
-        )
-
-    async def schedules(self) -> list[dict[str, Any]]:
-        rows = await self._run(
-            lambda c: c.execute(
-                "SELECT name, document FROM holon_schedules WHERE ns = ? ORDER BY name",
-                (self.namespace,),
-            ).fetchall()
-        )
-        return [_codec.load(doc, run_id="-", what=f"schedule {name}") for name, doc in rows]
-
-    async def delete_schedule(self, name: str) -> bool:
-        deleted = await self._run(
-            lambda c: (
-                c.execute(
-                    "DELETE FROM holon_schedules WHERE ns = ? AND name = ?", (self.namespace, name)
-                ).rowcount
-            )
-        )
-        return bool(deleted)
-
-    async def patch_schedule(self, name: str, changes: dict[str, Any]) -> bool:
-        text = _codec.dump(changes)
-        updated = await self._run(
-            lambda c: (
-                c.execute(
-                    "UPDATE holon_schedules SET document = json_patch(document, ?) "
-                    "WHERE ns = ? AND name = ?",
-                    (text, self.namespace, name),
-                ).rowcount
-            )
-        )
-        return bool(updated)
-
-    async def put_worker(self, name: str, info: dict[str, Any], expires_at: float) -> None:
-        text = _codec.dump(info)
-        await self._run(
-            lambda c: c.execute(
-                "INSERT OR REPLACE INTO holon_workers (ns, name, info, expires_at) "
-                "VALUES (?, ?, ?, ?)",
-                (self.namespace, name, text, expires_at),
-            )
-        )
-
-    async def workers(self, now: float) -> list[dict[str, Any]]:
-        def live(conn: sqlite3.Connection) -> list[tuple[str, str, float]]:
-            conn.execute(
-                "DELETE FROM holon_workers WHERE ns = ? AND expires_at <= ?",
-                (self.namespace, now),
-            )
-            rows: list[tuple[str, str, float]] = conn.execute(
-                "SELECT name, info, expires_at FROM holon_workers WHERE ns = ? ORDER BY name",
-                (self.namespace,),
-            ).fetchall()
-            return rows
-
-        rows = await self._run(lambda c: self._write(c, lambda: live(c)))
-        return [
-            {**_codec.load(info, run_id="-", what=f"worker {name}"), "name": name, "expires_at": at}
-            for name, info, at in rows
-        ]
-
-    async def remove_worker(self, name: str) -> None:
-        await self._run(
-            lambda c: c.execute(
-                "DELETE FROM holon_workers WHERE ns = ? AND name = ?", (self.namespace, name)
-            )
-        )
-
-    async def definitions(self) -> list[dict[str, Any]]:
-        rows = await self._run(
-            lambda c: c.execute(
-                "SELECT name, version, document FROM holon_definitions WHERE ns = ? "
-                "ORDER BY name, version",
-                (self.namespace,),
-            ).fetchall()
-        )
-        return [
-            _codec.load(doc, run_id="-", what=f"definition {name}@{version}")
-            for name, version, doc in rows
-        ]
 
     # -- retention ----------------------------------------------------------------
 

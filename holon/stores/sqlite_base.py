@@ -56,6 +56,8 @@ CREATE TABLE IF NOT EXISTS holon_runs (
 CREATE INDEX IF NOT EXISTS holon_runs_by_status ON holon_runs (ns, status, created_at);
 CREATE INDEX IF NOT EXISTS holon_runs_by_workflow ON holon_runs (ns, workflow, created_at);
 CREATE INDEX IF NOT EXISTS holon_runs_by_created ON holon_runs (ns, created_at);
+CREATE INDEX IF NOT EXISTS holon_runs_leased ON holon_runs (ns, workflow, lease_expires)
+    WHERE status = 'running' AND lease_owner IS NOT NULL;
 CREATE TABLE IF NOT EXISTS holon_results (
     ns TEXT NOT NULL,
     run_id TEXT NOT NULL,
@@ -85,6 +87,14 @@ CREATE TABLE IF NOT EXISTS holon_workers (
     expires_at REAL NOT NULL,
     PRIMARY KEY (ns, name)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS holon_inbox (
+    ns TEXT NOT NULL,
+    inbox TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    document TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    UNIQUE (ns, inbox, event_id)
+);
 CREATE TABLE IF NOT EXISTS holon_schedules (
     ns TEXT NOT NULL,
     name TEXT NOT NULL,
