@@ -242,3 +242,39 @@ async def test_agents_are_discoverable_from_other_processes(tmp_path: Any) -> No
                 "researcher": ["exec-1"],
                 "writer": ["exec-1"],
             }
+
+
+async def test_left_open_after_lease_loss_is_closed(store: Store) -> None:
+    """Another executor took the run over (this one was presumed dead): the step is
+    cancelled, and its handles are closed all the same."""
+    tally: dict[str, int] = {}
+    inside = anyio.Event()
+    closed = anyio.Event()
+
+    class Watched(Counted):
+        async def Close(self) -> None:
+            await super().Close()
+            closed.set()
+
+    async def research(ctx: Any) -> str:
+        agent = await ctx.Agents.researcher
+        await agent.Run("x")
+        return END
+
+    wf = (
+        Workflow("agents-lease-lost")
+        .Agents({"researcher": lambda: Watched(tally, inside)})
+        .Flow({START: lambda ctx: "Research", "Research": research})
+    )
+    async with WorkflowRunner(wf, store, lease_ttl=0.3, owner="w1") as runner:
+        handle = await runner.Run()
+        with anyio.fail_after(10):
+            await inside.wait()
+        far = runner.clock.now() + 3600
+        taken = await store.acquire_lease(handle.run_id, "w2", 30, far)
+        assert taken is not None
+        with anyio.fail_after(10):
+            await closed.wait()  # w1's next heartbeat finds the lease gone
+        record = await store.load_run(handle.run_id)
+    assert tally == {"made": 1, "runs": 1, "closed": 1}
+    assert record is not None and record.lease is not None and record.lease.owner == "w2"

@@ -118,10 +118,7 @@ class _Backend(CallableOperationBackend[None]):
         else:
             # Other units are numbered in the order the run makes them: the order of an
             # agent run's model requests does not change when it runs again.
-            positions: dict[str, int] = ctx.__dict__.setdefault("journal_positions", {})
-            position = positions.get(name, 0)
-            positions[name] = position + 1
-            unit = f"{name}#{position}"
+            unit = f"{name}#{services.position(ctx, name)}"
         key = services.key(ctx, unit)
         found, payload = services.recorded(key)
         if found:

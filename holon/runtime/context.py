@@ -155,6 +155,10 @@ class Context(Generic[InputT, StateT]):
             `ctx.Agents["name"]`) opens a handle for this step (see `holon.Agent`).
     """
 
+    journal_positions: dict[str, int] | None = None
+    """How many journal units of each name this step attempt made so far (made by the
+    first): units numbered in the order a step makes them (`RunServices.position`)."""
+
     _patch_bound = 2
     """An upper bound of the JSON size of `state_patch`, kept while it is cheap to (a
     class default: most steps never set state)."""

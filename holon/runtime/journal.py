@@ -73,6 +73,17 @@ class RunServices:
         attempts and crashes (it starts with the step's idempotency key)."""
         return f"{JOURNAL_PREFIX}{ctx.IdempotencyKey}/{unit}"
 
+    @staticmethod
+    def position(ctx: Any, name: str) -> int:
+        """The position of the next unit called `name` in this step attempt (0, 1, ...):
+        an agent run makes its model requests in the same order when it runs again."""
+        positions = ctx.journal_positions
+        if positions is None:
+            positions = ctx.journal_positions = {}
+        position: int = positions.get(name, 0)
+        positions[name] = position + 1
+        return position
+
     def recorded(self, key: str) -> tuple[bool, Any]:
         """(True, value) when `key` is recorded, else (False, None)."""
         entry = self.execution.results.get(key)
