@@ -154,3 +154,17 @@ async def test_execute_agent_is_journaled_inside_its_task(store: Store, tmp_path
     assert [e["call"] for e in before] == ["model", "lookup", "model", "record", "model"]
     assert [(e["call"], e["number"]) for e in after] == [("model", 3)]
     assert record.results["agent:researcher"]["value"] == "acme is ready"
+
+
+async def test_a_journal_entry_over_the_size_limit_fails_the_step(tmp_path: Path) -> None:
+    from holon.stores import MemoryStore
+
+    log, sink = str(tmp_path / "log.jsonl"), str(tmp_path / "sink.jsonl")
+    wf = workflow(log, sink).Limits(step_output=64)
+    async with WorkflowRunner(wf, MemoryStore()) as runner:
+        handle = await runner.Run()
+        record = await handle.WaitUntil(timeout=10)
+    assert record.status == RunStatus.FAILED
+    assert record.body.error is not None and record.body.error.type == "ValueTooLarge"
+    assert "journal entry" in record.body.error.message
+    assert not [k for k in record.results if k.startswith("journal:")]  # nothing stored

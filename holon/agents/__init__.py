@@ -8,6 +8,13 @@ run in the step running it, and `PydanticAgent`, which makes such an agent a
 
 from __future__ import annotations
 
+try:
+    import pydantic_ai  # noqa: F401
+except ModuleNotFoundError as missing:  # pragma: no cover - depends on the install
+    raise ModuleNotFoundError(
+        "holon.agents needs pydantic-ai: pip install 'holon[pydantic-ai]'"
+    ) from missing
+
 from holon.agents.pydantic_ai import HolonDurability, PydanticAgent, tool_idempotency_key
 
 __all__ = ["HolonDurability", "PydanticAgent", "tool_idempotency_key"]

@@ -104,6 +104,9 @@ class RunServices:
         """Checkpoint `value` under `key` inside the step, with a `kind` event in the
         timeline; `usage` (of a model request) is added to the run's and step's usage."""
         execution = self.execution
+        execution.plan.rules.limits.check(
+            "step_output", value, what=f"journal entry {key!r}", step=ctx.StepName
+        )
         async with execution.lock:
             body = execution.body
             if usage:
