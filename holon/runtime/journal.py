@@ -2,9 +2,10 @@
 step (the journal), usage and the budget, the live feed, and notes in the timeline.
 
 A durable agent (`holon.agents.PydanticAgent`) checkpoints each model request and each
-tool call of its run inside the step it runs in: `record(ctx, key, value)` commits the
-value under a key made from the step's idempotency key, and `recorded(ctx, key)` finds
-it again when the step runs anew after a crash, so nothing recorded is done twice. The
+tool call of its run inside the step it runs in: `record(ctx, key, value, ...)` commits
+the value under a key made from the step's idempotency key (`key(ctx, unit)`), and
+`recorded(key)` finds it again when the step runs anew after a crash, so nothing
+recorded is done twice. The
 journal lives in the run's results under keys that start with `JOURNAL_PREFIX`; steps
 do not see them in `ctx.StepResults`.
 """
@@ -22,7 +23,7 @@ from holon.definition.conditions import HumanApproval
 from holon.definition.directives import Wait
 from holon.errors import HolonError
 from holon.runtime.agents import AgentFactory, RunHalted, StepAgents
-from holon.runtime.context import JOURNAL_PREFIX
+from holon.runtime.context import JOURNAL_PREFIX, Context
 from holon.runtime.execution import Execution
 from holon.runtime.suspension import Suspender
 from holon.runtime.transitions import Transitions
@@ -54,7 +55,7 @@ class RunServices:
 
     # -- agents -----------------------------------------------------------------------
 
-    def agents(self, ctx: Any) -> StepAgents:
+    def agents(self, ctx: Context[Any, Any]) -> StepAgents:
         """`ctx.Agents` for a step."""
         return StepAgents(
             ctx, self.execution.plan.agents, self.lookup, partial(self.note, ctx.StepName)
@@ -68,13 +69,13 @@ class RunServices:
     # -- the journal ------------------------------------------------------------------
 
     @staticmethod
-    def key(ctx: Any, unit: str) -> str:
+    def key(ctx: Context[Any, Any], unit: str) -> str:
         """The journal key of `unit` in the step `ctx` runs: stable across the step's
         attempts and crashes (it starts with the step's idempotency key)."""
         return f"{JOURNAL_PREFIX}{ctx.IdempotencyKey}/{unit}"
 
     @staticmethod
-    def position(ctx: Any, name: str) -> int:
+    def position(ctx: Context[Any, Any], name: str) -> int:
         """The position of the next unit called `name` in this step attempt (0, 1, ...):
         an agent run makes its model requests in the same order when it runs again."""
         positions = ctx.journal_positions
@@ -93,7 +94,7 @@ class RunServices:
 
     async def record(
         self,
-        ctx: Any,
+        ctx: Context[Any, Any],
         key: str,
         value: Any,
         *,
@@ -120,7 +121,7 @@ class RunServices:
 
     # -- budget -----------------------------------------------------------------------
 
-    async def before_model_request(self, ctx: Any) -> None:
+    async def before_model_request(self, ctx: Context[Any, Any]) -> None:
         """Pause the run before a model request its budget has no room for: the pause
         is checkpointed (reason `budget exhausted`) and the step unwinds (`RunHalted`);
         `Resume()` runs the step again, its recorded requests replayed."""
@@ -148,7 +149,9 @@ class RunServices:
 
     # -- decisions inside a step -----------------------------------------------------
 
-    async def await_approval(self, ctx: Any, unit: str, condition: HumanApproval) -> Any:
+    async def await_approval(
+        self, ctx: Context[Any, Any], unit: str, condition: HumanApproval
+    ) -> Any:
         """The decision on `condition` for `unit` of the step (a tool call), once a
         person made it; until then the run waits for it, durably, holding no task.
 
@@ -198,5 +201,7 @@ class RunServices:
     def emit(self, step: str | None, kind: str, data: Any) -> None:
         """Send `data` to the run's watchers in this process (never stored)."""
         store = self.transitions.store
-        item = Emitted(self.execution.run_id, kind, step, data, self.transitions.clock.now())
-        store.signals.publish(self.execution.run_id, item)
+        execution = self.execution
+        now = self.transitions.clock.now()
+        item = Emitted(execution.run_id, execution.event_seq, kind, now, step, data)
+        store.signals.publish(execution.run_id, item)

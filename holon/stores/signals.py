@@ -16,13 +16,19 @@ __all__ = ["ChangeSignals", "Emitted"]
 @dataclass(frozen=True, slots=True)
 class Emitted:
     """What a running step sent to the run's watchers with `ctx.Emit(kind, data)`:
-    progress or model tokens, never stored (the step's checkpoint holds its result)."""
+    progress or model tokens, never stored (the step's checkpoint holds its result).
+
+    Read like a `TimelineEvent` (`run_id`, `seq`, `kind`, `at`, `step`, `data`), so a
+    watcher handles both alike; `seq` is that of the last timeline event before it
+    (emitted items are not numbered: an HTTP stream resumes from timeline events).
+    """
 
     run_id: str
+    seq: int
     kind: str
+    at: float
     step: str | None
     data: Any
-    at: float
 
 
 class ChangeSignals:
