@@ -89,3 +89,33 @@ def test_cost_is_counted_where_the_price_is_known() -> None:
     assert priced["tokens"] == 1_000_000 and priced["requests"] == 1
     assert isinstance(priced["usd"], float) and priced["usd"] > 0
     assert "usd" not in usage_of("a-model-nobody-prices")
+
+
+async def test_a_budget_pauses_an_execute_run_inside_its_agent_task(
+    store: Store, tmp_path: Path
+) -> None:
+    from typing import Any
+
+    from holon import ExecuteContext, Workflow
+    from holon.agents import PydanticAgent
+    from tests.agent_support import build_agent
+
+    log, sink = str(tmp_path / "log.jsonl"), str(tmp_path / "sink.jsonl")
+    agent = build_agent(log, sink)
+
+    async def main(ctx: ExecuteContext[Any, Any]) -> Any:
+        return await ctx.Agent("researcher", "acme")
+
+    wf = (
+        Workflow("BudgetExecute")
+        .Agents({"researcher": lambda: PydanticAgent(agent)})
+        .Budget(requests=1)
+        .Execute(main)
+    )
+    async with WorkflowRunner(wf, store) as runner:
+        handle = await runner.Run()
+        record = await handle.WaitUntil(RunStatus.PAUSED, timeout=10)
+        assert record.body.usage["requests"] == 1
+        await handle.Resume(budget={"requests": 3})
+        assert await handle.Result(timeout=10) == "acme is ready"
+    assert [e["call"] for e in read_log(log)] == ["model", "lookup", "model", "record", "model"]
