@@ -131,3 +131,75 @@ async def test_a_streaming_pydantic_ai_agent_sends_its_text_to_watchers(store: S
     texts = [i.data for i in items if isinstance(i, Emitted) and i.kind == "text"]
     assert "".join(texts) == "acme is ready"
     assert len(texts) == 3
+
+
+def _two_redis_stores(kind: str) -> tuple[Store, Store, str | None]:
+    """Two store objects on one Redis, as two processes would have."""
+    import uuid
+
+    import fakeredis
+
+    from holon.stores import RedisStore
+    from tests.conftest import REDIS_URL
+    from tests.redis_support import redis_answers
+
+    if kind == "fakeredis":
+        server = fakeredis.FakeServer()
+        made = [
+            RedisStore(
+                "redis://fakeredis/0",
+                client=fakeredis.FakeAsyncRedis(server=server, decode_responses=True),
+            )
+            for _ in range(2)
+        ]
+        return made[0], made[1], None
+    if not redis_answers(REDIS_URL):
+        pytest.skip(f"no Redis answers at {REDIS_URL} (scripts/test starts one)")
+    prefix = f"holon-test:{uuid.uuid4().hex[:12]}:"
+    return (
+        RedisStore(REDIS_URL, key_prefix=prefix),
+        RedisStore(REDIS_URL, key_prefix=prefix),
+        prefix,
+    )
+
+
+@pytest.mark.parametrize("kind", ["fakeredis", "redis"])
+async def test_emit_reaches_a_watcher_in_another_process_through_redis(kind: str) -> None:
+    from tests.conftest import REDIS_URL
+    from tests.redis_support import delete_prefix
+
+    executing, watching, prefix = _two_redis_stores(kind)
+    go = anyio.Event()
+
+    async def write(ctx: Any) -> Next:
+        await go.wait()
+        for n in range(3):
+            ctx.Emit("token", n)
+        return Next(END, output="written")
+
+    wf = Workflow("emitting-across").Flow({START: lambda ctx: "Write", "Write": write})
+    try:
+        async with (
+            WorkflowRunner(wf, executing) as runner,
+            WorkflowRunner(wf, watching, execute=False) as elsewhere,
+        ):
+            handle = await runner.Run()
+            remote = await elsewhere.Get(handle.run_id)
+            watch = remote.Watch(timeout=10)
+            with anyio.fail_after(10):
+                await watch.ready()
+            items: list[Any] = []
+            async with anyio.create_task_group() as group:
+                group.start_soon(_collect, watch, items)
+                go.set()
+            assert await handle.Result(timeout=10) == "written"
+    finally:
+        await executing.close()
+        await watching.close()
+        if prefix:
+            delete_prefix(REDIS_URL, prefix)
+    assert [(i.kind, i.data) for i in items if isinstance(i, Emitted)] == [
+        ("token", 0),
+        ("token", 1),
+        ("token", 2),
+    ]

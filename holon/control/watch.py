@@ -3,7 +3,8 @@
 Two sources are merged, each in its own order: the run's timeline, read from the store
 (so a watcher in any process sees every checkpointed event), and what the run's steps
 send with `ctx.Emit(kind, data)` (`Emitted`), which is never stored and reaches the
-watchers in the process executing the run, through the store's `ChangeSignals` feed.
+watchers through the store's `ChangeSignals` feed: in the process executing the run,
+and on a Redis store in other processes too (`holon.stores.redis_feed`).
 
 An HTTP event stream (server-sent events) is one loop over a `RunWatch`: send each
 `TimelineEvent` as a timeline event (its `seq` as the SSE id, so a client that
@@ -60,6 +61,12 @@ class RunWatch:
         self._poll = poll_interval
         self._progress = progress
         self._items = self._watch()
+
+    async def ready(self) -> None:
+        """Wait until what steps emit in other processes reaches this watch (a Redis
+        store relays it; other stores keep it in the executing process)."""
+        if self._feed is not None:
+            await self._store.signals.ready(self.run_id)
 
     def __aiter__(self) -> RunWatch:
         return self

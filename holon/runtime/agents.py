@@ -269,16 +269,15 @@ def step_ending(error: BaseException) -> str:
 
 
 async def awaiting_step(ctx: Any, pending: Awaitable[Any]) -> Any:
-    """Await a step's `pending` value; then close the agent handles the step left open,
-    however it ended (a value, an error, a cancellation: timeout, Stop, lease lost)."""
+    """Await a step's `pending` value; then let the step finish (`Context.finish`: close
+    the agent handles it left open, publish what it emitted), however it ended (a value,
+    an error, a cancellation: timeout, Stop, lease lost)."""
     try:
         value = await pending
     except BaseException as error:
-        agents = ctx.agent_handles
-        if agents is not None:
-            await agents.close_left_open(step_ending(error))
+        if ctx.needs_finish:
+            await ctx.finish(step_ending(error))
         raise
-    agents = ctx.agent_handles
-    if agents is not None:
-        await agents.close_left_open("completed")
+    if ctx.needs_finish:
+        await ctx.finish("completed")
     return value

@@ -7,6 +7,7 @@ import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
+import anyio
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
@@ -39,6 +40,10 @@ _UNKNOWN = 1 << 62
 JOURNAL_PREFIX = "journal:"
 """Results under keys with this prefix are the journal of durable agents' runs inside
 steps (`holon.runtime.journal`), not step results."""
+
+FLUSH_LIMIT = 5.0
+"""Seconds a step's end waits for what it emitted to be published (a feed never holds a
+run up for long)."""
 
 _SCALARS = frozenset({int, float, bool, type(None)})
 
@@ -155,6 +160,11 @@ class Context(Generic[InputT, StateT]):
             `ctx.Agents["name"]`) opens a handle for this step (see `holon.Agent`).
     """
 
+    needs_finish = False
+    """Set once the step opened agent handles or emitted: `finish` has work to do."""
+    emitted = False
+    """Set once the step emitted (`Emit`)."""
+
     journal_positions: dict[str, int] | None = None
     """How many journal units of each name this step attempt made so far (made by the
     first): units numbered in the order a step makes them (`RunServices.position`)."""
@@ -208,6 +218,7 @@ class Context(Generic[InputT, StateT]):
         """The workflow's agents: `await ctx.Agents.name` opens a handle for this step."""
         agents = self.agent_handles
         if agents is None:
+            self.needs_finish = True
             services = self.services
             agents = self.agent_handles = (
                 services.agents(self) if services is not None else StepAgents(self, self._agents)
@@ -221,6 +232,17 @@ class Context(Generic[InputT, StateT]):
             raise TypeError(f"ctx.Emit() needs a kind (a non-empty string), got {kind!r}")
         if self.services is not None:
             self.services.emit(self.StepName, kind, data)
+            self.emitted = self.needs_finish = True
+
+    async def finish(self, ending: str) -> None:
+        """What the step leaves to do as it ends, however it ends (`ending`): close the
+        agent handles it left open, and see what it emitted published to other
+        processes' watchers before its checkpoint is (so they get it before the end)."""
+        if self.agent_handles is not None:
+            await self.agent_handles.close_left_open(ending)
+        if self.emitted and self.services is not None:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(FLUSH_LIMIT):
+                await self.services.flush()
 
     @property
     def Decision(self) -> Any:

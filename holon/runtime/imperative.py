@@ -41,6 +41,7 @@ from holon.definition.policies import Retry, check_policies, runs_in_thread
 from holon.errors import HolonError, NonDeterminismError
 from holon.runtime.attempts import Attempts
 from holon.runtime.compensation import undo_reference
+from holon.runtime.context import FLUSH_LIMIT
 from holon.runtime.execution import EXECUTE_STEP, Execution, idempotency_key, wants
 from holon.runtime.running_task import current_step, invoke, run_agent, running
 from holon.runtime.suspension import Suspender
@@ -126,6 +127,8 @@ class ExecuteContext(Generic[InputT, StateT]):
         self.logs: list[dict[str, Any]] = []
         """`Log()` entries to write with the next checkpoint."""
         self.last_step: str | None = None
+        self.emitted = False
+        """Set when the function emitted outside a task (`Emit`)."""
 
     # -- what a running task sees ------------------------------------------------------
 
@@ -157,6 +160,10 @@ class ExecuteContext(Generic[InputT, StateT]):
         if services is not None:
             running = current_step()
             services.emit(running.StepName if running else self.last_step, kind, data)
+            if running is not None:  # published before the task's checkpoint
+                running.emitted = running.needs_finish = True
+            else:  # published before the run's next checkpoint
+                self.emitted = True
 
     async def Agent(
         self,
@@ -394,6 +401,9 @@ class Imperative:
         except HolonError as exc:
             await transitions.fail(execution, EXECUTE_STEP, exc)
             return
+        if ctx.emitted and execution.services is not None:
+            with anyio.move_on_after(FLUSH_LIMIT):
+                await execution.services.flush()  # watchers elsewhere get it before the end
         async with execution.lock:
             await self._checkpoint(
                 execution,

@@ -198,6 +198,10 @@ class RunServices:
 
     # -- the live feed ----------------------------------------------------------------
 
+    async def flush(self) -> None:
+        """Wait until what the run's steps emitted is published to other processes."""
+        await self.transitions.store.signals.flush()
+
     def emit(self, step: str | None, kind: str, data: Any) -> None:
         """Send `data` to the run's watchers in this process (never stored)."""
         store = self.transitions.store

@@ -5,12 +5,26 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-__all__ = ["ChangeSignals", "Emitted"]
+__all__ = ["ChangeSignals", "Emitted", "FeedRelay"]
+
+
+class FeedRelay(Protocol):
+    """Carries a store's feed between processes (`holon.stores.redis_feed.RedisFeed`)."""
+
+    def send(self, run_id: str, item: Emitted) -> None: ...
+
+    def listen(self, run_id: str) -> None: ...
+
+    def unlisten(self, run_id: str) -> None: ...
+
+    async def ready(self, run_id: str) -> None: ...
+
+    async def flush(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,13 +56,16 @@ class ChangeSignals:
     stream of this process at once, in order, without storing it: the seam through
     which `RunHandle.Watch()` (and an HTTP event stream built on it) sees a step's
     `ctx.Emit` while the step runs. A subscriber that falls `FEED_BUFFER` items behind
-    loses the newest ones, never holding up the step.
+    loses the newest ones, never holding up the step. A `relay` (the Redis store's)
+    carries the feed to and from other processes.
     """
 
     FEED_BUFFER = 1024
 
-    def __init__(self) -> None:
+    def __init__(self, relay: FeedRelay | None = None) -> None:
         self._events: dict[str, anyio.Event] = {}
+        self.relay = relay
+        """Carries the feed to and from other processes (the Redis store's), or None."""
         self._feeds: dict[
             str, dict[MemoryObjectReceiveStream[Emitted], MemoryObjectSendStream[Emitted]]
         ] = {}
@@ -57,7 +74,10 @@ class ChangeSignals:
         """A stream of what `run_id`'s steps emit from now on in this process; give it
         to `unsubscribe` when done."""
         send, receive = anyio.create_memory_object_stream[Emitted](self.FEED_BUFFER)
-        self._feeds.setdefault(run_id, {})[receive] = send
+        feeds = self._feeds.setdefault(run_id, {})
+        if not feeds and self.relay is not None:
+            self.relay.listen(run_id)
+        feeds[receive] = send
         return receive
 
     def unsubscribe(self, run_id: str, feed: MemoryObjectReceiveStream[Emitted]) -> None:
@@ -68,10 +88,30 @@ class ChangeSignals:
             send.close()
         if not feeds:
             self._feeds.pop(run_id, None)
+            if self.relay is not None:
+                self.relay.unlisten(run_id)
         feed.close()
 
     def publish(self, run_id: str, item: Emitted) -> None:
-        """Give `item` to every live subscriber of `run_id`."""
+        """Give `item` to every live subscriber of `run_id`, here and (with a relay) in
+        other processes."""
+        if self.relay is not None:
+            self.relay.send(run_id, item)
+        self.deliver(run_id, item)
+
+    async def ready(self, run_id: str) -> None:
+        """Wait until items other processes emit for `run_id` reach this process's
+        subscribers (at once without a relay)."""
+        if self.relay is not None and run_id in self._feeds:
+            await self.relay.ready(run_id)
+
+    async def flush(self) -> None:
+        """Wait until what was published here has left for other processes."""
+        if self.relay is not None:
+            await self.relay.flush()
+
+    def deliver(self, run_id: str, item: Emitted) -> None:
+        """Give `item` to the subscribers of `run_id` in this process."""
         feeds = self._feeds.get(run_id)
         if not feeds:
             return
