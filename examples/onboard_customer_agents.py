@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import anyio
 from pydantic import BaseModel
@@ -72,7 +72,7 @@ def research_model(messages: list[ModelMessage], info: AgentInfo) -> ModelRespon
     found = [p for m in messages for p in getattr(m, "parts", []) if isinstance(p, ToolReturnPart)]
     if not found:
         return ModelResponse(parts=[ToolCallPart("lookup_company", {"name": "Northwind"})])
-    facts = found[-1].content
+    facts = cast(dict[str, str], found[-1].content)  # what lookup_company returned
     answer = {
         "company": "Northwind Traders",
         "contact": facts["contact"],

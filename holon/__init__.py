@@ -11,16 +11,22 @@ async with WorkflowRunner(wf) as runner:
 """
 
 from holon.clock import Clock, ManualClock, SystemClock
+from holon.control.bulk import BulkReport
 from holon.control.catalogue import WorkflowInfo
+from holon.control.client import Client
 from holon.control.handle import RunHandle
 from holon.control.runner import WorkflowRunner
 from holon.control.steward import Steward
+from holon.control.surgery import Divergence, ReplayReport, RerunReport
+from holon.control.sync_client import SyncClient, SyncRunHandle
 from holon.definition.budget import Budget
 from holon.definition.builder import Workflow
 from holon.definition.conditions import payload_digest
+from holon.definition.decorator import workflow
 from holon.definition.directives import (
     END,
     START,
+    End,
     Event,
     HumanApproval,
     HumanInput,
@@ -49,11 +55,14 @@ from holon.errors import (
     NotAnApprover,
     NotWaiting,
     PoisonRun,
+    ResultTimeout,
+    RunConflict,
     RunFailed,
     RunNotFound,
     SecretKeyError,
     SeqConflict,
     StaleLease,
+    StateReadOnly,
     StateValidationError,
     StepOutputError,
     StoreError,
@@ -65,14 +74,16 @@ from holon.errors import (
 )
 from holon.limits import Limits
 from holon.runtime.agents import Agent, AgentHandle
+from holon.runtime.cassette import NoRecording
 from holon.runtime.context import Context
-from holon.runtime.imperative import ExecuteContext, current_step
+from holon.runtime.imperative import ExecuteContext, TaskCall, current_step
 from holon.runtime.task_state import TaskState
 from holon.runtime.waits import WaitInfo
 from holon.sealing import Keyring, Secret
 from holon.stores import MemoryStore, SQLiteStore, Store, open_store
 from holon.stores.base import (
     Emitted,
+    Page,
     RunRecord,
     RunStatus,
     RunSummary,
@@ -95,11 +106,19 @@ __all__ = [
     "NonRetryable",
     "Retry",
     "StepTimeout",
+    "TaskCall",
     "TaskState",
     "current_step",
     "step",
     "END",
     "START",
+    "BulkReport",
+    "Client",
+    "Divergence",
+    "NoRecording",
+    "ReplayReport",
+    "RerunReport",
+    "End",
     "Clock",
     "Context",
     "CorruptRecord",
@@ -120,7 +139,10 @@ __all__ = [
     "InboxFull",
     "NotWaiting",
     "PoisonRun",
+    "Page",
     "Parallel",
+    "ResultTimeout",
+    "RunConflict",
     "RunFailed",
     "RunHandle",
     "RunNotFound",
@@ -131,6 +153,7 @@ __all__ = [
     "SeqConflict",
     "Sleep",
     "StaleLease",
+    "StateReadOnly",
     "StateValidationError",
     "StepOutputError",
     "StepSpec",
@@ -156,10 +179,13 @@ __all__ = [
     "Worker",
     "DocumentError",
     "Steward",
+    "SyncClient",
+    "SyncRunHandle",
     "WorkflowInfo",
     "WorkflowNotFound",
     "__version__",
     "configure_worker_gc",
     "open_store",
     "payload_digest",
+    "workflow",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import hashlib
 import json
 import math
@@ -10,7 +12,7 @@ from functools import partial
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretBytes, SecretStr
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from holon.errors import SecretKeyError, StepOutputError
@@ -45,19 +47,81 @@ def to_json_value(
         if has_secrets(type(value)):
             return seal_model(value, dumped, keyring, refuse)
         return dumped
-    try:
-        converted = to_jsonable_python(value)
-        json.dumps(converted, allow_nan=False)
-    except (PydanticSerializationError, TypeError, ValueError):
+    problem = _first_non_json(value, "")
+    if problem is None:
+        try:
+            converted = to_jsonable_python(value)
+            json.dumps(converted, allow_nan=False)
+        except (PydanticSerializationError, TypeError, ValueError):
+            problem = ("", value)  # a model or dataclass inside that has no JSON form
+    if problem is not None:
+        path, bad = problem
+        where = f" at {path}" if path else ""
         raise StepOutputError(
-            f"{what} of step {step!r} in run {run_id!r} is a {type(value).__name__}, which "
-            "cannot be stored as JSON; return dicts, lists, strings, numbers, booleans, None "
-            "or pydantic models",
+            f"{what} of step {step!r} in run {run_id!r} holds{where} a value of type "
+            f"{type(bad).__name__} ({_short(bad)}), which JSON cannot hold as it is; use "
+            f"dicts with string keys, lists, strings, numbers, booleans, None or pydantic "
+            f"models{_hint(bad)}",
             run_id=run_id,
             step=step,
         ) from None
     # A secret inside a list or dict was masked by the conversion: seal it instead.
     return seal_value(value, converted, keyring, refuse)
+
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _first_non_json(value: Any, path: str) -> tuple[str, Any] | None:
+    """The path to the first value that JSON cannot hold as it is, and that value; None
+    when there is none.
+
+    Plain dicts, lists and tuples must hold JSON values all the way down: a set, a
+    datetime or bytes would be turned into a list or a string and read back as one,
+    silently another type. A pydantic model (or a dataclass) declares its own JSON
+    form, and is read back through its model where the workflow names one.
+    """
+    if isinstance(value, _JSON_SCALARS):
+        if isinstance(value, float) and not math.isfinite(value):
+            return path, value
+        return None
+    if isinstance(value, BaseModel | SecretStr | SecretBytes):
+        return None
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path or '(root)'} (a key)", key
+            found = _first_non_json(item, f"{path}.{key}" if path else key)
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _first_non_json(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+        return None
+    return path, value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _hint(value: Any) -> str:
+    if isinstance(value, set | frozenset):
+        return " (a set would come back as a list: store sorted(...) or a list)"
+    if isinstance(value, datetime.date | datetime.time):
+        return (
+            " (it would come back as a string: store value.isoformat(), or a model "
+            "field typed datetime)"
+        )
+    if isinstance(value, _JSON_SCALARS):
+        return ""
+    return "; a model field of this type is stored and read back as one"
 
 
 def _no_key(path: str, *, what: str, run_id: str, step: str | None) -> SecretKeyError:

@@ -1,9 +1,9 @@
 """The one mechanism that gives every PascalCase DSL method its snake_case name.
 
 holon's public verbs are PascalCase to mirror the reference DSL (`handle.Pause()`);
-Python callers may prefer `handle.pause()`. Decorating a class with
-`snake_case_aliases` adds the second spelling for each public PascalCase attribute,
-so neither spelling is written twice by hand.
+Python callers may prefer `handle.pause()`. Each class names the twin in its body
+(`pause = Pause`: the same function under a second name, which type checkers see),
+and `snake_case_aliases` checks that none is missing or points elsewhere.
 """
 
 from __future__ import annotations
@@ -24,16 +24,21 @@ def to_snake_case(name: str) -> str:
 
 
 def snake_case_aliases(cls: T) -> T:
-    """Add a snake_case alias for every public PascalCase attribute defined on `cls`.
+    """Check that every public PascalCase member of `cls` has its snake_case twin.
 
-    Walks the class's own namespace and its bases (so subclasses inherit aliases of the
-    methods they override). An alias never replaces a name the class already defines.
+    The twins are written in the class body (`pause = Pause`), so type checkers see
+    them as the same typed members; this decorator, the one place the rule lives,
+    refuses a class where one is missing or names something else. Members set in
+    `__init__` (`ctx.RunId`) get their twins as properties, in the class body too.
     """
+    missing = []
     for klass in reversed(cls.__mro__):
-        for name, value in list(vars(klass).items()):
+        for name in vars(klass):
             if not name[:1].isupper() or name.startswith("_"):
                 continue
             alias = to_snake_case(name)
-            if alias != name and alias not in vars(cls):
-                setattr(cls, alias, getattr(cls, name) if klass is not cls else value)
+            if alias != name and getattr(cls, alias, None) is not getattr(cls, name):
+                missing.append(f"{alias} = {name}")
+    if missing:
+        raise TypeError(f"{cls.__qualname__} lacks the snake_case twins: {', '.join(missing)}")
     return cls

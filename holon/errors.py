@@ -8,6 +8,7 @@ HolonError
 │   ├── InputValidationError     the input of Run()
 │   ├── StateValidationError     a SetState patch or a Resume(state=...) patch
 │   └── ValueTooLarge            a value over its size limit (`Limits`): not stored
+├── StateReadOnly                `ctx.State.field = value` in a step (use `ctx.SetState`)
 ├── UnknownStepError             a step name that is not in the flow
 ├── StepOutputError              a value a step produced that cannot be stored as JSON
 ├── SecretKeyError               a secret with no key to seal or open it (`holon.sealing`)
@@ -17,6 +18,8 @@ HolonError
 ├── InvalidRunState              a verb that does not apply to the run's status
 │   └── NotWaiting               a decision for a run that waits for nothing (or not that)
 ├── InboxFull                    an early event that cannot be kept: its inbox is full
+├── RunConflict                  a run id taken by a run of another workflow or input
+├── ResultTimeout                Result()/WaitUntil() gave up waiting; the run goes on
 ├── DecisionRefused              a decision the wait does not accept (in the timeline)
 │   ├── NotAnApprover            by someone the gate does not list, or who may not approve
 │   ├── DigestMismatch           naming a payload digest other than the one shown
@@ -55,10 +58,13 @@ __all__ = [
     "NotAnApprover",
     "NotWaiting",
     "PoisonRun",
+    "ResultTimeout",
+    "RunConflict",
     "RunFailed",
     "RunNotFound",
     "SeqConflict",
     "StaleLease",
+    "StateReadOnly",
     "StateValidationError",
     "StepOutputError",
     "StoreError",
@@ -162,6 +168,19 @@ class ValueTooLarge(ValidationError):
         self.limit = limit
 
 
+class StateReadOnly(HolonError, AttributeError):
+    """A step changed `ctx.State` in place (`ctx.State.field = value`). The change would
+    be lost, so it fails instead: state changes through `ctx.SetState(field=value)`,
+    which validates the change and stores it with the step's checkpoint."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"{what} cannot be changed in place: the change would be lost. Use "
+            "ctx.SetState(field=value), which validates it and stores it with the step's "
+            "checkpoint"
+        )
+
+
 class UnknownStepError(HolonError):
     """A step name (returned by a step, or given to `goto=`) is not in the flow."""
 
@@ -206,6 +225,40 @@ class InboxFull(HolonError):
     """An event sent before its run waits for it could not be kept: the inbox (of the run,
     or of the event's name for a broadcast) already holds as many as it may. Nothing was
     kept; the events kept before stay until delivered or expired."""
+
+
+class RunConflict(HolonError):
+    """`Run(input, run_id=...)` names a run that exists with another workflow or another
+    input: the id is taken, and the existing run is not the one asked for. (The same
+    workflow and input again is an idempotent start: the existing run's handle.)
+
+    Attributes:
+        existing_workflow: the workflow of the run that holds the id.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        existing_workflow: str,
+        run_id: str | None = None,
+        workflow: str | None = None,
+    ) -> None:
+        super().__init__(message, run_id=run_id, workflow=workflow)
+        self.existing_workflow = existing_workflow
+
+
+class ResultTimeout(HolonError, TimeoutError):
+    """`Result(timeout=...)` or `WaitUntil(timeout=...)` waited that long and the run had
+    not reached the status wanted. Nothing changed: the run goes on.
+
+    Attributes:
+        status: the run's status when the wait gave up (e.g. `waiting`).
+    """
+
+    def __init__(self, message: str, *, status: str, run_id: str | None = None) -> None:
+        super().__init__(message, run_id=run_id)
+        self.status = status
 
 
 class DecisionRefused(HolonError):

@@ -212,7 +212,7 @@ async def test_a_blocking_sync_step_holds_up_neither_other_runs_nor_heartbeats(
 ) -> None:
     """A step that blocks its thread for three lease times: the lease is renewed all the
     while (a second worker never takes the run over), and another run goes on."""
-    lease = 0.3
+    lease = 0.6  # renewed every 0.2 s: room for a loaded machine
     ticks = 0
     blocking = threading.Event()
 
@@ -442,3 +442,39 @@ async def test_poison_after_is_checked() -> None:
     with pytest.raises(ValueError, match="poison_after"):
         Worker(versioned("p", "1", "p"), "memory://", poison_after=0)
     assert issubclass(PoisonRun, Exception)
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite"])
+async def test_a_late_commit_is_refused_and_shows_in_the_timeline(url: str, tmp_path: Any) -> None:
+    from holon import ManualClock
+
+    started, release = anyio.Event(), anyio.Event()
+
+    async def slow(ctx: Any) -> str:
+        started.set()
+        await release.wait()
+        return END
+
+    wf = Workflow("late").Flow({START: slow})
+    clock = ManualClock()
+    store_url = url if url == "memory://" else f"sqlite:///{tmp_path}/late.db"
+    async with WorkflowRunner(wf, store_url, clock=clock, lease_ttl=5) as runner:
+        handle = await runner.Run()
+        with anyio.fail_after(10):
+            await started.wait()
+        # Another executor takes the run over, as if this one had stalled past its lease
+        # (the clock it reads is not moved, so this one's heartbeat has not noticed).
+        taken = await runner.store.acquire_lease(handle.run_id, "other", 5, clock.now() + 60)
+        assert taken is not None
+        release.set()  # the stalled step finishes: its checkpoint comes too late
+        with anyio.fail_after(10):
+            while not (
+                refused := [e for e in await handle.Timeline() if e.kind == "commit_refused"]
+            ):
+                await runner.store.signals.wait(runner.store.signals.event(handle.run_id), 0.05)
+        assert refused[0].data["owner"] == runner.engine.owner
+        assert refused[0].step == "__start__"
+        assert "token" in refused[0].data["reason"]
+        record = await handle.Record()
+        assert record.status == RunStatus.RUNNING and record.lease is not None
+        assert record.lease.owner == "other"  # the refused commit changed nothing

@@ -82,5 +82,7 @@ def _result(decision: Any) -> ToolApproved | ToolDenied:
         return ToolDenied("Nobody approved the tool call in time.")
     if decision.get("approved"):
         return ToolApproved(override_args=decision.get("args"))
+    by = decision.get("by")
+    who = ", ".join(map(str, by)) if isinstance(by, list) else by
     why = f": {decision['comment']}" if decision.get("comment") else ""
-    return ToolDenied(f"The tool call was rejected by {decision.get('by')}{why}.")
+    return ToolDenied(f"The tool call was rejected by {who}{why}.")

@@ -3,29 +3,38 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, overload
 
 import anyio
 
 from holon._naming import snake_case_aliases
 from holon.clock import Clock
 from holon.control.operator import Operator
+from holon.control.surgery import ReplayReport, RerunReport, fork, replay, rerun
 from holon.control.watch import RunWatch
 from holon.definition.budget import Budget
-from holon.errors import InvalidRunState, RunFailed, RunNotFound
+from holon.errors import HolonError, InvalidRunState, ResultTimeout, RunFailed, RunNotFound
+from holon.runtime.decisions import edited_args
 from holon.runtime.inbox import KEEP_EVENTS_FOR
 from holon.runtime.waits import WaitInfo, describe
-from holon.stores.base import RunProgress, RunRecord, RunStatus, Store, TimelineEvent
+from holon.stores.base import Emitted, RunProgress, RunRecord, RunStatus, Store, TimelineEvent
 
 __all__ = ["HandleSource", "RunHandle"]
 
 
 class HandleSource(Protocol):
-    """What a handle needs of the object that made it (a `WorkflowRunner`): the store
-    and its operator verbs, the time, and the process's own executor, if any."""
+    """What a handle needs of the object that made it (a `WorkflowRunner` or a
+    `Client`): the store and its operator verbs, the time, and the process's own
+    executor, if any."""
 
-    store: Store
-    operator: Operator
+    @property
+    def store(self) -> Store:
+        """The store the run is in (a closed source raises `HolonError` here)."""
+
+    @property
+    def operator(self) -> Operator:
+        """The verbs that write the run without a lease."""
+
     clock: Clock
     poll_interval: float
     """Seconds between re-reads while waiting on a run changed by another process."""
@@ -44,9 +53,25 @@ class RunHandle:
     `runner.Get(run_id)` in another process steers the same run."""
 
     def __init__(self, runner: HandleSource, run_id: str) -> None:
-        self._runner = runner
+        self._source = runner
         self.run_id = run_id
         self.RunId = run_id
+
+    @property
+    def _runner(self) -> HandleSource:
+        """What made this handle, as long as it is open: a closed runner's store is
+        closed (or, in memory, executed by nobody), so a verb would fail obscurely or
+        wait forever; it fails saying so instead. (A maker with no `closed` flag is
+        open as long as it lives.)"""
+        source = self._source
+        if getattr(source, "closed", False):
+            maker = "Client" if type(source).__name__ == "Client" else "runner"
+            raise HolonError(
+                f"run handle {self.run_id!r}: the {maker} that made it was closed, so it is "
+                "closed too; make a new runner (or a Client) and Get() the run to reach it",
+                run_id=self.run_id,
+            )
+        return source
 
     def __repr__(self) -> str:
         return f"RunHandle({self.run_id!r})"
@@ -79,27 +104,39 @@ class RunHandle:
     ) -> RunRecord:
         """Wait until the run is in one of `statuses` (or terminal); returns the record.
 
-        Raises `TimeoutError` when `timeout` seconds pass first.
+        Raises `ResultTimeout` (a `TimeoutError`) naming the run's status when `timeout`
+        seconds pass first; the run goes on.
         """
         wanted = {RunStatus(s) for s in statuses}
-        with anyio.fail_after(timeout):
+        status: RunStatus | None = None
+        with anyio.move_on_after(timeout):
             while True:
                 change = self._change()
                 # The cheap read: a long run must not be reloaded whole at every step.
                 progress = await self._progress()
-                if progress.status in wanted or progress.status.terminal:
+                status = progress.status
+                if status in wanted or status.terminal:
                     record = await self.Record()
                     if record.status in wanted or record.status.terminal:
                         return record
                     continue  # it moved on between the two reads
                 await self._changed(change, self._runner.poll_interval)
+        now = status.value if status is not None else "unknown"
+        goal = ", ".join(sorted(s.value for s in wanted)) or "a terminal status"
+        raise ResultTimeout(
+            f"run {self.run_id!r} is still {now} after {timeout} s (waited for {goal}); "
+            "it goes on: call again to wait longer, or Waiting() to see what it waits for",
+            status=now,
+            run_id=self.run_id,
+        )
 
     async def Result(self, timeout: float | None = None) -> Any:
         """Wait for the run to end and return its result.
 
         The result is the `output` of `Next(END, output=...)` (or the `.Execute()`
         function's return value), else the final state as a dict. A run that ended
-        otherwise raises `RunFailed` with its status and error.
+        otherwise raises `RunFailed` with its status and error; one still going after
+        `timeout` seconds raises `ResultTimeout` (a `TimeoutError`) with its status.
         """
         record = await self.WaitUntil(timeout=timeout)
         if record.status == RunStatus.COMPLETED:
@@ -245,7 +282,7 @@ class RunHandle:
             digest=digest,
             roles=roles,
             wait_id=wait_id,
-            args=args,
+            value=edited_args(self.run_id, verdict, args),
         )
         return self._kicked(record)
 
@@ -290,6 +327,68 @@ class RunHandle:
         )
         return self._kicked(record)
 
+    # -- run surgery ---------------------------------------------------------------------
+
+    async def Retry(
+        self,
+        goto: str | None = None,
+        state: Mapping[str, Any] | None = None,
+        by: str | None = None,
+    ) -> RunStatus:
+        """Continue a `failed`, `stopped` or `expired` run from its last checkpoint.
+
+        The step it failed in runs again as a new attempt with the same idempotency key;
+        completed steps are not run again. For an `.Execute()` run the function replays
+        its journal, so a run that failed with `NonDeterminismError` continues once the
+        code is fixed. A run stopped while waiting waits again; an expired wait's step
+        runs again and opens a new wait. `goto` and `state` are as for `Resume`. A
+        completed run (or one whose compensations undid its steps) is refused with
+        `InvalidRunState`. Recorded in the timeline (`retried`) with `by`.
+        """
+        record = await self._runner.operator.retry(self.run_id, goto=goto, state=state, by=by)
+        return self._kicked(record)
+
+    async def Rerun(self, step: str, seq: int | None = None) -> RerunReport:
+        """Run one step of a flow again, in a sandbox, from the snapshot recorded before
+        it (the input, the state and the results of the steps before it), and compare
+        what it does now with what it did then (`RerunReport.diff`).
+
+        `seq` is the timeline event at which the step started (default: its last
+        start). The run is untouched: the step runs here, against a store in memory,
+        with idempotency keys of a sandbox run of its own; it runs for real, external or
+        not. Needs the workflow's code in this process.
+        """
+        operator = self._runner.operator
+        return await rerun(operator, self.run_id, step, seq, lease_ttl=self._runner.lease_ttl)
+
+    async def Replay(self, by: str | None = None) -> ReplayReport:
+        """Run the whole workflow again on the run's input, as a new sandbox run.
+
+        Steps and tasks marked `external=True` are answered with what this run recorded
+        (a cassette) instead of running; a call with no recording fails the sandbox run
+        instead of running. Every other step runs fresh, here, until the sandbox run
+        ends or halts at a wait. The report gives the first divergence from this run
+        (another step, next step, output or state patch), with both sides. The sandbox
+        run stays in the store (`sandbox-...`, workflow `sandbox:<name>`), executed by
+        no worker. Needs the workflow's code in this process.
+        """
+        operator = self._runner.operator
+        return await replay(operator, self.run_id, by=by, lease_ttl=self._runner.lease_ttl)
+
+    async def Fork(
+        self, at: int, state: Mapping[str, Any] | None = None, by: str | None = None
+    ) -> RunHandle:
+        """Start a new, real run from a recorded checkpoint of this one: the one before
+        the step whose `step_started` event has sequence `at` (for an `.Execute()` run,
+        the journal up to that event), with an optional `state` patch validated against
+        the State model. The new run records where it came from (`body.origin`) and is
+        executed by whoever executes runs of the workflow; returns its handle."""
+        record = await fork(
+            self._runner.operator, self.run_id, at, state, by=by, clock=self._runner.clock
+        )
+        self._runner.kick(record.run_id)
+        return RunHandle(self._runner, record.run_id)
+
     async def Waiting(self) -> WaitInfo | None:
         """What the run waits for (kind, approvers and approvals still needed, payload
         digest, deadline), or None when it waits for nothing."""
@@ -299,14 +398,24 @@ class RunHandle:
         """The run's timeline events with sequence number above `after`."""
         return await self._runner.store.timeline(self.run_id, after)
 
+    @overload
+    def Watch(
+        self, after: int = 0, timeout: float | None = None, *, emitted: Literal[True] = True
+    ) -> RunWatch[TimelineEvent | Emitted]: ...
+
+    @overload
+    def Watch(
+        self, after: int = 0, timeout: float | None = None, *, emitted: Literal[False]
+    ) -> RunWatch[TimelineEvent]: ...
+
     def Watch(
         self, after: int = 0, timeout: float | None = None, *, emitted: bool = True
-    ) -> RunWatch:
+    ) -> RunWatch[Any]:
         """The run's events as they happen: its timeline events from sequence `after`,
-        and what its steps send with `ctx.Emit(...)` (`Emitted`, seen in the process
-        executing the run); ends after the events of a terminal status. `timeout`
-        bounds the whole watch (TimeoutError). Subscribed from this call on: iterate it
-        with `async for`, and `aclose()` it if you stop early."""
+        and what its steps send with `ctx.Emit(...)` (`Emitted`; leave them out with
+        `emitted=False`); ends after the events of a terminal status. `timeout` bounds
+        the whole watch (TimeoutError). Subscribed from this call on: iterate it with
+        `async for`, and `aclose()` it if you stop early."""
         return RunWatch(
             self._runner.store,
             self.run_id,
@@ -316,3 +425,24 @@ class RunHandle:
             progress=self._progress,
             emitted=emitted,
         )
+
+    # The snake_case twins, as real members a type checker sees (`snake_case_aliases`
+    # checks that every PascalCase verb has one).
+    record = Record
+    status = Status
+    wait_until = WaitUntil
+    result = Result
+    pause = Pause
+    resume = Resume
+    stop = Stop
+    approve = Approve
+    reject = Reject
+    answer = Answer
+    send = Send
+    waiting = Waiting
+    timeline = Timeline
+    watch = Watch
+    retry = Retry
+    rerun = Rerun
+    replay = Replay
+    fork = Fork

@@ -44,7 +44,7 @@ from holon.runtime.inbox import (
     take_kept_event,
     waits_for_event,
 )
-from holon.runtime.waits import wake_time
+from holon.runtime.waits import wait_keys, wake_time
 from holon.sealing import Keyring, redact
 from holon.stores.base import (
     TERMINAL_STATUSES,
@@ -60,6 +60,9 @@ from holon.stores.base import (
 __all__ = ["Operator"]
 
 _DEFAULT_LIMITS = Limits()
+
+RETRYABLE = frozenset({RunStatus.FAILED, RunStatus.STOPPED, RunStatus.EXPIRED})
+"""The statuses `Retry()` continues a run from."""
 
 
 class Operator:
@@ -163,11 +166,8 @@ class Operator:
         by: str | None,
         budget: Budget | Mapping[str, Any] | None = None,
     ) -> RunRecord:
-        """Continue a paused run, optionally at another step, with a state patch and
-        with another budget.
-
-        A waiting run can be resumed only with `goto`, which abandons the wait.
-        """
+        """Continue a paused run, optionally at another step, with a state patch or a
+        new budget. A waiting run can be resumed only with `goto` (abandons the wait)."""
         new_budget = Budget.of(budget).as_dict() if budget is not None else None
 
         def decide(current: RunRecord) -> Checkpoint:
@@ -185,51 +185,10 @@ class Operator:
             patch: dict[str, Any] | None = None
             update: dict[str, Any] = {"paused_from": None, "needs_version": None}
             if goto is not None:
-                if workflow is not None and (goto not in workflow.steps or goto == START.value):
-                    known = sorted(n for n in workflow.steps if n != START.value)
-                    raise UnknownStepError(
-                        f"Resume(goto={goto!r}): {goto!r} is not a step of workflow "
-                        f"{current.workflow!r}; known steps: {known}",
-                        run_id=run_id,
-                        step=goto,
-                        workflow=current.workflow,
-                    )
+                self._check_goto(current, workflow, goto, "Resume")
                 update.update(cursor=Cursor(step=goto), wait=None, attempt=1)
             if state is not None:
-                if not isinstance(state, Mapping):
-                    raise StateValidationError(
-                        f"Resume(state=...) takes a dict of fields, got {state!r}", run_id=run_id
-                    )
-                model = workflow.state_model if workflow else None
-                # Secrets are sealed by `validate_state`: here they are kept as they are.
-                keyring = workflow.plan.rules.keyring if workflow else None
-                patch = {
-                    k: v
-                    if isinstance(v, SecretStr | SecretBytes) and model is not None
-                    else to_json_value(v, what="state", run_id=run_id, step=None, keyring=keyring)
-                    for k, v in state.items()
-                }
-                if model is not None:
-                    unknown = sorted(set(patch) - set(model.model_fields))
-                    if unknown:
-                        raise StateValidationError(
-                            f"Resume(state=...) of run {run_id!r}: {model.__name__} has no "
-                            f"field {unknown[0]!r}; fields: {sorted(model.model_fields)}",
-                            run_id=run_id,
-                        )
-                update["state"] = validate_state(
-                    model,
-                    {**body.state, **patch},
-                    run_id=run_id,
-                    step=None,
-                    keyring=keyring,
-                )
-                self._limits(current).check(
-                    "state_patch",
-                    {k: update["state"].get(k, v) for k, v in patch.items()},
-                    what=f"the state patch of Resume(state=...) of run {run_id!r}",
-                    run_id=run_id,
-                )
+                patch, update["state"] = self.patched_state(current, workflow, state, "Resume")
             if new_budget is not None:
                 update["budget"] = new_budget
             new_body = body.model_copy(update=update)
@@ -255,6 +214,163 @@ class Operator:
                 events=events,
                 wake_at=wake_time(body.wait) if back_to_wait else None,
                 wait_keys=[] if goto is not None else None,
+            )
+
+        return await self._cas(run_id, decide)
+
+    def _check_goto(
+        self, current: RunRecord, workflow: Workflow | None, goto: str, verb: str
+    ) -> None:
+        if workflow is not None and (goto not in workflow.steps or goto == START.value):
+            known = sorted(n for n in workflow.steps if n != START.value)
+            raise UnknownStepError(
+                f"{verb}(goto={goto!r}): {goto!r} is not a step of workflow "
+                f"{current.workflow!r}; known steps: {known}",
+                run_id=current.run_id,
+                step=goto,
+                workflow=current.workflow,
+            )
+
+    def patched_state(
+        self,
+        current: RunRecord,
+        workflow: Workflow | None,
+        state: Mapping[str, Any],
+        verb: str,
+        base: Mapping[str, Any] | None = None,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The patch as stored (JSON, secrets sealed) and the state it makes of `base`
+        (default: the run's state), validated against the workflow's State model and
+        its size limit; `StateValidationError` naming the field at fault."""
+        run_id = current.run_id
+        if not isinstance(state, Mapping):
+            raise StateValidationError(
+                f"{verb}(state=...) takes a dict of fields, got {state!r}", run_id=run_id
+            )
+        model = workflow.state_model if workflow else None
+        # Secrets are sealed by `validate_state`: here they are kept as they are.
+        keyring = workflow.plan.rules.keyring if workflow else None
+        patch = {
+            k: v
+            if isinstance(v, SecretStr | SecretBytes) and model is not None
+            else to_json_value(v, what="state", run_id=run_id, step=None, keyring=keyring)
+            for k, v in state.items()
+        }
+        if model is not None:
+            unknown = sorted(set(patch) - set(model.model_fields))
+            if unknown:
+                raise StateValidationError(
+                    f"{verb}(state=...) of run {run_id!r}: {model.__name__} has no "
+                    f"field {unknown[0]!r}; fields: {sorted(model.model_fields)}",
+                    run_id=run_id,
+                )
+        merged = validate_state(
+            model,
+            {**(current.body.state if base is None else base), **patch},
+            run_id=run_id,
+            step=None,
+            keyring=keyring,
+        )
+        self._limits(current).check(
+            "state_patch",
+            {k: merged.get(k, v) for k, v in patch.items()},
+            what=f"the state patch of {verb}(state=...) of run {run_id!r}",
+            run_id=run_id,
+        )
+        return patch, merged
+
+    # -- retry ---------------------------------------------------------------------------
+
+    async def retry(
+        self,
+        run_id: str,
+        *,
+        goto: str | None,
+        state: Mapping[str, Any] | None,
+        by: str | None,
+    ) -> RunRecord:
+        """Continue a `failed`, `stopped` or `expired` run from its last checkpoint:
+        the step at its cursor runs again as a new attempt (same idempotency key), a
+        stopped wait is waited on again, an expired wait's step opens a new one."""
+
+        def decide(current: RunRecord) -> Checkpoint:
+            if current.status not in RETRYABLE:
+                hint = (
+                    "; Fork() it to run it again from a checkpoint"
+                    if (current.status == RunStatus.COMPLETED)
+                    else ""
+                )
+                raise InvalidRunState(
+                    f"run {run_id!r} is {current.status.value}; Retry() continues a failed, "
+                    f"stopped or expired run{hint}",
+                    status=current.status.value,
+                    run_id=run_id,
+                )
+            body = current.body
+            if body.compensating or body.compensated:
+                raise InvalidRunState(
+                    f"run {run_id!r} failed and its completed steps were undone by their "
+                    "compensations; it cannot continue from its checkpoint (Fork() it "
+                    "from an earlier one instead)",
+                    status=current.status.value,
+                    run_id=run_id,
+                )
+            workflow = self._definition(current)
+            update: dict[str, Any] = {
+                "error": None,
+                "retry_at": None,
+                "deaths": 0,
+                "paused_from": None,
+                "attempt": body.attempt + 1,
+            }
+            status, wake_at, keys = RunStatus.QUEUED, None, []
+            cursor = body.cursor
+            if goto is not None:
+                self._check_goto(current, workflow, goto, "Retry")
+                update.update(cursor=Cursor(step=goto), wait=None, attempt=1)
+            elif body.wait is not None:  # stopped while waiting: wait again
+                status, wake_at, keys = (
+                    RunStatus.WAITING,
+                    wake_time(body.wait),
+                    wait_keys(body.wait),
+                )
+                update["attempt"] = body.attempt
+            elif cursor is None and body.closed_wait is not None:
+                # Expired (or rejected): the step that opened the wait opens a new one.
+                update.update(cursor=Cursor(step=body.closed_wait.step), attempt=1)
+            elif cursor is None:
+                raise InvalidRunState(
+                    f"run {run_id!r} has no step to continue at; Retry(goto=STEP) names one",
+                    status=current.status.value,
+                    run_id=run_id,
+                )
+            patch = None
+            if state is not None:
+                patch, update["state"] = self.patched_state(current, workflow, state, "Retry")
+            new_body = body.model_copy(update=update)
+            step = new_body.cursor.step if new_body.cursor else None
+            events = [
+                self._event(
+                    "retried",
+                    step,
+                    by=by,
+                    previous=current.status.value,
+                    attempt=new_body.attempt,
+                    goto=goto,
+                    state=redact(patch) if patch is not None else None,
+                )
+            ]
+            if status == RunStatus.QUEUED:
+                events.append(self._event("step_started", step))
+            return Checkpoint(
+                status=status,
+                body=new_body,
+                at=self.clock.now(),
+                clear_control=True,
+                release_lease=True,
+                events=events,
+                wake_at=wake_at,
+                wait_keys=keys,
             )
 
         return await self._cas(run_id, decide)
@@ -331,19 +447,11 @@ class Operator:
         digest: str | None = None,
         roles: Iterable[str] = (),
         wait_id: str | None = None,
-        args: Mapping[str, Any] | None = None,
+        value: Any = None,
     ) -> RunRecord:
         """Approve or reject the approval gate a run waits at (see `holon.runtime.decisions`);
-        `args` (approving only) are edited arguments of the tool call the gate is about."""
+        `value`: what the decision carries (`edited_args`)."""
         _check_identity(run_id, by)
-        value = None
-        if args is not None:
-            if verdict != "approve" or not isinstance(args, Mapping):
-                raise TypeError(
-                    f"args= edits the arguments an approval approves: a dict, given with "
-                    f"Approve(); got {args!r} with {verdict}"
-                )
-            value = {"args": to_json_value(dict(args), what="args", run_id=run_id, step=None)}
         proposal = Proposal(
             verdict=verdict,
             by=by,

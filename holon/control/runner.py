@@ -29,32 +29,27 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretBytes, SecretStr
 from pydantic import ValidationError as PydanticValidationError
 
-from holon._json import to_json_value
+from holon._json import digest, to_json_value
 from holon._naming import snake_case_aliases
 from holon.clock import Clock, SystemClock
 from holon.control.catalogue import ensure_entry, version_order
 from holon.control.handle import RunHandle
 from holon.control.operator import Operator
+from holon.control.waiting import pending_approvals, send_event
 from holon.definition.budget import Budget
 from holon.definition.builder import Workflow
 from holon.definition.directives import START
-from holon.errors import (
-    DecisionConflict,
-    HolonError,
-    InputValidationError,
-    NotWaiting,
-    RunNotFound,
-)
+from holon.errors import HolonError, InputValidationError, RunConflict, RunNotFound
 from holon.runtime.agents import AgentDirectory
 from holon.runtime.definitions import Definitions
 from holon.runtime.engine import Engine
 from holon.runtime.execution import EXECUTE_STEP
 from holon.runtime.executor import Executor
-from holon.runtime.inbox import new_event_id
-from holon.runtime.waits import WaitInfo, can_decide, describe
+from holon.runtime.waits import WaitInfo
+from holon.sealing import has_secrets, open_secrets
 from holon.stores import MemoryStore, open_store
 from holon.stores.base import (
     Cursor,
@@ -128,6 +123,8 @@ class WorkflowRunner:
         self.executor = Executor(engine, poll_interval=self.poll_interval)
         self.operator = Operator(self.store, self.clock, definitions)
         self._open = False
+        self._closed = False
+        self._serving = False
         self._background: asyncio.Task[None] | None = None
         self._ready = anyio.Event()
         self._close_requested = anyio.Event()
@@ -135,6 +132,7 @@ class WorkflowRunner:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def __aenter__(self) -> WorkflowRunner:
+        self._closed = False
         await self.store.open()
         await self._catalogue()
         if self.execute:
@@ -150,6 +148,7 @@ class WorkflowRunner:
         tb: TracebackType | None,
     ) -> bool | None:
         self._open = False
+        self._closed = True
         try:
             if self.executor.running:
                 await self.executor.__aexit__(None, None, None)
@@ -170,6 +169,8 @@ class WorkflowRunner:
         """Start in the background when the caller did not use `async with`."""
         if self._open:
             return
+        if self._closed and not self._serving:
+            raise self._closed_error()
         if self._background is None:
             try:
                 loop = asyncio.get_running_loop()
@@ -182,8 +183,24 @@ class WorkflowRunner:
         await self._ready.wait()
 
     async def _serve(self) -> None:
+        self._serving = True
         async with self:
             await self._close_requested.wait()
+
+    def _closed_error(self) -> HolonError:
+        return HolonError(
+            f"the runner of workflow {self.workflow.name!r} was closed; its handles and "
+            "verbs no longer work. Make a new WorkflowRunner (or a Client) and Get(run_id) "
+            "to reach a run again",
+            workflow=self.workflow.name,
+        )
+
+    @property
+    def closed(self) -> bool:
+        """The runner was closed, and its store with it (a store it opened from a URL):
+        its handles refuse to work, saying so. A store given to the runner stays open,
+        and so do the handles that read it."""
+        return self._closed and self._owns_store
 
     async def Close(self) -> None:
         """Stop a runner started without `async with` (in-flight steps are cancelled;
@@ -284,7 +301,36 @@ class WorkflowRunner:
         stored, created = await self.store.create_run(record, events)
         if created:
             self.kick(stored.run_id)
+        else:
+            self._check_same_run(stored, record)
         return RunHandle(self, stored.run_id)
+
+    def _check_same_run(self, stored: RunRecord, asked: RunRecord) -> None:
+        """An idempotent start finds the run it would have made; a run id taken by
+        another workflow's run, or by a run of other input, is a `RunConflict`."""
+        run_id = stored.run_id
+        if stored.workflow != asked.workflow:
+            raise RunConflict(
+                f"run id {run_id!r} is taken by a run of workflow {stored.workflow!r}, not "
+                f"{asked.workflow!r}; choose another run id",
+                existing_workflow=stored.workflow,
+                run_id=run_id,
+                workflow=asked.workflow,
+            )
+        keyring = self.workflow.plan.rules.keyring
+        stored_input, asked_input = stored.input, asked.input
+        if has_secrets(self.workflow.input_model):  # sealed twice, never the same bytes
+            stored_input = open_secrets(stored_input, keyring)
+            asked_input = open_secrets(asked_input, keyring)
+        if digest(_plain(stored_input)) != digest(_plain(asked_input)):
+            raise RunConflict(
+                f"run {run_id!r} of workflow {stored.workflow!r} exists with another input; "
+                "the same run id starts the same run only with the same input (choose "
+                "another run id, or Get() the existing run)",
+                existing_workflow=stored.workflow,
+                run_id=run_id,
+                workflow=asked.workflow,
+            )
 
     def validate_input(self, value: Any) -> Any:
         """`value` as a run of this workflow would store it (its JSON form);
@@ -359,28 +405,9 @@ class WorkflowRunner:
         may not wait yet, send to its handle (`RunHandle.Send`), which keeps by default.
         """
         await self._started()
-        if keep_for is not None:
-            event_id = event_id or new_event_id()
-            # Kept before the waiting runs are looked up: a run that opens its wait in
-            # between finds it in the inbox, so none is missed.
-            await self.operator.keep(event, payload, event_id, keep_for)
-        reached: list[str] = []
-        cursor: str | None = None
-        while True:
-            page = await self.store.find_waiting(f"event:{event}", limit=100, cursor=cursor)
-            for run_id in page.items:
-                try:
-                    record = await self.operator.send(
-                        run_id, name=event, payload=payload, event_id=event_id
-                    )
-                except (NotWaiting, DecisionConflict, RunNotFound):
-                    continue  # the index is a hint: this run waits for something else now
-                reached.append(run_id)
-                if record.status == RunStatus.QUEUED:
-                    self.kick(run_id)
-            if page.next_cursor is None:
-                return reached
-            cursor = page.next_cursor
+        return await send_event(
+            self.operator, event, payload, event_id, keep_for=keep_for, on_queued=self.kick
+        )
 
     async def Pending(
         self,
@@ -397,41 +424,27 @@ class WorkflowRunner:
         and self-approval is forbidden), are left out.
         """
         await self._started()
-        if not isinstance(approver, str) or not approver:
-            raise ValueError(f"Pending(approver=...) takes an identity, got {approver!r}")
-        if limit <= 0:
-            raise ValueError(f"limit must be positive, got {limit}")
-        held = frozenset(roles)
-        keys = [f"approver:{approver}", *(f"approver:role:{r}" for r in sorted(held))]
-        found: list[WaitInfo] = []
-        after = cursor
-        while True:
-            pages = [await self.store.find_waiting(k, limit=limit, cursor=after) for k in keys]
-            more = [p.items[-1] for p in pages if p.next_cursor is not None and p.items]
-            bound = min(more) if more else None
-            candidates = sorted({i for p in pages for i in p.items if bound is None or i <= bound})
-            for position, run_id in enumerate(candidates):
-                record = await self.store.load_run(run_id)
-                info = describe(record) if record is not None else None
-                if record is not None and info is not None and _can_act(record, approver, held):
-                    found.append(info)
-                if len(found) == limit:
-                    rest = position + 1 < len(candidates) or bound is not None
-                    return Page(items=found, next_cursor=run_id if rest else None)
-            if bound is None:
-                return Page(items=found)
-            after = bound
+        return await pending_approvals(self.store, approver, roles, limit=limit, cursor=cursor)
+
+    # The snake_case twins, as real members a type checker sees (`snake_case_aliases`
+    # checks that every PascalCase verb has one).
+    close = Close
+    run = Run
+    get = Get
+    list = List
+    send = Send
+    pending = Pending
 
 
-def _can_act(record: RunRecord, approver: str, roles: frozenset[str]) -> bool:
-    wait = record.body.wait
-    if record.status != RunStatus.WAITING or wait is None or wait.kind != "approval":
-        return False
-    if not can_decide(wait, approver, roles):
-        return False
-    if any(d.by == approver for d in wait.decisions):
-        return False
-    return not (wait.spec.get("forbid_self_approval") and record.body.started_by == approver)
+def _plain(value: Any) -> Any:
+    """`value` with opened secrets as their plaintext, to compare two inputs."""
+    if isinstance(value, SecretStr | SecretBytes):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _pick_store(workflow: Workflow, store: Store | str | None) -> tuple[Store, bool]:

@@ -482,6 +482,27 @@ class Steward:
         logger.info("pruned %d finished runs", deleted)
         return deleted
 
+    # The snake_case twins, as real members a type checker sees (`snake_case_aliases`
+    # checks that every PascalCase verb has one).
+    close = Close
+    register = Register
+    load = Load
+    versions = Versions
+    get = Get
+    list = List
+    describe = Describe
+    runner = Runner
+    schedule = Schedule
+    schedules = Schedules
+    pause_schedule = PauseSchedule
+    resume_schedule = ResumeSchedule
+    delete_schedule = DeleteSchedule
+    register_agent = RegisterAgent
+    register_task = RegisterTask
+    agent = Agent
+    list_agents = ListAgents
+    prune = Prune
+
 
 def _tags(tags: Iterable[str], workflow: str) -> list[str]:
     if isinstance(tags, str) or not all(isinstance(t, str) and t for t in tags):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from types import TracebackType
+from typing import Any, Generic, TypeVar
 
 import anyio
 
@@ -26,9 +27,12 @@ from holon.stores.base import Emitted, RunProgress, Store, TimelineEvent
 __all__ = ["RunWatch"]
 
 
-class RunWatch:
-    """An async iterator of a run's `TimelineEvent`s and `Emitted` items; it ends
-    after the events of a terminal status.
+ItemT = TypeVar("ItemT", TimelineEvent, "TimelineEvent | Emitted")
+
+
+class RunWatch(Generic[ItemT]):
+    """An async iterator of a run's `TimelineEvent`s and (unless made with
+    `emitted=False`) `Emitted` items; it ends after the events of a terminal status.
 
     Args:
         store: the run's store.
@@ -68,18 +72,19 @@ class RunWatch:
         if self._feed is not None:
             await self._store.signals.ready(self.run_id)
 
-    def __aiter__(self) -> RunWatch:
+    def __aiter__(self) -> RunWatch[ItemT]:
         return self
 
-    async def __anext__(self) -> TimelineEvent | Emitted:
-        return await self._items.__anext__()
+    async def __anext__(self) -> ItemT:
+        item: Any = await self._items.__anext__()
+        return item  # type: ignore[no-any-return]
 
     async def aclose(self) -> None:
         """Stop watching (unsubscribes from the feed)."""
         await self._items.aclose()
         self._unsubscribe()
 
-    async def __aenter__(self) -> RunWatch:
+    async def __aenter__(self) -> RunWatch[ItemT]:
         return self
 
     async def __aexit__(

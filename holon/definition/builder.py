@@ -16,13 +16,15 @@ mistake is reported by the call that makes it, with the workflow and step named.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import inspect
 import json
 import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Any, Literal, Union, cast
 
 from pydantic import BaseModel
 
@@ -153,7 +155,7 @@ class Workflow:
             ) from None
         return self._with(_state=checked)
 
-    def Flow(self, steps: Mapping[str, StepFunction]) -> Workflow:
+    def Flow(self, steps: Mapping[str, StepFunction | StepPolicy]) -> Workflow:
         """The graph: step name -> function of `ctx` returning the next step's name,
         `END`, `Next(...)`, `Wait(...)` or `Parallel(...)`. `START` names the entry."""
         if self._execute is not None:
@@ -177,13 +179,14 @@ class Workflow:
             edges, complete = _edges_from_annotation(policy.fn)
             specs[name] = StepSpec(
                 name=name,
-                fn=policy.fn,
+                fn=self._called_with_ctx(name, policy.fn),
                 edges=edges,
                 edges_complete=complete,
                 retry=policy.retry,
                 timeout=policy.timeout,
                 compensate=policy.compensate,
                 in_thread=runs_in_thread(policy.fn) if policy.thread is None else policy.thread,
+                external=policy.external,
             )
         known = set(specs) | {END.value}
         for spec in specs.values():
@@ -205,6 +208,34 @@ class Workflow:
                 )
         return self._with(_steps=types.MappingProxyType(specs))
 
+    def _called_with_ctx(self, name: str, fn: StepFunction) -> StepFunction:
+        """`fn` as the engine calls it, with `ctx`: a function of no arguments (`lambda:
+        "Clone"`) is accepted and called without it; one that needs more than `ctx`
+        is refused now rather than failing every run."""
+        try:
+            signature = inspect.signature(fn)
+        except (TypeError, ValueError):
+            return fn  # a builtin or an extension: nothing to read
+        params = signature.parameters.values()
+        positional = [p for p in params if p.kind in _POSITIONAL]
+        if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+            return fn
+        required = [p.name for p in positional if p.default is inspect.Parameter.empty]
+        required += [
+            p.name
+            for p in params
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty
+        ]
+        if len(required) > 1 or (required and not positional):
+            raise self._fail(
+                f"step {name!r} is called with one argument, ctx, but its function needs "
+                f"{required}",
+                step=name,
+            )
+        if positional:
+            return fn
+        return _without_ctx(fn)
+
     def Execute(self, fn: StepFunction) -> Workflow:
         """Imperative model: `async def fn(ctx) -> result`, re-run from the top on
         resume with recorded steps short-circuited."""
@@ -216,18 +247,44 @@ class Workflow:
 
     def Persistence(
         self,
-        store: str | Store | None = None,
+        store: str | Store | Mapping[str, Any] | None = None,
         key_prefix: str = "",
         enabled: bool = True,
     ) -> Workflow:
-        """Where runs are stored: a URL (`sqlite:///path`, `memory://`) or store object.
+        """Where runs are stored: a URL (`sqlite:///path`, `memory://`,
+        `redis://host:port/db`), a bare `"redis"` (`redis://localhost:6379/0`),
+        `"sqlite"` or `"memory"`, or a store object.
 
         Without it, runs go to `HOLON_STORE` or the embedded `.holon/holon.db`.
-        `enabled=False` keeps runs in memory only.
+        `enabled=False` keeps runs in memory only. The settings may also come as one
+        mapping, as the reference DSL writes them:
+        `.Persistence({"Enabled": True, "Store": "redis", "KeyPrefix": "deploy:"})`.
         """
+        if isinstance(store, Mapping):
+            store, key_prefix, enabled = self._persistence_mapping(store)
+        if store is not None and not isinstance(store, str) and not hasattr(store, "create_run"):
+            raise self._fail(f".Persistence(store=...) takes a URL or a store, got {store!r}")
+        if not isinstance(enabled, bool):
+            raise self._fail(f".Persistence(enabled=...) must be True or False, got {enabled!r}")
         if not isinstance(key_prefix, str):
             raise self._fail(f".Persistence(key_prefix=...) must be a string, got {key_prefix!r}")
-        return self._with(_persistence=PersistenceConfig(store, key_prefix, enabled))
+        return self._with(
+            _persistence=PersistenceConfig(cast("str | Store | None", store), key_prefix, enabled)
+        )
+
+    def _persistence_mapping(self, settings: Mapping[str, Any]) -> tuple[Any, str, bool]:
+        known = {"store": "store", "keyprefix": "key_prefix", "key_prefix": "key_prefix"}
+        known["enabled"] = "enabled"
+        chosen: dict[str, Any] = {"store": None, "key_prefix": "", "enabled": True}
+        for key, value in settings.items():
+            field = known.get(str(key).lower()) if isinstance(key, str) else None
+            if field is None:
+                raise self._fail(
+                    f".Persistence({{...}}) has an unknown setting {key!r}; known: Store, "
+                    "KeyPrefix, Enabled (or store, key_prefix, enabled)"
+                )
+            chosen[field] = value
+        return chosen["store"], chosen["key_prefix"], chosen["enabled"]
 
     def Defaults(self, retry: Retry | None = None, timeout: float | None = None) -> Workflow:
         """Policies for every step (and `ctx.Task`) that sets none of its own."""
@@ -494,6 +551,30 @@ class Workflow:
         """The flow as a Mermaid flowchart, edges taken from return annotations."""
         return flow_to_mermaid(self.steps)
 
+    def variant(
+        self,
+        *,
+        name: str,
+        version: str,
+        steps: Mapping[str, StepFunction] | None = None,
+        execute: StepFunction | None = None,
+    ) -> Workflow:
+        """A copy under another name and version, with the functions of some steps (or
+        the `.Execute()` function) replaced and everything else kept: what a sandbox
+        (`handle.Replay()`, `handle.Rerun()`) executes. Replaced steps run on the event
+        loop and keep their policies."""
+        specs = dict(self.steps)
+        for step, fn in (steps or {}).items():
+            if step not in specs:
+                raise self._fail(f"variant(): {step!r} is not a step of the flow", step=step)
+            specs[step] = dataclasses.replace(specs[step], fn=fn, in_thread=False)
+        return self._with(
+            _name=name,
+            _version=version,
+            _steps=types.MappingProxyType(specs) if self._steps is not None else None,
+            _execute=execute if execute is not None else self._execute,
+        )
+
     def __repr__(self) -> str:
         kind = "Flow" if self._steps is not None else "Execute" if self._execute else "empty"
         return f"Workflow({self._name!r}, version={self.version!r}, {kind})"
@@ -502,6 +583,43 @@ class Workflow:
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise self._fail(f".{call}() takes a pydantic model class, got {model!r}")
         return model
+
+    # The snake_case twins, as real members a type checker sees (`snake_case_aliases`
+    # checks that every PascalCase verb has one).
+    input = Input
+    state = State
+    flow = Flow
+    execute = Execute
+    persistence = Persistence
+    defaults = Defaults
+    migrate = Migrate
+    compatible = Compatible
+    agents = Agents
+    limits = Limits
+    secrets = Secrets
+    concurrency = Concurrency
+    mermaid = Mermaid
+    budget = Budget
+
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def _without_ctx(fn: StepFunction) -> StepFunction:
+    """`fn`, which takes no arguments, as a step function of `ctx` (async if it is)."""
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def call_async(ctx: Any) -> Any:
+            return await fn()
+
+        return call_async
+
+    @functools.wraps(fn)
+    def call(ctx: Any) -> Any:
+        return fn()
+
+    return call
 
 
 def _no_step(ctx: Any) -> None:

@@ -35,6 +35,7 @@ __all__ = [
     "payload_digest",
     "resolve_model",
     "seconds",
+    "option_id",
     "wait_kind",
 ]
 
@@ -91,6 +92,11 @@ class HumanApproval(WaitCondition):
             JSON) is stored with the wait; an approval that names another digest is
             refused, because the approver saw something else.
         forbid_self_approval: the identity that started the run cannot approve it.
+        digest: the caller's own hash of what is being approved (e.g. of a document
+            the approvers read elsewhere); it replaces the digest of `payload` as the
+            one an approval must name.
+        require_digest: an approval must name the digest (`Approve(by, digest=...)`);
+            one without it is refused, so nobody approves without having seen what.
         escalate_after: after this long without the gate closing, `escalate_to` join
             the approvers.
         escalate_to: identities (or roles) added on escalation.
@@ -104,6 +110,8 @@ class HumanApproval(WaitCondition):
     forbid_self_approval: bool = False
     escalate_after: timedelta | float | None = None
     escalate_to: Sequence[str] = ()
+    digest: str | None = None
+    require_digest: bool = False
     kind: str = field(default="approval", init=False)
 
     def __post_init__(self) -> None:
@@ -118,6 +126,13 @@ class HumanApproval(WaitCondition):
             )
         seconds(self.timeout, "HumanApproval(timeout=...)")
         seconds(self.escalate_after, "HumanApproval(escalate_after=...)")
+        if self.digest is not None and (not isinstance(self.digest, str) or not self.digest):
+            raise TypeError(f"HumanApproval(digest=...) takes a string, got {self.digest!r}")
+        if self.require_digest and self.digest is None and self.payload is None:
+            raise ValueError(
+                "HumanApproval(require_digest=True) needs something to digest: a payload= "
+                "or the caller's own digest="
+            )
         if (self.escalate_after is None) != (not escalate_to):
             raise ValueError("HumanApproval: escalate_after and escalate_to go together")
 
@@ -127,7 +142,12 @@ class HumanApproval(WaitCondition):
             "min_approvals": self.min_approvals,
             "question": self.question,
             "payload": self.payload,
-            "digest": payload_digest(self.payload) if self.payload is not None else None,
+            "digest": self.digest
+            if self.digest is not None
+            else payload_digest(self.payload)
+            if self.payload is not None
+            else None,
+            "require_digest": self.require_digest,
             "timeout": seconds(self.timeout, "timeout"),
             "forbid_self_approval": self.forbid_self_approval,
             "escalate_after": seconds(self.escalate_after, "escalate_after"),
@@ -151,14 +171,20 @@ class HumanInput(WaitCondition):
     """Wait for a person's answer, given with `handle.Answer(value, by=...)`.
 
     The answer is validated before it is accepted: a `text` answer is a string, a
-    `choice` one of `options`, an `approval` a boolean, and with `schema` the answer
-    must validate against that pydantic model. A refused answer leaves the run waiting.
-    The next step reads the accepted answer as `ctx.Decision`.
+    `choice` one of `options`, an `approval` a boolean (or, given `options`, one of
+    them), and with `schema` the answer must validate against that pydantic model.
+
+    An option is a JSON value (`"eu"`) or a dict with an `id` and a `label` for people
+    (`{"id": "eu", "label": "Europe (Frankfurt)"}`); either way it is answered with its
+    id (`Answer("eu", by=...)`), and the id is what `ctx.Decision` holds. A refused
+    answer leaves the run waiting. The next step reads the accepted answer as
+    `ctx.Decision`.
 
     Args:
         question: what is asked.
         kind: `"text"`, `"choice"` or `"approval"`.
-        options: the choices (for `kind="choice"`).
+        options: the choices (for `kind="choice"`, or an `approval` answered by
+            option): values or `{"id", "label"}` dicts.
         schema: a pydantic model the answer must match; defined at module level, so
             any process can import it to validate a later answer.
         timeout: how long to wait; then `on_timeout`, else the run ends `expired`.
@@ -179,6 +205,15 @@ class HumanInput(WaitCondition):
             raise ValueError("HumanInput(kind='choice') needs options=[...]")
         if self.options is not None and isinstance(self.options, str):
             raise TypeError(f"HumanInput(options=...) takes a list, got {self.options!r}")
+        if self.options is not None:
+            if self.kind == "text":
+                raise ValueError(
+                    "HumanInput(kind='text') takes no options; use kind='choice' (or "
+                    "'approval') to offer some"
+                )
+            ids = [option_id(o) for o in self.options]
+            if len(set(map(repr, ids))) != len(ids):
+                raise ValueError(f"HumanInput(options=...) has the same id twice: {ids!r}")
         if self.schema is not None:
             if not (isinstance(self.schema, type) and issubclass(self.schema, BaseModel)):
                 raise TypeError(
@@ -284,6 +319,19 @@ class Until(WaitCondition):
 
     def deadline(self, now: float) -> float | None:
         return self.when.timestamp()
+
+
+def option_id(option: Any) -> Any:
+    """The id an option is answered with: the option itself, or its `id` when it is a
+    `{"id", "label"}` dict."""
+    if isinstance(option, dict):
+        if "id" not in option or not isinstance(option["id"], str | int):
+            raise ValueError(
+                f"a HumanInput option given as a dict needs an 'id' (a string or number), "
+                f"got {option!r}"
+            )
+        return option["id"]
+    return option
 
 
 def wait_kind(condition: WaitCondition) -> str:

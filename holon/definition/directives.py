@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, Literal
 
 from holon.definition.conditions import (
     Event,
@@ -29,6 +29,7 @@ from holon.definition.conditions import (
 __all__ = [
     "END",
     "START",
+    "End",
     "Event",
     "HumanApproval",
     "HumanInput",
@@ -49,11 +50,16 @@ class Marker(enum.StrEnum):
     END = "__end__"
 
 
-START = Marker.START
+START: Final = Marker.START
 """The key of the flow's entry step: `{START: lambda ctx: "First", ...}`."""
 
-END = Marker.END
+END: Final = Marker.END
 """Returned by a step to finish the run."""
+
+End = Literal[Marker.END]
+"""The return annotation of a step that may end the run, alone or with the steps it
+may go to: `def release(ctx) -> Literal["Notify"] | End`. (`Literal[END]` is not valid
+typing: `END` is a name, `Marker.END` the value.) The builder reads it like the rest."""
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,9 @@ class StepPolicy:
     thread: bool | None = None
     """Call the function in a worker thread (True) or on the event loop (False); None:
     as `runs_in_thread` decides."""
+    external: bool = False
+    """The step calls or changes something outside the run (a model, another system): a
+    replay answers it from its recording instead of running it."""
 
 
 def step(
@@ -108,6 +111,7 @@ def step(
     timeout: float | None = None,
     compensate: Callable[..., Any] | None = None,
     thread: bool | None = None,
+    external: bool = False,
 ) -> StepPolicy:
     """Attach policies to a step of a flow.
 
@@ -122,12 +126,24 @@ def step(
         thread: True to call a synchronous function in a worker thread, False to call it
             on the event loop; by default a `def` function runs in a thread and a
             lambda on the loop (see `runs_in_thread`).
+        external: True for a step that calls a model or writes to another system: its
+            output is recorded in the timeline, and `handle.Replay()` answers it from
+            that recording instead of running it (a replay never repeats the call).
     """
     where = getattr(fn, "__name__", repr(fn))
     check_policies(retry, timeout, compensate, where=where)
     if thread is not None and not isinstance(thread, bool):
         raise TypeError(f"{where}: thread= takes True or False, got {thread!r}")
-    return StepPolicy(fn=fn, retry=retry, timeout=timeout, compensate=compensate, thread=thread)
+    if not isinstance(external, bool):
+        raise TypeError(f"{where}: external= takes True or False, got {external!r}")
+    return StepPolicy(
+        fn=fn,
+        retry=retry,
+        timeout=timeout,
+        compensate=compensate,
+        thread=thread,
+        external=external,
+    )
 
 
 def runs_in_thread(fn: Callable[..., Any]) -> bool:

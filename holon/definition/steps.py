@@ -54,6 +54,8 @@ class StepSpec:
     in_thread: bool = False
     """Called in a worker thread (a synchronous `def` function, or `step(thread=True)`),
     not on the event loop."""
+    external: bool = False
+    """Marked `step(external=True)`: a replay answers it from its recording."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -141,6 +141,10 @@ class AgentHandle:
     async def __aenter__(self) -> AgentHandle:
         return self
 
+    # The snake_case twins (`snake_case_aliases` checks them).
+    run = Run
+    close = Close
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,

@@ -11,9 +11,10 @@ import anyio
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
+from holon._json import to_json_value
 from holon._naming import snake_case_aliases
 from holon.definition.steps import DEFAULT_RULES, DataRules
-from holon.errors import SecretKeyError, StateValidationError
+from holon.errors import SecretKeyError, StateReadOnly, StateValidationError
 from holon.runtime.agents import StepAgents
 from holon.sealing import (
     REDACTED,
@@ -85,8 +86,15 @@ def _refuse(run_id: str, step: str | None) -> Callable[[str], SecretKeyError]:
 
 
 def _state_instance(
-    model: type[BaseModel], state: dict[str, Any], *, run_id: str, step: str | None
+    model: type[BaseModel],
+    state: dict[str, Any],
+    *,
+    run_id: str,
+    step: str | None,
+    read_only: bool = False,
 ) -> BaseModel:
+    if read_only:
+        model = _read_only(model)
     try:
         # pydantic's validator called directly, not through `model_validate`: a step
         # that reads and sets state validates twice, and the wrapper's two calls cost
@@ -101,6 +109,45 @@ def _state_instance(
             run_id=run_id,
             step=step,
         ) from None
+
+
+_READ_ONLY: dict[type[BaseModel], type[BaseModel]] = {}
+
+
+def _read_only(model: type[BaseModel]) -> type[BaseModel]:
+    """A subclass of the State model whose instances refuse to change: an assignment to
+    `ctx.State.field` would be lost (state changes only through `SetState`, which
+    validates, checks the size and checkpoints them), so it fails saying so. Made once
+    per model; an instance is still an instance of the model."""
+    made = _READ_ONLY.get(model)
+    if made is None:
+
+        def refuse(self: BaseModel, name: str, *_: Any) -> None:
+            raise StateReadOnly(f"ctx.State.{name}")
+
+        made = type(
+            model.__name__,
+            (model,),
+            {
+                "__module__": model.__module__,
+                "__qualname__": model.__qualname__,
+                "__setattr__": refuse,
+                "__delattr__": refuse,
+            },
+        )
+        _READ_ONLY[model] = made
+    return made
+
+
+class _ReadOnlyState(dict[str, Any]):
+    """The state of a workflow without a State model, as `ctx.State` shows it: a dict
+    that refuses changes, for the same reason as `_read_only`."""
+
+    def _refuse(self, *_: Any, **__: Any) -> Any:
+        raise StateReadOnly("ctx.State[...]")
+
+    __setitem__ = __delitem__ = _refuse
+    clear = pop = popitem = setdefault = update = __ior__ = _refuse
 
 
 _FIELD_NAMES: dict[type[BaseModel], frozenset[str]] = {}
@@ -193,7 +240,7 @@ class Context(Generic[InputT, StateT]):
         self.StepName = step
         self.Attempt = attempt
         self.IdempotencyKey = idempotency_key
-        self.Input = input
+        self.Input: InputT = input
         self._results = results
         self._decision = decision
         self._agents = agents
@@ -270,7 +317,9 @@ class Context(Generic[InputT, StateT]):
 
     @property
     def State(self) -> StateT:
-        """The current state: an instance of the State model (a dict without one)."""
+        """The current state: an instance of the State model (a dict without one). It is
+        read-only: assigning a field raises, since the change would be lost; change
+        state with `SetState`."""
         view = self._state_view
         if view is None:
             merged = {**self._state, **self.state_patch}
@@ -278,9 +327,11 @@ class Context(Generic[InputT, StateT]):
             if self.rules.sealed_state:
                 merged = open_secrets(merged, self.rules.keyring)
             view = self._state_view = (
-                _state_instance(model, merged, run_id=self.RunId, step=self.StepName)
+                _state_instance(
+                    model, merged, run_id=self.RunId, step=self.StepName, read_only=True
+                )
                 if model is not None
-                else merged
+                else _ReadOnlyState(merged)
             )
         state: StateT = view
         return state
@@ -315,7 +366,16 @@ class Context(Generic[InputT, StateT]):
         merged = {**self._state, **self.state_patch, **update}
         model = self._state_model
         if model is None:
-            view: Any = merged
+            for key, value in update.items():
+                if type(value) not in _SCALARS and type(value) is not str:
+                    merged[key] = to_json_value(
+                        value,
+                        what=f"state field {key!r}",
+                        run_id=self.RunId,
+                        step=self.StepName,
+                        keyring=self.rules.keyring,
+                    )
+            view: Any = _ReadOnlyState(merged)
             validated = merged
         else:
             sealed = self.rules.sealed_state
@@ -324,7 +384,9 @@ class Context(Generic[InputT, StateT]):
             # Validated once: the instance is also what `ctx.State` returns next. Its JSON
             # form comes from pydantic's serializer directly: `model_dump` would cost
             # 3.6 % of a step (5,400 of 152,000 instructions).
-            view = _state_instance(model, merged, run_id=self.RunId, step=self.StepName)
+            view = _state_instance(
+                model, merged, run_id=self.RunId, step=self.StepName, read_only=True
+            )
             validated = model.__pydantic_serializer__.to_python(view, mode="json")
             if sealed:  # pydantic masks secrets in JSON: seal them instead
                 refuse = _refuse(self.RunId, self.StepName)
@@ -369,6 +431,42 @@ class Context(Generic[InputT, StateT]):
 
     def __repr__(self) -> str:
         return f"Context(run={self.RunId!r}, step={self.StepName!r}, attempt={self.Attempt})"
+
+    # The snake_case twins, as real members a type checker sees (`snake_case_aliases`
+    # checks that every PascalCase verb has one).
+    decision = Decision
+    step_results = StepResults
+    state = State
+    set_state = SetState
+    log = Log
+
+    @property
+    def input(self) -> InputT:
+        """`Input`."""
+        return self.Input
+
+    @property
+    def run_id(self) -> str:
+        """`RunId`."""
+        return self.RunId
+
+    @property
+    def step_name(self) -> str:
+        """`StepName`."""
+        return self.StepName
+
+    @property
+    def attempt(self) -> int:
+        """`Attempt`."""
+        return self.Attempt
+
+    @property
+    def idempotency_key(self) -> str:
+        """`IdempotencyKey`."""
+        return self.IdempotencyKey
+
+    agents = Agents
+    emit = Emit
 
 
 class _OpenedResults(Mapping[str, Any]):

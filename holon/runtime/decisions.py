@@ -32,6 +32,7 @@ costs the executor its checkpoint.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -39,7 +40,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from holon._json import digest as payload_digest
 from holon._json import to_json_value
-from holon.definition.conditions import resolve_model
+from holon.definition.conditions import option_id, resolve_model
 from holon.errors import (
     DecisionConflict,
     DecisionRefused,
@@ -69,6 +70,7 @@ __all__ = [
     "Proposal",
     "close_wait",
     "deliver",
+    "edited_args",
     "evaluate",
     "matches",
     "raced",
@@ -179,6 +181,19 @@ def _repeat(record: RunRecord, proposal: Proposal) -> bool:
     )
 
 
+def edited_args(run_id: str, verdict: str, args: Mapping[str, Any] | None) -> Any:
+    """The value of an approval that edits the arguments of the tool call its gate is
+    about (`Approve(..., args={...})`), or None; refused unless it approves a dict."""
+    if args is None:
+        return None
+    if verdict != "approve" or not isinstance(args, Mapping):
+        raise TypeError(
+            f"args= edits the arguments an approval approves: a dict, given with "
+            f"Approve(); got {args!r} with {verdict}"
+        )
+    return {"args": to_json_value(dict(args), what="args", run_id=run_id, step=None)}
+
+
 def evaluate(record: RunRecord, proposal: Proposal, now: float) -> Outcome:
     """Judge `proposal` against the run as stored; see the module docstring."""
     run_id = record.run_id
@@ -253,6 +268,15 @@ def _approval(record: RunRecord, wait: WaitRecord, proposal: Proposal, now: floa
             run_id=run_id,
             wait_id=wait.wait_id,
         )
+    elif proposal.verdict == "approve" and proposal.digest is None and spec.get("require_digest"):
+        refusal = DigestMismatch(
+            f"{by!r}'s approval names no payload digest, and the gate of wait "
+            f"{wait.wait_id!r} requires one: pass digest= (Waiting().digest is "
+            f"{spec.get('digest')!r})",
+            by=by,
+            run_id=run_id,
+            wait_id=wait.wait_id,
+        )
     elif proposal.digest is not None and proposal.digest != spec.get("digest"):
         refusal = DigestMismatch(
             f"{by!r}'s {proposal.verdict} names payload digest {proposal.digest!r}, but the "
@@ -288,9 +312,12 @@ def _approval(record: RunRecord, wait: WaitRecord, proposal: Proposal, now: floa
     )
     decisions = [*wait.decisions, decision]
     events = [_decision_event(wait, decision, now)]
+    # One shape whatever the outcome (docs/waits.md): `by` lists who decided it, the
+    # one who rejected or every approver that opened the gate.
     summary: dict[str, Any] = {
         "approved": proposal.verdict == "approve",
-        "by": by,
+        "by": [by],
+        "timed_out": False,
         "comment": proposal.comment,
         "wait_id": wait.wait_id,
         "digest": spec.get("digest"),
@@ -396,10 +423,13 @@ def validate_answer(
     except StepOutputError:
         return None, f"a {type(value).__name__} is not JSON", []
     kind = spec.get("input_kind", "text")
-    if kind == "choice":
-        options = spec.get("options") or []
-        if value not in options:
-            return None, f"{value!r} is not one of the options {options}", []
+    options = spec.get("options")
+    if kind == "choice" or (kind == "approval" and options):
+        ids = [option_id(o) for o in options or []]
+        if isinstance(value, dict) and value in (options or []):
+            value = option_id(value)  # the whole option given back: its id
+        if value not in ids:
+            return None, f"{value!r} is not one of the options {ids}", []
     elif kind == "approval" and not isinstance(value, bool):
         return None, f"an approval answer is true or false, got {value!r}", []
     elif kind == "text" and not isinstance(value, str):

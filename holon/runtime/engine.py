@@ -60,6 +60,7 @@ from holon.runtime.suspension import Suspender
 from holon.runtime.timers import Timers
 from holon.runtime.transitions import Transitions, step_of
 from holon.runtime.versioning import adopt
+from holon.sealing import redact
 from holon.stores.base import (
     Checkpoint,
     Committed,
@@ -165,12 +166,29 @@ class Engine:
                 await self.transitions.halt_lost(execution, lost)
         except LeaseLost:
             logger.warning("run %s: lease lost; this executor stops", grant.run_id)
+            with anyio.CancelScope(shield=True):
+                await self._note_refusal(execution)
         finally:
             self.executions.pop(grant.run_id, None)
             if execution.record.lease is not None or execution.status == RunStatus.RUNNING:
                 with anyio.CancelScope(shield=True):
                     await self.store.release_lease(grant.run_id, grant.token)
         await self._take_kept_event(execution)
+
+    async def _note_refusal(self, execution: Execution) -> None:
+        """Record in the run's timeline that the store turned this executor away (a
+        commit refused, or its lease found taken), beside the checkpoints of the
+        executor that holds the run now."""
+        if execution.refusal is None:
+            return
+        kind, reason = execution.refusal
+        event = self.transitions.event(
+            kind, step_of(execution.body), owner=self.owner, token=execution.token, reason=reason
+        )
+        try:
+            await self.store.append_timeline(execution.run_id, [event])
+        except Exception as exc:  # the store may be what failed: the log has it then
+            logger.warning("run %s: could not record %s: %s", execution.run_id, kind, exc)
 
     async def _take_kept_event(self, execution: Execution) -> None:
         """A run that now waits for an event sent before (kept in an inbox) gets it at
@@ -214,6 +232,9 @@ class Engine:
             return
         if recovered and not execution.body.compensating:
             await self._recovered(execution)
+        elif execution.body.deaths >= self.poison_after:
+            # Deaths counted while no executor held it (paused between take-overs).
+            await self._poisoned(execution, execution.body.deaths)
         # Step boundaries let other tasks in (heartbeat, Pause and Stop, readers) at
         # least every _TURN seconds, even when the steps and the store never yield. A
         # store whose every commit waits on the network gives them a turn at each step.
@@ -259,6 +280,16 @@ class Engine:
         for execution in self.executions.values():
             execution.hand_back = True
 
+    async def _poisoned(self, execution: Execution, deaths: int) -> None:
+        step = step_of(execution.body)
+        error = PoisonRun(
+            f"poison: executor died {deaths} times in {step}",
+            deaths=deaths,
+            run_id=execution.run_id,
+            step=step,
+        )
+        await self.transitions.fail(execution, step, error)
+
     async def _recovered(self, execution: Execution) -> None:
         """Record that this executor took over a run whose previous one died mid-step:
         the step at the cursor starts a new attempt (a crash during a backoff
@@ -268,13 +299,7 @@ class Engine:
         step = step_of(body)
         deaths = body.deaths + 1
         if deaths >= self.poison_after:
-            error = PoisonRun(
-                f"poison: executor died {deaths} times in {step}",
-                deaths=deaths,
-                run_id=execution.run_id,
-                step=step,
-            )
-            await self.transitions.fail(execution, step, error)
+            await self._poisoned(execution, deaths)
             return
         attempt = body.attempt if body.retry_at is not None else body.attempt + 1
         event = self.transitions.event(
@@ -430,6 +455,8 @@ class Engine:
         completed: dict[str, Any] = {"duration_ms": duration_ms, "attempt": body.attempt}
         if results:
             completed["output_digest"] = digest(output)
+            if spec.external:  # the recording a replay answers this step with
+                completed["output"] = redact(output)
         events = [NewEvent("step_completed", now, name, completed)]
         if ctx.state_patch or ctx.log_entries:
             transitions.step_events(events, name, ctx, at=now)

@@ -77,6 +77,7 @@ class Execution:
         "input_value",
         "lease_lost",
         "plan",
+        "refusal",
         "results",
         "run_id",
         "seq",
@@ -119,6 +120,10 @@ class Execution:
         """Set when this process shuts down: the run goes back to the store at its next
         step boundary, for another executor to continue."""
         self.lease_lost = False
+        self.refusal: tuple[str, str] | None = None
+        """Why the store refused this executor (a timeline event kind and the reason):
+        recorded in the run's timeline when the execution ends, for operators to see a
+        stale executor's write turned away."""
         self.input_value = input_value
         self.branch_functions: dict[str, Callable[..., Any]] = {}
         self._lock: anyio.Lock | None = None
@@ -274,10 +279,12 @@ class Execution:
         if self.step_scope is not None:
             self.step_scope.cancel()
 
-    def lose_lease(self) -> None:
-        """Another executor owns the run now, or this one lets go of it (it stops at
-        once): cancel the step, write nothing more."""
+    def lose_lease(self, refusal: tuple[str, str] | None = None) -> None:
+        """Another executor owns the run now (`refusal` says how this one learned it),
+        or this one lets go of it (it stops at once): cancel the step, write nothing
+        more."""
         self.lease_lost = True
+        self.refusal = self.refusal or refusal
         if self.step_scope is not None:
             self.step_scope.cancel()
 

@@ -25,11 +25,13 @@ code between steps is not deterministic.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 import anyio
 from pydantic import BaseModel
@@ -40,6 +42,7 @@ from holon.definition.directives import Wait, WaitCondition
 from holon.definition.policies import Retry, check_policies, runs_in_thread
 from holon.errors import HolonError, NonDeterminismError
 from holon.runtime.attempts import Attempts
+from holon.runtime.cassette import active as active_cassette
 from holon.runtime.compensation import undo_reference
 from holon.runtime.context import FLUSH_LIMIT
 from holon.runtime.execution import EXECUTE_STEP, Execution, idempotency_key, wants
@@ -55,6 +58,10 @@ __all__ = ["ExecuteContext", "Imperative", "TaskCall", "TaskState", "current_ste
 InputT = TypeVar("InputT")
 StateT = TypeVar("StateT")
 T = TypeVar("T")
+T1 = TypeVar("T1")
+T2 = TypeVar("T2")
+T3 = TypeVar("T3")
+T4 = TypeVar("T4")
 
 
 class _Suspended(BaseException):
@@ -87,6 +94,8 @@ class TaskCall(Generic[T]):
     undo: str | None = None
     in_thread: bool = False
     """Call `fn` in a worker thread (a synchronous `def` function)."""
+    external: bool = False
+    """Marked `external=True`: a replay answers it from its cassette."""
     awaited: bool = field(default=False, init=False)
 
     def __await__(self) -> Generator[Any, None, T]:
@@ -94,6 +103,18 @@ class TaskCall(Generic[T]):
             raise RuntimeError(f"task {self.name!r} was awaited twice")
         self.awaited = True
         return self.ctx._run(self).__await__()
+
+    def __del__(self) -> None:
+        # A forgotten `await` would otherwise do nothing, silently: warn as Python does
+        # for a coroutine never awaited.
+        if not self.awaited:
+            warnings.warn(
+                f"ctx.Task({self.base}) at position {self.position} of run "
+                f"{self.ctx.RunId!r} was never awaited, so it never ran; write "
+                f"`await ctx.Task(...)` or pass it to ctx.Parallel(...)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
 
 @snake_case_aliases
@@ -197,23 +218,54 @@ class ExecuteContext(Generic[InputT, StateT]):
         name = base if occurrence == 1 else f"{base}#{occurrence}"
         return position, name, occurrence
 
-    def Task(
+    @overload
+    def Task(  # an async function: its awaited result
         self,
-        fn: Callable[..., Awaitable[T]] | Callable[..., T],
+        fn: Callable[..., Awaitable[T]],
         /,
         *args: Any,
         retry: Retry | None = None,
         timeout: float | None = None,
         compensate: Callable[..., Any] | None = None,
         name: str | None = None,
+        external: bool = False,
         **kwargs: Any,
-    ) -> TaskCall[T]:
+    ) -> TaskCall[T]: ...
+
+    @overload
+    def Task(
+        self,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        compensate: Callable[..., Any] | None = None,
+        name: str | None = None,
+        external: bool = False,
+        **kwargs: Any,
+    ) -> TaskCall[T]: ...
+
+    def Task(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        compensate: Callable[..., Any] | None = None,
+        name: str | None = None,
+        external: bool = False,
+        **kwargs: Any,
+    ) -> TaskCall[Any]:
         """A checkpointed call of `fn(*args, **kwargs)`, named after the function (with
         `#2`, `#3`... when called again). Await it, or pass it to `ctx.Parallel`.
 
         `retry=`, `timeout=` and `compensate=` are the step policies; a compensation
         must be a module-level function `undo(ctx, output)` so it can be found after a
-        restart. The names `retry`, `timeout`, `compensate` and `name` are holon's, not
+        restart. `external=True` marks a call to a model or another system: a replay
+        (`handle.Replay()`) answers it from the recorded run instead of calling `fn`. The
+        names `retry`, `timeout`, `compensate`, `name` and `external` are holon's, not
         passed to `fn`.
         """
         if not callable(fn):
@@ -235,16 +287,47 @@ class ExecuteContext(Generic[InputT, StateT]):
             timeout,
             undo,
             in_thread=runs_in_thread(fn),
+            external=external,
         )
+
+    @overload
+    async def Step(
+        self,
+        name: str,
+        work: Awaitable[T],
+        *,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+    ) -> T: ...
+
+    @overload
+    async def Step(  # an async function: its awaited result
+        self,
+        name: str,
+        work: Callable[[], Awaitable[T]],
+        *,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+    ) -> T: ...
+
+    @overload
+    async def Step(
+        self,
+        name: str,
+        work: Callable[[], T],
+        *,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+    ) -> T: ...
 
     async def Step(
         self,
         name: str,
-        work: Awaitable[T] | Callable[[], Awaitable[T]] | Callable[[], T],
+        work: Awaitable[Any] | Callable[[], Any],
         *,
         retry: Retry | None = None,
         timeout: float | None = None,
-    ) -> T:
+    ) -> Any:
         """A checkpoint with an explicit name around an awaitable or a callable.
 
         When the step is already recorded, its result is returned and an awaitable
@@ -258,7 +341,7 @@ class ExecuteContext(Generic[InputT, StateT]):
                 "be awaited only once)"
             )
         position, step_name, occurrence = self._take_position(name)
-        call: TaskCall[T] = TaskCall(
+        call: TaskCall[Any] = TaskCall(
             self,
             position,
             step_name,
@@ -277,21 +360,46 @@ class ExecuteContext(Generic[InputT, StateT]):
             if not callable(work) and inspect.iscoroutine(work):
                 work.close()  # recorded, or failed before awaiting it: never "never awaited"
 
-    async def Parallel(self, *calls: TaskCall[Any]) -> list[Any]:
+    @overload
+    async def Parallel(self, a: TaskCall[T1], /) -> tuple[T1]: ...
+
+    @overload
+    async def Parallel(self, a: TaskCall[T1], b: TaskCall[T2], /) -> tuple[T1, T2]: ...
+
+    @overload
+    async def Parallel(
+        self, a: TaskCall[T1], b: TaskCall[T2], c: TaskCall[T3], /
+    ) -> tuple[T1, T2, T3]: ...
+
+    @overload
+    async def Parallel(
+        self, a: TaskCall[T1], b: TaskCall[T2], c: TaskCall[T3], d: TaskCall[T4], /
+    ) -> tuple[T1, T2, T3, T4]: ...
+
+    @overload
+    async def Parallel(self, *calls: TaskCall[T]) -> tuple[T, ...]: ...
+
+    async def Parallel(self, *calls: TaskCall[Any]) -> tuple[Any, ...]:
         """Await tasks concurrently; each result is checkpointed as it finishes.
-        Returns the results in the order given. The first failure cancels the rest."""
+        Returns the results as a tuple, in the order given (typed one by one for up to
+        four tasks). The first failure cancels the rest."""
         for call in calls:
             if not isinstance(call, TaskCall):
                 raise TypeError(f"ctx.Parallel() takes ctx.Task(...) calls, got {call!r}")
         results: list[Any] = [None] * len(calls)
+        for call in calls:
+            if call.awaited:
+                raise RuntimeError(f"task {call.name!r} was awaited twice")
+            # Each is awaited below; a sibling's failure may cancel one before it starts.
+            call.awaited = True
 
         async def one(index: int, call: TaskCall[Any]) -> None:
-            results[index] = await call
+            results[index] = await call.ctx._run(call)
 
         async with anyio.create_task_group() as group:
             for index, call in enumerate(calls):
                 group.start_soon(one, index, call)
-        return results
+        return tuple(results)
 
     async def WaitFor(self, condition: WaitCondition) -> Any:
         """Halt the run durably until `condition` is met, and return the decision:
@@ -333,6 +441,39 @@ class ExecuteContext(Generic[InputT, StateT]):
         if recorded is not _MISSING:
             return recorded  # type: ignore[no-any-return]
         return await self._driver.run_task(self, call)  # type: ignore[no-any-return]
+
+    # The snake_case twins, as real members a type checker sees (`snake_case_aliases`
+    # checks that every PascalCase verb has one).
+    idempotency_key = IdempotencyKey
+    attempt = Attempt
+    step_name = StepName
+    log = Log
+    task = Task
+    step = Step
+    parallel = Parallel
+    wait_for = WaitFor
+    emit = Emit
+    agent = Agent
+
+    @property
+    def input(self) -> InputT:
+        """`Input`."""
+        return self.Input
+
+    @property
+    def run_id(self) -> str:
+        """`RunId`."""
+        return self.RunId
+
+    @property
+    def state(self) -> TaskState:
+        """`State`."""
+        return self.State
+
+    @property
+    def agents(self) -> Mapping[str, Any]:
+        """`Agents`."""
+        return self.Agents
 
 
 class _Missing:
@@ -441,6 +582,10 @@ class Imperative:
                     execution, ctx, RunStatus.QUEUED, {}, events=[event], clear_control=False
                 )
             raise _Suspended()
+        if call.external and (cassette := active_cassette()) is not None:
+            recorded = cassette.play(call.name)  # a replay: never the real call
+            call = dataclasses.replace(call, fn=lambda *a, **k: recorded, in_thread=False)
+            call.awaited = True  # the copy stands in for the call being awaited
         key = idempotency_key(execution.run_id, call.base, call.occurrence)
         ctx.last_step = call.name
         started = time.perf_counter()
@@ -580,6 +725,14 @@ class Imperative:
 
 
 def _decision_value(condition: WaitCondition, decision: Any) -> Any:
+    """What `ctx.WaitFor(condition)` returns (docs/execute.md): an approval's verdict,
+    an event's payload, an answer, a timer's record; None after an event's or an
+    answer's timeout."""
     if condition.kind == "approval" and isinstance(decision, dict):
         return bool(decision.get("approved"))
+    timed_out = isinstance(decision, dict) and decision.get("timed_out") is True
+    if condition.kind == "event":
+        return None if timed_out or not isinstance(decision, dict) else decision.get("payload")
+    if condition.kind == "input" and timed_out:
+        return None
     return decision

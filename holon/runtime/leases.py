@@ -71,10 +71,10 @@ class LeaseKeeper:
             control = await self.store.renew_lease(
                 execution.run_id, execution.token, self.lease_ttl, self.clock.now()
             )
-        except StaleLease:
+        except StaleLease as exc:
             if self.executions.get(execution.run_id) is not execution:
                 return  # it ended meanwhile and released its lease
-            execution.lose_lease()
+            execution.lose_lease(("lease_lost", str(exc)))
             return
         except Exception as exc:
             failures.append(f"run {execution.run_id}: {exc}")

@@ -77,12 +77,13 @@ class TaskState:
             raise StateValidationError(
                 f"state keys are strings, got {set_keys!r}", run_id=self._run_id
             )
-        proposed = {
-            k: to_json_value(
-                v, what=f"state {k!r}", run_id=self._run_id, step=None, keyring=self._keyring
-            )
-            for k, v in proposed.items()
-        }
+        if self._model is None:  # with a model, the model says how each field is stored
+            proposed = {
+                k: to_json_value(
+                    v, what=f"state {k!r}", run_id=self._run_id, step=None, keyring=self._keyring
+                )
+                for k, v in proposed.items()
+            }
         validated = validate_state(
             self._model, proposed, run_id=self._run_id, step=None, keyring=self._keyring
         )

@@ -78,6 +78,8 @@ def on_wake(record: RunRecord, now: float) -> Checkpoint | None:
         summary = {
             "timed_out": True,
             "approved": False,
+            "by": [],
+            "digest": spec.get("digest"),
             "wait_id": wait.wait_id,
             "question": spec.get("question"),
             "decisions": [d.model_dump(mode="json") for d in wait.decisions],

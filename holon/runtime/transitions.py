@@ -121,6 +121,7 @@ class Transitions:
             logger.error("run %s: checkpoint refused: %s", execution.run_id, error)
             return CheckpointsLost(error)
         logger.warning("run %s: checkpoint refused: %s", execution.run_id, error)
+        execution.refusal = execution.refusal or ("commit_refused", str(error))
         return LeaseLost()
 
     async def halt_lost(self, execution: Execution, lost: CheckpointsLost) -> None:

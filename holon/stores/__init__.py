@@ -6,6 +6,9 @@
 | `sqlite:///path/to/file.db` | `SQLiteStore`: the embedded default, `.holon/holon.db` |
 | `redis://host:port/db`, `rediss://...` | `RedisStore`: many workers on many machines |
 | `redis+cluster://host:port` | `RedisStore` on a Redis Cluster |
+
+A bare name stands for its usual URL: `"redis"` for `redis://localhost:6379/0`,
+`"sqlite"` for the embedded default, `"memory"` for `memory://`.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ __all__ = [
     "RunRecord",
     "RunStatus",
     "RunSummary",
+    "SHORT_NAMES",
     "SQLiteStore",
     "Store",
     "TimelineEvent",
@@ -65,6 +69,13 @@ __all__ = [
 ]
 
 DEFAULT_STORE_URL = "sqlite:///.holon/holon.db"
+
+SHORT_NAMES = {
+    "redis": "redis://localhost:6379/0",
+    "sqlite": DEFAULT_STORE_URL,
+    "memory": "memory://",
+}
+"""What a bare store name stands for (`.Persistence(store="redis")`)."""
 
 
 def default_store_url() -> str:
@@ -77,10 +88,12 @@ def open_store(url: str | None = None, *, key_prefix: str = "") -> Store:
 
     Args:
         url: `memory://`, `sqlite:///path`, `redis://host:port/db` or
-            `redis+cluster://host:port`; None means `default_store_url()`.
+            `redis+cluster://host:port`, or a bare name of `SHORT_NAMES` (`"redis"`);
+            None means `default_store_url()`.
         key_prefix: keeps deployments that share one database apart.
     """
     url = url or default_store_url()
+    url = SHORT_NAMES.get(url, url)
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme == "memory":
         return MemoryStore(url)

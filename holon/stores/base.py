@@ -18,7 +18,7 @@ Every operation is atomic. Stores hold JSON only: nothing is pickled.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
@@ -41,6 +41,7 @@ __all__ = [
     "Lease",
     "LeaseGrant",
     "NewEvent",
+    "Origin",
     "Page",
     "RunBody",
     "RunProgress",
@@ -212,6 +213,22 @@ class Compensation(_Record):
     `compensate=` (as for `ctx.Task(..., compensate=...)`)."""
 
 
+class Origin(_Record):
+    """The run an operator made this run from (`Fork`, `Replay`, `Rerun`)."""
+
+    run_id: str
+    """The run it came from."""
+    kind: Literal["fork", "replay", "rerun"]
+    seq: int | None = None
+    """The timeline event of the original run whose checkpoint it started from (the
+    `step_started` of the step it starts at); None: the original's start."""
+    by: str | None = None
+    """Who made it."""
+    sandbox: bool = False
+    """A sandbox run: its external steps answered from the original's recording, its
+    idempotency keys its own, no worker executes it (`handle.Replay()`)."""
+
+
 BODY_SCHEMA_VERSION = 1
 """The version of `RunBody`'s schema this holon writes and reads. A stored body of
 another version is a corrupt record to this holon: its run fails alone."""
@@ -266,6 +283,8 @@ class RunBody(_Record):
     `requests`, `usd` (where the price is known), and the same per step under `steps`."""
     budget: dict[str, Any] | None = None
     """The run's budget (`tokens`, `usd`, `requests`; see `Workflow.Budget`), or None."""
+    origin: Origin | None = None
+    """Set on a run made from another one by an operator (a fork, a sandbox replay)."""
 
 
 def quarantined_body(reason: str) -> RunBody:
@@ -404,6 +423,13 @@ class Page(Generic[T]):
 
     items: list[T]
     next_cursor: str | None = None
+
+    def __iter__(self) -> Iterator[T]:
+        """The page's items (`for run in page:`)."""
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
 
 
 @runtime_checkable

@@ -217,6 +217,9 @@ class RedisBase:
             "ssl": parts.scheme.startswith("rediss"),
             "decode_responses": True,
             "socket_connect_timeout": 5,
+            # The store's own connections read RESP2 (`redis_resp`); redis-py 8 would
+            # otherwise switch the connections it makes for them to RESP3.
+            "protocol": 2,
         }
         if self.cluster:
             return RedisCluster(**common)
@@ -381,7 +384,16 @@ class RedisBase:
         pipe = self._client.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command(*command)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        try:
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        except UnicodeDecodeError:
+            # The replies after the undecodable one may still be unread on the
+            # connection (redis-py 8 keeps it): drop it, or the next command would read
+            # them as its own.
+            pool = getattr(self._client, "connection_pool", None)
+            if pool is not None:
+                await pool.disconnect()
+            raise
         if self.durable_ack == "aof":
             error = self._ack_error(replies.pop())
             if error is not None:

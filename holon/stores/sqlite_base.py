@@ -8,6 +8,7 @@ milliseconds (default 5000), so the event loop never blocks on a lock.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -141,7 +142,17 @@ class SQLiteBase:
         parts = urlsplit(url)
         if parts.scheme != "sqlite":
             raise StoreError(f"not a sqlite URL: {url!r}")
+        if parts.netloc:
+            raise StoreError(
+                f"{url!r}: a SQLite URL has three slashes before a relative path "
+                f"(sqlite:///data/x.db) and four before an absolute one "
+                f"(sqlite:////var/lib/x.db); {parts.netloc!r} reads as a host name"
+            )
+        # sqlite:///data/x.db is `data/x.db` relative to the working directory;
+        # sqlite:////abs/x.db is `/abs/x.db`; sqlite:///~/x.db is in the home folder.
         raw_path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if raw_path.startswith("~"):
+            raw_path = os.path.expanduser(raw_path)
         if not raw_path:
             raise StoreError(f"{url!r} names no database file; use sqlite:///path/to/file.db")
         options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
@@ -175,7 +186,16 @@ class SQLiteBase:
         if self._conn is not None:
             return
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(self.path).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create the folder {str(folder.absolute())!r} of the SQLite store "
+                    f"{self.url!r} ({exc.strerror or exc}); run from a folder you may write "
+                    "in, or choose the store with HOLON_STORE or "
+                    ".Persistence(store='sqlite:////writable/path/holon.db')"
+                ) from None
         try:
             conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=0
@@ -184,7 +204,10 @@ class SQLiteBase:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open SQLite store {self.path!r}: {exc}") from None
+            raise StoreError(
+                f"cannot open SQLite store {str(Path(self.path).absolute())!r}: {exc} (is the "
+                "folder writable? HOLON_STORE or .Persistence(store=...) choose another)"
+            ) from None
         self._conn = conn
         await self._run(_create_schema)
 

@@ -102,11 +102,18 @@ async def _pause(store: Store, record: RunRecord, version: str, now: float, by: 
     paused_from = RunStatus.WAITING if record.status == RunStatus.WAITING else None
     step = record.body.cursor.step if record.body.cursor else None
     reason = f"{NEEDS_VERSION} {version}"
+    changes: dict[str, object] = {"paused_from": paused_from, "needs_version": version}
+    data: dict[str, object] = {"by": by, "reason": reason}
+    if record.status == RunStatus.RUNNING and record.lease is not None:
+        # Its lease ran out mid-step (not let go): its executor died there. Counted as a take-over
+        # would count it, so that a step that kills its workers becomes poison even when
+        # the run is paused and resumed between deaths.
+        changes["deaths"] = data["deaths"] = record.body.deaths + 1
     checkpoint = Checkpoint(
         status=RunStatus.PAUSED,
-        body=evolve(record.body, {"paused_from": paused_from, "needs_version": version}),
+        body=evolve(record.body, changes),
         at=now,
-        events=[NewEvent("paused", now, step, {"by": by, "reason": reason})],
+        events=[NewEvent("paused", now, step, data)],
         release_lease=True,
     )
     if not await _write(store, record, checkpoint):
