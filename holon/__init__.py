@@ -15,10 +15,13 @@ from holon.control.bulk import BulkReport
 from holon.control.catalogue import WorkflowInfo
 from holon.control.client import Client
 from holon.control.handle import RunHandle
+from holon.control.observed import ObservedStore
 from holon.control.runner import WorkflowRunner
 from holon.control.steward import Steward
 from holon.control.surgery import Divergence, ReplayReport, RerunReport
 from holon.control.sync_client import SyncClient, SyncRunHandle
+from holon.control.telemetry import RunSpans
+from holon.control.webhooks import WebhookRoute
 from holon.definition.budget import Budget
 from holon.definition.builder import Workflow
 from holon.definition.conditions import payload_digest
@@ -26,6 +29,7 @@ from holon.definition.decorator import workflow
 from holon.definition.directives import (
     END,
     START,
+    Child,
     End,
     Event,
     HumanApproval,
@@ -41,6 +45,7 @@ from holon.definition.policies import NonRetryable, Retry, StepTimeout, step
 from holon.definition.steps import StepSpec
 from holon.errors import (
     AgentNotFound,
+    ChildFailed,
     CorruptRecord,
     DecisionConflict,
     DecisionRefused,
@@ -77,6 +82,7 @@ from holon.runtime.agents import Agent, AgentHandle
 from holon.runtime.cassette import NoRecording
 from holon.runtime.context import Context
 from holon.runtime.imperative import ExecuteContext, TaskCall, current_step
+from holon.runtime.log_context import install_log_context
 from holon.runtime.task_state import TaskState
 from holon.runtime.waits import WaitInfo
 from holon.sealing import Keyring, Secret
@@ -101,6 +107,10 @@ __all__ = [
     "AgentNotFound",
     "Budget",
     "Emitted",
+    "ObservedStore",
+    "RunSpans",
+    "WebhookRoute",
+    "install_log_context",
     "ExecuteContext",
     "NonDeterminismError",
     "NonRetryable",
@@ -112,15 +122,17 @@ __all__ = [
     "step",
     "END",
     "START",
+    "Child",
+    "End",
     "BulkReport",
     "Client",
     "Divergence",
     "NoRecording",
     "ReplayReport",
     "RerunReport",
-    "End",
     "Clock",
     "Context",
+    "ChildFailed",
     "CorruptRecord",
     "DecisionConflict",
     "DecisionRefused",

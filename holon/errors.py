@@ -17,9 +17,9 @@ HolonError
 ├── AgentNotFound                an agent a step asked for that nobody registered
 ├── InvalidRunState              a verb that does not apply to the run's status
 │   └── NotWaiting               a decision for a run that waits for nothing (or not that)
-├── InboxFull                    an early event that cannot be kept: its inbox is full
 ├── RunConflict                  a run id taken by a run of another workflow or input
 ├── ResultTimeout                Result()/WaitUntil() gave up waiting; the run goes on
+├── InboxFull                    an early event that cannot be kept: its inbox is full
 ├── DecisionRefused              a decision the wait does not accept (in the timeline)
 │   ├── NotAnApprover            by someone the gate does not list, or who may not approve
 │   ├── DigestMismatch           naming a payload digest other than the one shown
@@ -28,6 +28,7 @@ HolonError
 ├── NonDeterminismError          an .Execute() run whose code changed under it
 ├── PoisonRun                    a run whose executor died too often in one step
 ├── RunFailed                    Result() of a run that ended other than `completed`
+├── ChildFailed                  a child run ended other than `completed`
 └── StoreError                   the store refused or could not do an operation
     ├── StaleLease               a commit whose fencing token is no longer current
     ├── SeqConflict              a commit based on another checkpoint than the stored one
@@ -44,6 +45,7 @@ from typing import Any
 
 __all__ = [
     "AgentNotFound",
+    "ChildFailed",
     "CorruptRecord",
     "DocumentError",
     "DecisionConflict",
@@ -221,12 +223,6 @@ class NotWaiting(InvalidRunState):
     """A decision was sent to a run that is not waiting for it."""
 
 
-class InboxFull(HolonError):
-    """An event sent before its run waits for it could not be kept: the inbox (of the run,
-    or of the event's name for a broadcast) already holds as many as it may. Nothing was
-    kept; the events kept before stay until delivered or expired."""
-
-
 class RunConflict(HolonError):
     """`Run(input, run_id=...)` names a run that exists with another workflow or another
     input: the id is taken, and the existing run is not the one asked for. (The same
@@ -259,6 +255,12 @@ class ResultTimeout(HolonError, TimeoutError):
     def __init__(self, message: str, *, status: str, run_id: str | None = None) -> None:
         super().__init__(message, run_id=run_id)
         self.status = status
+
+
+class InboxFull(HolonError):
+    """An event sent before its run waits for it could not be kept: the inbox (of the run,
+    or of the event's name for a broadcast) already holds as many as it may. Nothing was
+    kept; the events kept before stay until delivered or expired."""
 
 
 class DecisionRefused(HolonError):
@@ -319,6 +321,33 @@ class RunFailed(HolonError):
         step: str | None = None,
     ) -> None:
         super().__init__(message, run_id=run_id, step=step)
+        self.status = status
+        self.error = error
+
+
+class ChildFailed(HolonError):
+    """A child run (`Child(...)`, `ctx.Child(...)`) ended other than `completed`. Raised
+    into the `.Execute()` function that awaited it, and the error of a flow's parent run
+    when its `Child` has no `on_failure` step.
+
+    Attributes:
+        child_run_id: the child run.
+        status: how it ended (`failed`, `stopped`, `rejected`, `expired`).
+        error: the child's error, as stored, when it failed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        child_run_id: str,
+        status: str,
+        error: dict[str, Any] | None = None,
+        run_id: str | None = None,
+        step: str | None = None,
+    ) -> None:
+        super().__init__(message, run_id=run_id, step=step)
+        self.child_run_id = child_run_id
         self.status = status
         self.error = error
 

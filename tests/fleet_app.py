@@ -107,16 +107,17 @@ deploy_v2 = _versioned("2")
 
 
 def _imperative(code: str) -> Workflow:
-    """An `.Execute()` workflow of eight tasks of half a second; version 2 declares no
+    """An `.Execute()` workflow of ten tasks of 0.8 s (long enough for a deploy to start
+    a new worker meanwhile, on a loaded machine); version 2 declares no
     migration from 1, so a version-1 run may only ever run on version 1's code."""
 
     async def task(i: int, key_code: str) -> int:
         _log("versions", f"{key_code} {code}")
-        await anyio.sleep(0.5)  # sleep-ok: the task's work, long enough for a deploy
+        await anyio.sleep(0.8)  # sleep-ok: the task's work, long enough for a deploy
         return i
 
     async def body(ctx: Any) -> str:
-        for i in range(8):
+        for i in range(10):
             await ctx.Task(task, i, f"{ctx.RunId}:{i}")
         return code
 

@@ -208,6 +208,11 @@ def delete_prefix(url: str, prefix: str) -> None:
             client.delete(key)
     finally:
         client.close()
+        if isinstance(client, redis.RedisCluster):
+            # redis-py 8's close() leaves the nodes' connections open.
+            for node in client.get_nodes():
+                if node.redis_connection is not None:
+                    node.redis_connection.connection_pool.disconnect()
 
 
 class CuttingProxy:

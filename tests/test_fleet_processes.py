@@ -1,4 +1,4 @@
-"""A fleet of worker processes on one store (SQLite file, Redis server): runs complete
+"""A fleet of `holon worker` processes on one store (SQLite file, Redis server): runs complete
 and every step's effect is applied once although one worker is SIGKILLed mid-step and
 another SIGSTOPped past its leases; a stalled worker's late commits are refused and show
 in the timeline; a rolling deploy never runs a step on older code than its run's."""
@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
@@ -56,25 +57,42 @@ async def opened(url: str) -> AsyncIterator[Store]:
         await store.close()
 
 
+HOLON = str(Path(sys.executable).parent / "holon")
+"""The `holon` program installed beside this Python (its console script)."""
+
+
 @asynccontextmanager
 async def workers(
-    tmp_path: Path, url: str, sink: Path, app: str, names: list[str], *extra: str
+    tmp_path: Path, url: str, sink: Path, app: str, names: list[str], *options: str
 ) -> AsyncIterator[dict[str, Child]]:
-    env = {**os.environ, "HOLON_TEST_SINK": str(sink)}
+    """`holon worker APP` processes on `url`, one per name, with a short lease so that
+    take-overs happen within a test; yields once each is on the store's list of live
+    executors."""
     async with AsyncExitStack() as stack:
         started = {
             name: await stack.enter_async_context(
                 child(
                     tmp_path,
                     name,
-                    "-m",
-                    "tests.fleet_worker",
-                    app,
+                    HOLON,
+                    "--store",
                     url,
+                    "worker",
+                    app,
+                    "--name",
                     name,
+                    "--concurrency",
+                    "20",
+                    "--lease-ttl",
                     str(LEASE_TTL),
-                    *extra,
-                    env=env,
+                    "--poll-interval",
+                    "0.05",
+                    "--drain-deadline",
+                    "10",
+                    "--version-grace",
+                    str(LEASE_TTL),
+                    *options,
+                    env={**os.environ, "HOLON_TEST_SINK": str(sink), "HOLON_TEST_WORKER": name},
                 )
             )
             for name in names
@@ -358,7 +376,13 @@ async def test_a_poison_step_fails_its_run_and_spares_the_others(kind: str, tmp_
                 # run out, and dies in its step.
                 for attempt in range(4):
                     async with workers(
-                        tmp_path, url, sink, "tests.fleet_app:poison", [f"p{attempt}"], "3"
+                        tmp_path,
+                        url,
+                        sink,
+                        "tests.fleet_app:poison",
+                        [f"p{attempt}"],
+                        "--poison-after",
+                        "3",
                     ) as children:
                         (worker,) = children.values()
                         if not await died_or_failed(worker, store, bad):

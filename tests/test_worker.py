@@ -478,3 +478,48 @@ async def test_a_late_commit_is_refused_and_shows_in_the_timeline(url: str, tmp_
         record = await handle.Record()
         assert record.status == RunStatus.RUNNING and record.lease is not None
         assert record.lease.owner == "other"  # the refused commit changed nothing
+
+
+async def test_parallel_children_run_on_different_workers_and_join_once(store: Store) -> None:
+    """Branches as child runs: each is claimed by whichever worker has room, so one
+    run's branches execute on several workers at once; the join runs once, when the
+    last branch's result is in."""
+    from holon import Child, Parallel
+
+    inside = 0
+    most = 0
+    three_in = anyio.Event()
+    joins: list[dict[str, Any]] = []
+
+    async def branch(ctx: Any) -> Next:
+        nonlocal inside, most
+        inside += 1
+        most = max(most, inside)
+        if inside == 3:
+            three_in.set()
+        with anyio.fail_after(10):
+            await three_in.wait()  # three at once: more than one worker's two places
+        inside -= 1
+        return Next(END, output=ctx.Input["n"] * 10)
+
+    def join(ctx: Any) -> Next:
+        joins.append(dict(ctx.StepResults))
+        return Next(END, output=sum(ctx.StepResults[f"b{i}"] for i in range(4)))
+
+    part = Workflow("part").Flow({START: branch})
+    whole = Workflow("whole").Flow(
+        {
+            START: lambda ctx: Parallel(
+                [Child(part, {"n": i}, name=f"b{i}") for i in range(4)], "Join"
+            ),
+            "Join": join,
+        }
+    )
+    (run_id,) = await queue(whole, store)
+    async with (
+        Worker([whole, part], store, concurrency=2, poll_interval=0.01, name="one"),
+        Worker([whole, part], store, concurrency=2, poll_interval=0.01, name="two"),
+    ):
+        assert await results(whole, store, [run_id]) == [60]
+    assert most >= 3  # more than one worker's two places: branches ran on both at once
+    assert len(joins) == 1

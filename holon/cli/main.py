@@ -38,7 +38,7 @@ from typing import Annotated
 
 import typer
 
-from holon.cli import catalogue, runs, steer, surgery, worker
+from holon.cli import catalogue, runs, serve, steer, surgery, worker
 from holon.cli.output import Output
 from holon.cli.settings import BadArgument, RunEnded, Settings
 from holon.errors import HolonError, RunNotFound, WorkflowNotFound
@@ -54,7 +54,7 @@ __all__ = [
     "main",
 ]
 
-COMMAND_MODULES: tuple[ModuleType, ...] = (runs, steer, surgery, catalogue, worker)
+COMMAND_MODULES: tuple[ModuleType, ...] = (runs, steer, surgery, catalogue, worker, serve)
 """The modules whose `register(app)` adds commands to `holon`, in help order."""
 
 EXIT_ERROR = 1

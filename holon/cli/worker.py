@@ -60,6 +60,12 @@ def register(app: typer.Typer) -> None:
         poison_after: Annotated[
             int, typer.Option(min=1, help="Executor deaths in one step before a run fails.")
         ] = 5,
+        version_grace: Annotated[
+            float,
+            typer.Option(
+                min=0.01, help="Seconds before a run no live worker may execute is paused."
+            ),
+        ] = 300.0,
         health_port: Annotated[
             int | None, typer.Option(min=0, max=65535, help="Serve /livez and /readyz here.")
         ] = None,
@@ -91,6 +97,7 @@ def register(app: typer.Typer) -> None:
             poll_interval=poll_interval,
             drain_deadline=drain_deadline,
             poison_after=poison_after,
+            version_grace=version_grace,
         )
 
         async def go() -> None:

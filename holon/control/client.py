@@ -288,7 +288,8 @@ class Client:
         await self._ready()
         return await send_event(self._operator, event, payload, event_id, keep_for=keep_for)
 
-    # The snake_case twins, as real members a type checker sees.
+    # The snake_case twins, as real members a type checker sees (`snake_case_aliases`
+    # checks that every PascalCase verb has one).
     open = Open
     close = Close
     start = Start

@@ -14,6 +14,7 @@ from holon.control.surgery import ReplayReport, RerunReport, fork, replay, rerun
 from holon.control.watch import RunWatch
 from holon.definition.budget import Budget
 from holon.errors import HolonError, InvalidRunState, ResultTimeout, RunFailed, RunNotFound
+from holon.runtime.children import tell_parent
 from holon.runtime.decisions import edited_args
 from holon.runtime.inbox import KEEP_EVENTS_FOR
 from holon.runtime.waits import WaitInfo, describe
@@ -192,6 +193,7 @@ class RunHandle:
         operator = self._runner.operator
         record = await operator.load(self.run_id)
         if record.status == RunStatus.STOPPED:
+            await self._stopped_family(record, by, timeout)
             return record.status
         if record.status.terminal:
             raise InvalidRunState(
@@ -212,12 +214,38 @@ class RunHandle:
                     record = await operator.stop_idle(self.run_id, by)
                     break
                 await self._changed(change, self._runner.poll_interval)
+        await self._stopped_family(record, by, timeout)
         return record.status
+
+    async def _stopped_family(
+        self, record: RunRecord, by: str | None, timeout: float | None
+    ) -> None:
+        """After a Stop: the run's children that have not ended are stopped too (their
+        own children with them), and a stopped child closes its parent's wait."""
+        source = self._runner
+        for child_id in record.body.children:
+            child = await source.store.load_run(child_id)
+            if child is not None and not child.status.terminal:
+                await RunHandle(source, child_id).Stop(by=by, timeout=timeout)
+        if record.status.terminal and record.body.parent is not None:
+            parent = await tell_parent(source.store, source.clock, record)
+            if parent is not None and parent.status == RunStatus.QUEUED:
+                source.kick(parent.run_id)
 
     def _kicked(self, record: RunRecord) -> RunStatus:
         if record.status == RunStatus.QUEUED:
             self._runner.kick(self.run_id)
         return record.status
+
+    async def _ended_child(self, record: RunRecord) -> RunStatus:
+        """After a decision: a child run it ended (rejected, say) closes its parent's
+        wait for it."""
+        if record.status.terminal and record.body.parent is not None:
+            source = self._runner
+            parent = await tell_parent(source.store, source.clock, record)
+            if parent is not None and parent.status == RunStatus.QUEUED:
+                source.kick(parent.run_id)
+        return self._kicked(record)
 
     async def Approve(
         self,
@@ -284,7 +312,7 @@ class RunHandle:
             wait_id=wait_id,
             value=edited_args(self.run_id, verdict, args),
         )
-        return self._kicked(record)
+        return await self._ended_child(record)
 
     async def Answer(
         self,
@@ -304,7 +332,7 @@ class RunHandle:
         record = await self._runner.operator.answer(
             self.run_id, value=value, by=by, comment=comment, wait_id=wait_id
         )
-        return self._kicked(record)
+        return await self._ended_child(record)
 
     async def Send(
         self,

@@ -29,10 +29,9 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-from pydantic import BaseModel, SecretBytes, SecretStr
-from pydantic import ValidationError as PydanticValidationError
+from pydantic import SecretBytes, SecretStr
 
-from holon._json import digest, to_json_value
+from holon._json import digest
 from holon._naming import snake_case_aliases
 from holon.clock import Clock, SystemClock
 from holon.control.catalogue import ensure_entry, version_order
@@ -41,21 +40,17 @@ from holon.control.operator import Operator
 from holon.control.waiting import pending_approvals, send_event
 from holon.definition.budget import Budget
 from holon.definition.builder import Workflow
-from holon.definition.directives import START
-from holon.errors import HolonError, InputValidationError, RunConflict, RunNotFound
+from holon.errors import HolonError, RunConflict, RunNotFound
 from holon.runtime.agents import AgentDirectory
 from holon.runtime.definitions import Definitions
 from holon.runtime.engine import Engine
-from holon.runtime.execution import EXECUTE_STEP
 from holon.runtime.executor import Executor
+from holon.runtime.starting import check_input_size, new_run, validate_input
 from holon.runtime.waits import WaitInfo
 from holon.sealing import has_secrets, open_secrets
 from holon.stores import MemoryStore, open_store
 from holon.stores.base import (
-    Cursor,
-    NewEvent,
     Page,
-    RunBody,
     RunRecord,
     RunStatus,
     RunSummary,
@@ -259,45 +254,20 @@ class WorkflowRunner:
         """
         run_budget = Budget.of(budget) if budget is not None else self.workflow.run_budget
         run_input = self._validate_input(input)
-        name = self.workflow.name
-        self.workflow.size_limits.check(
-            "input", run_input, what=f"the input of a run of workflow {name!r}", workflow=name
-        )
+        check_input_size(self.workflow, run_input)
         await self._started()
         if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
             raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
         if started_by is not None and (not isinstance(started_by, str) or not started_by):
             raise ValueError(f"started_by must be a non-empty string, got {started_by!r}")
-        now = self.clock.now()
-        state_model = self.workflow.state_model
-        keyring = self.workflow.plan.rules.keyring
-        first_step = EXECUTE_STEP if self.workflow.execute_fn else START.value
-        record = RunRecord(
-            run_id=run_id or uuid.uuid4().hex,
-            workflow=self.workflow.name,
-            version=self.workflow.version,
-            status=RunStatus.QUEUED,
-            input=run_input,
-            body=RunBody(
-                cursor=Cursor(step=first_step),
-                state=to_json_value(
-                    state_model(), what="state", run_id="(new)", step=None, keyring=keyring
-                )
-                if state_model
-                else {},
-                started_by=started_by,
-                budget=run_budget.as_dict() if run_budget is not None else None,
-            ),
-            created_at=now,
-            updated_at=now,
+        record, events = new_run(
+            self.workflow,
+            run_input,
+            run_id or uuid.uuid4().hex,
+            self.clock.now(),
+            started_by=started_by,
+            budget=run_budget,
         )
-        started: dict[str, Any] = {"workflow": record.workflow, "version": record.version}
-        if started_by is not None:
-            started["started_by"] = started_by
-        events = [
-            NewEvent(kind="started", at=now, data=started),
-            NewEvent(kind="step_started", at=now, step=first_step),
-        ]
         stored, created = await self.store.create_run(record, events)
         if created:
             self.kick(stored.run_id)
@@ -338,26 +308,7 @@ class WorkflowRunner:
         return self._validate_input(value)
 
     def _validate_input(self, value: Any) -> Any:
-        model = self.workflow.input_model
-        keyring = self.workflow.plan.rules.keyring
-        if model is None:
-            return to_json_value(value, what="input", run_id="(new)", step=None, keyring=keyring)
-        if isinstance(value, BaseModel) and not isinstance(value, model):
-            value = value.model_dump()
-        try:
-            validated = model.model_validate(value)
-        except PydanticValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
-                for e in exc.errors(include_url=False)
-            )
-            raise InputValidationError(
-                f"input of workflow {self.workflow.name!r} does not match "
-                f"{model.__name__}: {problems}",
-                errors=[dict(e) for e in exc.errors(include_url=False)],
-                workflow=self.workflow.name,
-            ) from None
-        return to_json_value(validated, what="input", run_id="(new)", step=None, keyring=keyring)
+        return validate_input(self.workflow, value)
 
     async def Get(self, run_id: str) -> RunHandle:
         """The handle of an existing run; `RunNotFound` if there is none."""

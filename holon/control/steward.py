@@ -30,9 +30,11 @@ from typing import Any, Literal
 from holon._json import to_json_value
 from holon._naming import snake_case_aliases
 from holon.clock import Clock, SystemClock
-from holon.control.catalogue import WorkflowInfo, entries, entry_for, record_entry
+from holon.control.catalogue import WorkflowInfo, entries, entry_for, record_entry, served_agents
 from holon.control.runner import WorkflowRunner
 from holon.control.schedules import ScheduleError, ScheduleInfo, check_timetable
+from holon.control.steward_code import AgentFactory, CodeRegistry
+from holon.control.webhooks import WebhookRoute, webhook_path
 from holon.definition.builder import Workflow
 from holon.definition.declarative import Compiled, compile_document
 from holon.errors import (
@@ -49,11 +51,9 @@ __all__ = ["Steward"]
 
 logger = logging.getLogger("holon.steward")
 
-AgentFactory = Callable[[], Any]
-
 
 @snake_case_aliases
-class Steward:
+class Steward(CodeRegistry):
     """A registry of workflows (in the store) and agents (in this process).
 
     Args:
@@ -73,6 +73,7 @@ class Steward:
         self._agent_factories: dict[str, AgentFactory] = {}
         self._agents: dict[str, Any] = {}
         self._tasks: dict[str, Callable[..., Any]] = {}
+        self._webhooks: dict[str, WebhookRoute] = {}
 
     @property
     def workflows(self) -> list[Workflow]:
@@ -369,75 +370,46 @@ class Steward:
             raise ScheduleError(f"no schedule {name!r} in {self.store.url}; schedules: {known}")
         return next(s for s in await self.Schedules() if s.name == name)
 
-    # -- agents and tasks ----------------------------------------------------------------
+    # -- webhooks ------------------------------------------------------------------------
 
-    def RegisterAgent(self, name: str, factory: AgentFactory) -> None:
-        """Make an agent available to declarative steps (`agent: name`).
+    def Webhook(
+        self,
+        workflow: str | Workflow,
+        *,
+        path: str,
+        secret: str | None = None,
+        event: str | None = None,
+        start: bool = True,
+    ) -> WebhookRoute:
+        """Start runs of `workflow` from signed deliveries to `POST /hooks/{path}` of the
+        HTTP API served with this steward (see `holon.control.webhooks`).
 
-        `factory()` builds the agent the first time a step needs it; the agent is then
-        called with the step's `ctx` (or its `run(ctx)` method is), sync or async, and
-        what it returns is the step's result.
+        Args:
+            path: the path under `/hooks/`.
+            secret: the key deliveries are signed with (default: the app's).
+            event: send each delivery as this event to the runs waiting on it (their
+                `match=` correlates) instead of starting a run.
+            start: with `event`, start a run when no waiting run took a delivery.
         """
-        self._check_name("agent", name, factory)
-        self._agent_factories[name] = factory
-        self._agents.pop(name, None)
+        name = workflow.name if isinstance(workflow, Workflow) else workflow
+        route = WebhookRoute(
+            workflow=name, path=webhook_path(path), secret=secret, event=event, start=start
+        )
+        self._webhooks[route.path] = route
+        return route
 
-    def agent_factory(self, name: str) -> AgentFactory | None:
-        """The factory registered as agent `name`, or None: how `ctx.Agent(name, ...)`
-        and `ctx.Agents` find agents in runs executed by this steward's runners and
-        workers."""
-        return self._agent_factories.get(name)
+    @property
+    def webhooks(self) -> list[WebhookRoute]:
+        """The webhooks declared in this process with `Webhook`."""
+        return list(self._webhooks.values())
 
-    def agent_names(self) -> list[str]:
-        """The agents registered in this process."""
-        return sorted(self._agent_factories)
+    # -- agents and tasks ----------------------------------------------------------------
 
     async def ListAgents(self) -> dict[str, list[str]]:
         """Every agent the live executors of the store can run (their workflows' own and
-        those registered with their Steward), with the executors that can: what another
-        process learns of the agents, from the store's list of live executors."""
+        those registered with their Steward), with the executors that can."""
         await self.store.open()
-        served: dict[str, list[str]] = {}
-        for worker in await self.store.workers(self.clock.now()):
-            for agent in worker.get("agents") or []:
-                served.setdefault(agent, []).append(worker["name"])
-        return {name: sorted(workers) for name, workers in sorted(served.items())}
-
-    def RegisterTask(self, name: str, fn: Callable[..., Any]) -> None:
-        """Make a function available to declarative steps (`task: name`): called with
-        the step's `ctx`, sync or async; what it returns is the step's result."""
-        self._check_name("task", name, fn)
-        self._tasks[name] = fn
-
-    def Agent(self, name: str) -> Any:
-        """The agent registered as `name`, built by its factory on first use."""
-        if name not in self._agents:
-            try:
-                factory = self._agent_factories[name]
-            except KeyError:
-                raise HolonError(
-                    f"no agent {name!r} is registered; agents: {sorted(self._agent_factories)}"
-                ) from None
-            self._agents[name] = factory()
-        return self._agents[name]
-
-    def _call(self, kind: str, name: str) -> Callable[..., Any]:
-        if kind == "task":
-            return self._tasks[name]
-        agent = self.Agent(name)
-        if callable(agent):
-            return agent  # type: ignore[no-any-return]
-        run = getattr(agent, "run", None)
-        if callable(run):
-            return run  # type: ignore[no-any-return]
-        raise TypeError(f"agent {name!r} is neither callable nor has a run(ctx) method")
-
-    @staticmethod
-    def _check_name(kind: str, name: str, fn: Any) -> None:
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"a {kind} needs a non-empty name, got {name!r}")
-        if not callable(fn):
-            raise TypeError(f"{kind} {name!r}: expected a function, got {fn!r}")
+        return await served_agents(self.store, self.clock.now())
 
     # -- retention -----------------------------------------------------------------------
 
@@ -497,9 +469,7 @@ class Steward:
     pause_schedule = PauseSchedule
     resume_schedule = ResumeSchedule
     delete_schedule = DeleteSchedule
-    register_agent = RegisterAgent
-    register_task = RegisterTask
-    agent = Agent
+    webhook = Webhook
     list_agents = ListAgents
     prune = Prune
 

@@ -201,7 +201,8 @@ class SyncClient:
             by=by,
         )
 
-    # The snake_case twins, as real members a type checker sees.
+    # The snake_case twins, as real members a type checker sees (`snake_case_aliases`
+    # checks that every PascalCase verb has one).
     close = Close
     start = Start
     run = Run
@@ -330,7 +331,8 @@ class SyncRunHandle:
             if close is not None and not self._client.client.closed:
                 self._call(close)
 
-    # The snake_case twins, as real members a type checker sees.
+    # The snake_case twins, as real members a type checker sees (`snake_case_aliases`
+    # checks that every PascalCase verb has one).
     status = Status
     record = Record
     result = Result

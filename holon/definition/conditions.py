@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from holon._json import digest as payload_digest
 
 __all__ = [
+    "ChildRun",
     "Event",
     "HumanApproval",
     "HumanInput",
@@ -319,6 +320,24 @@ class Until(WaitCondition):
 
     def deadline(self, now: float) -> float | None:
         return self.when.timestamp()
+
+
+@dataclass(frozen=True)
+class ChildRun(WaitCondition):
+    """Wait for child runs to end (made by the engine from `Child(...)`, a `Parallel`
+    of them, or `ctx.Child(...)`; not written by hand). `children` holds, for each,
+    the name its output is recorded under, its workflow and its run id."""
+
+    children: tuple[tuple[str, str, str], ...]
+    kind: str = field(default="child", init=False)
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "children": [
+                {"name": name, "workflow": workflow, "run_id": run_id}
+                for name, workflow, run_id in self.children
+            ]
+        }
 
 
 def option_id(option: Any) -> Any:

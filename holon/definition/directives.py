@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 from holon.definition.conditions import (
     Event,
@@ -27,6 +27,7 @@ from holon.definition.conditions import (
 )
 
 __all__ = [
+    "Child",
     "END",
     "START",
     "End",
@@ -99,6 +100,57 @@ class Wait:
             )
 
 
+class Named(Protocol):
+    """Anything with a `name`: a `Workflow` (directives cannot import the builder)."""
+
+    @property
+    def name(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Child:
+    """Start `workflow` as a child run with `input`, wait for it to end, then go to
+    `next`.
+
+    The child is a run of its own, durable like any other (its own record, timeline
+    and handle); the parent waits for it holding nothing, like any `Wait`. When the
+    child completes, its output is the parent step's result (`ctx.StepResults[step]`)
+    and `ctx.Decision` describes it (`{"run_id", "workflow", "status", "output",
+    "error"}`). A child that ends otherwise (failed, stopped, rejected, expired) goes
+    to `on_failure` when given, else fails the parent. Stopping the parent stops the
+    child.
+
+    Args:
+        workflow: a `Workflow`, or the name of one the executing process serves.
+        input: the child's input, validated against its Input model.
+        next: the step after the child completed.
+        on_failure: the step after the child ended other than completed.
+        name: in a `Parallel` of children, the name of its result.
+
+    `Parallel([Child(a, x), Child(b, y)], "Join")` starts several children at once and
+    goes to `Join` when all of them completed (their `next` is not needed there);
+    `Join` reads each output under the child's name. One that ends otherwise fails the
+    parent with `ChildFailed` once all have ended.
+    """
+
+    workflow: Named | str
+    input: Any
+    next: str = ""
+    on_failure: str | None = None
+    name: str | None = None
+    """In a `Parallel` of children: the name its output is recorded under in
+    `ctx.StepResults` (by default the child workflow's name, then `name#2`, ...)."""
+
+    def __post_init__(self) -> None:
+        name = self.workflow if isinstance(self.workflow, str) else self.workflow.name
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"Child(workflow, ...) takes a Workflow or its name, got {name!r}")
+
+    @property
+    def workflow_name(self) -> str:
+        return self.workflow if isinstance(self.workflow, str) else self.workflow.name
+
+
 @dataclass(frozen=True)
 class Parallel:
     """Run `branches` concurrently, then go to `join`.
@@ -109,7 +161,7 @@ class Parallel:
     unfinished branches run again.
     """
 
-    branches: Sequence[str | Callable[..., Any]]
+    branches: Sequence[str | Callable[..., Any] | Child]
     join: str
 
     def __post_init__(self) -> None:

@@ -38,6 +38,7 @@ __all__ = [
     "RunHalted",
     "StepAgents",
     "agent_step",
+    "already",
     "awaiting_step",
     "step_ending",
 ]
@@ -270,6 +271,11 @@ def step_ending(error: BaseException) -> str:
     if isinstance(error, anyio.get_cancelled_exc_class()):
         return "cancelled"
     return "failed"
+
+
+async def already(value: Any) -> Any:
+    """`value` as an awaitable (a synchronous step's, finished like an async one's)."""
+    return value
 
 
 async def awaiting_step(ctx: Any, pending: Awaitable[Any]) -> Any:

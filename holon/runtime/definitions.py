@@ -52,6 +52,16 @@ class Definitions:
         for name in self._versions:
             self.set_order(name, (order or {}).get(name, ()))
 
+    def add(self, workflow: Workflow) -> None:
+        """Serve `workflow` too (a child workflow a step started by giving it): its
+        version is the newest of its name unless the catalogue said otherwise."""
+        known = self._versions.setdefault(workflow.name, {})
+        if known.get(workflow.version) is workflow:
+            return
+        known.setdefault(workflow.version, workflow)
+        if workflow.version not in self._order.get(workflow.name, []):
+            self.set_order(workflow.name, [*self._order.get(workflow.name, []), workflow.version])
+
     def __repr__(self) -> str:
         listed = {name: list(versions) for name, versions in self._versions.items()}
         return f"Definitions({listed})"

@@ -26,7 +26,7 @@ import anyio
 
 from holon._json import digest, to_json_value
 from holon.clock import Clock
-from holon.definition.directives import END, Next, Parallel, Wait
+from holon.definition.directives import END, Child, Next, Parallel, Wait
 from holon.definition.steps import StepSpec
 from holon.errors import (
     CorruptRecord,
@@ -38,8 +38,17 @@ from holon.errors import (
     StepOutputError,
     UnknownStepError,
 )
-from holon.runtime.agents import AgentDirectory, RunHalted, step_ending
+from holon.runtime.agents import AgentDirectory, RunHalted, already, awaiting_step
 from holon.runtime.attempts import Attempts, call_step
+from holon.runtime.children import (
+    child_names,
+    child_run_id,
+    child_wait,
+    resolve_child,
+    start_child,
+    tell_parent,
+    waited_children,
+)
 from holon.runtime.compensation import Compensator
 from holon.runtime.context import Context
 from holon.runtime.definitions import Definitions
@@ -56,6 +65,7 @@ from holon.runtime.imperative import Imperative
 from holon.runtime.inbox import take_kept_event
 from holon.runtime.journal import RunServices
 from holon.runtime.leases import LeaseKeeper
+from holon.runtime.log_context import executing
 from holon.runtime.suspension import Suspender
 from holon.runtime.timers import Timers
 from holon.runtime.transitions import Transitions, step_of
@@ -67,6 +77,8 @@ from holon.stores.base import (
     Compensation,
     LeaseGrant,
     NewEvent,
+    RunLink,
+    RunRecord,
     RunStatus,
     Store,
     evolve,
@@ -108,8 +120,7 @@ class Engine:
         self.owner = owner
         self.lease_ttl = lease_ttl
         self.clock = clock
-        self.agents = agents
-        """Finds agents by name beyond a workflow's `.Agents({...})` (a Steward)."""
+        self.agents = agents  # finds agents beyond a workflow's `.Agents({...})`
         self.executions: dict[str, Execution] = {}
         self.draining = False
         """Set by `drain`: every run is handed back at its next step boundary."""
@@ -118,7 +129,9 @@ class Engine:
         self.suspender = Suspender(self.transitions)
         self.fan_out = FanOut(self.transitions, self.attempts)
         self.compensator = Compensator(self.transitions, self.attempts)
-        self.imperative = Imperative(self.transitions, self.attempts, self.suspender)
+        self.imperative = Imperative(
+            self.transitions, self.attempts, self.suspender, self.definitions
+        )
         self.timers = Timers(self.transitions)
         self.leases = LeaseKeeper(store, clock, lease_ttl, self.executions)
         self.on_ready: Callable[[str, str], None] | None = None
@@ -160,7 +173,8 @@ class Engine:
         execution.services = RunServices(execution, self.transitions, self.suspender, lookup)
         self.executions[grant.run_id] = execution
         try:
-            await self._drive(execution, recovered=grant.recovered)
+            with executing(execution):  # names the run in logs and spans
+                await self._drive(execution, recovered=grant.recovered)
         except CheckpointsLost as lost:
             with anyio.CancelScope(shield=True):
                 await self.transitions.halt_lost(execution, lost)
@@ -174,6 +188,34 @@ class Engine:
                 with anyio.CancelScope(shield=True):
                     await self.store.release_lease(grant.run_id, grant.token)
         await self._take_kept_event(execution)
+        await self._tell_family(execution)
+
+    async def _tell_family(self, execution: Execution) -> None:
+        """A child run that ended closes its parent's wait for it; a parent that just
+        opened its wait for a child takes it in if it already ended, and otherwise
+        executes it here at once if it is queued (see `holon.runtime.children`)."""
+        status = execution.status
+        body = execution.body
+        wait = body.wait
+        try:
+            if status.terminal and body.parent is not None:
+                parent = await tell_parent(self.store, self.clock, execution.record)
+                self._ready(parent)
+            elif status == RunStatus.WAITING and wait is not None and wait.kind == "child":
+                for listed in waited_children(wait):
+                    child = await self.store.load_run(listed["run_id"])
+                    if child is not None and child.status.terminal:
+                        self._ready(await tell_parent(self.store, self.clock, child))
+                    else:
+                        self._ready(child)
+        except Exception:
+            # The other side's own look (its executor, at its end or its wait) or an
+            # operator's Retry settles it.
+            logger.exception("run %s: telling its parent or child failed", execution.run_id)
+
+    def _ready(self, record: RunRecord | None) -> None:
+        if record is not None and record.status == RunStatus.QUEUED and self.on_ready:
+            self.on_ready(record.run_id, record.workflow)
 
     async def _note_refusal(self, execution: Execution) -> None:
         """Record in the run's timeline that the store turned this executor away (a
@@ -336,7 +378,7 @@ class Engine:
         if not isinstance(value, str) and inspect.isawaitable(value):
             return self._step_awaited(execution, spec, ctx, value, started)
         if ctx.needs_finish:  # a synchronous step that emitted
-            return self._step_awaited(execution, spec, ctx, _given(value), started)
+            return self._step_awaited(execution, spec, ctx, already(value), started)
         return self._end(execution, spec, ctx, value, started)
 
     async def _step_awaited(
@@ -348,18 +390,11 @@ class Engine:
         started: float,
     ) -> None:
         """Finish a step whose function returned an awaitable (or runs in a thread)."""
-        # `awaiting_step(ctx, pending)`, written out: one coroutine fewer per step.
         try:
-            value = await pending
-        except BaseException as exc:
-            if ctx.needs_finish:
-                await ctx.finish(step_ending(exc))
-            if not isinstance(exc, Exception):
-                raise
+            value = await awaiting_step(ctx, pending)  # its agents closed, its emits sent
+        except Exception as exc:
             await self.transitions.fail(execution, spec.name, exc)
             return
-        if ctx.needs_finish:
-            await ctx.finish("completed")
         await self._settle(execution, self._end(execution, spec, ctx, value, started))
 
     async def _step_with_policies(self, execution: Execution, name: str, started: float) -> None:
@@ -398,6 +433,11 @@ class Engine:
         """Send the checkpoint that ends step `spec`, which returned `value`, and return
         the store's answer to await; or the run's failure, when `value` is no valid
         outcome or holds what cannot be stored."""
+        if type(value) is Child:
+            return self._start_children(execution, spec, ctx, [value], started, value.next)
+        if type(value) is Parallel and any(type(b) is Child for b in value.branches):
+            branches = list(value.branches)
+            return self._start_children(execution, spec, ctx, branches, started, value.join)
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
         try:
             return self.transitions.send(
@@ -405,6 +445,63 @@ class Engine:
             )
         except _OUTCOME_ERRORS as exc:
             return self.transitions.fail(execution, spec.name, exc)
+
+    async def _start_children(
+        self,
+        execution: Execution,
+        spec: StepSpec,
+        ctx: Context[Any, Any],
+        children: list[Any],
+        started: float,
+        then: str,
+    ) -> None:
+        """End step `spec`, which returned `Child(...)` (or a `Parallel` of them):
+        create the child runs, then commit the step with the wait for them (see
+        `holon.runtime.children`)."""
+        name = spec.name
+        try:
+            if not all(type(child) is Child for child in children):
+                raise TypeError(
+                    f"step {name!r}: a Parallel runs steps or children (Child(...)), not both"
+                )
+            on_failure = children[0].on_failure if len(children) == 1 else None
+            if not then:
+                raise TypeError(f"step {name!r}: Child(workflow, input, next) needs next")
+            for target in (then, on_failure):
+                if target is not None:
+                    next_step(execution.workflow, name, target, "starts a child, then goes to")
+            base = child_run_id(execution.run_id, name, execution.body.counts.get(name, 0) + 1)
+            planned = child_names(name, children)
+            made = []
+            for child, child_name in zip(children, planned, strict=True):
+                workflow = resolve_child(self.definitions, child)
+                run_id = base if len(children) == 1 else f"{base}/{child_name}"
+                link = RunLink(run_id=execution.run_id, step=name)
+                await start_child(self.store, workflow, child.input, run_id, link, self.clock.now())
+                made.append((child_name, workflow, run_id))
+            duration_ms = round((time.perf_counter() - started) * 1000, 3)
+            wait = child_wait(made, then, on_failure)
+            checkpoint = self._ending(execution, spec, ctx, wait, duration_ms)
+        except (*_OUTCOME_ERRORS, HolonError) as exc:
+            await self.transitions.fail(execution, name, exc)
+            return
+        for _, workflow, run_id in made:
+            checkpoint.events.insert(
+                -1,
+                NewEvent(
+                    "child_started",
+                    checkpoint.at,
+                    name,
+                    {
+                        "child_run_id": run_id,
+                        "workflow": workflow.name,
+                        "version": workflow.version,
+                    },
+                ),
+            )
+        children_ids = [*execution.body.children, *(run_id for _, _, run_id in made)]
+        checkpoint.body = checkpoint.body.model_copy(update={"children": children_ids})
+        await self._settle(execution, self.transitions.send(execution, checkpoint))
 
     async def _settle(self, execution: Execution, ending: Awaitable[Committed | None]) -> None:
         """Await a step's ending (see `_end`) and apply its checkpoint once confirmed:
@@ -512,8 +609,3 @@ class Engine:
         return Checkpoint(
             RunStatus.RUNNING, evolve(body, update), now, results=results, events=events
         )
-
-
-async def _given(value: Any) -> Any:
-    """`value` as an awaitable (a synchronous step's, finished like an async one's)."""
-    return value

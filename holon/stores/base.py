@@ -44,6 +44,7 @@ __all__ = [
     "Origin",
     "Page",
     "RunBody",
+    "RunLink",
     "RunProgress",
     "RunRecord",
     "RunStatus",
@@ -234,6 +235,14 @@ BODY_SCHEMA_VERSION = 1
 another version is a corrupt record to this holon: its run fails alone."""
 
 
+class RunLink(_Record):
+    """Where a child run comes from: its parent run and the parent's step that started
+    it (`Child(...)` or `ctx.Child(...)`)."""
+
+    run_id: str
+    step: str
+
+
 class RunBody(_Record):
     """The part of a run that each checkpoint rewrites whole."""
 
@@ -283,6 +292,10 @@ class RunBody(_Record):
     `requests`, `usd` (where the price is known), and the same per step under `steps`."""
     budget: dict[str, Any] | None = None
     """The run's budget (`tokens`, `usd`, `requests`; see `Workflow.Budget`), or None."""
+    parent: RunLink | None = None
+    """The run that started this one as its child, if one did."""
+    children: list[str] = Field(default_factory=list)
+    """The ids of the child runs this run started, oldest first."""
     origin: Origin | None = None
     """Set on a run made from another one by an operator (a fork, a sandbox replay)."""
 
