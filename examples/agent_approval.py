@@ -45,16 +45,19 @@ class Draft(BaseModel):
 
 
 class WritingAgent:
-    """Stands in for a model-backed agent (e.g. a pydantic-ai `Agent`): same shape,
-    `await agent.run(prompt)`, without a network call."""
+    """Stands in for a model-backed agent (a pydantic-ai agent wrapped in
+    `holon.agents.PydanticAgent` has this shape, `holon.Agent`), without a network call."""
 
-    async def run(self, prompt: str) -> str:
+    async def Run(self, prompt: str, /) -> str:
         return f"Thanks for writing. About {prompt!r}: a refund is on its way."
+
+    async def Close(self) -> None:
+        return None
 
 
 async def draft(ctx: Context[Ticket, Draft]) -> Wait:
-    agent: WritingAgent = ctx.Agents["writer"]
-    reply = await agent.run(ctx.Input.question)
+    async with await ctx.Agents.writer as agent:  # a handle for this step, closed after
+        reply = await agent.Run(ctx.Input.question)
     ctx.SetState(reply=reply)
     return Wait(
         HumanApproval(
@@ -75,7 +78,7 @@ SupportReply = (
     Workflow("support_reply", "An agent drafts a reply; a person approves it")
     .Input(Ticket)
     .State(Draft)
-    .Agents({"writer": WritingAgent()})
+    .Agents({"writer": WritingAgent})
     .Flow({START: lambda ctx: "Draft", "Draft": draft, "Send": send})
 )
 

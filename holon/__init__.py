@@ -22,6 +22,7 @@ from holon.control.surgery import Divergence, ReplayReport, RerunReport
 from holon.control.sync_client import SyncClient, SyncRunHandle
 from holon.control.telemetry import RunSpans
 from holon.control.webhooks import WebhookRoute
+from holon.definition.budget import Budget
 from holon.definition.builder import Workflow
 from holon.definition.conditions import payload_digest
 from holon.definition.decorator import workflow
@@ -43,6 +44,7 @@ from holon.definition.directives import (
 from holon.definition.policies import NonRetryable, Retry, StepTimeout, step
 from holon.definition.steps import StepSpec
 from holon.errors import (
+    AgentNotFound,
     ChildFailed,
     CorruptRecord,
     DecisionConflict,
@@ -76,6 +78,7 @@ from holon.errors import (
     WorkflowNotFound,
 )
 from holon.limits import Limits
+from holon.runtime.agents import Agent, AgentHandle
 from holon.runtime.cassette import NoRecording
 from holon.runtime.context import Context
 from holon.runtime.imperative import ExecuteContext, TaskCall, current_step
@@ -84,13 +87,26 @@ from holon.runtime.task_state import TaskState
 from holon.runtime.waits import WaitInfo
 from holon.sealing import Keyring, Secret
 from holon.stores import MemoryStore, SQLiteStore, Store, open_store
-from holon.stores.base import Page, RunRecord, RunStatus, RunSummary, TimelineEvent, WaitRecord
+from holon.stores.base import (
+    Emitted,
+    Page,
+    RunRecord,
+    RunStatus,
+    RunSummary,
+    TimelineEvent,
+    WaitRecord,
+)
 from holon.worker.collector import configure_worker_gc
 from holon.worker.worker import Worker
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Agent",
+    "AgentHandle",
+    "AgentNotFound",
+    "Budget",
+    "Emitted",
     "ObservedStore",
     "RunSpans",
     "WebhookRoute",

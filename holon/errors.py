@@ -14,6 +14,7 @@ HolonError
 ├── SecretKeyError               a secret with no key to seal or open it (`holon.sealing`)
 ├── RunNotFound                  no run with that id in the store
 ├── WorkflowNotFound             no workflow (or version) of that name in the catalogue
+├── AgentNotFound                an agent a step asked for that nobody registered
 ├── InvalidRunState              a verb that does not apply to the run's status
 │   └── NotWaiting               a decision for a run that waits for nothing (or not that)
 ├── RunConflict                  a run id taken by a run of another workflow or input
@@ -43,6 +44,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AgentNotFound",
     "ChildFailed",
     "CorruptRecord",
     "DocumentError",
@@ -202,6 +204,11 @@ class RunNotFound(HolonError, LookupError):
 
 class WorkflowNotFound(HolonError, LookupError):
     """No workflow of that name (or not that version) is in the catalogue."""
+
+
+class AgentNotFound(HolonError, LookupError):
+    """A step asked for an agent that is neither in the workflow's `.Agents({...})` nor
+    registered with the Steward the runner was given."""
 
 
 class InvalidRunState(HolonError):

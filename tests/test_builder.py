@@ -141,7 +141,7 @@ def test_the_plan_picks_out_the_steps_without_policies_and_follows_builder_calls
     assert set(plan.direct) == {START.value, "Plain"}
     assert plan.state_model is None and plan.execute_fn is None
 
-    with_state = wf.State(Counter).Agents({"helper": object()})
+    with_state = wf.State(Counter).Agents({"helper": lambda: object()})
     assert with_state.plan is not plan and with_state.plan.state_model is Counter
     assert set(with_state.plan.agents) == {"helper"}
     # A workflow-wide deadline means no step is called without the policy machinery.

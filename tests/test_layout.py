@@ -187,7 +187,7 @@ def test_modules_that_depend_downward_make_no_circle(tmp_path: Path) -> None:
     assert circles(graph) == []
 
 
-LAYERS = ["base", "stores", "definition", "runtime", "control", "worker", "http", "cli"]
+LAYERS = ["base", "stores", "definition", "runtime", "agents", "control", "worker", "http", "cli"]
 """The layers from the bottom up; a module may import its own layer and those below."""
 
 BASE = {

@@ -9,6 +9,11 @@ from holon._naming import to_snake_case
 def test_exports_are_pinned() -> None:
     assert sorted(holon.__all__) == sorted(
         [
+            "Agent",
+            "AgentHandle",
+            "AgentNotFound",
+            "Budget",
+            "Emitted",
             "END",
             "START",
             "Child",

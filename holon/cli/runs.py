@@ -128,12 +128,12 @@ async def follow(out: Output, handle: RunHandle, after: int) -> RunRecord:
     On a terminal, a progress line under the events (steps done, the current step,
     whom a wait waits for) is kept up to date as they come."""
     if out.as_json or not out.console.is_terminal:
-        async for event in handle.Watch(after=after):
+        async for event in handle.Watch(after=after, emitted=False):
             _print_event(out, event)
     else:
         events = await handle.Timeline()
         with Live(console=out.console, transient=True, auto_refresh=False) as live:
-            async for event in handle.Watch(after=after):
+            async for event in handle.Watch(after=after, emitted=False):
                 events.append(event)
                 _print_event(out, event)
                 summary = _summary(await handle.Record(), events)

@@ -28,6 +28,7 @@ __all__ = [
     "ensure_entry",
     "entry_for",
     "record_entry",
+    "served_agents",
     "version_order",
 ]
 
@@ -204,3 +205,14 @@ def version_order(catalogue: list[WorkflowInfo], name: str) -> list[str]:
         (i for i in catalogue if i.name == name), key=lambda i: (i.registered_at, i.version)
     )
     return [i.version for i in versions]
+
+
+async def served_agents(store: Store, now: float) -> dict[str, list[str]]:
+    """Agent name -> the live executors that can run it, from the store's list of live
+    executors (each announces the agents its runs can open): how a process learns of
+    agents registered in others."""
+    served: dict[str, list[str]] = {}
+    for worker in await store.workers(now):
+        for agent in worker.get("agents") or []:
+            served.setdefault(agent, []).append(worker["name"])
+    return {name: sorted(workers) for name, workers in sorted(served.items())}

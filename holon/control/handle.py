@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import Any, Literal, Protocol
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, Protocol, overload
 
 import anyio
 
@@ -12,11 +11,14 @@ from holon._naming import snake_case_aliases
 from holon.clock import Clock
 from holon.control.operator import Operator
 from holon.control.surgery import ReplayReport, RerunReport, fork, replay, rerun
+from holon.control.watch import RunWatch
+from holon.definition.budget import Budget
 from holon.errors import HolonError, InvalidRunState, ResultTimeout, RunFailed, RunNotFound
 from holon.runtime.children import tell_parent
+from holon.runtime.decisions import edited_args
 from holon.runtime.inbox import KEEP_EVENTS_FOR
 from holon.runtime.waits import WaitInfo, describe
-from holon.stores.base import RunProgress, RunRecord, RunStatus, Store, TimelineEvent
+from holon.stores.base import Emitted, RunProgress, RunRecord, RunStatus, Store, TimelineEvent
 
 __all__ = ["HandleSource", "RunHandle"]
 
@@ -162,6 +164,7 @@ class RunHandle:
         goto: str | None = None,
         state: Mapping[str, Any] | None = None,
         by: str | None = None,
+        budget: Budget | Mapping[str, Any] | None = None,
     ) -> RunStatus:
         """Continue a paused run.
 
@@ -169,8 +172,12 @@ class RunHandle:
             goto: run this step next instead of the one at the cursor (also abandons a
                 wait, so it works on a waiting run too).
             state: fields to change in the state first, validated against the State model.
+            budget: the run's new budget (a run paused with `budget exhausted` goes on
+                once it has room again).
         """
-        record = await self._runner.operator.resume(self.run_id, goto=goto, state=state, by=by)
+        record = await self._runner.operator.resume(
+            self.run_id, goto=goto, state=state, by=by, budget=budget
+        )
         if record.status == RunStatus.QUEUED:
             self._runner.kick(self.run_id)
         return record.status
@@ -248,6 +255,7 @@ class RunHandle:
         *,
         roles: Iterable[str] = (),
         wait_id: str | None = None,
+        args: Mapping[str, Any] | None = None,
     ) -> RunStatus:
         """Approve the gate the run waits at, as identity `by`; returns the run's status.
 
@@ -261,13 +269,15 @@ class RunHandle:
             roles: the roles `by` holds, as the caller's authenticator vouches.
             wait_id: the wait meant (`Waiting().wait_id`); a decision for a wait that is
                 no longer open is refused with `NotWaiting`.
+            args: for a gate on an agent's tool call: the arguments to run the tool with
+                instead of the model's (what is approved is then these).
 
         Raises `NotAnApprover` (not listed, or the run's starter when self-approval is
         forbidden), `DigestMismatch`, `NotWaiting`, or `DecisionConflict` when another
         decision closed the gate first. Refusals are recorded in the timeline; approving
         twice is recorded once.
         """
-        return await self._decide("approve", by, comment, digest, roles, wait_id)
+        return await self._decide("approve", by, comment, digest, roles, wait_id, args)
 
     async def Reject(
         self,
@@ -280,7 +290,7 @@ class RunHandle:
     ) -> RunStatus:
         """Reject the gate: the run goes to the wait's `on_reject` step, or ends
         `rejected`. Same arguments and refusals as `Approve`."""
-        return await self._decide("reject", by, comment, digest, roles, wait_id)
+        return await self._decide("reject", by, comment, digest, roles, wait_id, None)
 
     async def _decide(
         self,
@@ -290,6 +300,7 @@ class RunHandle:
         digest: str | None,
         roles: Iterable[str],
         wait_id: str | None,
+        args: Mapping[str, Any] | None,
     ) -> RunStatus:
         record = await self._runner.operator.decide(
             self.run_id,
@@ -299,6 +310,7 @@ class RunHandle:
             digest=digest,
             roles=roles,
             wait_id=wait_id,
+            value=edited_args(self.run_id, verdict, args),
         )
         return await self._ended_child(record)
 
@@ -414,27 +426,33 @@ class RunHandle:
         """The run's timeline events with sequence number above `after`."""
         return await self._runner.store.timeline(self.run_id, after)
 
-    async def Watch(
-        self, after: int = 0, timeout: float | None = None
-    ) -> AsyncIterator[TimelineEvent]:
-        """Timeline events as they happen, from sequence `after`; ends after the events
-        of a terminal status. `timeout` bounds the whole watch (TimeoutError)."""
-        deadline = math.inf if timeout is None else anyio.current_time() + timeout
-        seen = after
-        while True:
-            change = self._change()
-            events = await self._runner.store.timeline(self.run_id, seen)
-            for event in events:
-                seen = event.seq
-                yield event
-            if not events:
-                progress = await self._progress()
-                if progress.status.terminal and progress.event_seq <= seen:
-                    return
-                remaining = deadline - anyio.current_time()
-                if remaining <= 0:
-                    raise TimeoutError(f"Watch of run {self.run_id!r} timed out")
-                await self._changed(change, min(self._runner.poll_interval, remaining))
+    @overload
+    def Watch(
+        self, after: int = 0, timeout: float | None = None, *, emitted: Literal[True] = True
+    ) -> RunWatch[TimelineEvent | Emitted]: ...
+
+    @overload
+    def Watch(
+        self, after: int = 0, timeout: float | None = None, *, emitted: Literal[False]
+    ) -> RunWatch[TimelineEvent]: ...
+
+    def Watch(
+        self, after: int = 0, timeout: float | None = None, *, emitted: bool = True
+    ) -> RunWatch[Any]:
+        """The run's events as they happen: its timeline events from sequence `after`,
+        and what its steps send with `ctx.Emit(...)` (`Emitted`; leave them out with
+        `emitted=False`); ends after the events of a terminal status. `timeout` bounds
+        the whole watch (TimeoutError). Subscribed from this call on: iterate it with
+        `async for`, and `aclose()` it if you stop early."""
+        return RunWatch(
+            self._runner.store,
+            self.run_id,
+            after=after,
+            timeout=timeout,
+            poll_interval=self._runner.poll_interval,
+            progress=self._progress,
+            emitted=emitted,
+        )
 
     # The snake_case twins, as real members a type checker sees (`snake_case_aliases`
     # checks that every PascalCase verb has one).

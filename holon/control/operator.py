@@ -16,6 +16,7 @@ from pydantic import SecretBytes, SecretStr
 
 from holon._json import to_json_value
 from holon.clock import Clock
+from holon.definition.budget import Budget
 from holon.definition.builder import Workflow
 from holon.definition.directives import START
 from holon.errors import (
@@ -163,11 +164,11 @@ class Operator:
         goto: str | None,
         state: Mapping[str, Any] | None,
         by: str | None,
+        budget: Budget | Mapping[str, Any] | None = None,
     ) -> RunRecord:
-        """Continue a paused run, optionally at another step and with a state patch.
-
-        A waiting run can be resumed only with `goto`, which abandons the wait.
-        """
+        """Continue a paused run, optionally at another step, with a state patch or a
+        new budget. A waiting run can be resumed only with `goto` (abandons the wait)."""
+        new_budget = Budget.of(budget).as_dict() if budget is not None else None
 
         def decide(current: RunRecord) -> Checkpoint:
             workflow = self.definitions.pick(current)
@@ -188,6 +189,8 @@ class Operator:
                 update.update(cursor=Cursor(step=goto), wait=None, attempt=1)
             if state is not None:
                 patch, update["state"] = self.patched_state(current, workflow, state, "Resume")
+            if new_budget is not None:
+                update["budget"] = new_budget
             new_body = body.model_copy(update=update)
             back_to_wait = goto is None and body.paused_from == RunStatus.WAITING and body.wait
             status = RunStatus.WAITING if back_to_wait else RunStatus.QUEUED
@@ -198,6 +201,7 @@ class Operator:
                     by=by,
                     goto=goto,
                     state=redact(patch) if patch is not None else None,
+                    **({"budget": new_budget} if new_budget is not None else {}),
                 )
             ]
             if goto is not None:
@@ -443,8 +447,10 @@ class Operator:
         digest: str | None = None,
         roles: Iterable[str] = (),
         wait_id: str | None = None,
+        value: Any = None,
     ) -> RunRecord:
-        """Approve or reject the approval gate a run waits at (see `holon.runtime.decisions`)."""
+        """Approve or reject the approval gate a run waits at (see `holon.runtime.decisions`);
+        `value`: what the decision carries (`edited_args`)."""
         _check_identity(run_id, by)
         proposal = Proposal(
             verdict=verdict,
@@ -453,6 +459,7 @@ class Operator:
             comment=comment,
             digest=digest,
             wait_id=wait_id,
+            value=value,
         )
         return await self._judge(run_id, proposal)
 

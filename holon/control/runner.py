@@ -23,7 +23,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -38,8 +38,10 @@ from holon.control.catalogue import ensure_entry, version_order
 from holon.control.handle import RunHandle
 from holon.control.operator import Operator
 from holon.control.waiting import pending_approvals, send_event
+from holon.definition.budget import Budget
 from holon.definition.builder import Workflow
 from holon.errors import HolonError, RunConflict, RunNotFound
+from holon.runtime.agents import AgentDirectory
 from holon.runtime.definitions import Definitions
 from holon.runtime.engine import Engine
 from holon.runtime.executor import Executor
@@ -76,6 +78,8 @@ class WorkflowRunner:
             execution to other runners or workers.
         clock: where time comes from (tests pass a `ManualClock`).
         owner: this executor's name in leases; by default host:pid:random.
+        agents: where `ctx.Agent(name, ...)` and `ctx.Agents` find agents beyond the
+            workflow's `.Agents({...})`: a Steward (`Steward.Runner` passes itself).
     """
 
     def __init__(
@@ -88,6 +92,7 @@ class WorkflowRunner:
         execute: bool = True,
         clock: Clock | None = None,
         owner: str | None = None,
+        agents: AgentDirectory | None = None,
     ) -> None:
         if not isinstance(workflow, Workflow):
             raise TypeError(f"WorkflowRunner takes a Workflow, got {workflow!r}")
@@ -103,7 +108,12 @@ class WorkflowRunner:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         definitions = Definitions([workflow])
         engine = Engine(
-            self.store, definitions, owner=self.owner, lease_ttl=lease_ttl, clock=self.clock
+            self.store,
+            definitions,
+            owner=self.owner,
+            lease_ttl=lease_ttl,
+            clock=self.clock,
+            agents=agents,
         )
         self.executor = Executor(engine, poll_interval=self.poll_interval)
         self.operator = Operator(self.store, self.clock, definitions)
@@ -225,7 +235,12 @@ class WorkflowRunner:
     # -- starting and finding runs -------------------------------------------------------
 
     async def Run(
-        self, input: Any = None, run_id: str | None = None, *, started_by: str | None = None
+        self,
+        input: Any = None,
+        run_id: str | None = None,
+        *,
+        started_by: str | None = None,
+        budget: Budget | Mapping[str, Any] | None = None,
     ) -> RunHandle:
         """Start a run and return its handle.
 
@@ -234,8 +249,10 @@ class WorkflowRunner:
         creates anything. A given `run_id` makes the start idempotent: the same id again
         returns the existing run, whatever its status. `started_by` is the identity
         starting the run, recorded with it (and barred from approving it where an
-        approval says `forbid_self_approval=True`).
+        approval says `forbid_self_approval=True`). `budget` replaces the workflow's
+        `.Budget(...)` for this run.
         """
+        run_budget = Budget.of(budget) if budget is not None else self.workflow.run_budget
         run_input = self._validate_input(input)
         check_input_size(self.workflow, run_input)
         await self._started()
@@ -249,6 +266,7 @@ class WorkflowRunner:
             run_id or uuid.uuid4().hex,
             self.clock.now(),
             started_by=started_by,
+            budget=run_budget,
         )
         stored, created = await self.store.create_run(record, events)
         if created:

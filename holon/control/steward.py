@@ -30,9 +30,10 @@ from typing import Any, Literal
 from holon._json import to_json_value
 from holon._naming import snake_case_aliases
 from holon.clock import Clock, SystemClock
-from holon.control.catalogue import WorkflowInfo, entries, entry_for, record_entry
+from holon.control.catalogue import WorkflowInfo, entries, entry_for, record_entry, served_agents
 from holon.control.runner import WorkflowRunner
 from holon.control.schedules import ScheduleError, ScheduleInfo, check_timetable
+from holon.control.steward_code import AgentFactory, CodeRegistry
 from holon.control.webhooks import WebhookRoute, webhook_path
 from holon.definition.builder import Workflow
 from holon.definition.declarative import Compiled, compile_document
@@ -50,11 +51,9 @@ __all__ = ["Steward"]
 
 logger = logging.getLogger("holon.steward")
 
-AgentFactory = Callable[[], Any]
-
 
 @snake_case_aliases
-class Steward:
+class Steward(CodeRegistry):
     """A registry of workflows (in the store) and agents (in this process).
 
     Args:
@@ -241,6 +240,7 @@ class Steward:
         info = await self.Get(name, version)
         workflow = self._workflows.get((info.name, info.version)) or self._recompile(info)
         if workflow is not None:
+            runner_kwargs.setdefault("agents", self)
             return WorkflowRunner(workflow, self.store, **runner_kwargs)
         if runner_kwargs.pop("execute", False):
             raise HolonError(
@@ -405,52 +405,11 @@ class Steward:
 
     # -- agents and tasks ----------------------------------------------------------------
 
-    def RegisterAgent(self, name: str, factory: AgentFactory) -> None:
-        """Make an agent available to declarative steps (`agent: name`).
-
-        `factory()` builds the agent the first time a step needs it; the agent is then
-        called with the step's `ctx` (or its `run(ctx)` method is), sync or async, and
-        what it returns is the step's result.
-        """
-        self._check_name("agent", name, factory)
-        self._agent_factories[name] = factory
-        self._agents.pop(name, None)
-
-    def RegisterTask(self, name: str, fn: Callable[..., Any]) -> None:
-        """Make a function available to declarative steps (`task: name`): called with
-        the step's `ctx`, sync or async; what it returns is the step's result."""
-        self._check_name("task", name, fn)
-        self._tasks[name] = fn
-
-    def Agent(self, name: str) -> Any:
-        """The agent registered as `name`, built by its factory on first use."""
-        if name not in self._agents:
-            try:
-                factory = self._agent_factories[name]
-            except KeyError:
-                raise HolonError(
-                    f"no agent {name!r} is registered; agents: {sorted(self._agent_factories)}"
-                ) from None
-            self._agents[name] = factory()
-        return self._agents[name]
-
-    def _call(self, kind: str, name: str) -> Callable[..., Any]:
-        if kind == "task":
-            return self._tasks[name]
-        agent = self.Agent(name)
-        if callable(agent):
-            return agent  # type: ignore[no-any-return]
-        run = getattr(agent, "run", None)
-        if callable(run):
-            return run  # type: ignore[no-any-return]
-        raise TypeError(f"agent {name!r} is neither callable nor has a run(ctx) method")
-
-    @staticmethod
-    def _check_name(kind: str, name: str, fn: Any) -> None:
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"a {kind} needs a non-empty name, got {name!r}")
-        if not callable(fn):
-            raise TypeError(f"{kind} {name!r}: expected a function, got {fn!r}")
+    async def ListAgents(self) -> dict[str, list[str]]:
+        """Every agent the live executors of the store can run (their workflows' own and
+        those registered with their Steward), with the executors that can."""
+        await self.store.open()
+        return await served_agents(self.store, self.clock.now())
 
     # -- retention -----------------------------------------------------------------------
 
@@ -511,9 +470,7 @@ class Steward:
     resume_schedule = ResumeSchedule
     delete_schedule = DeleteSchedule
     webhook = Webhook
-    register_agent = RegisterAgent
-    register_task = RegisterTask
-    agent = Agent
+    list_agents = ListAgents
     prune = Prune
 
 

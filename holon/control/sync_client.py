@@ -31,6 +31,7 @@ from holon.control.client import Client
 from holon.control.handle import RunHandle
 from holon.control.steward import Steward
 from holon.control.surgery import ReplayReport, RerunReport
+from holon.definition.budget import Budget
 from holon.definition.builder import Workflow
 from holon.runtime.waits import WaitInfo
 from holon.stores.base import Page, RunRecord, RunStatus, RunSummary, Store, TimelineEvent
@@ -253,8 +254,9 @@ class SyncRunHandle:
         goto: str | None = None,
         state: Mapping[str, Any] | None = None,
         by: str | None = None,
+        budget: Budget | Mapping[str, Any] | None = None,
     ) -> RunStatus:
-        return self._call(self.handle.Resume, goto, state, by)
+        return self._call(self.handle.Resume, goto, state, by, budget)
 
     def Stop(self, by: str | None = None, timeout: float | None = None) -> RunStatus:
         return self._call(self.handle.Stop, by, timeout)
@@ -267,8 +269,11 @@ class SyncRunHandle:
         *,
         roles: Iterable[str] = (),
         wait_id: str | None = None,
+        args: Mapping[str, Any] | None = None,
     ) -> RunStatus:
-        return self._call(self.handle.Approve, by, comment, digest, roles=roles, wait_id=wait_id)
+        return self._call(
+            self.handle.Approve, by, comment, digest, roles=roles, wait_id=wait_id, args=args
+        )
 
     def Reject(
         self,
@@ -316,7 +321,7 @@ class SyncRunHandle:
 
     def Watch(self, after: int = 0, timeout: float | None = None) -> Iterator[TimelineEvent]:
         """Timeline events as they happen, until the run ends (see `RunHandle.Watch`)."""
-        events = self.handle.Watch(after, timeout)
+        events = self.handle.Watch(after, timeout, emitted=False)
         try:
             while True:
                 try:

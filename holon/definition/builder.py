@@ -29,6 +29,7 @@ from typing import Any, Literal, Union, cast
 from pydantic import BaseModel
 
 from holon._naming import snake_case_aliases
+from holon.definition.budget import Budget as RunBudget
 from holon.definition.directives import END, START, Marker
 from holon.definition.mermaid import flow_to_mermaid
 from holon.definition.policies import Retry, StepPolicy, check_policies, runs_in_thread
@@ -69,6 +70,7 @@ class Workflow:
 
     __slots__ = (
         "_agents",
+        "_budget",
         "_compatible",
         "_defaults",
         "_description",
@@ -103,6 +105,7 @@ class Workflow:
         self._steps: Mapping[str, StepSpec] | None = None
         self._execute: StepFunction | None = None
         self._agents: Mapping[str, Any] = types.MappingProxyType({})
+        self._budget: RunBudget | None = None
         self._defaults = StepPolicy(fn=_no_step)
         self._migrations: Mapping[str, StateMigration] = types.MappingProxyType({})
         self._limits = SizeLimits()
@@ -335,10 +338,37 @@ class Workflow:
         return version in self._migrations or version in self._compatible
 
     def Agents(self, agents: Mapping[str, Any]) -> Workflow:
-        """Agents the steps reach as `ctx.Agents[name]`."""
+        """Agents the steps open as `await ctx.Agents.name` (or `ctx.Agents["name"]`),
+        by name: each a factory called with no argument when a step opens a handle
+        (returning an agent, see `holon.Agent`)."""
         if not isinstance(agents, Mapping) or not all(isinstance(k, str) for k in agents):
-            raise self._fail(f".Agents() takes a dict of name -> agent, got {agents!r}")
+            raise self._fail(f".Agents() takes a dict of name -> agent factory, got {agents!r}")
+        for name, factory in agents.items():
+            if not callable(factory):
+                raise self._fail(
+                    f".Agents(): {name!r} must be a factory (a callable returning the agent), "
+                    f"got {factory!r}; write {{{name!r}: lambda: agent}} to share one agent"
+                )
         return self._with(_agents=types.MappingProxyType(dict(agents)))
+
+    def Budget(
+        self,
+        budget: RunBudget | None = None,
+        *,
+        tokens: int | None = None,
+        usd: float | None = None,
+        requests: int | None = None,
+    ) -> Workflow:
+        """What each run's model requests may use (tokens, US dollars, requests); a run
+        that reaches a limit pauses with reason `budget exhausted` before its next
+        model request. `Run(input, budget=...)` sets another budget for one run."""
+        try:
+            chosen = RunBudget.of(
+                budget if budget is not None else RunBudget(tokens, usd, requests)
+            )
+        except (TypeError, ValueError) as exc:
+            raise self._fail(f".Budget(): {exc}") from None
+        return self._with(_budget=chosen)
 
     def Limits(
         self,
@@ -446,6 +476,11 @@ class Workflow:
     @property
     def agent_map(self) -> Mapping[str, Any]:
         return self._agents
+
+    @property
+    def run_budget(self) -> RunBudget | None:
+        """The budget of each run (`.Budget(...)`), or None."""
+        return self._budget
 
     @property
     def plan(self) -> FlowPlan:
@@ -564,7 +599,7 @@ class Workflow:
     secrets = Secrets
     concurrency = Concurrency
     mermaid = Mermaid
-    concurrency = Concurrency
+    budget = Budget
 
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)

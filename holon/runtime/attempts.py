@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 
 from holon.definition.policies import Retry, StepTimeout
+from holon.runtime.agents import awaiting_step
 from holon.runtime.context import Context
 from holon.runtime.execution import Execution
 from holon.runtime.transitions import Transitions
@@ -38,7 +39,7 @@ async def call_step(fn: Callable[..., Any], ctx: Context[Any, Any], in_thread: b
     else:
         value = fn(ctx)
     if inspect.isawaitable(value):
-        value = await value
+        value = await awaiting_step(ctx, value)
     return value
 
 

@@ -7,6 +7,7 @@ import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
+import anyio
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
@@ -14,6 +15,7 @@ from holon._json import to_json_value
 from holon._naming import snake_case_aliases
 from holon.definition.steps import DEFAULT_RULES, DataRules
 from holon.errors import SecretKeyError, StateReadOnly, StateValidationError
+from holon.runtime.agents import StepAgents
 from holon.sealing import (
     REDACTED,
     SECRET_KEYS_ENV,
@@ -35,6 +37,14 @@ logger = logging.getLogger("holon.step")
 
 _UNKNOWN = 1 << 62
 """A patch size bound that says: measure it."""
+
+JOURNAL_PREFIX = "journal:"
+"""Results under keys with this prefix are the journal of durable agents' runs inside
+steps (`holon.runtime.journal`), not step results."""
+
+FLUSH_LIMIT = 5.0
+"""Seconds a step's end waits for what it emitted to be published (a feed never holds a
+run up for long)."""
 
 _SCALARS = frozenset({int, float, bool, type(None)})
 
@@ -193,8 +203,18 @@ class Context(Generic[InputT, StateT]):
             repeated attempt is recognised as the same mutation.
         StepResults: results recorded so far, by step name.
         Decision: the decision that closed the last wait (e.g. the approval), else None.
-        Agents: the agents given to `.Agents({...})`.
+        Agents: the agents given to `.Agents({...})`: `await ctx.Agents.name` (or
+            `ctx.Agents["name"]`) opens a handle for this step (see `holon.Agent`).
     """
+
+    needs_finish = False
+    """Set once the step opened agent handles or emitted: `finish` has work to do."""
+    emitted = False
+    """Set once the step emitted (`Emit`)."""
+
+    journal_positions: dict[str, int] | None = None
+    """How many journal units of each name this step attempt made so far (made by the
+    first): units numbered in the order a step makes them (`RunServices.position`)."""
 
     _patch_bound = 2
     """An upper bound of the JSON size of `state_patch`, kept while it is cheap to (a
@@ -214,6 +234,7 @@ class Context(Generic[InputT, StateT]):
         decision: Any,
         agents: Mapping[str, Any],
         rules: DataRules = DEFAULT_RULES,
+        services: Any = None,
     ) -> None:
         self.RunId = run_id
         self.StepName = step
@@ -222,7 +243,12 @@ class Context(Generic[InputT, StateT]):
         self.Input: InputT = input
         self._results = results
         self._decision = decision
-        self.Agents: Mapping[str, Any] = agents
+        self._agents = agents
+        self.services = services
+        """The run's services (`holon.runtime.journal.RunServices`): the journal, the
+        live feed, agent lookup; None for a context made outside an engine."""
+        self.agent_handles: StepAgents | None = None
+        """`ctx.Agents` once the step touched it (its handles are closed at the end)."""
         self._state = state
         self._state_model = state_model
         self._state_view: Any = None
@@ -233,6 +259,37 @@ class Context(Generic[InputT, StateT]):
         self.log_entries: Sequence[dict[str, Any]] = ()
         """What `Log` recorded in this step, committed with its checkpoint (a list
         made by the first `Log`)."""
+
+    @property
+    def Agents(self) -> StepAgents:
+        """The workflow's agents: `await ctx.Agents.name` opens a handle for this step."""
+        agents = self.agent_handles
+        if agents is None:
+            self.needs_finish = True
+            services = self.services
+            agents = self.agent_handles = (
+                services.agents(self) if services is not None else StepAgents(self, self._agents)
+            )
+        return agents
+
+    def Emit(self, kind: str, data: Any = None) -> None:
+        """Send progress (or a model's tokens) to everyone watching the run
+        (`RunHandle.Watch()`), now, without checkpointing it."""
+        if not isinstance(kind, str) or not kind:
+            raise TypeError(f"ctx.Emit() needs a kind (a non-empty string), got {kind!r}")
+        if self.services is not None:
+            self.services.emit(self.StepName, kind, data)
+            self.emitted = self.needs_finish = True
+
+    async def finish(self, ending: str) -> None:
+        """What the step leaves to do as it ends, however it ends (`ending`): close the
+        agent handles it left open, and see what it emitted published to other
+        processes' watchers before its checkpoint is (so they get it before the end)."""
+        if self.agent_handles is not None:
+            await self.agent_handles.close_left_open(ending)
+        if self.emitted and self.services is not None:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(FLUSH_LIMIT):
+                await self.services.flush()
 
     @property
     def Decision(self) -> Any:
@@ -251,9 +308,12 @@ class Context(Generic[InputT, StateT]):
         # commit and never changes them in place. With keys, sealed secrets are opened
         # as each result is read (back into `SecretStr`s).
         keyring = self.rules.keyring
+        results = self._results
+        if self.services is not None and self.services.journaled:
+            results = {k: v for k, v in results.items() if not k.startswith(JOURNAL_PREFIX)}
         if keyring is not None:
-            return _OpenedResults(self._results, keyring)
-        return types.MappingProxyType(self._results)
+            return _OpenedResults(results, keyring)
+        return types.MappingProxyType(results)
 
     @property
     def State(self) -> StateT:
@@ -405,10 +465,8 @@ class Context(Generic[InputT, StateT]):
         """`IdempotencyKey`."""
         return self.IdempotencyKey
 
-    @property
-    def agents(self) -> Mapping[str, Any]:
-        """`Agents`."""
-        return self.Agents
+    agents = Agents
+    emit = Emit
 
 
 class _OpenedResults(Mapping[str, Any]):

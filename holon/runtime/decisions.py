@@ -32,6 +32,7 @@ costs the executor its checkpoint.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -69,6 +70,7 @@ __all__ = [
     "Proposal",
     "close_wait",
     "deliver",
+    "edited_args",
     "evaluate",
     "matches",
     "raced",
@@ -177,6 +179,19 @@ def _repeat(record: RunRecord, proposal: Proposal) -> bool:
         d.by == proposal.by and d.verdict == proposal.verdict and d.value == proposal.value
         for d in closed.decisions
     )
+
+
+def edited_args(run_id: str, verdict: str, args: Mapping[str, Any] | None) -> Any:
+    """The value of an approval that edits the arguments of the tool call its gate is
+    about (`Approve(..., args={...})`), or None; refused unless it approves a dict."""
+    if args is None:
+        return None
+    if verdict != "approve" or not isinstance(args, Mapping):
+        raise TypeError(
+            f"args= edits the arguments an approval approves: a dict, given with "
+            f"Approve(); got {args!r} with {verdict}"
+        )
+    return {"args": to_json_value(dict(args), what="args", run_id=run_id, step=None)}
 
 
 def evaluate(record: RunRecord, proposal: Proposal, now: float) -> Outcome:
@@ -293,6 +308,7 @@ def _approval(record: RunRecord, wait: WaitRecord, proposal: Proposal, now: floa
         comment=proposal.comment,
         digest=proposal.digest,
         roles=sorted(proposal.roles),
+        value=proposal.value,
     )
     decisions = [*wait.decisions, decision]
     events = [_decision_event(wait, decision, now)]
@@ -307,6 +323,9 @@ def _approval(record: RunRecord, wait: WaitRecord, proposal: Proposal, now: floa
         "digest": spec.get("digest"),
         "decisions": [d.model_dump(mode="json") for d in decisions],
     }
+    edits = [d.value["args"] for d in decisions if isinstance(d.value, dict) and "args" in d.value]
+    if edits:
+        summary["args"] = edits[-1]  # an approver's edit of what is approved (the latest)
     updated = wait.model_copy(update={"decisions": decisions})
     if proposal.verdict == "reject":
         return _accepted(

@@ -38,6 +38,7 @@ from holon.errors import (
     StepOutputError,
     UnknownStepError,
 )
+from holon.runtime.agents import AgentDirectory, RunHalted, already, awaiting_step
 from holon.runtime.attempts import Attempts, call_step
 from holon.runtime.children import (
     child_names,
@@ -62,6 +63,7 @@ from holon.runtime.execution import (
 from holon.runtime.fan_out import FanOut
 from holon.runtime.imperative import Imperative
 from holon.runtime.inbox import take_kept_event
+from holon.runtime.journal import RunServices
 from holon.runtime.leases import LeaseKeeper
 from holon.runtime.log_context import executing
 from holon.runtime.suspension import Suspender
@@ -107,6 +109,7 @@ class Engine:
         lease_ttl: float,
         clock: Clock,
         poison_after: int = 5,
+        agents: AgentDirectory | None = None,
     ) -> None:
         if poison_after < 1:
             raise ValueError(f"poison_after must be at least 1, got {poison_after}")
@@ -117,6 +120,7 @@ class Engine:
         self.owner = owner
         self.lease_ttl = lease_ttl
         self.clock = clock
+        self.agents = agents  # finds agents beyond a workflow's `.Agents({...})`
         self.executions: dict[str, Execution] = {}
         self.draining = False
         """Set by `drain`: every run is handed back at its next step boundary."""
@@ -165,6 +169,8 @@ class Engine:
             input_value=record.input,  # parsed by `adopt`, which pauses a misfit run
         )
         execution.hand_back = self.draining
+        lookup = self.agents.agent_factory if self.agents is not None else None
+        execution.services = RunServices(execution, self.transitions, self.suspender, lookup)
         self.executions[grant.run_id] = execution
         try:
             with executing(execution):  # names the run in logs and spans
@@ -255,9 +261,13 @@ class Engine:
         # lost lease cancels whichever step, branch, backoff or commit is under way.
         # A commit cut short is a crash at that point: the store applied it whole or
         # not at all, and the run's next executor (or Stop) takes it from there.
+        halted = False
         with execution.cancellable() as scope:
-            await self._advance(execution, recovered=recovered)
-        if execution.stopped(scope):
+            try:
+                await self._advance(execution, recovered=recovered)
+            except* RunHalted:
+                halted = True  # inside a step (its budget ran out), already checkpointed
+        if not halted and execution.stopped(scope):
             await self.transitions.halt(execution, RunStatus.STOPPED, "stopped")
 
     # -- the loop -----------------------------------------------------------------------
@@ -374,6 +384,8 @@ class Engine:
         # string (an ABC check) costs 2 % of a step (3,100 of 153,000 instructions).
         if not isinstance(value, str) and inspect.isawaitable(value):
             return self._step_awaited(execution, spec, ctx, value, started)
+        if ctx.needs_finish:  # a synchronous step that emitted
+            return self._step_awaited(execution, spec, ctx, already(value), started)
         return self._end(execution, spec, ctx, value, started)
 
     async def _step_awaited(
@@ -386,7 +398,7 @@ class Engine:
     ) -> None:
         """Finish a step whose function returned an awaitable (or runs in a thread)."""
         try:
-            value = await pending
+            value = await awaiting_step(ctx, pending)  # its agents closed, its emits sent
         except Exception as exc:
             await self.transitions.fail(execution, spec.name, exc)
             return

@@ -167,6 +167,8 @@ class ExecuteContext(Generic[InputT, StateT]):
         self.logs: list[dict[str, Any]] = []
         """`Log()` entries to write with the next checkpoint."""
         self.last_step: str | None = None
+        self.emitted = False
+        """Set when the function emitted outside a task (`Emit`)."""
 
     # -- what a running task sees ------------------------------------------------------
 
@@ -188,6 +190,42 @@ class ExecuteContext(Generic[InputT, StateT]):
     def Log(self, message: str, **data: Any) -> None:
         """Record a message in the timeline, with the next checkpoint."""
         self.logs.append({"message": str(message), **data})
+
+    def Emit(self, kind: str, data: Any = None) -> None:
+        """Send progress to everyone watching the run (`RunHandle.Watch()`), now,
+        without checkpointing it."""
+        if not isinstance(kind, str) or not kind:
+            raise TypeError(f"ctx.Emit() needs a kind (a non-empty string), got {kind!r}")
+        services = self._execution.services
+        if services is not None:
+            running = current_step()
+            services.emit(running.StepName if running else self.last_step, kind, data)
+            if running is not None:  # published before the task's checkpoint
+                running.emitted = running.needs_finish = True
+            else:  # published before the run's next checkpoint
+                self.emitted = True
+
+    async def Agent(
+        self,
+        name: str,
+        input: Any = None,
+        *,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Run agent `name` on `input` as one checkpointed step (`agent:<name>`) and
+        return its output: recorded, it is not run again on replay.
+
+        The agent is the workflow's `.Agents({...})` entry of that name, else the one
+        registered with the Steward (`Steward.RegisterAgent`) whose runner or worker
+        executes the run. A durable agent also checkpoints its model requests and tool
+        calls inside the step (see `holon.agents.PydanticAgent`).
+        """
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"ctx.Agent() needs an agent name, got {name!r}")
+        return await self.Task(
+            _run_agent, name, input, retry=retry, timeout=timeout, name=f"agent:{name}"
+        )
 
     # -- checkpointed calls ------------------------------------------------------------
 
@@ -449,6 +487,8 @@ class ExecuteContext(Generic[InputT, StateT]):
     parallel = Parallel
     wait_for = WaitFor
     child = Child
+    emit = Emit
+    agent = Agent
 
     @property
     def input(self) -> InputT:
@@ -493,6 +533,14 @@ def _running(what: str) -> Context[Any, Any]:
             "function run by ctx.Task(...) or ctx.Step(...)"
         )
     return ctx
+
+
+async def _run_agent(name: str, input: Any) -> Any:
+    """The body of `ctx.Agent(name, input)`: a handle opened, run and closed in the
+    task's step."""
+    ctx = _running("Agent")
+    async with await ctx.Agents.open(name) as agent:
+        return await agent.Run(input)
 
 
 def current_step() -> Context[Any, Any] | None:

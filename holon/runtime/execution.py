@@ -81,6 +81,7 @@ class Execution:
         "results",
         "run_id",
         "seq",
+        "services",
         "status",
         "step_scope",
         "stop_requested",
@@ -126,6 +127,9 @@ class Execution:
         self.input_value = input_value
         self.branch_functions: dict[str, Callable[..., Any]] = {}
         self._lock: anyio.Lock | None = None
+        self.services: Any = None
+        """The services its steps' contexts reach (`holon.runtime.journal.RunServices`),
+        set by the engine."""
         self.record = record
 
     @property
@@ -233,6 +237,7 @@ class Execution:
             decision=body.decision,
             agents=plan.agents,
             rules=plan.rules,
+            services=self.services,
         )
 
     @property

@@ -160,7 +160,22 @@ class Executor:
             "claiming": self._claiming,
             "serves": {n: [w.version for w in definitions.versions(n)] for n in definitions.names},
             "claims": {n: definitions.claimable(n) for n in definitions.names},
+            "agents": self._agents(),
         }
+
+    def _agents(self) -> list[str]:
+        """The agents runs executed here can open: the workflows' own and those of the
+        engine's agent directory (a Steward's registry)."""
+        definitions = self.engine.definitions
+        names = {
+            agent
+            for name in definitions.names
+            for workflow in definitions.versions(name)
+            for agent in workflow.agent_map
+        }
+        if self.engine.agents is not None:
+            names.update(self.engine.agents.agent_names())
+        return sorted(names)
 
     async def _announce(self) -> None:
         engine = self.engine

@@ -30,7 +30,7 @@ from holon.runtime.children import (
     resolve_child,
     start_child,
 )
-from holon.runtime.context import Context
+from holon.runtime.context import FLUSH_LIMIT, Context
 from holon.runtime.definitions import Definitions
 from holon.runtime.execute_context import (
     ExecuteContext,
@@ -97,6 +97,9 @@ class Imperative:
         except HolonError as exc:
             await transitions.fail(execution, EXECUTE_STEP, exc)
             return
+        if ctx.emitted and execution.services is not None:
+            with anyio.move_on_after(FLUSH_LIMIT):
+                await execution.services.flush()  # watchers elsewhere get it before the end
         async with execution.lock:
             await self._checkpoint(
                 execution,

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from holon._json import to_json_value
+from holon.definition.budget import Budget
 from holon.definition.builder import Workflow
 from holon.definition.directives import START
 from holon.errors import InputValidationError
@@ -61,9 +62,12 @@ def new_run(
     *,
     started_by: str | None = None,
     parent: RunLink | None = None,
+    budget: Budget | None = None,
 ) -> tuple[RunRecord, list[NewEvent]]:
     """The record of a queued run of `workflow` with a validated input, and the events
-    that open its timeline (`started`, naming the parent of a child run)."""
+    that open its timeline (`started`, naming the parent of a child run). `budget`
+    replaces the workflow's `.Budget(...)` for this run."""
+    run_budget = budget if budget is not None else workflow.run_budget
     state_model = workflow.state_model
     keyring = workflow.plan.rules.keyring
     first_step = EXECUTE_STEP if workflow.execute_fn else START.value
@@ -82,6 +86,7 @@ def new_run(
             else {},
             started_by=started_by,
             parent=parent,
+            budget=run_budget.as_dict() if run_budget is not None else None,
         ),
         created_at=now,
         updated_at=now,

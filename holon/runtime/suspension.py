@@ -37,14 +37,15 @@ class Suspender:
         events: list[NewEvent],
         results: dict[str, Any],
         update: dict[str, Any] | None = None,
+        wait_id: str | None = None,
     ) -> Checkpoint:
         """The checkpoint that halts the run on the wait `step` returned.
 
         Raises `UnknownStepError` when the wait names a step the flow does not have,
         and `StepOutputError` when its condition cannot be stored, before anything is
-        written.
+        written. `wait_id` names the wait (default `<step>#<occurrence>`).
         """
-        wait = self._open(execution, step, directive, occurrence)
+        wait = self._open(execution, step, directive, occurrence, wait_id)
         transitions = self.transitions
         opened = transitions.event(
             "waiting",
@@ -67,7 +68,9 @@ class Suspender:
             wait_keys=wait_keys(wait),
         )
 
-    def _open(self, execution: Execution, step: str, wait: Wait, occurrence: int) -> WaitRecord:
+    def _open(
+        self, execution: Execution, step: str, wait: Wait, occurrence: int, wait_id: str | None
+    ) -> WaitRecord:
         workflow = execution.workflow
         for target, how in (
             (wait.next, "waits, then goes to"),
@@ -86,7 +89,7 @@ class Suspender:
         spec = {k: v for k, v in spec.items() if not _unset(v)}
         now = self.transitions.clock.now()
         return WaitRecord(
-            wait_id=f"{step}#{occurrence}",
+            wait_id=wait_id or f"{step}#{occurrence}",
             kind=wait_kind(wait.condition),
             step=step,
             next=wait.next,

@@ -22,8 +22,9 @@ from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
-import anyio
 from pydantic import BaseModel, ConfigDict, Field
+
+from holon.stores.signals import ChangeSignals, Emitted
 
 __all__ = [
     "BODY_SCHEMA_VERSION",
@@ -35,6 +36,7 @@ __all__ = [
     "Control",
     "Cursor",
     "Decision",
+    "Emitted",
     "ErrorInfo",
     "Lease",
     "LeaseGrant",
@@ -285,6 +287,11 @@ class RunBody(_Record):
     """The run failed and its compensations are running."""
     compensated: bool = False
     """The run failed and every compensation completed."""
+    usage: dict[str, Any] = Field(default_factory=dict)
+    """What the run's model requests used: `tokens`, `input_tokens`, `output_tokens`,
+    `requests`, `usd` (where the price is known), and the same per step under `steps`."""
+    budget: dict[str, Any] | None = None
+    """The run's budget (`tokens`, `usd`, `requests`; see `Workflow.Budget`), or None."""
     parent: RunLink | None = None
     """The run that started this one as its child, if one did."""
     children: list[str] = Field(default_factory=list)
@@ -436,35 +443,6 @@ class Page(Generic[T]):
 
     def __len__(self) -> int:
         return len(self.items)
-
-
-class ChangeSignals:
-    """In-process wake-ups for readers waiting on a run to change.
-
-    Stores call `notify(run_id)` after every write. Writes by other processes are not
-    signalled, so waiters pass a timeout and read the store again when it runs out.
-    """
-
-    def __init__(self) -> None:
-        self._events: dict[str, anyio.Event] = {}
-
-    def notify(self, run_id: str) -> None:
-        event = self._events.pop(run_id, None)
-        if event is not None:
-            event.set()
-
-    def event(self, run_id: str) -> anyio.Event:
-        """The event the next write to `run_id` sets. Take it *before* reading the run,
-        then wait on it, so a write between the read and the wait is not missed."""
-        event = self._events.get(run_id)
-        if event is None:
-            event = self._events[run_id] = anyio.Event()
-        return event
-
-    @staticmethod
-    async def wait(event: anyio.Event, timeout: float) -> None:
-        with anyio.move_on_after(timeout):
-            await event.wait()
 
 
 @runtime_checkable

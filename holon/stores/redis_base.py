@@ -36,6 +36,7 @@ from holon.stores.redis_codec import (
     _tag,
     safe_url,
 )
+from holon.stores.redis_feed import RedisFeed
 from holon.stores.redis_lanes import WAITAOF, Decode, Lane
 from holon.stores.redis_scripts import SCRIPTS
 
@@ -107,6 +108,11 @@ class RedisBase:
         self.max_value_bytes = max_value_bytes or MAX_VALUE_BYTES
         """A stored value larger than this is read as a corrupt record."""
         self.signals = ChangeSignals()
+        self._feed: RedisFeed | None = None
+        if not self.cluster:  # a Cluster keeps the feed in its process
+            self._feed = RedisFeed(lambda: self._client, self.key_prefix)
+            self._feed.signals = self.signals
+            self.signals.relay = self._feed
         self.commit_waits = True
         self.server_version = ""
         self._parts = parts
@@ -321,6 +327,8 @@ class RedisBase:
                 raise self._describe(exc) from None
 
     async def close(self) -> None:
+        if self._feed is not None:
+            await self._feed.close()
         await self._drop_client()
 
     @property

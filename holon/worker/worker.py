@@ -109,6 +109,7 @@ class Worker:
             lease_ttl=lease_ttl,
             clock=self.clock,
             poison_after=poison_after,
+            agents=workflows if isinstance(workflows, Steward) else None,
         )
         self.executor = Executor(
             engine,
