@@ -85,6 +85,7 @@ from holon.runtime.waits import WaitInfo
 from holon.sealing import Keyring, Secret
 from holon.stores import MemoryStore, SQLiteStore, Store, open_store
 from holon.stores.base import Page, RunRecord, RunStatus, RunSummary, TimelineEvent, WaitRecord
+from holon.stores.retention import Retention
 from holon.worker.collector import configure_worker_gc
 from holon.worker.worker import Worker
 
@@ -162,6 +163,7 @@ __all__ = [
     "ValidationError",
     "ValueTooLarge",
     "Limits",
+    "Retention",
     "Keyring",
     "Secret",
     "SecretKeyError",
