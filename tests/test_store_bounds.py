@@ -61,6 +61,20 @@ async def test_checkpoints_of_several_events_stay_within_the_cap(store: Store) -
     assert loaded is not None and loaded.event_seq == 13
 
 
+async def test_sqlite_keeps_a_write_larger_than_the_cap_whole(tmp_path: Any) -> None:
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'x.db'}", timeline_cap=3)
+    await store.open()
+    try:
+        await create(store, "r1")
+        await store.append_timeline("r1", [event("one")])
+        assert await store.append_timeline("r1", [event(f"e{n}") for n in range(5)]) == 7
+        assert [e.seq for e in await store.timeline("r1")] == [3, 4, 5, 6, 7]
+        await store.append_timeline("r1", [event("next")])
+        assert [e.seq for e in await store.timeline("r1")] == [8]
+    finally:
+        await store.close()
+
+
 async def test_a_cap_of_zero_keeps_every_event(store: Store) -> None:
     capped(store, 0)
     await create(store, "r1")

@@ -312,21 +312,26 @@ class SQLiteBase:
             if cap:
                 warn_near_cap(run_id, first_seq - 1, last_seq, cap)
                 if last_seq > cap:
-                    self._trim_timeline(conn, run_id, last_seq - cap)
+                    self._trim_timeline(conn, run_id, last_seq - cap, last_seq)
 
-    def _trim_timeline(self, conn: sqlite3.Connection, run_id: str, oldest_gone: int) -> None:
-        """Delete the rows holding any event numbered `oldest_gone` or below.
+    def _trim_timeline(
+        self, conn: sqlite3.Connection, run_id: str, oldest_gone: int, newest: int
+    ) -> None:
+        """Delete the rows holding any event numbered `oldest_gone` or below (`newest`:
+        the run's last event).
 
         A row holds one write's events, and goes whole: the run keeps at most the cap
         (a few events fewer while the oldest row left straddles the mark). The rows are
         found from the run's oldest, which the previous trim left a row or two from the
         mark, so a trim reads a few rows, not the whole timeline.
         """
+        # No row wholly after the mark: one write brought more events than the cap; it
+        # is kept whole, as the newest row, and every row before it goes.
         conn.execute(
-            "DELETE FROM holon_timeline WHERE ns = ? AND run_id = ? AND last_seq < ("
+            "DELETE FROM holon_timeline WHERE ns = ? AND run_id = ? AND last_seq < COALESCE(("
             "SELECT last_seq FROM holon_timeline WHERE ns = ? AND run_id = ? "
-            "AND first_seq > ? ORDER BY last_seq LIMIT 1)",
-            (self.namespace, run_id, self.namespace, run_id, oldest_gone),
+            "AND first_seq > ? ORDER BY last_seq LIMIT 1), ?)",
+            (self.namespace, run_id, self.namespace, run_id, oldest_gone, newest),
         )
 
     def _decode(self, row: tuple[Any, ...], results: list[tuple[str, str]]) -> RunRecord:
