@@ -96,6 +96,7 @@ from holon.stores.base import (
     TimelineEvent,
     WaitRecord,
 )
+from holon.stores.retention import Retention
 from holon.worker.collector import configure_worker_gc
 from holon.worker.worker import Worker
 
@@ -178,6 +179,7 @@ __all__ = [
     "ValidationError",
     "ValueTooLarge",
     "Limits",
+    "Retention",
     "Keyring",
     "Secret",
     "SecretKeyError",

@@ -76,6 +76,7 @@ def test_exports_are_pinned() -> None:
             "ValidationError",
             "ValueTooLarge",
             "Limits",
+            "Retention",
             "Keyring",
             "Secret",
             "SecretKeyError",

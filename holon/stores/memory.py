@@ -32,6 +32,8 @@ from holon.stores.base import (
     TimelineEvent,
     quarantined_body,
 )
+from holon.stores.retention import PURGE_INTERVAL, Retention
+from holon.stores.timeline_cap import DEFAULT_TIMELINE_CAP, check_timeline_cap, warn_near_cap
 
 __all__ = ["MemoryStore"]
 
@@ -81,8 +83,20 @@ class _Row:
 class MemoryStore:
     """A store in memory. `MemoryStore()` or `open_store("memory://")`."""
 
-    def __init__(self, url: str = "memory://", *, max_value_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        url: str = "memory://",
+        *,
+        max_value_bytes: int | None = None,
+        timeline_cap: int = DEFAULT_TIMELINE_CAP,
+        retention: Retention | None = None,
+    ) -> None:
         self.url = url
+        self.timeline_cap = check_timeline_cap(timeline_cap, url)
+        """The most timeline events kept per run (the oldest are trimmed); 0 keeps all."""
+        self.retention = retention or Retention()
+        """How long finished runs are kept, per final status (`purge_expired`)."""
+        self._next_purge = float("-inf")
         self.max_value_bytes = max_value_bytes or _codec.MAX_VALUE_BYTES
         """A stored value larger than this is read as a corrupt record."""
         self.signals = ChangeSignals()
@@ -108,11 +122,18 @@ class MemoryStore:
         return row
 
     def _append(self, row: _Row, events: Sequence[NewEvent]) -> None:
+        before = row.event_seq
         for event in events:
             row.event_seq += 1
             row.events.append(
                 (row.event_seq, event.kind, event.at, event.step, _codec.dump(event.data))
             )
+        cap = self.timeline_cap
+        if cap:
+            warn_near_cap(row.run_id, before, row.event_seq, cap)
+            if len(row.events) > cap:
+                # Events keep their sequence numbers, so reads after trimming need no offset.
+                del row.events[: len(row.events) - cap]
 
     async def create_run(
         self, record: RunRecord, events: Sequence[NewEvent]
@@ -345,6 +366,9 @@ class MemoryStore:
         versions: Mapping[str, Sequence[str]] | None = None,
         limits: Mapping[str, int] | None = None,
     ) -> list[LeaseGrant]:
+        if now >= self._next_purge and not self.retention.keeps_everything:
+            self._next_purge = now + PURGE_INTERVAL
+            await self.purge_expired(now)
         wanted = set(workflows)
         only = {name: set(listed) for name, listed in (versions or {}).items()}
         free = {
@@ -485,3 +509,14 @@ class MemoryStore:
             for run_id in deleted:
                 self.signals.notify(run_id)
         return deleted
+
+    async def purge_expired(self, now: float, limit: int = 1000) -> list[str]:
+        """Delete up to `limit` finished runs whose retention (`self.retention`, per
+        final status) ran out by `now`; `claim` calls it once a minute at most."""
+        kept = self.retention.kept
+        due = [
+            row.run_id
+            for row in self._rows.values()
+            if row.status in kept and row.updated_at <= now - kept[row.status]
+        ]
+        return await self.delete_runs(due[:limit])

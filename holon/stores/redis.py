@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -54,6 +55,7 @@ from holon.stores.redis_codec import (
 )
 from holon.stores.redis_inbox import RedisInbox
 from holon.stores.redis_resp import UndecodableReply
+from holon.stores.timeline_cap import warn_near_cap
 
 __all__ = ["RedisStore", "safe_url"]
 
@@ -69,15 +71,21 @@ class RedisStore(RedisInbox):
     Args:
         url: `redis://[user:password@]host:port/db`, `rediss://...` for TLS, or
             `redis+cluster://host:port` for a Cluster (any node). Query options:
-            `lease_clock`, `timeline_cap`, `completed_ttl`, `durable_ack` (the keyword
-            arguments of the same names win over them).
+            `lease_clock`, `timeline_cap`, `durable_ack` and the retention's
+            `<status>_ttl` (`completed_ttl`, `failed_ttl`, ...; the keyword arguments win
+            over them).
         key_prefix: put before every key; deployments with different prefixes share a
             database without seeing each other's runs. Default `holon:`.
         lease_clock: `"server"` (default): leases expire by the Redis server's clock, so
             workers' clocks do not matter. `"caller"`: by the `now` the caller passes,
             for tests that drive time with a manual clock.
-        timeline_cap: the most events kept per run (the oldest are trimmed); 0 keeps all.
-        completed_ttl: seconds a `completed` run is kept; None keeps it for ever.
+        timeline_cap: the most events kept per run, the oldest trimmed (default
+            `DEFAULT_TIMELINE_CAP`, 10,000; 0 keeps all); a warning is logged when a run
+            reaches 90 % of it.
+        completed_ttl: seconds a `completed` run is kept; None keeps it for ever (sets
+            `retention.completed`).
+        retention: how long finished runs are kept, per final status (default: for
+            ever); `claim` deletes those due, `purge_expired` too.
         durable_ack: `"aof"` makes every write wait until the server has written it to
             its append-only file (`WAITAOF`, Redis 7.2 and newer).
         client: an already made `redis.asyncio` client (e.g. fakeredis); the URL then
@@ -293,7 +301,7 @@ class RedisStore(RedisInbox):
         if not workflows or limit <= 0:
             return []
         self._check_limits_supported(bool(limits))
-        if self.completed_ttl is not None:
+        if not self.retention.keeps_everything:
             await self.purge_expired(now)
         queues = await self._claim_queues(workflows, versions or {})
         if not queues:
@@ -373,8 +381,9 @@ class RedisStore(RedisInbox):
         """
         status = checkpoint.status
         expire_at = ""
-        if self.completed_ttl is not None and status == RunStatus.COMPLETED:
-            expire_at = repr(checkpoint.at + self.completed_ttl)
+        kept = self.retention.kept
+        if kept and status in kept:
+            expire_at = repr(checkpoint.at + kept[status])
         # Most steps record no result and open no wait: no call for those.
         results = _result_args(checkpoint.results) if checkpoint.results else ()
         events = _event_args(checkpoint.events)
@@ -400,7 +409,18 @@ class RedisStore(RedisInbox):
         if self.cluster:
             # Only a Cluster needs the checkpoint after this (for its index hints).
             return self._commit_on_cluster(run_id, command, checkpoint, expire_at)
+        if self.timeline_cap and events:
+            return self._submit((command,), run_id, partial(self._committed_capped, len(events)))
         return self._submit((command,), run_id, self._committed)
+
+    def _committed_capped(
+        self, added: int, run_id: str, replies: list[Any], first: int = 0
+    ) -> Committed:
+        """`_committed`, and the warning when the commit's `added` events take the run
+        near the timeline cap."""
+        committed = self._committed(run_id, replies, first)
+        warn_near_cap(run_id, committed.event_seq - added, committed.event_seq, self.timeline_cap)
+        return committed
 
     def _committed(self, run_id: str, replies: list[Any], first: int = 0) -> Committed:
         """The commit script's reply (`replies[first]`) as a `Committed`, or the
@@ -442,7 +462,9 @@ class RedisStore(RedisInbox):
         )
         replies = await self._write(run_id, [command])
         self.signals.notify(run_id)
-        return int(replies[0])
+        event_seq = int(replies[0])
+        warn_near_cap(run_id, event_seq - len(events), event_seq, self.timeline_cap)
+        return event_seq
 
     async def quarantine(self, run_id: str, reason: str, at: float) -> None:
         """Mark a run whose record cannot be decoded `failed`, without reading it."""
@@ -461,7 +483,11 @@ class RedisStore(RedisInbox):
             dump_body(quarantined_body(reason)),
             _events([event]),
         )
-        replies = await self._write(run_id, [command])
+        commands = [command]
+        keep_for = self.retention.keep_for(RunStatus.FAILED)
+        if keep_for is not None:
+            commands.append(("ZADD", f"{self.key_prefix}expiry", repr(at + keep_for), run_id))
+        replies = await self._write(run_id, commands)
         if self.cluster:
             await self._hint_from_record(run_id)
             await self._unindex_waiting(run_id, replies[0], [])
@@ -490,7 +516,7 @@ class RedisStore(RedisInbox):
         for key in checkpoint.wait_keys or ():
             hints.append(("ZADD", self._index("waiting", key), 0, run_id))
         replies = await self._write(run_id, [command, *hints])
-        committed = self._committed(run_id, replies)
+        committed = self._committed_capped(len(checkpoint.events), run_id, replies)
         if not known:
             await self._hint_from_record(run_id)
         before = replies[0][3] if len(replies[0]) > 3 else []
@@ -537,7 +563,8 @@ class RedisStore(RedisInbox):
         return deleted
 
     async def purge_expired(self, now: float, limit: int = 1000) -> list[str]:
-        """Delete completed runs whose retention (`completed_ttl`) ran out by `now`.
+        """Delete finished runs whose retention (`self.retention`, per final status) ran
+        out by `now`; each is listed, when it finishes, with the time it is due.
 
         `claim` calls it, so a deployment with workers needs nothing more."""
         key = f"{self.key_prefix}expiry"

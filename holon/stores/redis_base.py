@@ -8,6 +8,7 @@ import itertools
 import logging
 import uuid
 from collections.abc import Awaitable, Sequence
+from dataclasses import replace
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
@@ -39,6 +40,8 @@ from holon.stores.redis_codec import (
 from holon.stores.redis_feed import RedisFeed
 from holon.stores.redis_lanes import WAITAOF, Decode, Lane
 from holon.stores.redis_scripts import SCRIPTS
+from holon.stores.retention import Retention
+from holon.stores.timeline_cap import DEFAULT_TIMELINE_CAP, check_timeline_cap
 
 logger = logging.getLogger("holon.stores.redis")
 
@@ -68,6 +71,7 @@ class RedisBase:
         lease_clock: LeaseClock | None = None,
         timeline_cap: int | None = None,
         completed_ttl: float | None = None,
+        retention: Retention | None = None,
         durable_ack: Literal["aof"] | None = None,
         client: Any = None,
         max_value_bytes: int | None = None,
@@ -86,20 +90,20 @@ class RedisBase:
         if clock not in ("server", "caller"):
             raise StoreError(f"{self.safe_url!r}: lease_clock must be 'server' or 'caller'")
         self.lease_clock: LeaseClock = "server" if clock == "server" else "caller"
+        self.timeline_cap = check_timeline_cap(
+            timeline_cap
+            if timeline_cap is not None
+            else options.get("timeline_cap", DEFAULT_TIMELINE_CAP),
+            self.safe_url,
+        )
         try:
-            self.timeline_cap = (
-                timeline_cap if timeline_cap is not None else int(options.get("timeline_cap", 0))
-            )
-            ttl_text = options.get("completed_ttl")
-            self.completed_ttl = (
-                completed_ttl
-                if completed_ttl is not None
-                else (float(ttl_text) if ttl_text else None)
-            )
-        except ValueError:
-            raise StoreError(
-                f"{self.safe_url!r}: timeline_cap must be an integer and completed_ttl seconds"
-            ) from None
+            kept = retention or Retention.from_options(options, self.safe_url)
+            if completed_ttl is not None:
+                kept = replace(kept, completed=completed_ttl)
+        except ValueError as exc:
+            raise StoreError(str(exc)) from None
+        self.retention = kept
+        """How long finished runs are kept, per final status (`purge_expired`)."""
         ack = durable_ack or options.get("durable_ack")
         if ack not in (None, "", "aof"):
             raise StoreError(f"{self.safe_url!r}: durable_ack must be 'aof' when given")
@@ -330,6 +334,11 @@ class RedisBase:
         if self._feed is not None:
             await self._feed.close()
         await self._drop_client()
+
+    @property
+    def completed_ttl(self) -> float | None:
+        """Seconds a `completed` run is kept (`retention.completed`); None: for ever."""
+        return self.retention.keep_for(RunStatus.COMPLETED)
 
     @property
     def pipelines(self) -> int:

@@ -21,13 +21,14 @@ from holon.stores.base import (
     RunSummary,
     TimelineEvent,
 )
+from holon.stores.retention import RETENTION_OPTIONS
 
 __all__ = ["CLAIM_INDEXES", "URL_OPTIONS", "LeaseClock", "dump_body", "safe_url", "time_text"]
 
 LeaseClock = Literal["server", "caller"]
 """Whose clock times leases: the Redis server's, or the `now` callers pass."""
 
-URL_OPTIONS = frozenset({"lease_clock", "timeline_cap", "completed_ttl", "durable_ack"})
+URL_OPTIONS = frozenset({"lease_clock", "timeline_cap", "durable_ack"}) | RETENTION_OPTIONS
 """Query options a Redis store URL may carry."""
 
 CLAIM_INDEXES = ("ready", "lease", "timer")

@@ -169,7 +169,7 @@ return {r[3], r[4] or '', av}
 """
 
 # ARGV: header (ip, id, token or '', expected seq, commit id, status, wake or '', at,
-# release 0/1, clear control 0/1, timeline cap, expiry of a completed run or '', wait keys
+# release 0/1, clear control 0/1, timeline cap, expiry of a finished run or '', wait keys
 # given 0/1, number of results, of events, of wait keys, the version the run moves to or
 # ''), body, then the results (name,
 # JSON), the events (JSON each) and the wait keys. The short arguments travel as one:
@@ -229,7 +229,7 @@ if ip ~= '' and (reindexing or given) then
     bad = check_indexes(ip, r[9] or '', old_av, r[7], r[7], {})
     if bad then return bad end
   end
-  if h[12] ~= '' and status == 'completed' then
+  if h[12] ~= '' then
     local ebad = check_type(ip .. 'expiry', 'zset')
     if type(ebad) == 'table' then return ebad end
   end
@@ -272,7 +272,7 @@ if moving then
   redis.call('HSET', run, 'av', h[17])
 end
 if reindexing then reindex(ip, id, run, r[7]) end
-if ip ~= '' and h[12] ~= '' and status == 'completed' then
+if ip ~= '' and h[12] ~= '' then
   redis.call('ZADD', ip .. 'expiry', h[12], id)
 end
 local ctl = false

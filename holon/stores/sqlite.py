@@ -32,6 +32,7 @@ from holon.stores.base import (
     TimelineEvent,
     quarantined_body,
 )
+from holon.stores.retention import PURGE_INTERVAL
 from holon.stores.sqlite_base import COMMIT_SET, corrupt
 from holon.stores.sqlite_catalogue import SQLiteCatalogue
 
@@ -44,10 +45,17 @@ class SQLiteStore(SQLiteCatalogue):
     Args:
         url: `sqlite:///relative/path.db`, `sqlite:////absolute/path.db`, or
             `sqlite:///:memory:`; query options `synchronous` (OFF, NORMAL, FULL, EXTRA)
-            and `busy_timeout` (milliseconds).
+            `busy_timeout` (milliseconds), `timeline_cap` (as the argument) and the
+            retention's `<status>_ttl` (seconds, `Retention.from_options`).
         namespace: keeps deployments that share one file apart (the `key_prefix`).
         max_value_bytes: a stored value (body, input, result) larger than this is read
             as a corrupt record; default 64 MiB.
+        timeline_cap: the most timeline events kept per run, the oldest trimmed (default
+            `DEFAULT_TIMELINE_CAP`, 10,000; 0 keeps all); a warning is logged when a run
+            reaches 90 % of it.
+        retention: how long finished runs are kept per final status (default: for
+            ever); `claim` deletes those due once a minute at most, `purge_expired`
+            at once.
     """
 
     # -- runs ---------------------------------------------------------------------
@@ -238,6 +246,9 @@ class SQLiteStore(SQLiteCatalogue):
     ) -> list[LeaseGrant]:
         if not workflows or limit <= 0:
             return []
+        if now >= self._next_purge and not self.retention.keeps_everything:
+            self._next_purge = now + PURGE_INTERVAL
+            await self.purge_expired(now)
         capped = {name: cap for name, cap in (limits or {}).items() if name in workflows}
 
         def claim(conn: sqlite3.Connection) -> list[LeaseGrant]:
@@ -518,6 +529,26 @@ class SQLiteStore(SQLiteCatalogue):
             self.signals.notify(run_id)
         order = {run_id: i for i, run_id in enumerate(ids)}
         return sorted(deleted, key=order.__getitem__)
+
+    async def purge_expired(self, now: float, limit: int = 1000) -> list[str]:
+        """Delete up to `limit` finished runs whose retention (`self.retention`, per
+        final status) ran out by `now`; `claim` calls it once a minute at most."""
+        kept = self.retention.kept
+
+        def due(conn: sqlite3.Connection) -> list[str]:
+            found: list[str] = []
+            for status, seconds in kept.items():
+                found += [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT run_id FROM holon_runs WHERE ns = ? AND status = ? "
+                        "AND updated_at <= ? ORDER BY updated_at LIMIT ?",
+                        (self.namespace, status.value, now - seconds, limit - len(found)),
+                    )
+                ]
+            return found
+
+        return await self.delete_runs(await self._run(due)) if kept else []
 
 
 def _is_text(data: bytes) -> bool:

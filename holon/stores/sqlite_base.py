@@ -26,6 +26,8 @@ from holon.stores.base import (
     RunRecord,
     RunStatus,
 )
+from holon.stores.retention import RETENTION_OPTIONS, Retention
+from holon.stores.timeline_cap import DEFAULT_TIMELINE_CAP, check_timeline_cap, warn_near_cap
 
 __all__ = ["COMMIT_SET", "RUN_COLUMNS", "SQLiteBase", "corrupt"]
 
@@ -137,7 +139,13 @@ class SQLiteBase:
     """Connection, schema and statement running for `SQLiteStore`."""
 
     def __init__(
-        self, url: str, *, namespace: str = "", max_value_bytes: int | None = None
+        self,
+        url: str,
+        *,
+        namespace: str = "",
+        max_value_bytes: int | None = None,
+        timeline_cap: int | None = None,
+        retention: Retention | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme != "sqlite":
@@ -156,7 +164,7 @@ class SQLiteBase:
         if not raw_path:
             raise StoreError(f"{url!r} names no database file; use sqlite:///path/to/file.db")
         options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        unknown = set(options) - {"synchronous", "busy_timeout"}
+        unknown = set(options) - {"synchronous", "busy_timeout", "timeline_cap"} - RETENTION_OPTIONS
         if unknown:
             raise StoreError(f"{url!r}: unknown option(s) {sorted(unknown)}")
         synchronous = options.get("synchronous", "FULL").upper()
@@ -168,6 +176,19 @@ class SQLiteBase:
             self._busy_timeout_ms = int(options.get("busy_timeout", "5000"))
         except ValueError:
             raise StoreError(f"{url!r}: busy_timeout must be milliseconds") from None
+        self.timeline_cap = check_timeline_cap(
+            timeline_cap
+            if timeline_cap is not None
+            else options.get("timeline_cap", DEFAULT_TIMELINE_CAP),
+            url,
+        )
+        """The most timeline events kept per run (the oldest are trimmed); 0 keeps all."""
+        try:
+            self.retention = retention or Retention.from_options(options, url)
+        except ValueError as exc:
+            raise StoreError(str(exc)) from None
+        """How long finished runs are kept, per final status (`purge_expired`)."""
+        self._next_purge = float("-inf")
         self.url = url
         self.path = raw_path
         self.synchronous = synchronous
@@ -286,6 +307,32 @@ class SQLiteBase:
                     _codec.dump([[e.kind, e.at, e.step, e.data] for e in events]),
                 ),
             )
+            last_seq = first_seq + len(events) - 1
+            cap = self.timeline_cap
+            if cap:
+                warn_near_cap(run_id, first_seq - 1, last_seq, cap)
+                if last_seq > cap:
+                    self._trim_timeline(conn, run_id, last_seq - cap, last_seq)
+
+    def _trim_timeline(
+        self, conn: sqlite3.Connection, run_id: str, oldest_gone: int, newest: int
+    ) -> None:
+        """Delete the rows holding any event numbered `oldest_gone` or below (`newest`:
+        the run's last event).
+
+        A row holds one write's events, and goes whole: the run keeps at most the cap
+        (a few events fewer while the oldest row left straddles the mark). The rows are
+        found from the run's oldest, which the previous trim left a row or two from the
+        mark, so a trim reads a few rows, not the whole timeline.
+        """
+        # No row wholly after the mark: one write brought more events than the cap; it
+        # is kept whole, as the newest row, and every row before it goes.
+        conn.execute(
+            "DELETE FROM holon_timeline WHERE ns = ? AND run_id = ? AND last_seq < COALESCE(("
+            "SELECT last_seq FROM holon_timeline WHERE ns = ? AND run_id = ? "
+            "AND first_seq > ? ORDER BY last_seq LIMIT 1), ?)",
+            (self.namespace, run_id, self.namespace, run_id, oldest_gone, newest),
+        )
 
     def _decode(self, row: tuple[Any, ...], results: list[tuple[str, str]]) -> RunRecord:
         (
