@@ -16,22 +16,29 @@ mistake is reported by the call that makes it, with the workflow and step named.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import inspect
 import json
 import types
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal, Union, cast
+from typing import Any, cast
 
 from pydantic import BaseModel
 
 from holon._naming import snake_case_aliases
 from holon.definition.budget import Budget as RunBudget
 from holon.definition.directives import END, START, Marker
+from holon.definition.flow_shape import (
+    POSITIONAL,
+    edges_from_annotation,
+    no_step,
+    qualname,
+    reachable,
+    without_ctx,
+)
 from holon.definition.mermaid import flow_to_mermaid
+from holon.definition.persistence import PersistenceConfig, persistence_settings
 from holon.definition.policies import Retry, StepPolicy, check_policies, runs_in_thread
 from holon.definition.steps import DataRules, FlowPlan, StepFunction, StepSpec
 from holon.errors import SecretKeyError, WorkflowDefinitionError
@@ -44,17 +51,6 @@ if typing.TYPE_CHECKING:
 __all__ = ["FlowPlan", "PersistenceConfig", "StepSpec", "Workflow"]
 
 StateMigration = Callable[[dict[str, Any]], Any]
-
-
-@dataclass(frozen=True)
-class PersistenceConfig:
-    """Where and whether runs of a workflow are stored."""
-
-    store: str | Store | None = None
-    """A store URL or object; None means `HOLON_STORE`, else `.holon/holon.db`."""
-    key_prefix: str = ""
-    enabled: bool = True
-    """False keeps runs in memory only: nothing survives the process."""
 
 
 @snake_case_aliases
@@ -106,7 +102,7 @@ class Workflow:
         self._execute: StepFunction | None = None
         self._agents: Mapping[str, Any] = types.MappingProxyType({})
         self._budget: RunBudget | None = None
-        self._defaults = StepPolicy(fn=_no_step)
+        self._defaults = StepPolicy(fn=no_step)
         self._migrations: Mapping[str, StateMigration] = types.MappingProxyType({})
         self._limits = SizeLimits()
         self._max_running: int | None = None
@@ -176,7 +172,7 @@ class Workflow:
             policy = fn if isinstance(fn, StepPolicy) else StepPolicy(fn)
             if not callable(policy.fn):
                 raise self._fail(f"step {name!r} is {fn!r}, not a function of ctx", step=name)
-            edges, complete = _edges_from_annotation(policy.fn)
+            edges, complete = edges_from_annotation(policy.fn)
             specs[name] = StepSpec(
                 name=name,
                 fn=self._called_with_ctx(name, policy.fn),
@@ -199,7 +195,7 @@ class Workflow:
                     step=spec.name,
                 )
         if all(spec.edges_complete for spec in specs.values()):
-            unreachable = sorted(set(specs) - _reachable(specs))
+            unreachable = sorted(set(specs) - reachable(specs))
             if unreachable:
                 raise self._fail(
                     f"no step leads to {unreachable} (every step's return "
@@ -217,7 +213,7 @@ class Workflow:
         except (TypeError, ValueError):
             return fn  # a builtin or an extension: nothing to read
         params = signature.parameters.values()
-        positional = [p for p in params if p.kind in _POSITIONAL]
+        positional = [p for p in params if p.kind in POSITIONAL]
         if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
             return fn
         required = [p.name for p in positional if p.default is inspect.Parameter.empty]
@@ -234,7 +230,7 @@ class Workflow:
             )
         if positional:
             return fn
-        return _without_ctx(fn)
+        return without_ctx(fn)
 
     def Execute(self, fn: StepFunction) -> Workflow:
         """Imperative model: `async def fn(ctx) -> result`, re-run from the top on
@@ -261,7 +257,10 @@ class Workflow:
         `.Persistence({"Enabled": True, "Store": "redis", "KeyPrefix": "deploy:"})`.
         """
         if isinstance(store, Mapping):
-            store, key_prefix, enabled = self._persistence_mapping(store)
+            try:
+                store, key_prefix, enabled = persistence_settings(store)
+            except ValueError as exc:
+                raise self._fail(str(exc)) from None
         if store is not None and not isinstance(store, str) and not hasattr(store, "create_run"):
             raise self._fail(f".Persistence(store=...) takes a URL or a store, got {store!r}")
         if not isinstance(enabled, bool):
@@ -272,27 +271,13 @@ class Workflow:
             _persistence=PersistenceConfig(cast("str | Store | None", store), key_prefix, enabled)
         )
 
-    def _persistence_mapping(self, settings: Mapping[str, Any]) -> tuple[Any, str, bool]:
-        known = {"store": "store", "keyprefix": "key_prefix", "key_prefix": "key_prefix"}
-        known["enabled"] = "enabled"
-        chosen: dict[str, Any] = {"store": None, "key_prefix": "", "enabled": True}
-        for key, value in settings.items():
-            field = known.get(str(key).lower()) if isinstance(key, str) else None
-            if field is None:
-                raise self._fail(
-                    f".Persistence({{...}}) has an unknown setting {key!r}; known: Store, "
-                    "KeyPrefix, Enabled (or store, key_prefix, enabled)"
-                )
-            chosen[field] = value
-        return chosen["store"], chosen["key_prefix"], chosen["enabled"]
-
     def Defaults(self, retry: Retry | None = None, timeout: float | None = None) -> Workflow:
         """Policies for every step (and `ctx.Task`) that sets none of its own."""
         try:
             check_policies(retry, timeout, None, where=f"workflow {self._name!r} .Defaults()")
         except (TypeError, ValueError) as exc:
             raise self._fail(str(exc)) from None
-        return self._with(_defaults=StepPolicy(fn=_no_step, retry=retry, timeout=timeout))
+        return self._with(_defaults=StepPolicy(fn=no_step, retry=retry, timeout=timeout))
 
     def Migrate(self, from_version: str, fn: StateMigration) -> Workflow:
         """How to upgrade the state of a run that started on `from_version`.
@@ -529,7 +514,7 @@ class Workflow:
     def _compute_fingerprint(self) -> str:
         shape = {
             "steps": {name: sorted(spec.edges) for name, spec in sorted(self.steps.items())},
-            "execute": _qualname(self._execute) if self._execute else None,
+            "execute": qualname(self._execute) if self._execute else None,
             "input": self._input.model_json_schema() if self._input else None,
             "state": self._state.model_json_schema() if self._state else None,
         }
@@ -600,71 +585,3 @@ class Workflow:
     concurrency = Concurrency
     mermaid = Mermaid
     budget = Budget
-
-
-_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-
-
-def _without_ctx(fn: StepFunction) -> StepFunction:
-    """`fn`, which takes no arguments, as a step function of `ctx` (async if it is)."""
-    if inspect.iscoroutinefunction(fn):
-
-        @functools.wraps(fn)
-        async def call_async(ctx: Any) -> Any:
-            return await fn()
-
-        return call_async
-
-    @functools.wraps(fn)
-    def call(ctx: Any) -> Any:
-        return fn()
-
-    return call
-
-
-def _no_step(ctx: Any) -> None:
-    """Placeholder function of the workflow-wide default policy."""
-
-
-def _qualname(fn: Callable[..., Any]) -> str:
-    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
-
-
-def _edges_from_annotation(fn: StepFunction) -> tuple[frozenset[str], bool]:
-    """The step names a step's return annotation admits, and whether that list is all."""
-    try:
-        hints = typing.get_type_hints(fn)
-    except Exception:
-        return frozenset(), False
-    if "return" not in hints:
-        return frozenset(), False
-    edges: set[str] = set()
-    complete = _collect_edges(hints["return"], edges)
-    return frozenset(edges), complete
-
-
-def _collect_edges(annotation: Any, edges: set[str]) -> bool:
-    origin = typing.get_origin(annotation)
-    if origin is Literal:
-        complete = True
-        for value in typing.get_args(annotation):
-            if isinstance(value, str):
-                edges.add(value.value if isinstance(value, Marker) else value)
-            else:
-                complete = False
-        return complete
-    if origin in (Union, types.UnionType):
-        results = [_collect_edges(arg, edges) for arg in typing.get_args(annotation)]
-        return all(results)
-    return False
-
-
-def _reachable(specs: Mapping[str, StepSpec]) -> set[str]:
-    seen = {START.value}
-    frontier = [START.value]
-    while frontier:
-        for target in specs[frontier.pop()].edges:
-            if target in specs and target not in seen:
-                seen.add(target)
-                frontier.append(target)
-    return seen

@@ -38,6 +38,7 @@ from holon.errors import (
     StepOutputError,
     UnknownStepError,
 )
+from holon.runtime.aftermath import Aftermath
 from holon.runtime.agents import AgentDirectory, RunHalted, already, awaiting_step
 from holon.runtime.attempts import Attempts, call_step
 from holon.runtime.children import (
@@ -46,8 +47,6 @@ from holon.runtime.children import (
     child_wait,
     resolve_child,
     start_child,
-    tell_parent,
-    waited_children,
 )
 from holon.runtime.compensation import Compensator
 from holon.runtime.context import Context
@@ -62,7 +61,6 @@ from holon.runtime.execution import (
 )
 from holon.runtime.fan_out import FanOut
 from holon.runtime.imperative import Imperative
-from holon.runtime.inbox import take_kept_event
 from holon.runtime.journal import RunServices
 from holon.runtime.leases import LeaseKeeper
 from holon.runtime.log_context import executing
@@ -78,7 +76,6 @@ from holon.stores.base import (
     LeaseGrant,
     NewEvent,
     RunLink,
-    RunRecord,
     RunStatus,
     Store,
     evolve,
@@ -134,9 +131,14 @@ class Engine:
         )
         self.timers = Timers(self.transitions)
         self.leases = LeaseKeeper(store, clock, lease_ttl, self.executions)
+        self.aftermath = Aftermath(self.transitions, definitions, self._on_ready)
         self.on_ready: Callable[[str, str], None] | None = None
         """Told of a run (id, workflow) this engine made ready to go on outside an
         execution (a kept event delivered): the executor takes it up at once."""
+
+    def _on_ready(self, run_id: str, workflow: str) -> None:
+        if self.on_ready is not None:
+            self.on_ready(run_id, workflow)
 
     # -- entry ------------------------------------------------------------------------
 
@@ -181,78 +183,13 @@ class Engine:
         except LeaseLost:
             logger.warning("run %s: lease lost; this executor stops", grant.run_id)
             with anyio.CancelScope(shield=True):
-                await self._note_refusal(execution)
+                await self.aftermath.note_refusal(execution)
         finally:
             self.executions.pop(grant.run_id, None)
             if execution.record.lease is not None or execution.status == RunStatus.RUNNING:
                 with anyio.CancelScope(shield=True):
                     await self.store.release_lease(grant.run_id, grant.token)
-        await self._take_kept_event(execution)
-        await self._tell_family(execution)
-
-    async def _tell_family(self, execution: Execution) -> None:
-        """A child run that ended closes its parent's wait for it; a parent that just
-        opened its wait for a child takes it in if it already ended, and otherwise
-        executes it here at once if it is queued (see `holon.runtime.children`)."""
-        status = execution.status
-        body = execution.body
-        wait = body.wait
-        try:
-            if status.terminal and body.parent is not None:
-                parent = await tell_parent(self.store, self.clock, execution.record)
-                self._ready(parent)
-            elif status == RunStatus.WAITING and wait is not None and wait.kind == "child":
-                for listed in waited_children(wait):
-                    child = await self.store.load_run(listed["run_id"])
-                    if child is not None and child.status.terminal:
-                        self._ready(await tell_parent(self.store, self.clock, child))
-                    else:
-                        self._ready(child)
-        except Exception:
-            # The other side's own look (its executor, at its end or its wait) or an
-            # operator's Retry settles it.
-            logger.exception("run %s: telling its parent or child failed", execution.run_id)
-
-    def _ready(self, record: RunRecord | None) -> None:
-        # Only a run of a workflow served here: taking the lease of another would only
-        # give it back, and leave it for the claim loops of those that serve it.
-        if (
-            record is not None
-            and record.status == RunStatus.QUEUED
-            and record.workflow in self.definitions
-            and self.on_ready
-        ):
-            self.on_ready(record.run_id, record.workflow)
-
-    async def _note_refusal(self, execution: Execution) -> None:
-        """Record in the run's timeline that the store turned this executor away (a
-        commit refused, or its lease found taken), beside the checkpoints of the
-        executor that holds the run now."""
-        if execution.refusal is None:
-            return
-        kind, reason = execution.refusal
-        event = self.transitions.event(
-            kind, step_of(execution.body), owner=self.owner, token=execution.token, reason=reason
-        )
-        try:
-            await self.store.append_timeline(execution.run_id, [event])
-        except Exception as exc:  # the store may be what failed: the log has it then
-            logger.warning("run %s: could not record %s: %s", execution.run_id, kind, exc)
-
-    async def _take_kept_event(self, execution: Execution) -> None:
-        """A run that now waits for an event sent before (kept in an inbox) gets it at
-        once, and is handed to `on_ready` to go on."""
-        wait = execution.body.wait
-        if execution.status != RunStatus.WAITING or wait is None or wait.kind != "event":
-            return
-        try:
-            record = await take_kept_event(self.store, self.clock, execution.run_id)
-        except Exception:
-            # The event stays kept; the sender's own attempt, or an operator, delivers it.
-            logger.exception("run %s: delivering a kept event failed", execution.run_id)
-            return
-        if record is not None and record.status == RunStatus.QUEUED and self.on_ready:
-            self.on_ready(record.run_id, record.workflow)
+        await self.aftermath.after(execution)
 
     async def _drive(self, execution: Execution, *, recovered: bool) -> None:
         if not await adopt(self.transitions, execution):
