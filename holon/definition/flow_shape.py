@@ -48,7 +48,7 @@ def no_step(ctx: Any) -> None:
 
 
 def qualname(fn: Callable[..., Any]) -> str:
-    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '_qualname__', repr(fn))}"
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
 
 
 def edges_from_annotation(fn: StepFunction) -> tuple[frozenset[str], bool]:
