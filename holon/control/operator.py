@@ -506,10 +506,12 @@ class Operator:
             if keep_for is None:
                 raise
             record = await self.load(run_id)
-            # Kept for a wait to come: not for a run that has finished, nor one that waits
-            # for this very event and was sent a payload its wait does not match.
-            if record.status in TERMINAL_STATUSES or waits_for_event(record) == name:
+            if record.status in TERMINAL_STATUSES:
                 raise
+        if waits_for_event(record) == name:
+            # It opened the wait for this event since it was judged: deliver now (a
+            # payload its wait does not match is refused, not kept).
+            return await self._judge(run_id, delivery)
         assert event_id is not None
         await self._keep(record, KeptEvent(event_id, name, data), keep_for)
         # The run may have opened its wait meanwhile, before the event was kept: try again
