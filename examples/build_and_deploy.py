@@ -17,6 +17,7 @@ from holon import (
     END,
     START,
     Context,
+    End,
     HumanApproval,
     Next,
     Parallel,
@@ -69,7 +70,7 @@ def deploy(ctx: Ctx) -> Wait:
     )
 
 
-async def release(ctx: Ctx) -> Literal[END]:  # type: ignore[valid-type]
+async def release(ctx: Ctx) -> End:
     ctx.SetState(released=True)
     ctx.Log("released", approved_by=ctx.Decision["by"])
     return END

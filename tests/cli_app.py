@@ -108,7 +108,7 @@ MODEL = (
 def _hold(ctx: Any) -> str:
     release = Path(os.environ["HOLON_TEST_RELEASE"])
     while not release.exists():  # the test creates it once the worker is told to stop
-        time.sleep(0.01)
+        time.sleep(0.01)  # sleep-ok: polling a file another process creates
     return "Done"
 
 

@@ -50,7 +50,7 @@ async def test_a_child_whose_executor_is_killed_is_taken_over_and_its_parent_goe
         assert await second.finish() == 0
 
 
-async def test_a_parent_stopped_from_another_process_stops_its_waiting_child(
+async def test_a_parent_stopped_from_another_process_stops_its_waiting_children(
     tmp_path: Path, store_args: list[str]
 ) -> None:
     run_id = f"holder-{uuid.uuid4().hex[:8]}"

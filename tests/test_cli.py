@@ -65,6 +65,18 @@ class Cli:
             )
         return Done(done.returncode, done.stdout.decode(), done.stderr.decode())
 
+    async def many(self, *commands: list[str], app: bool = False) -> list[Done]:
+        """Run independent commands at once (each `holon` takes a second to start)."""
+        done: list[Done | None] = [None] * len(commands)
+
+        async def one(index: int, args: list[str]) -> None:
+            done[index] = await self(*args, app=app)
+
+        async with anyio.create_task_group() as group:
+            for index, args in enumerate(commands):
+                group.start_soon(one, index, args)
+        return [d for d in done if d is not None]
+
     def store(self) -> Store:
         return open_store(self.store_url, key_prefix=self.key_prefix)
 
@@ -134,6 +146,19 @@ async def started(cli: Cli, workflow: str, value: Any = None) -> str:
     return run_id
 
 
+async def starts(cli: Cli, *runs: tuple[str, Any]) -> list[str]:
+    """Start runs at once; their ids in the order given."""
+    ids: list[str] = [""] * len(runs)
+
+    async def one(index: int, workflow: str, value: Any) -> None:
+        ids[index] = await started(cli, workflow, value)
+
+    async with anyio.create_task_group() as group:
+        for index, (workflow, value) in enumerate(runs):
+            group.start_soon(one, index, workflow, value)
+    return ids
+
+
 async def reaches(client: Client, run_id: str, status: str) -> None:
     await (await client.Get(run_id)).WaitUntil(status, timeout=TIMEOUT)
 
@@ -155,14 +180,21 @@ async def test_every_verb_through_the_holon_program(cli: Cli, tmp_path: Path) ->
 
 async def _catalogue_and_approvals(cli: Cli, client: Client) -> None:
     run_id = await started(cli, "greet", {"name": "Ada"})
-    listed = (await cli("--json", "list", "--workflow", "greet")).json()
-    assert [r["run_id"] for r in listed] == [run_id] and listed[0]["sandbox"] is False
-    workflows = {w["name"] for w in (await cli("--json", "workflows")).json()}
-    assert {"greet", "form", "paid", "flaky", "model", "slow"} <= workflows
-    described = (await cli("--json", "describe", "greet")).json()
-    assert described["input_schema"]["required"] == ["name"] and described["versions"] == ["1"]
-    assert "flowchart" in (await cli("describe", "greet")).out
-    assert (await cli("--json", "schedules")).json() == []
+    listed, workflows, described, human, schedules = await cli.many(
+        ["--json", "list", "--workflow", "greet"],
+        ["--json", "workflows"],
+        ["--json", "describe", "greet"],
+        ["describe", "greet"],
+        ["--json", "schedules"],
+    )
+    assert [r["run_id"] for r in listed.json()] == [run_id]
+    assert listed.json()[0]["sandbox"] is False
+    names = {w["name"] for w in workflows.json()}
+    assert {"greet", "form", "paid", "flaky", "model", "slow"} <= names
+    schema = described.json()
+    assert schema["input_schema"]["required"] == ["name"] and schema["versions"] == ["1"]
+    assert "flowchart" in human.out
+    assert schedules.json() == []
 
     await reaches(client, run_id, "waiting")
     [gate] = (await cli("--json", "pending", "--as", "ann")).json()
@@ -195,28 +227,29 @@ async def _catalogue_and_approvals(cli: Cli, client: Client) -> None:
 
 
 async def _answers_events_and_steering(cli: Cli, client: Client) -> None:
-    form = await started(cli, "form")
-    await reaches(client, form, "waiting")
-    assert (await cli("answer", form, '"blue"', "--as", "ann")).code == 0
-    assert await (await client.Get(form)).Result(timeout=TIMEOUT) == {"colour": "blue"}
-
-    paid = [await started(cli, "paid") for _ in range(2)]
-    for run_id in paid:
+    form, *paid, held = await starts(
+        cli, ("form", None), ("paid", None), ("paid", None), ("greet", {"name": "Cy"})
+    )
+    for run_id in (form, *paid, held):
         await reaches(client, run_id, "waiting")
-    sent = (await cli("--json", "send", "order.paid", "--payload", '{"amount": 5}')).json()
-    assert sorted(sent["runs"]) == sorted(paid)
+    answered, sent, paused = await cli.many(
+        ["answer", form, '"blue"', "--as", "ann"],
+        ["--json", "send", "order.paid", "--payload", '{"amount": 5}'],
+        ["--json", "pause", held],
+    )
+    assert answered.code == 0
+    assert await (await client.Get(form)).Result(timeout=TIMEOUT) == {"colour": "blue"}
+    assert sorted(sent.json()["runs"]) == sorted(paid)
+    assert paused.json()["status"] == "paused"
     one = await started(cli, "paid")
     sent_one = await cli("--json", "send", "order.paid", "--run", one, "--payload", "{}")
     assert sent_one.json()["runs"] == [one]
 
-    held = await started(cli, "greet", {"name": "Cy"})
-    await reaches(client, held, "waiting")
-    assert (await cli("--json", "pause", held)).json()["status"] == "paused"
     assert (await cli("--json", "resume", held)).json()["status"] == "waiting"
     assert (await cli("--json", "stop", held)).json()["status"] == "stopped"
     assert (await cli("--json", "retry", held)).json()["status"] == "waiting"
 
-    bulk = [await started(cli, "paid") for _ in range(3)]
+    bulk = await starts(cli, ("paid", None), ("paid", None), ("paid", None))
     for run_id in bulk:
         await reaches(client, run_id, "waiting")
     stopped = (await cli("--json", "stop", "--workflow", "paid", "--status", "waiting")).json()
@@ -267,22 +300,24 @@ async def _surgery(cli: Cli, client: Client) -> None:
 
 
 async def _bad_arguments(cli: Cli) -> None:
-    status = await cli("list", "--status", "bogus")
+    status, bad_json, missing, unknown, bad_input, nothing, no_app, debug = await cli.many(
+        ["list", "--status", "bogus"],
+        ["run", "greet", "--input", "{oops"],
+        ["show", "no-such-run"],
+        ["run", "nope"],
+        ["run", "greet", "--input", '{"nom": "x"}'],
+        ["stop"],
+        ["replay", "some-run"],
+        ["--debug", "show", "no-such-run"],
+    )
     assert status.code == 2 and "--status" in status.err and "bogus" in status.err
-    bad_json = await cli("run", "greet", "--input", "{oops")
     assert bad_json.code == 2 and "--input is not JSON" in bad_json.err
     assert "Traceback" not in bad_json.err and len(bad_json.err.strip().splitlines()) == 1
-    missing = await cli("show", "no-such-run")
     assert missing.code == 3 and "no run 'no-such-run'" in missing.err
-    unknown = await cli("run", "nope")
     assert unknown.code == 3 and "no workflow 'nope'" in unknown.err
-    bad_input = await cli("run", "greet", "--input", '{"nom": "x"}')
     assert bad_input.code == 1 and "name" in bad_input.err
-    nothing = await cli("stop")
     assert nothing.code == 2 and "give RUN" in nothing.err
-    no_app = await cli("replay", "some-run")
     assert no_app.code == 2 and "--app" in no_app.err
-    debug = await cli("--debug", "show", "no-such-run")
     assert debug.code == 3 and "Traceback" in debug.err
 
 

@@ -204,3 +204,36 @@ async def test_a_sync_client_runs_and_waits_for_results(durable: Store) -> None:
     assert seen["kinds"][0] == "started" and seen["kinds"][-1] == "completed"
     assert "decision" in " ".join(seen["kinds"]) or "approved" in seen["kinds"]
     assert seen["listed"] == 2
+
+
+def sync_surgery(store: Store, run_id: str) -> dict[str, Any]:
+    """Run surgery through a `SyncClient` that has the workflows' code."""
+    seen: dict[str, Any] = {}
+    prefix = getattr(store, "key_prefix", "")
+    with SyncClient(store.url, key_prefix=prefix, workflows=[ORDERS, ECHO]) as client:
+        handle = client.get(run_id)
+        seen["status"] = handle.retry(by="ops")
+        seen["result"] = handle.result(timeout=10)
+        seen["rerun_same"] = handle.rerun(START.value).same
+        seen["replayed"] = handle.replay(by="ops").status
+        starts = [e.seq for e in handle.timeline() if e.kind == "step_started"]
+        seen["forked"] = handle.fork(at=starts[-1], by="ops").result(timeout=10)
+        seen["bulk"] = client.bulk("stop", workflow="echo", status="waiting").counts
+    return seen
+
+
+async def test_a_sync_client_with_the_code_does_run_surgery(durable: Store) -> None:
+    steward = await registered(durable)
+    async with Client(same_data(durable)) as client:
+        handle = await client.Start("echo", {"n": 2})
+        await handle.Stop(by="ops")
+        waiting = await client.Start("orders", {"order_id": "W-1"})
+        async with Worker(steward, poll_interval=0.01):
+            await waiting.WaitUntil(RunStatus.WAITING, timeout=10)
+            with anyio.fail_after(30):
+                seen = await anyio.to_thread.run_sync(sync_surgery, durable, handle.run_id)
+    assert seen["status"] in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.COMPLETED)
+    assert seen["result"] == {"echo": {"n": 2}} and seen["rerun_same"] is True
+    assert seen["replayed"] == RunStatus.COMPLETED
+    assert seen["forked"] == {"echo": {"n": 2}}
+    assert seen["bulk"] == {}  # no echo run waits

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 import anyio
 import typer
+from rich.live import Live
+from rich.text import Text
 
 from holon.cli.output import Output, when
 from holon.cli.settings import BadArgument, RunEnded, parse_json, settings
@@ -111,10 +113,31 @@ def _print_event(out: Output, event: TimelineEvent) -> None:
         )
 
 
+def _progress_line(summary: dict[str, Any]) -> str:
+    line = f"{summary['status']}: {summary['steps_done']} steps done"
+    if summary["current_step"]:
+        line += f", at {summary['current_step']}"
+    if summary["waiting_for"]:
+        line += f", waiting for {summary['waiting_for']}"
+    return line
+
+
 async def follow(out: Output, handle: RunHandle, after: int) -> RunRecord:
-    """Print the run's events as they happen until it ends; returns its final record."""
-    async for event in handle.Watch(after=after, emitted=False):
-        _print_event(out, event)
+    """Print the run's events as they happen until it ends; returns its final record.
+
+    On a terminal, a progress line under the events (steps done, the current step,
+    whom a wait waits for) is kept up to date as they come."""
+    if out.as_json or not out.console.is_terminal:
+        async for event in handle.Watch(after=after, emitted=False):
+            _print_event(out, event)
+    else:
+        events = await handle.Timeline()
+        with Live(console=out.console, transient=True, auto_refresh=False) as live:
+            async for event in handle.Watch(after=after, emitted=False):
+                events.append(event)
+                _print_event(out, event)
+                summary = _summary(await handle.Record(), events)
+                live.update(Text(_progress_line(summary), style="bold"), refresh=True)
     record = await handle.Record()
     if out.as_json:
         out.line({"run_id": record.run_id, "status": record.status.value})

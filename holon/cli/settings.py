@@ -69,15 +69,7 @@ class Settings:
         """A `Client` of the store, knowing the code of `--app` if given."""
         store = open_store(self.store, key_prefix=self.key_prefix)
         try:
-            workflows = self.workflows()
-            if workflows:
-                steward = Steward(store)
-                for workflow in workflows:
-                    await steward.Register(workflow)
-                client = Client(steward)
-            else:
-                client = Client(store)
-            async with client:
+            async with Client(store, workflows=self.workflows()) as client:
                 yield client
         finally:
             await store.close()

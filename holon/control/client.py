@@ -32,6 +32,7 @@ from holon.control.handle import RunHandle
 from holon.control.operator import Operator
 from holon.control.steward import Steward
 from holon.control.waiting import pending_approvals, send_event
+from holon.definition.builder import Workflow
 from holon.errors import HolonError, RunNotFound
 from holon.runtime.definitions import Definitions
 from holon.runtime.waits import WaitInfo
@@ -50,6 +51,9 @@ class Client:
             a `Steward`: its store, and the code of the workflows registered with it,
             which then validates inputs and state patches in full (without code they are
             checked against the catalogued schema, and in full by the executing worker).
+        workflows: the code of workflows, registered in the catalogue when the client
+            opens: inputs and state patches are then validated in full, and run surgery
+            (`Rerun`, `Replay`) can run their steps here.
         key_prefix: with a URL, the key prefix (or SQLite namespace) of the deployment.
         poll_interval: seconds between re-reads while a handle waits on a run that
             another process executes.
@@ -61,6 +65,7 @@ class Client:
         self,
         store: Store | str | Steward | None = None,
         *,
+        workflows: Iterable[Workflow] = (),
         key_prefix: str = "",
         poll_interval: float = 0.2,
         lease_ttl: float = 10.0,
@@ -80,7 +85,12 @@ class Client:
             else:
                 self._store, self._owns_store = store, False
             self.steward = Steward(self._store, clock=self.clock)
-        self._operator = Operator(self._store, self.clock, Definitions(self.steward.workflows))
+        self._code = [w for w in workflows if w not in self.steward.workflows]
+        for workflow in self._code:
+            if not isinstance(workflow, Workflow):
+                raise TypeError(f"Client(workflows=...) takes Workflows, got {workflow!r}")
+        known = [*self.steward.workflows, *self._code]
+        self._operator = Operator(self._store, self.clock, Definitions(known))
         self._closed = False
         self._opened = False
 
@@ -106,6 +116,8 @@ class Client:
         self.check_open()
         if not self._opened:
             await self._store.open()
+            for workflow in self._code:  # their code is here: start and steer in full
+                await self.steward.Register(workflow)
             self._opened = True
 
     async def Close(self) -> None:

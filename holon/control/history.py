@@ -68,7 +68,8 @@ def check_whole(record: RunRecord, events: Sequence[TimelineEvent]) -> None:
 
 
 def traces(events: Sequence[TimelineEvent]) -> list[StepTrace]:
-    """Every step completion (and step failure) of the timeline, in order."""
+    """Every step completion (and step failure) of the timeline, in order; a failure
+    that an operator retried is left out (the run went on from there)."""
     found: list[StepTrace] = []
     counts: dict[str, int] = {}
     open_trace: StepTrace | None = None
@@ -84,6 +85,9 @@ def traces(events: Sequence[TimelineEvent]) -> list[StepTrace]:
                 has_output="output" in event.data,
             )
             found.append(open_trace)
+        elif event.kind == "retried" and found and found[-1].occurrence == 0:
+            found.pop()  # the failure an operator retried is not where the run went
+            open_trace = None
         elif event.kind == "failed":
             error = f"failed: {event.data.get('error')}: {event.data.get('message')}"
             found.append(StepTrace(step=event.step or "", seq=event.seq, occurrence=0))

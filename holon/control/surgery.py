@@ -116,8 +116,8 @@ def code_for(operator: Operator, record: RunRecord, verb: str) -> Workflow:
     if workflow is None:
         raise HolonError(
             f"{verb}() of run {record.run_id!r} runs the code of workflow "
-            f"{record.workflow!r}, which is not in this process: register it with the "
-            "Steward given to the Client (or use its WorkflowRunner)",
+            f"{record.workflow!r}, which is not in this process: give it to the Client "
+            "(Client(store, workflows=[...])), or use its WorkflowRunner",
             run_id=record.run_id,
             workflow=record.workflow,
         )

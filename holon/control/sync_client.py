@@ -32,6 +32,7 @@ from holon.control.handle import RunHandle
 from holon.control.steward import Steward
 from holon.control.surgery import ReplayReport, RerunReport
 from holon.definition.budget import Budget
+from holon.definition.builder import Workflow
 from holon.runtime.waits import WaitInfo
 from holon.stores.base import Page, RunRecord, RunStatus, RunSummary, Store, TimelineEvent
 
@@ -50,6 +51,7 @@ class SyncClient:
         self,
         store: Store | str | Steward | None = None,
         *,
+        workflows: Iterable[Workflow] = (),
         key_prefix: str = "",
         poll_interval: float = 0.2,
         lease_ttl: float = 10.0,
@@ -57,6 +59,7 @@ class SyncClient:
     ) -> None:
         self.client = Client(
             store,
+            workflows=workflows,
             key_prefix=key_prefix,
             poll_interval=poll_interval,
             lease_ttl=lease_ttl,

@@ -14,9 +14,13 @@ The order of writes makes every crash harmless:
 1. The child's record is created first, under an id made of the parent's run id, step
    and occurrence, so a parent step that runs again after a crash finds it instead of
    making another.
-2. The parent's wait is committed. If the child ended before (it ran elsewhere, fast),
+2. The parent's wait is committed. If a child ended before (it ran elsewhere, fast),
    nobody was there to tell: so once the wait is written, the parent's executor reads
-   each child and, if it ended, takes it in itself (`Engine._tell_family`).
+   each child and, if it ended, takes it in itself (`Engine._tell_family`); and a child
+   that ends later takes in its siblings that ended (`tell_parent`). Left open: a lone
+   child that ended before its parent waited, when the parent's process dies between
+   writing the wait and looking; `Resume(goto=...)` by an operator moves such a parent
+   on.
 3. When the child ends, its executor (or the operator that stopped it) closes the
    parent's wait (`tell_parent`), a compare-and-set on the parent's record: the one of
    the two that comes second finds the wait closed and writes nothing.
@@ -170,35 +174,33 @@ def child_outcome(child: RunRecord) -> dict[str, Any]:
     }
 
 
-def _closing(parent: RunRecord, child: RunRecord, now: float) -> Checkpoint | None:
-    """The checkpoint of `parent` that takes in its ended `child`: the wait notes it,
-    and closes once every child it waits for ended. None when the parent does not wait
-    for it (any more), or took it in already."""
+def _closing(parent: RunRecord, children: list[RunRecord], now: float) -> Checkpoint | None:
+    """The checkpoint of `parent` that takes in its ended `children`: the wait notes
+    them, and closes once every child it waits for ended. None when the parent does not
+    wait for them (any more), or took them in already."""
     wait = parent.body.wait
     listed = waited_children(wait)
-    if (
-        wait is None
-        or parent.status not in (RunStatus.WAITING, RunStatus.PAUSED)
-        or child.run_id not in [c["run_id"] for c in listed]
-    ):
+    ended_before: dict[str, Any] = dict(wait.spec.get("ended") or {}) if wait else {}
+    new = [c for c in children if c.run_id in {e["run_id"] for e in listed} - set(ended_before)]
+    if wait is None or parent.status not in (RunStatus.WAITING, RunStatus.PAUSED) or not new:
         return None
-    ended_before: dict[str, Any] = dict(wait.spec.get("ended") or {})
-    if child.run_id in ended_before:
-        return None
-    ended = {**ended_before, child.run_id: child_outcome(child)}
-    event = NewEvent(
-        "child_ended",
-        now,
-        wait.step,
-        {"child_run_id": child.run_id, "workflow": child.workflow, "status": child.status.value},
-    )
+    ended = {**ended_before, **{c.run_id: child_outcome(c) for c in new}}
+    events = [
+        NewEvent(
+            "child_ended",
+            now,
+            wait.step,
+            {"child_run_id": c.run_id, "workflow": c.workflow, "status": c.status.value},
+        )
+        for c in new
+    ]
     if len(ended) < len(listed):  # others still run: note this one, keep waiting
         noted = wait.model_copy(update={"spec": {**wait.spec, "ended": ended}})
         return Checkpoint(
             status=parent.status,
             body=parent.body.model_copy(update={"wait": noted}),
             at=now,
-            events=[event],
+            events=events,
             wake_at=parent.wake_at,
         )
     outcomes = {c["name"]: ended[c["run_id"]] for c in listed}
@@ -228,7 +230,7 @@ def _closing(parent: RunRecord, child: RunRecord, now: float) -> Checkpoint | No
             body=body,
             at=now,
             results=results,
-            events=[event, fail],
+            events=[*events, fail],
             clear_control=True,
             release_lease=True,
             wait_keys=[],
@@ -251,14 +253,14 @@ def _closing(parent: RunRecord, child: RunRecord, now: float) -> Checkpoint | No
             body=body,
             at=now,
             results=results,
-            events=[event, done],
+            events=[*events, done],
             clear_control=True,
             release_lease=True,
             wait_keys=[],
         )
     target = wait.on_reject if failed else wait.next
     how = "children_ended" if failed else "children_completed"
-    checkpoint = close_wait(parent, wait, decision, target, [event], now, how)
+    checkpoint = close_wait(parent, wait, decision, target, events, now, how)
     checkpoint.results = results
     if parent.status == RunStatus.PAUSED:
         # Paused while it waited: it takes the children in and stays paused; Resume
@@ -269,17 +271,28 @@ def _closing(parent: RunRecord, child: RunRecord, now: float) -> Checkpoint | No
 
 
 async def tell_parent(store: Store, clock: Clock, child: RunRecord) -> RunRecord | None:
-    """Close the wait of `child`'s parent for it, now that `child` ended; returns the
-    parent's record as written (None: no parent, or it waits for something else)."""
+    """Take `child`, which ended, into its parent's wait; returns the parent's record as
+    written (None: no parent, or it waits for something else).
+
+    Its siblings that ended are taken in with it: one may have ended before the parent
+    waited, and the parent's process died before it looked (see the module's
+    docstring), so whichever child ends later brings it in."""
     link = child.body.parent
     if link is None or not child.status.terminal:
         return None
+    parent = await store.load_run(link.run_id)
+    ended = [child]
+    for listed in waited_children(parent.body.wait if parent else None):
+        if listed["run_id"] != child.run_id:
+            sibling = await store.load_run(listed["run_id"])
+            if sibling is not None and sibling.status.terminal:
+                ended.append(sibling)
     closed: list[bool] = []
 
     def decide(parent: RunRecord) -> Checkpoint | None:
-        checkpoint = _closing(parent, child, clock.now())
+        checkpoint = _closing(parent, ended, clock.now())
         closed.append(checkpoint is not None)
         return checkpoint
 
-    parent = await compare_and_set(store, link.run_id, decide)
-    return parent if closed and closed[-1] else None
+    written = await compare_and_set(store, link.run_id, decide)
+    return written if closed and closed[-1] else None

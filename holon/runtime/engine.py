@@ -214,7 +214,14 @@ class Engine:
             logger.exception("run %s: telling its parent or child failed", execution.run_id)
 
     def _ready(self, record: RunRecord | None) -> None:
-        if record is not None and record.status == RunStatus.QUEUED and self.on_ready:
+        # Only a run of a workflow served here: taking the lease of another would only
+        # give it back, and leave it for the claim loops of those that serve it.
+        if (
+            record is not None
+            and record.status == RunStatus.QUEUED
+            and record.workflow in self.definitions
+            and self.on_ready
+        ):
             self.on_ready(record.run_id, record.workflow)
 
     async def _note_refusal(self, execution: Execution) -> None:
