@@ -7,6 +7,10 @@ Each timeline event is one SSE message: `id` is its sequence number, `event` its
 twice. The stream ends with an `end` message once the run has ended and every event up
 to its end was sent.
 
+What the run's steps emit (`ctx.Emit`) comes between the timeline events as `emitted`
+messages without an `id` (they are not stored, so a reconnect resumes from the last
+timeline event); their `data` is the `Emitted` item as JSON.
+
 Writes made in this process wake the stream at once (the store's change signals);
 writes by other processes (workers) are seen at the next look, every `poll_interval`.
 A comment line every `keepalive` seconds keeps proxies from closing a quiet stream.
@@ -18,18 +22,37 @@ import json
 from collections.abc import AsyncIterator
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from holon.http.guard import caller
 from holon.http.problems import HttpProblem
 from holon.http.service import Service
-from holon.stores.base import TimelineEvent
+from holon.stores.base import Emitted, TimelineEvent
 
-__all__ = ["format_event", "run_events", "timeline_stream"]
+__all__ = ["format_emitted", "format_event", "run_events", "timeline_stream"]
 
 _PAGE = 200
 KEEPALIVE = 15.0
+
+
+def format_emitted(item: Emitted, named: bool = True) -> str:
+    """An emitted item as an SSE message: no `id` (it is not stored)."""
+    fields = {"run_id": item.run_id, "seq": item.seq, "kind": item.kind, "at": item.at}
+    fields.update(step=item.step, data=item.data, emitted=True)
+    data = json.dumps(fields, separators=(",", ":"), default=str)
+    kind = "event: emitted\n" if named else ""
+    return f"{kind}data: {data}\n\n"
+
+
+def _emitted(feed: MemoryObjectReceiveStream[Emitted]) -> list[Emitted]:
+    items: list[Emitted] = []
+    while True:
+        try:
+            items.append(feed.receive_nowait())
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            return items
 
 
 def format_event(event: TimelineEvent, named: bool = True) -> str:
@@ -47,11 +70,30 @@ async def timeline_stream(
 ) -> AsyncIterator[str]:
     """The SSE messages of `run_id`'s timeline after sequence `after`, live."""
     store = service.store
+    feed = store.signals.subscribe(run_id)
+    try:
+        async for message in _stream(service, run_id, after, keepalive, named, feed):
+            yield message
+    finally:
+        store.signals.unsubscribe(run_id, feed)
+
+
+async def _stream(
+    service: Service,
+    run_id: str,
+    after: int,
+    keepalive: float,
+    named: bool,
+    feed: MemoryObjectReceiveStream[Emitted],
+) -> AsyncIterator[str]:
+    store = service.store
     seen = after
     quiet_since = anyio.current_time()
     yield "retry: 2000\n\n"
     while True:
         change = store.signals.event(run_id)
+        for item in _emitted(feed):
+            yield format_emitted(item, named)
         # The cheap read first: a quiet run costs one small read a poll, not a timeline's.
         progress = await store.run_progress(run_id)
         if progress is None:
@@ -67,6 +109,8 @@ async def timeline_stream(
             quiet_since = anyio.current_time()
             continue
         if progress.status.terminal:
+            for item in _emitted(feed):
+                yield format_emitted(item, named)
             yield f'event: end\ndata: {{"status":"{progress.status.value}"}}\n\n'
             return
         if anyio.current_time() - quiet_since >= keepalive:
