@@ -20,7 +20,6 @@ from holon.definition.budget import Budget
 from holon.definition.builder import Workflow
 from holon.definition.directives import START
 from holon.errors import (
-    InboxFull,
     InvalidRunState,
     NotAnApprover,
     NotWaiting,
@@ -35,12 +34,11 @@ from holon.runtime.context import validate_state
 from holon.runtime.decisions import EventDelivery, Outcome, Proposal, deliver, evaluate, raced
 from holon.runtime.definitions import Definitions
 from holon.runtime.inbox import (
-    KEPT_PER_EVENT,
-    KEPT_PER_RUN,
     KeptEvent,
-    event_inbox,
+    check_keep_for,
+    keep_broadcast,
+    keep_for_run,
     new_event_id,
-    run_inbox,
     take_kept_event,
     waits_for_event,
 )
@@ -495,7 +493,7 @@ class Operator:
             raise TypeError(f"an event name is a non-empty string, got {name!r}")
         if event_id is not None and (not isinstance(event_id, str) or not event_id):
             raise TypeError(f"event_id is a non-empty string, got {event_id!r}")
-        _check_keep_for(keep_for)
+        check_keep_for(keep_for)
         data = await self._event_payload(run_id, payload)
         if keep_for is not None and event_id is None:
             event_id = new_event_id()
@@ -522,41 +520,14 @@ class Operator:
     async def keep(self, name: str, payload: Any, event_id: str, keep_for: float) -> None:
         """Keep a broadcast event for the runs that start waiting on `name` in the next
         `keep_for` seconds (each has it once)."""
-        _check_keep_for(keep_for)
+        check_keep_for(keep_for)
         data = to_json_value(payload, what=f"the payload of event {name!r}", run_id="-", step=None)
         _DEFAULT_LIMITS.check("event_payload", data, what=f"the payload of event {name!r}")
-        kept = await self.store.keep_event(
-            event_inbox(name),
-            event_id,
-            KeptEvent(event_id, name, data).document(),
-            expires_at=self.clock.now() + keep_for,
-            most=KEPT_PER_EVENT,
-            now=self.clock.now(),
-        )
-        if not kept:
-            raise InboxFull(
-                f"event {name!r} was not kept for runs that wait later: {KEPT_PER_EVENT} "
-                "events of that name are kept already"
-            )
+        await keep_broadcast(self.store, self.clock, KeptEvent(event_id, name, data), keep_for)
 
     async def _keep(self, record: RunRecord, event: KeptEvent, keep_for: float) -> None:
-        run_id = record.run_id
         self._check_size(record, EventDelivery(name=event.name, payload=event.payload))
-        now = self.clock.now()
-        kept = await self.store.keep_event(
-            run_inbox(run_id),
-            event.event_id,
-            event.document(),
-            expires_at=now + keep_for,
-            most=KEPT_PER_RUN,
-            now=now,
-        )
-        if not kept:
-            raise InboxFull(
-                f"run {run_id!r} does not wait for event {event.name!r}, and its inbox of "
-                f"events sent before their wait is full ({KEPT_PER_RUN} kept)",
-                run_id=run_id,
-            )
+        await keep_for_run(self.store, self.clock, record.run_id, event, keep_for)
 
     async def _event_payload(self, run_id: str, payload: Any) -> Any:
         """The payload as JSON, a secret in it sealed with the keys of the run's workflow."""
@@ -567,13 +538,6 @@ class Operator:
             return to_json_value(
                 payload, what="event payload", run_id=run_id, step=None, keyring=keyring
             )
-
-
-def _check_keep_for(keep_for: float | None) -> None:
-    if keep_for is not None and (
-        isinstance(keep_for, bool) or not isinstance(keep_for, (int, float)) or keep_for <= 0
-    ):
-        raise TypeError(f"keep_for is a number of seconds above 0 (or None), got {keep_for!r}")
 
 
 def _check_identity(run_id: str, by: str) -> None:

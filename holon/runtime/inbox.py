@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from holon.clock import Clock
+from holon.errors import InboxFull
 from holon.runtime.compare_and_set import compare_and_set
 from holon.runtime.decisions import EventDelivery, deliver
 from holon.stores.base import Checkpoint, RunRecord, RunStatus, Store
@@ -27,7 +28,10 @@ __all__ = [
     "KEPT_PER_EVENT",
     "KEPT_PER_RUN",
     "KeptEvent",
+    "check_keep_for",
     "event_inbox",
+    "keep_broadcast",
+    "keep_for_run",
     "new_event_id",
     "run_inbox",
     "take_kept_event",
@@ -120,3 +124,51 @@ async def _deliver(store: Store, clock: Clock, run_id: str, event: KeptEvent) ->
 
     record = await compare_and_set(store, run_id, decide)
     return record if taken else None
+
+
+def check_keep_for(keep_for: float | None) -> None:
+    if keep_for is not None and (
+        isinstance(keep_for, bool) or not isinstance(keep_for, (int, float)) or keep_for <= 0
+    ):
+        raise TypeError(f"keep_for is a number of seconds above 0 (or None), got {keep_for!r}")
+
+
+async def keep_for_run(
+    store: Store, clock: Clock, run_id: str, event: KeptEvent, keep_for: float
+) -> None:
+    """Keep `event` in run `run_id`'s inbox for `keep_for` seconds; `InboxFull` when it
+    holds `KEPT_PER_RUN` already."""
+    now = clock.now()
+    kept = await store.keep_event(
+        run_inbox(run_id),
+        event.event_id,
+        event.document(),
+        expires_at=now + keep_for,
+        most=KEPT_PER_RUN,
+        now=now,
+    )
+    if not kept:
+        raise InboxFull(
+            f"run {run_id!r} does not wait for event {event.name!r}, and its inbox of "
+            f"events sent before their wait is full ({KEPT_PER_RUN} kept)",
+            run_id=run_id,
+        )
+
+
+async def keep_broadcast(store: Store, clock: Clock, event: KeptEvent, keep_for: float) -> None:
+    """Keep a broadcast `event` in its name's inbox for the runs that wait for it in the
+    next `keep_for` seconds; `InboxFull` when `KEPT_PER_EVENT` of that name are kept."""
+    now = clock.now()
+    kept = await store.keep_event(
+        event_inbox(event.name),
+        event.event_id,
+        event.document(),
+        expires_at=now + keep_for,
+        most=KEPT_PER_EVENT,
+        now=now,
+    )
+    if not kept:
+        raise InboxFull(
+            f"event {event.name!r} was not kept for runs that wait later: {KEPT_PER_EVENT} "
+            "events of that name are kept already"
+        )
