@@ -29,6 +29,7 @@ from holon import (
 from holon.definition.policies import runs_in_thread
 from holon.runtime.definitions import Definitions
 from holon.stores.base import Cursor, RunBody, RunRecord, Store
+from tests.test_policies import until
 
 pytestmark = pytest.mark.anyio
 
@@ -414,7 +415,7 @@ async def test_a_new_execute_version_leaves_old_runs_to_the_old_code(store: Stor
     async with Worker(v2, store, poll_interval=0.01, name="v2", version_grace=0.3):
         # v2 may not take it (it never declared it could), and no live worker executes
         # version 1: past the grace period it is paused, having run nothing more.
-        paused = await until_status(store, run_id, RunStatus.PAUSED)
+        paused = await until(store, run_id, lambda r: r.status == RunStatus.PAUSED)
         assert ran == [] and paused.lease is None
         assert [e.kind for e in await store.timeline(run_id)][before:] == ["paused"]
         assert paused.body.needs_version == v1.version
@@ -427,15 +428,6 @@ async def test_a_new_execute_version_leaves_old_runs_to_the_old_code(store: Stor
     assert ran == ["v1"]
     kinds = [e.kind for e in await store.timeline(run_id)]
     assert kinds.count("resumed") == 1 and kinds[-1] == "completed"
-
-
-async def until_status(store: Store, run_id: str, status: RunStatus) -> RunRecord:
-    with anyio.fail_after(10):
-        while True:
-            record = await store.load_run(run_id)
-            if record is not None and record.status == status:
-                return record
-            await anyio.sleep(0.02)  # sleep-ok: polling the store for another's write
 
 
 async def test_poison_after_is_checked() -> None:
